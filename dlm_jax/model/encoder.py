@@ -1,0 +1,140 @@
+"""BERT / RoBERTa / XLM-R (post-LN) and XLM-R XL / XXL (pre-LN) masked language models in Flax.
+
+Layouts follow HuggingFace's `modeling_bert.py`, `modeling_xlm_roberta.py` and `modeling_xlm_roberta_xl.py`:
+- post-LN (bert, roberta): emb -> LN -> dropout; per block x = LN(x + attn(x)); x = LN(x + mlp(x)).
+- pre-LN (xlmr-xl): emb -> dropout (no LN); per block x = x + attn(LN(x)); x = x + mlp(LN(x)); final LN.
+- MLM head: dense -> exact gelu -> LN -> tied decoder (word embeddings^T) + bias.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+
+from dlm_jax.model import axes
+from dlm_jax.model.configs import ModelConfig
+from dlm_jax.model.layers import Einsum, Embed, LayerNorm, Mlp, SelfAttention, gelu_exact, padding_bias
+
+REMAT_POLICIES: dict[str, Any] = {
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "minimal": jax.checkpoint_policies.everything_saveable,
+}
+_ACT = (axes.BATCH, axes.LENGTH, None)
+
+
+def _dtypes(cfg: ModelConfig) -> dict[str, Any]:
+    return dict(dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.dtype(cfg.param_dtype))
+
+
+class Block(nn.Module):
+    """One transformer block; `cfg.family` picks post-LN or pre-LN. Returns (x, None) so it can be scanned."""
+
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array, mask_bias: jax.Array, deterministic: bool) -> tuple[jax.Array, None]:
+        cfg, dt = self.cfg, _dtypes(self.cfg)
+        attn = SelfAttention(cfg.num_heads, cfg.head_dim, cfg.attention_dropout, deterministic, **dt,
+                             name="attention")
+        mlp = Mlp(cfg.intermediate_size, **dt, name="mlp")
+        drop = functools.partial(nn.Dropout(cfg.hidden_dropout), deterministic=deterministic)
+        ln_attn = LayerNorm(cfg.layer_norm_eps, **dt, name="attention_ln")
+        ln_mlp = LayerNorm(cfg.layer_norm_eps, **dt, name="mlp_ln")
+        if cfg.family == "xlmr-xl":
+            x = x + drop(attn(ln_attn(x), mask_bias))
+            x = x + drop(mlp(ln_mlp(x)))
+        else:
+            x = ln_attn(x + drop(attn(x, mask_bias)))
+            x = ln_mlp(x + drop(mlp(x)))
+        return nn.with_logical_constraint(x, _ACT), None
+
+
+class MaskedLM(nn.Module):
+    """A masked LM. `__call__` returns float32 logits [batch, length or P, vocab].
+
+    Methods: `encode` (final hidden states), `logits_from_hidden` (the MLM head). Calling with
+    `output_positions` ([batch, P] int) applies the head only at those positions, so the vocab-sized head is paid
+    for P positions instead of every position.
+    """
+
+    cfg: ModelConfig
+
+    def setup(self) -> None:
+        cfg, dt = self.cfg, _dtypes(self.cfg)
+        self.word = Embed(cfg.vocab_size, cfg.hidden_size, axes.VOCAB, **dt)
+        self.position = Embed(cfg.max_positions, cfg.hidden_size, axes.POSITIONS, **dt)
+        if cfg.type_vocab_size > 0:
+            self.token_type = Embed(cfg.type_vocab_size, cfg.hidden_size, axes.CLASSES, **dt)
+        if cfg.family != "xlmr-xl":
+            self.embed_ln = LayerNorm(cfg.layer_norm_eps, **dt)
+        else:
+            self.final_ln = LayerNorm(cfg.layer_norm_eps, **dt)
+        self.head_dense = Einsum(shape=(cfg.hidden_size, cfg.hidden_size), kernel_axes=(axes.EMBED, None),
+                                 eq="...e,ef->...f", bias_axes=(None,), **dt)
+        self.head_ln = LayerNorm(cfg.layer_norm_eps, **dt)
+        self.dropout = nn.Dropout(cfg.hidden_dropout)
+        block = Block
+        if cfg.remat != "none":
+            if cfg.remat not in REMAT_POLICIES:
+                raise ValueError(f"unknown remat policy {cfg.remat!r}; choose one of {['none', *REMAT_POLICIES]}")
+            # static_argnums counts `self`: (self, x, mask_bias, deterministic).
+            block = nn.remat(Block, policy=REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers,
+                             static_argnums=(3,))
+        if cfg.scan_layers:
+            self.layers = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
+                                  in_axes=(nn.broadcast, nn.broadcast), length=cfg.num_layers,
+                                  metadata_params={nn.PARTITION_NAME: axes.LAYERS})(cfg)
+        else:
+            self.layers = [block(cfg, name=f"layers_{i}") for i in range(cfg.num_layers)]
+        self.head_bias = self.param("head_bias", nn.with_logical_partitioning(nn.initializers.zeros, (axes.VOCAB,)),
+                                    (cfg.vocab_size,), jnp.dtype(cfg.param_dtype))
+
+    def position_ids(self, attention_mask: jax.Array) -> jax.Array:
+        """[batch, length] positions: arange for BERT; cumsum(mask) * mask + padding_idx for (XLM-)RoBERTa."""
+        if self.cfg.family == "bert":
+            return jnp.broadcast_to(jnp.arange(attention_mask.shape[1]), attention_mask.shape)
+        m = attention_mask.astype(jnp.int32)
+        return jnp.cumsum(m, axis=1) * m + self.cfg.pad_token_id
+
+    def encode(self, input_ids: jax.Array, attention_mask: jax.Array | None = None,
+               token_type_ids: jax.Array | None = None, *, deterministic: bool = True) -> jax.Array:
+        """input_ids [batch, length] -> hidden states [batch, length, embed] (compute dtype)."""
+        cfg = self.cfg
+        if attention_mask is None:
+            attention_mask = (input_ids != cfg.pad_token_id).astype(jnp.int32)
+        x = self.word(input_ids) + self.position(self.position_ids(attention_mask))
+        if cfg.type_vocab_size > 0:
+            tt = jnp.zeros_like(input_ids) if token_type_ids is None else token_type_ids
+            x = x + self.token_type(tt)
+        if cfg.family != "xlmr-xl":
+            x = self.embed_ln(x)
+        x = self.dropout(x, deterministic=deterministic)
+        x = nn.with_logical_constraint(x, _ACT)
+        bias = padding_bias(attention_mask)
+        if self.cfg.scan_layers:
+            x, _ = self.layers(x, bias, deterministic)
+        else:
+            for layer in self.layers:
+                x, _ = layer(x, bias, deterministic)
+        if cfg.family == "xlmr-xl":
+            x = self.final_ln(x)
+        return x
+
+    def logits_from_hidden(self, hidden: jax.Array) -> jax.Array:
+        """MLM head: [..., embed] -> float32 logits [..., vocab]."""
+        h = self.head_ln(gelu_exact(self.head_dense(hidden)))
+        logits = self.word.attend(h) + self.head_bias.astype(h.dtype)
+        return logits.astype(jnp.float32)
+
+    def __call__(self, input_ids: jax.Array, attention_mask: jax.Array | None = None,
+                 token_type_ids: jax.Array | None = None, *, deterministic: bool = True,
+                 output_positions: jax.Array | None = None) -> jax.Array:
+        """Logits [batch, length, vocab], or [batch, P, vocab] at `output_positions` ([batch, P])."""
+        hidden = self.encode(input_ids, attention_mask, token_type_ids, deterministic=deterministic)
+        if output_positions is not None:
+            hidden = jnp.take_along_axis(hidden, output_positions[..., None], axis=1)
+        return self.logits_from_hidden(hidden)

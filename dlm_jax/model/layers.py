@@ -1,0 +1,147 @@
+"""Building blocks written as explicit einsums with logical axis names on every parameter dimension."""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+
+from dlm_jax.model import axes
+
+Dtype = jnp.dtype
+Initializer = Callable[..., jax.Array]
+
+default_kernel_init = nn.initializers.normal(stddev=0.02)
+
+
+def gelu_exact(x: jax.Array) -> jax.Array:
+    """HuggingFace's "gelu" is the erf form; flax's `nn.gelu` defaults to the tanh approximation."""
+    return nn.gelu(x, approximate=False)
+
+
+class Einsum(nn.Module):
+    """y = einsum(eq, x, kernel) + bias, with logical names for each kernel / bias dimension.
+
+    Attributes:
+      shape: kernel shape.
+      kernel_axes: logical name of each kernel dimension.
+      eq: einsum equation "x_spec,kernel_spec->y_spec".
+      bias_axes: logical names of the bias (its shape is the trailing kernel dims with these names); None: no bias.
+    """
+
+    shape: Sequence[int]
+    kernel_axes: Sequence[str]
+    eq: str
+    bias_axes: Sequence[str] | None = None
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+    kernel_init: Initializer = default_kernel_init
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param("kernel", nn.with_logical_partitioning(self.kernel_init, tuple(self.kernel_axes)),
+                            tuple(self.shape), self.param_dtype)
+        y = jnp.einsum(self.eq, x.astype(self.dtype), kernel.astype(self.dtype))
+        if self.bias_axes is not None:
+            n = len(self.bias_axes)
+            bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, tuple(self.bias_axes)),
+                              tuple(self.shape[-n:]), self.param_dtype)
+            y = y + bias.astype(self.dtype)
+        return y
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm computed in float32 (HF eps), with logically named scale and bias."""
+
+    eps: float = 1e-5
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        d = x.shape[-1]
+        scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, (axes.NORM,)), (d,),
+                           self.param_dtype)
+        bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, (axes.NORM,)), (d,),
+                          self.param_dtype)
+        xf = x.astype(jnp.float32)
+        mean = xf.mean(-1, keepdims=True)
+        var = jnp.square(xf - mean).mean(-1, keepdims=True)
+        y = (xf - mean) * jax.lax.rsqrt(var + self.eps)
+        return (y * scale.astype(jnp.float32) + bias.astype(jnp.float32)).astype(self.dtype)
+
+
+class Embed(nn.Module):
+    """A lookup table with logical axes (rows, embed); `attend` reuses it as a tied output projection."""
+
+    num_embeddings: int
+    features: int
+    row_axis: str = axes.VOCAB
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    def setup(self) -> None:
+        self.embedding = self.param(
+            "embedding", nn.with_logical_partitioning(default_kernel_init, (self.row_axis, axes.EMBED)),
+            (self.num_embeddings, self.features), self.param_dtype)
+
+    def __call__(self, ids: jax.Array) -> jax.Array:
+        return jnp.take(self.embedding, ids, axis=0).astype(self.dtype)
+
+    def attend(self, x: jax.Array) -> jax.Array:
+        # [..., embed] x [vocab, embed] -> [..., vocab]
+        return jnp.einsum("...e,ve->...v", x.astype(self.dtype), self.embedding.astype(self.dtype))
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with a padding mask; q/k/v kernels are [embed, heads, kv]."""
+
+    num_heads: int
+    head_dim: int
+    dropout: float = 0.0
+    deterministic: bool = True
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, mask_bias: jax.Array) -> jax.Array:
+        """x: [batch, length, embed]; mask_bias: [batch, 1, 1, length] additive (0 or very negative)."""
+        e = x.shape[-1]
+        proj = dict(shape=(e, self.num_heads, self.head_dim), kernel_axes=(axes.EMBED, axes.HEADS, axes.KV),
+                    eq="ble,ehd->blhd", bias_axes=(axes.HEADS, axes.KV), dtype=self.dtype,
+                    param_dtype=self.param_dtype)
+        q = Einsum(**proj, name="query")(x)
+        k = Einsum(**proj, name="key")(x)
+        v = Einsum(**proj, name="value")(x)
+        q = nn.with_logical_constraint(q, (axes.BATCH, axes.LENGTH, axes.HEADS, axes.KV))
+        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / jnp.sqrt(self.head_dim)
+        probs = jax.nn.softmax(scores + mask_bias, axis=-1)
+        if self.dropout > 0 and not self.deterministic:
+            probs = nn.Dropout(self.dropout)(probs, deterministic=False)
+        ctx = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(self.dtype), v)
+        return Einsum(shape=(self.num_heads, self.head_dim, e), kernel_axes=(axes.HEADS, axes.KV, axes.EMBED),
+                      eq="blhd,hde->ble", bias_axes=(axes.EMBED,), dtype=self.dtype, param_dtype=self.param_dtype,
+                      name="out")(ctx)
+
+
+class Mlp(nn.Module):
+    """dense -> exact gelu -> dense."""
+
+    intermediate_size: int
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        e = x.shape[-1]
+        h = Einsum(shape=(e, self.intermediate_size), kernel_axes=(axes.EMBED, axes.MLP), eq="ble,em->blm",
+                   bias_axes=(axes.MLP,), dtype=self.dtype, param_dtype=self.param_dtype, name="wi")(x)
+        h = nn.with_logical_constraint(gelu_exact(h), (axes.BATCH, axes.LENGTH, axes.MLP))
+        return Einsum(shape=(self.intermediate_size, e), kernel_axes=(axes.MLP, axes.EMBED), eq="blm,me->ble",
+                      bias_axes=(axes.EMBED,), dtype=self.dtype, param_dtype=self.param_dtype, name="wo")(h)
+
+
+def padding_bias(attention_mask: jax.Array) -> jax.Array:
+    """[batch, length] 0/1 mask -> [batch, 1, 1, length] additive bias for the attention logits."""
+    return jnp.where(attention_mask[:, None, None, :] > 0, 0.0, jnp.finfo(jnp.float32).min).astype(jnp.float32)

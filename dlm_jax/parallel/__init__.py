@@ -1,0 +1,7 @@
+"""Meshes, logical sharding rules, sharded initialisation and global batches."""
+from dlm_jax.parallel.mesh import initialize_distributed, make_mesh, resolve_mesh_shape
+from dlm_jax.parallel.sharding import (batch_sharding, data_parallel_size, global_batch, logical_to_shardings,
+                                       sharded_init)
+
+__all__ = ["make_mesh", "resolve_mesh_shape", "initialize_distributed", "logical_to_shardings", "sharded_init",
+           "batch_sharding", "global_batch", "data_parallel_size"]

@@ -1,0 +1,56 @@
+"""Logical axis rules -> NamedShardings, sharded initialisation and global batches."""
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from dlm_jax.model.axes import DEFAULT_RULES
+
+Rules = Sequence[tuple[str, Any]]
+
+
+def logical_to_shardings(abstract_tree: Any, mesh: Mesh, rules: Rules = DEFAULT_RULES) -> Any:
+    """NamedShardings for a (possibly boxed, i.e. nn.Partitioned) abstract tree; unannotated leaves replicate."""
+    specs = nn.get_partition_spec(abstract_tree)
+    mesh_specs = nn.logical_to_mesh(specs, rules)
+    return jax.tree.map(lambda s: NamedSharding(mesh, s if s is not None else P()), mesh_specs,
+                        is_leaf=lambda x: isinstance(x, P) or x is None)
+
+
+def sharded_init(init_fn: Callable[..., Any], mesh: Mesh, rules: Rules, *args: Any) -> tuple[Any, Any]:
+    """Initialises straight into shardings: eval_shape -> specs -> jit(init, out_shardings).
+
+    Nothing is materialised on a single device first, so a model larger than one device's memory initialises.
+    Returns (unboxed params, their shardings).
+    """
+    abstract = jax.eval_shape(init_fn, *args)
+    shardings = logical_to_shardings(abstract, mesh, rules)
+    with mesh, nn.logical_axis_rules(rules):
+        params = jax.jit(lambda *a: nn.unbox(init_fn(*a)), out_shardings=shardings)(*args)
+    return params, shardings
+
+
+def batch_sharding(mesh: Mesh, rules: Rules = DEFAULT_RULES, ndim: int = 2) -> NamedSharding:
+    """Sharding of a [batch, ...] input array: batch over the mesh axes the `batch` rule names."""
+    spec = nn.logical_to_mesh_axes(("batch",) + (None,) * (ndim - 1), rules)
+    return NamedSharding(mesh, spec)
+
+
+def global_batch(local: dict[str, np.ndarray], mesh: Mesh, rules: Rules = DEFAULT_RULES) -> dict[str, jax.Array]:
+    """Assembles per-process host arrays into global jax.Arrays sharded over the batch axes."""
+    return {k: jax.make_array_from_process_local_data(batch_sharding(mesh, rules, v.ndim), v)
+            for k, v in local.items()}
+
+
+def data_parallel_size(mesh: Mesh, rules: Rules = DEFAULT_RULES) -> int:
+    """How many ways the batch dimension is split on `mesh`."""
+    spec = nn.logical_to_mesh_axes(("batch",), rules)[0]
+    names = (spec,) if isinstance(spec, str) else tuple(spec or ())
+    n = 1
+    for a in names:
+        n *= mesh.shape[a]
+    return n

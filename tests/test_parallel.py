@@ -1,0 +1,69 @@
+"""Meshes, logical rules and sharded execution on 8 simulated CPU devices."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import PartitionSpec as P
+
+from dlm_jax import hf_io
+from dlm_jax.model import MaskedLM, get_config
+from dlm_jax.model.axes import DEFAULT_RULES
+from dlm_jax.parallel import make_mesh, resolve_mesh_shape, sharded_init
+
+MESH = {"data": 2, "fsdp": 2, "tensor": 2}
+
+
+def test_resolve_mesh_shape():
+    assert resolve_mesh_shape({"data": -1, "tensor": 2}, 8) == {"data": 4, "fsdp": 1, "tensor": 2}
+    with pytest.raises(ValueError, match="not divisible"):
+        resolve_mesh_shape({"data": -1, "tensor": 3}, 8)
+    with pytest.raises(ValueError, match="needs 12 devices"):
+        resolve_mesh_shape({"data": 3, "fsdp": 4}, 8)
+    with pytest.raises(ValueError, match="unknown mesh axes"):
+        resolve_mesh_shape({"model": 2}, 8)
+
+
+@pytest.mark.parametrize("scan", [False, True])
+def test_sharded_init_specs_and_forward_equals_single_device(scan):
+    assert jax.device_count() == 8, "conftest sets 8 simulated CPU devices"
+    cfg = get_config("tiny-test", hidden_size=32, num_heads=4, intermediate_size=64, vocab_size=96,
+                     scan_layers=scan, hidden_dropout=0.0)
+    model = MaskedLM(cfg)
+    ids = jnp.asarray(np.random.default_rng(0).integers(3, 96, (4, 12)))
+    mask = jnp.ones_like(ids).at[1, 8:].set(0)
+    mesh = make_mesh(MESH)
+    params, shardings = sharded_init(lambda k: model.init(k, ids)["params"], mesh, DEFAULT_RULES,
+                                     jax.random.key(0))
+    lyr = (None,) if scan else ()
+    pre = "layers" if scan else "layers_0"
+    expect = {
+        ("word", "embedding"): P("tensor", "fsdp"),
+        ("position", "embedding"): P(None, "fsdp"),
+        (pre, "attention", "query", "kernel"): P(*lyr, "fsdp", "tensor", None),
+        (pre, "attention", "out", "kernel"): P(*lyr, "tensor", None, "fsdp"),
+        (pre, "mlp", "wi", "kernel"): P(*lyr, "fsdp", "tensor"),
+        (pre, "mlp", "wo", "kernel"): P(*lyr, "tensor", "fsdp"),
+        (pre, "mlp_ln", "scale"): P(*lyr, None),
+        ("head_bias",): P("tensor"),
+    }
+    flat = {k: v for k, v in __import__("flax").traverse_util.flatten_dict(params).items()}
+    for path, spec in expect.items():
+        got = flat[path].sharding.spec
+        assert tuple(got) + (None,) * (len(spec) - len(got)) == tuple(spec), (path, got, spec)
+    single = jax.device_get(params)
+    ref = model.apply({"params": single}, ids, attention_mask=mask)
+    with mesh, nn.logical_axis_rules(DEFAULT_RULES):
+        out = jax.jit(lambda p, i, m: model.apply({"params": p}, i, attention_mask=m))(params, ids, mask)
+    np.testing.assert_allclose(np.asarray(out), np.asarray(ref), atol=2e-5)
+
+
+def test_load_into_mesh_places_each_array(tmp_path):
+    cfg = get_config("tiny-test", vocab_size=96, hidden_size=32, intermediate_size=64)
+    params = MaskedLM(cfg).init(jax.random.key(1), jnp.ones((1, 4), jnp.int32))["params"]
+    hf_io.save_hf(params, cfg, tmp_path)
+    mesh = make_mesh(MESH)
+    loaded = hf_io.load_params(tmp_path, cfg, mesh=mesh)
+    assert loaded["word"]["embedding"].sharding.spec == P("tensor", "fsdp")
+    for a, b in zip(jax.tree.leaves(nn.unbox(params)), jax.tree.leaves(loaded)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -1,0 +1,158 @@
+"""The RDM training objective (paper Eq. 4, Appendix A.1): absorbing-mask corruption and a weighted CE loss.
+
+Pure functions of (logits_fn, batch, rng, config). `logits_fn(noised_tokens, positions)` returns logits
+[batch, P, vocab] at `positions` [batch, P], so the vocab-sized output head runs only where a token was noised.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+LogitsAtFn = Callable[[jax.Array, jax.Array], jax.Array]
+WEIGHTINGS = ("linear", "constant", "reciprocal")
+
+
+@dataclasses.dataclass(frozen=True)
+class RDMConfig:
+    """Objective settings.
+
+    Attributes:
+      mask_id: the `<mask>` token id.
+      num_timesteps: T; t ~ Uniform{1..T} per sequence, each response token masked with probability t/T.
+      weighting: lambda(t): "linear" 1 - (t-1)/T (the paper), "constant" 1, "reciprocal" 1/t.
+      coupled: draw t1 >= t2 and build x_t2 from a subset of x_t1's masks (keep-probability t2/t1); both halves are
+        trained on (the batch doubles), as the paper's public code does.
+      label_smoothing: 0.1 from scratch, 0 from a pretrained MLM.
+      max_predictions: static number P of positions the head is evaluated at; must be >= the longest response.
+        None: the sequence length.
+      num_t_buckets: loss is also reported per bucket of t.
+    """
+
+    mask_id: int
+    num_timesteps: int = 50
+    weighting: str = "linear"
+    coupled: bool = False
+    label_smoothing: float = 0.0
+    max_predictions: int | None = None
+    num_t_buckets: int = 5
+
+    def __post_init__(self) -> None:
+        if self.weighting not in WEIGHTINGS:
+            raise ValueError(f"unknown weighting {self.weighting!r}; choose one of {list(WEIGHTINGS)}")
+        if self.num_timesteps < 1:
+            raise ValueError(f"num_timesteps must be >= 1, got {self.num_timesteps}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.num_t_buckets < 1 or self.num_t_buckets > self.num_timesteps:
+            raise ValueError(f"num_t_buckets must be in [1, num_timesteps], got {self.num_t_buckets}")
+
+
+def loss_weight(t: jax.Array, cfg: RDMConfig) -> jax.Array:
+    """lambda(t) for integer t in 1..T, float32 [batch]."""
+    t = t.astype(jnp.float32)
+    if cfg.weighting == "linear":
+        return 1.0 - (t - 1.0) / cfg.num_timesteps
+    if cfg.weighting == "reciprocal":
+        return 1.0 / t
+    return jnp.ones_like(t)
+
+
+def corrupt(tokens: jax.Array, response_mask: jax.Array, rng: jax.Array, cfg: RDMConfig
+            ) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Samples t and masks response tokens with probability t/T.
+
+    Args:
+      tokens: [batch, length] clean token ids.
+      response_mask: [batch, length] bool, positions that may be noised.
+    Returns:
+      (noised tokens, masked [batch, length] bool, t [batch] int32). With `cfg.coupled` every output has a doubled
+      batch: rows B.. hold x_t2 whose masks are a subset of x_t1's (t2 <= t1).
+    """
+    b, length = tokens.shape
+    T = cfg.num_timesteps
+    k_t1, k_t2, k_u1, k_u2 = jax.random.split(rng, 4)
+    t1 = jax.random.randint(k_t1, (b,), 1, T + 1)
+    u1 = jax.random.uniform(k_u1, (b, length))
+    if not cfg.coupled:
+        masked = response_mask & (u1 < t1[:, None] / T)
+        return jnp.where(masked, cfg.mask_id, tokens), masked, t1
+    t2 = jax.random.randint(k_t2, (b,), 1, T + 1)
+    t1, t2 = jnp.maximum(t1, t2), jnp.minimum(t1, t2)
+    m1 = response_mask & (u1 < t1[:, None] / T)
+    m2 = m1 & (jax.random.uniform(k_u2, (b, length)) < (t2 / t1)[:, None])
+    masked = jnp.concatenate([m1, m2])
+    tokens2 = jnp.concatenate([tokens, tokens])
+    return jnp.where(masked, cfg.mask_id, tokens2), masked, jnp.concatenate([t1, t2])
+
+
+def masked_positions(masked: jax.Array, num: int) -> tuple[jax.Array, jax.Array]:
+    """The first `num` masked positions of each row (masked ones first, in order) and which of them are real.
+
+    Returns (positions [batch, num] int32, valid [batch, num] bool).
+    """
+    order = jnp.argsort(~masked, axis=1, stable=True)[:, :num]
+    return order.astype(jnp.int32), jnp.take_along_axis(masked, order, axis=1)
+
+
+def cross_entropy(logits: jax.Array, targets: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
+    """Per-position CE [..] from float logits [.., vocab] and int targets [..]."""
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    nll = -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+    if label_smoothing:
+        nll = (1.0 - label_smoothing) * nll - label_smoothing * logp.mean(-1)
+    return nll
+
+
+def rdm_loss(logits_fn: LogitsAtFn, batch: dict[str, jax.Array], rng: jax.Array, config: RDMConfig
+             ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The RDM loss: sum over masked response tokens of lambda(t) * CE, / #response tokens, mean over sequences.
+
+    Args:
+      logits_fn: (noised tokens [B', L], positions [B', P]) -> logits [B', P, vocab].
+      batch: `tokens` [B, L] int (`<s> prompt response </s>` + padding), `response_mask` [B, L] bool (the noisable
+        response incl. its `</s>`), optional `padding_mask` [B, L] (1 = real token; used by the caller's logits_fn).
+      rng: PRNG key.
+      config: RDMConfig.
+    Returns:
+      (scalar loss, metrics) with metrics `loss`, `accuracy` (on masked tokens), `num_masked`, `num_dropped`
+      (masked tokens beyond max_predictions, always 0 when it is large enough), `t_bucket_loss` / `t_bucket_count`
+      [num_t_buckets] (sum of per-sequence losses and number of sequences per bucket of t).
+    """
+    tokens, response = batch["tokens"], batch["response_mask"].astype(bool)
+    noised, masked, t = corrupt(tokens, response, rng, config)
+    if config.coupled:
+        tokens, response = jnp.concatenate([tokens, tokens]), jnp.concatenate([response, response])
+    num = config.max_predictions or tokens.shape[1]
+    positions, valid = masked_positions(masked, num)
+    logits = logits_fn(noised, positions)  # [B', P, vocab]
+    targets = jnp.take_along_axis(tokens, positions, axis=1)
+    ce = cross_entropy(logits, targets, config.label_smoothing)
+    w = loss_weight(t, config)[:, None] * valid
+    n_resp = jnp.maximum(response.sum(1), 1).astype(jnp.float32)
+    per_seq = (w * ce).sum(1) / n_resp  # [B']
+    loss = per_seq.mean()
+    correct = (jnp.argmax(logits, -1) == targets) & valid
+    bucket = ((t - 1) * config.num_t_buckets) // config.num_timesteps
+    onehot = jax.nn.one_hot(bucket, config.num_t_buckets, dtype=jnp.float32)
+    metrics = {
+        "loss": loss,
+        "accuracy": correct.sum() / jnp.maximum(valid.sum(), 1),
+        "num_masked": valid.sum(),
+        "num_dropped": masked.sum() - valid.sum(),
+        "t_bucket_loss": onehot.T @ per_seq,
+        "t_bucket_count": onehot.sum(0),
+    }
+    return loss, metrics
+
+
+def bucket_names(config: RDMConfig) -> list[str]:
+    """Metric names `loss_t{lo}-{hi}` of the t buckets (inclusive ranges of t)."""
+    T, nb = config.num_timesteps, config.num_t_buckets
+    names = []
+    for b in range(nb):
+        ts = [t for t in range(1, T + 1) if ((t - 1) * nb) // T == b]
+        names.append(f"loss_t{ts[0]:02d}-{ts[-1]:02d}")
+    return names

@@ -1,0 +1,257 @@
+"""Iterative unmask / remask sampling (RDM Algorithm 2, "reparam" decoding), mask-predict and adaptive decoding.
+
+Strategies (strings as in the paper's public code):
+- `reparam-<cond|uncond>-<deterministic|stochasticX>-<cosine|linear>`: after step t of S, the
+  k = floor(N * rate(t)) lowest-scoring response positions are (re)masked, rate = cos(pi/2 t/S) or 1 - t/S.
+- `cmlm[-cosine|-linear]`: mask-predict; only masked positions are re-predicted, then the k lowest stored scores are
+  remasked.
+- `adaptive`: each step commits every masked position whose probability is >= `threshold` (at least one per row) and
+  the loop stops once nothing is masked (`lax.while_loop`), so easy outputs need fewer model evaluations.
+
+Only positions in `response_mask` ever change. The `<mask>` logit is never chosen.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+LogitsFn = Callable[[jax.Array], jax.Array]
+_REPARAM = re.compile(r"^reparam-(cond|uncond)-(deterministic|stochastic(\d+(?:\.\d+)?))-(cosine|linear)$")
+_CMLM = re.compile(r"^cmlm(?:-(cosine|linear))?$")
+STRATEGY_HELP = ("reparam-<cond|uncond>-<deterministic|stochasticX>-<cosine|linear> (e.g. "
+                 "reparam-uncond-deterministic-cosine, reparam-cond-stochastic1.0-linear), cmlm, cmlm-linear, "
+                 "adaptive (needs threshold)")
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplerConfig:
+    """Sampler settings (hashable: passed to jit as a static argument).
+
+    Attributes:
+      steps: S, model evaluations for the fixed-schedule strategies (maximum for `adaptive`: see `max_steps`).
+      strategy: see the module docstring; validated here.
+      argmax: pick the most likely token; False samples with `temperature`.
+      temperature: softmax temperature when sampling.
+      threshold: probability threshold tau of the `adaptive` strategy.
+      record_trajectory: also return the tokens after every step.
+    """
+
+    steps: int = 50
+    strategy: str = "reparam-uncond-deterministic-cosine"
+    argmax: bool = True
+    temperature: float = 1.0
+    threshold: float | None = None
+    record_trajectory: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kind is None:
+            raise ValueError(f"unknown sampler strategy {self.strategy!r}; choose one of: {STRATEGY_HELP}")
+        if not isinstance(self.steps, int) or self.steps < 1:
+            raise ValueError(f"sampler steps must be a positive integer, got {self.steps!r}")
+        if self.temperature <= 0:
+            raise ValueError(f"sampler temperature must be > 0, got {self.temperature}")
+        if self.kind == "adaptive":
+            if self.threshold is None or not 0.0 < self.threshold <= 1.0:
+                raise ValueError(f"the adaptive strategy needs threshold in (0, 1], got {self.threshold!r}; "
+                                 "e.g. SamplerConfig(strategy='adaptive', threshold=0.9)")
+        elif self.threshold is not None:
+            raise ValueError(f"threshold is only used by the adaptive strategy, not {self.strategy!r}")
+
+    @property
+    def kind(self) -> str | None:
+        if _REPARAM.match(self.strategy):
+            return "reparam"
+        if _CMLM.match(self.strategy):
+            return "cmlm"
+        return "adaptive" if self.strategy == "adaptive" else None
+
+    @property
+    def cond(self) -> bool:
+        m = _REPARAM.match(self.strategy)
+        return bool(m) and m.group(1) == "cond"
+
+    @property
+    def noise_scale(self) -> float:
+        m = _REPARAM.match(self.strategy)
+        return float(m.group(3)) if m and m.group(3) else 0.0
+
+    @property
+    def schedule(self) -> str:
+        m = _REPARAM.match(self.strategy)
+        if m:
+            return m.group(4)
+        m = _CMLM.match(self.strategy)
+        return (m.group(1) if m else None) or "cosine"
+
+
+class SampleOutput(NamedTuple):
+    tokens: jax.Array  # [batch, length]
+    scores: jax.Array  # [batch, length] log-prob of each generated token (0 outside the response)
+    num_evals: jax.Array  # [batch] model evaluations spent on each example
+    trajectory: jax.Array | None  # [steps, batch, length] tokens after every step
+
+
+def schedule_rate(t: np.ndarray, steps: int, schedule: str) -> np.ndarray:
+    """Fraction of the response that stays masked after step t (float64)."""
+    if schedule == "linear":
+        return 1.0 - t / steps
+    return np.cos(np.pi / 2 * t / steps)
+
+
+def keep_masked_table(steps: int, max_n: int, schedule: str) -> np.ndarray:
+    """[steps, max_n + 1] int32: k = floor(n * rate(t)) positions stay masked after step t = 1..S, for n tokens.
+
+    Computed in float64 on the host so the count is the formula's exactly (float32 cos(pi/2) is slightly negative).
+    """
+    rates = schedule_rate(np.arange(1, steps + 1, dtype=np.float64), steps, schedule)
+    n = np.arange(max_n + 1, dtype=np.float64)
+    return np.clip(np.floor(n[None, :] * rates[:, None] + 1e-9), 0, None).astype(np.int32)
+
+
+def lowest_k(scores: jax.Array, ranked: jax.Array, k: jax.Array) -> jax.Array:
+    """[batch, length] bool: the k[b] lowest `scores` among `ranked` positions (ties broken by position)."""
+    s = jnp.where(ranked, scores, jnp.inf)
+    rank = jnp.argsort(jnp.argsort(s, axis=1, stable=True), axis=1, stable=True)
+    return ranked & (rank < k[:, None])
+
+
+def _predict(logits_fn: LogitsFn, tokens: jax.Array, rng: jax.Array, config: SamplerConfig, mask_id: int
+             ) -> tuple[jax.Array, jax.Array]:
+    """One model evaluation -> (predicted tokens, their log-probabilities), `<mask>` excluded."""
+    logits = logits_fn(tokens).astype(jnp.float32)
+    logits = logits.at[..., mask_id].set(-jnp.inf)
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    if config.argmax:
+        tok = jnp.argmax(logits, axis=-1)
+    else:
+        tok = jax.random.categorical(rng, logits / config.temperature, axis=-1)
+    return tok.astype(tokens.dtype), jnp.take_along_axis(logp, tok[..., None], axis=-1)[..., 0]
+
+
+def _gumbel(rng: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    u = jax.random.uniform(rng, shape)
+    return -jnp.log(-jnp.log(u + 1e-8) + 1e-8)
+
+
+def _reparam_step(state: tuple, cur_tok: jax.Array, cur_score: jax.Array, k: jax.Array, rate: jax.Array,
+                  rng: jax.Array, response: jax.Array, config: SamplerConfig, mask_id: int) -> tuple:
+    """One reparam update, as the paper's `_reparam_decoding`: returns (tokens, scores, is_masked)."""
+    tokens, scores, is_masked = state
+    rank_scores = cur_score
+    if config.noise_scale > 0:
+        rank_scores = cur_score + config.noise_scale * rate * _gumbel(rng, cur_score.shape)
+    low = lowest_k(rank_scores, response, k)
+    not_v1 = (cur_tok == tokens) & (cur_score < scores) & low if config.cond else low
+    to_noise = (~is_masked & not_v1) | (is_masked & low)
+    tokens = jnp.where(to_noise, mask_id, tokens)
+    scores = jnp.where(to_noise, -jnp.inf, scores)
+    to_x0 = is_masked & ~low
+    tokens = jnp.where(to_x0, cur_tok, tokens)
+    scores = jnp.where(to_x0, cur_score, scores)
+    return tokens, scores, (is_masked | not_v1) & low
+
+
+def _cmlm_step(state: tuple, cur_tok: jax.Array, cur_score: jax.Array, k: jax.Array, response: jax.Array,
+               mask_id: int) -> tuple:
+    """Mask-predict: fill masked positions, then remask the k lowest stored scores."""
+    tokens, scores, is_masked = state
+    tokens = jnp.where(is_masked, cur_tok, tokens)
+    scores = jnp.where(is_masked, cur_score, scores)
+    low = lowest_k(scores, response, k)
+    return jnp.where(low, mask_id, tokens), jnp.where(low, -jnp.inf, scores), low
+
+
+def _fixed_schedule(logits_fn: LogitsFn, tokens: jax.Array, response: jax.Array, rng: jax.Array,
+                    config: SamplerConfig, mask_id: int) -> SampleOutput:
+    b, length = tokens.shape
+    S = config.steps
+    table = jnp.asarray(keep_masked_table(S, length, config.schedule))  # [S, L+1]
+    rates = jnp.asarray(schedule_rate(np.arange(1, S + 1, dtype=np.float64), S, config.schedule), jnp.float32)
+    n_resp = response.sum(1)
+    scores0 = jnp.where(response, -jnp.inf, 0.0).astype(jnp.float32)
+    traj0 = jnp.zeros((S, b, length), tokens.dtype) if config.record_trajectory else None
+
+    def body(i, carry):
+        toks, scores, is_masked, traj = carry
+        k_pred, k_noise = jax.random.split(jax.random.fold_in(rng, i))
+        cur_tok, cur_score = _predict(logits_fn, toks, k_pred, config, mask_id)
+        k = table[i, n_resp]
+        if config.kind == "cmlm":
+            toks, scores, is_masked = _cmlm_step((toks, scores, is_masked), cur_tok, cur_score, k, response, mask_id)
+        else:
+            toks, scores, is_masked = _reparam_step((toks, scores, is_masked), cur_tok, cur_score, k, rates[i],
+                                                    k_noise, response, config, mask_id)
+        if traj is not None:
+            traj = jax.lax.dynamic_update_index_in_dim(traj, toks, i, 0)
+        return toks, scores, is_masked, traj
+
+    toks, scores, _, traj = jax.lax.fori_loop(0, S, body, (tokens, scores0, response, traj0))
+    return SampleOutput(toks, jnp.where(response, scores, 0.0), jnp.full((b,), S, jnp.int32), traj)
+
+
+def _adaptive(logits_fn: LogitsFn, tokens: jax.Array, response: jax.Array, rng: jax.Array,
+              config: SamplerConfig, mask_id: int) -> SampleOutput:
+    b, length = tokens.shape
+    max_iters = length  # at least one commit per step: never more than `length` steps
+    log_tau = math.log(config.threshold)
+    scores0 = jnp.where(response, -jnp.inf, 0.0).astype(jnp.float32)
+    traj0 = jnp.zeros((max_iters, b, length), tokens.dtype) if config.record_trajectory else None
+
+    def cond(carry):
+        i, _, _, is_masked, _, _ = carry
+        return (i < max_iters) & is_masked.any()
+
+    def body(carry):
+        i, toks, scores, is_masked, evals, traj = carry
+        cur_tok, cur_score = _predict(logits_fn, toks, jax.random.fold_in(rng, i), config, mask_id)
+        active = is_masked.any(1)
+        best = jnp.argmax(jnp.where(is_masked, cur_score, -jnp.inf), axis=1)
+        commit = is_masked & ((cur_score >= log_tau) | (jnp.arange(length)[None] == best[:, None]))
+        toks = jnp.where(commit, cur_tok, toks)
+        scores = jnp.where(commit, cur_score, scores)
+        if traj is not None:
+            traj = jax.lax.dynamic_update_index_in_dim(traj, toks, i, 0)
+        return i + 1, toks, scores, is_masked & ~commit, evals + active, traj
+
+    init = (jnp.int32(0), tokens, scores0, response, jnp.zeros((b,), jnp.int32), traj0)
+    n, toks, scores, _, evals, traj = jax.lax.while_loop(cond, body, init)
+    if traj is not None:  # steps after the loop ended repeat the final tokens
+        traj = jnp.where((jnp.arange(max_iters) < n)[:, None, None], traj, toks[None])
+    return SampleOutput(toks, jnp.where(response, scores, 0.0), evals, traj)
+
+
+def _sample(logits_fn: LogitsFn, tokens: jax.Array, response_mask: jax.Array, rng: jax.Array,
+            config: SamplerConfig, mask_id: int) -> SampleOutput:
+    response = response_mask.astype(bool)
+    tokens = jnp.where(response, mask_id, tokens)
+    if config.kind == "adaptive":
+        return _adaptive(logits_fn, tokens, response, rng, config, mask_id)
+    return _fixed_schedule(logits_fn, tokens, response, rng, config, mask_id)
+
+
+_sample_jit = jax.jit(_sample, static_argnames=("logits_fn", "config", "mask_id"))
+
+
+def sample(logits_fn: LogitsFn, tokens: jax.Array, response_mask: jax.Array, rng: jax.Array,
+           config: SamplerConfig, *, mask_id: int) -> SampleOutput:
+    """Generates the response positions of `tokens` by iterative denoising (one jitted function).
+
+    Args:
+      logits_fn: tokens [batch, length] -> logits [batch, length, vocab]; it closes over padding and params. To keep
+        params out of the compiled constants, call `sample` inside your own `jax.jit` that takes params as an
+        argument (see `dlm_jax.diffusion.generation.make_generate_fn`).
+      tokens: [batch, length] int; response positions are (re)set to `mask_id`.
+      response_mask: [batch, length] bool, the positions to generate; nothing else changes.
+      rng: PRNG key (used by sampling, stochastic ranking).
+      config: SamplerConfig.
+      mask_id: the `<mask>` token id.
+    Returns:
+      SampleOutput(tokens, scores, num_evals, trajectory).
+    """
+    return _sample_jit(logits_fn, tokens, response_mask, rng, config, mask_id)

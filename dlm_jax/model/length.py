@@ -1,0 +1,43 @@
+"""The length predictor: backbone hidden states of the prompt -> a distribution over response lengths.
+
+One post-LN transformer layer on the (stop-gradient) prompt states, mean pool over non-pad tokens, then
+Linear -> tanh -> Linear to `num_classes` (the position-table size). Trained as a separate stage, backbone frozen.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+
+from dlm_jax.model import axes
+from dlm_jax.model.configs import ModelConfig
+from dlm_jax.model.encoder import Block
+from dlm_jax.model.layers import Einsum, padding_bias
+
+
+class LengthPredictor(nn.Module):
+    cfg: ModelConfig
+    num_classes: int
+
+    @nn.compact
+    def __call__(self, hidden: jax.Array, attention_mask: jax.Array, *, deterministic: bool = True) -> jax.Array:
+        """hidden [batch, length, embed] (prompt only), attention_mask [batch, length] -> logits [batch, classes]."""
+        cfg = self.cfg.replace(family="roberta", remat="none", scan_layers=False)
+        x = jax.lax.stop_gradient(hidden).astype(jnp.dtype(cfg.dtype))
+        x, _ = Block(cfg, name="layer")(x, padding_bias(attention_mask), deterministic)
+        m = attention_mask.astype(jnp.float32)[..., None]
+        pooled = (x.astype(jnp.float32) * m).sum(1) / jnp.maximum(m.sum(1), 1.0)
+        h = jnp.tanh(Einsum(shape=(cfg.hidden_size, cfg.hidden_size), kernel_axes=(axes.EMBED, None),
+                            eq="be,ef->bf", bias_axes=(None,), name="dense")(pooled))
+        return Einsum(shape=(cfg.hidden_size, self.num_classes), kernel_axes=(None, axes.CLASSES), eq="bf,fc->bc",
+                      bias_axes=(axes.CLASSES,), name="out")(h).astype(jnp.float32)
+
+
+def length_loss(logits: jax.Array, target_lengths: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """CE of the length classifier; targets = number of response tokens including `</s>` ([batch] int)."""
+    logp = jax.nn.log_softmax(logits, -1)
+    target = jnp.clip(target_lengths, 0, logits.shape[-1] - 1)
+    nll = -jnp.take_along_axis(logp, target[:, None], axis=-1)[:, 0]
+    pred = jnp.argmax(logits, -1)
+    return nll.mean(), {"length_loss": nll.mean(), "length_accuracy": (pred == target).mean(),
+                        "length_abs_error": jnp.abs(pred - target).mean()}

@@ -1,0 +1,85 @@
+"""Shared config blocks. Every experiment config is `get_config(arg)` returning a ConfigDict with these fields."""
+from __future__ import annotations
+
+import ml_collections
+
+
+def parse_arg(arg: str | None, **defaults):
+    """"a=1,b=x" (or a bare variant name) -> ConfigDict over `defaults` (big_vision style)."""
+    out = ml_collections.ConfigDict(defaults)
+    if not arg:
+        return out
+    for part in arg.split(","):
+        if "=" not in part:
+            out.variant = part
+            continue
+        k, v = part.split("=", 1)
+        out[k] = type(defaults[k])(v) if k in defaults and defaults[k] is not None else v
+    return out
+
+
+def base_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.stage = "diffusion"  # or "length" (the length-predictor stage)
+    c.num_train_steps = 1000
+    c.batch_size = 64  # global, in sequences
+    c.log_every_steps = 50
+    c.checkpoint_every_steps = 500
+    c.keep_checkpoints = 3
+    c.eval_every_steps = 0  # 0: no periodic validation
+    c.max_bad_steps = 10  # non-finite steps in a row before training stops
+    c.peak_tflops = 0.0  # per device, for MFU; 0: looked up from the device kind
+
+    c.model = ml_collections.ConfigDict()
+    c.model.init = "random"  # an HF model directory, a hub id, or "random" (then model.name and model.tokenizer)
+    c.model.name = "xlmr-base"
+    c.model.tokenizer = ""
+    c.model.dtype = "float32"  # compute dtype: bfloat16 on accelerators; params stay float32
+    c.model.remat = "none"  # none | full | dots | minimal
+    c.model.scan_layers = False
+    c.model.prune_vocab = False
+    c.model.dropout = 0.1
+    c.model.overrides = ml_collections.ConfigDict()  # any ModelConfig field, e.g. hidden_size for tests
+
+    c.data = ml_collections.ConfigDict()
+    c.data.task = "ding_de_en"
+    c.data.max_length = 512
+    c.data.overlong = "skip"  # or truncate_prompt
+    c.data.cache = True  # tokenize the train split once (finite tasks); False streams (mixtures)
+    c.data.train_limit = 0
+    c.data.eval_split = "validation"
+    c.data.eval_examples = 200
+
+    c.optimizer = ml_collections.ConfigDict()
+    c.optimizer.lr = 5e-5
+    c.optimizer.schedule = "inverse_sqrt"  # the paper code's; or warmup_cosine, constant
+    c.optimizer.warmup_steps = 1000
+    c.optimizer.warmup_init_lr = 1e-7
+    c.optimizer.end_lr = 0.0
+    c.optimizer.b1 = 0.9
+    c.optimizer.b2 = 0.98
+    c.optimizer.eps = 1e-6
+    c.optimizer.weight_decay = 0.01
+    c.optimizer.clip_norm = 1.0
+    c.optimizer.grad_accum = 1
+
+    c.diffusion = ml_collections.ConfigDict()
+    c.diffusion.num_timesteps = 50
+    c.diffusion.weighting = "linear"
+    c.diffusion.coupled = False
+    c.diffusion.label_smoothing = 0.0  # 0.1 from scratch
+    c.diffusion.max_predictions = 0  # 0: the sequence length
+
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.shape = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
+    c.mesh.rules = ()  # () = dlm_jax.model.axes.DEFAULT_RULES
+
+    c.sampler = ml_collections.ConfigDict()
+    c.sampler.steps = 10
+    c.sampler.strategy = "reparam-uncond-deterministic-cosine"
+    c.sampler.argmax = True
+    c.sampler.temperature = 1.0
+    c.sampler.threshold = ml_collections.FieldReference(None, field_type=float)
+    c.sampler.record_trajectory = False
+    return c

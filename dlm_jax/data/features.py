@@ -1,0 +1,100 @@
+"""Prompt-response features: `<s> prompt response </s>` rows with response, padding masks and lengths.
+
+seqio pads with 0, which is `<s>` for XLM-R; these features never rely on zero padding: every row is built from
+the example's own lengths and padded with the tokenizer's pad id, and the padding mask comes from the lengths.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+OVERLONG = ("skip", "truncate_prompt")
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureSpec:
+    """How to lay out examples.
+
+    Attributes:
+      max_length: row length (<= the model's position limit: 512 for XLM-R, as the paper).
+      bos_id, eos_id, pad_id: special ids of the tokenizer.
+      overlong: "skip" (drop and count examples that do not fit, as the paper did) or "truncate_prompt" (drop the
+        prompt's leftmost tokens; responses are never cut; a response that cannot fit is skipped).
+    """
+
+    max_length: int
+    bos_id: int
+    eos_id: int
+    pad_id: int
+    overlong: str = "skip"
+
+    def __post_init__(self) -> None:
+        if self.overlong not in OVERLONG:
+            raise ValueError(f"unknown overlong policy {self.overlong!r}; choose one of {list(OVERLONG)}")
+        if self.max_length < 3:
+            raise ValueError(f"max_length must be at least 3, got {self.max_length}")
+
+
+@dataclasses.dataclass
+class Counters:
+    seen: int = 0
+    skipped: int = 0
+    truncated: int = 0
+
+
+def layout(prompt: Sequence[int], target: Sequence[int], spec: FeatureSpec, counters: Counters | None = None
+           ) -> dict[str, np.ndarray] | None:
+    """One example -> {tokens, response_mask, padding_mask, prompt_length, response_length} or None (skipped).
+
+    `response_length` counts the response tokens plus `</s>` (the length predictor's target).
+    """
+    c = counters if counters is not None else Counters()
+    c.seen += 1
+    prompt, target = list(prompt), list(target)
+    need = 1 + len(prompt) + len(target) + 1
+    if need > spec.max_length:
+        room = spec.max_length - 2 - len(target)
+        if spec.overlong == "skip" or room < 0:
+            c.skipped += 1
+            return None
+        prompt = prompt[len(prompt) - room:] if room > 0 else []
+        c.truncated += 1
+    row = [spec.bos_id, *prompt, *target, spec.eos_id]
+    tokens = np.full(spec.max_length, spec.pad_id, np.int32)
+    tokens[:len(row)] = row
+    resp = np.zeros(spec.max_length, bool)
+    resp[1 + len(prompt):len(row)] = True
+    pad = np.zeros(spec.max_length, np.int32)
+    pad[:len(row)] = 1
+    return {"tokens": tokens, "response_mask": resp, "padding_mask": pad,
+            "prompt_length": np.int32(len(prompt) + 1), "response_length": np.int32(len(target) + 1)}
+
+
+def prompt_only(prompt: Sequence[int], spec: FeatureSpec) -> tuple[np.ndarray, np.ndarray]:
+    """`<s> prompt` padded to max_length, for the length predictor: (tokens, padding_mask)."""
+    row = [spec.bos_id, *list(prompt)[-(spec.max_length - 1):]]
+    tokens = np.full(spec.max_length, spec.pad_id, np.int32)
+    tokens[:len(row)] = row
+    return tokens, (np.arange(spec.max_length) < len(row)).astype(np.int32)
+
+
+def convert(examples: Iterable[dict], spec: FeatureSpec, counters: Counters | None = None) -> Iterator[dict]:
+    """Maps tokenized examples ({"inputs": ids, "targets": ids, ...}) to laid-out rows, skipping what does not fit."""
+    for ex in examples:
+        row = layout(ex["inputs"], ex["targets"], spec, counters)
+        if row is not None:
+            yield row
+
+
+def stack(rows: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+
+
+def few_shot_prompt(demos: Sequence[tuple[str, str]], query: str, *, joiner: str = "\n\n",
+                    answer_sep: str = " ") -> str:
+    """Prompt with demonstrations: each demo is its prompt followed by its answer, joined by `joiner`
+    (" | " for MMLU as in the paper), then the query prompt."""
+    parts = [f"{p}{answer_sep}{a}".rstrip() if not p.endswith(" ") else f"{p}{a}" for p, a in demos]
+    return joiner.join([*parts, query])

@@ -1,0 +1,101 @@
+"""From a seqio task / mixture to laid-out numpy batches for training and evaluation.
+
+Training reads a per-host shard (`seqio.ShardInfo`) and yields host-local batches in a deterministic order that is a
+function of (seed, step) only, so a resumed run continues exactly where it stopped:
+- finite tasks that fit in memory (`cache=True`): tokenized once, then one seeded permutation per epoch;
+- mixtures / large tasks: seqio's seeded shuffled stream, skipping the examples already consumed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Iterator
+
+import jax
+import numpy as np
+import seqio
+
+from dlm_jax.data import features as F
+from dlm_jax.data.tasks import get_task_or_mixture
+
+
+@dataclasses.dataclass
+class Examples:
+    """Laid-out rows of a finite split, plus the texts (for evaluation) and what was skipped."""
+
+    rows: dict[str, np.ndarray]
+    inputs: list[str]
+    targets: list[str]
+    tasks: list[str]
+    counters: F.Counters
+
+
+def load_examples(name: str, split: str, spec: F.FeatureSpec, *, limit: int | None = None,
+                  shard: seqio.ShardInfo | None = None) -> Examples:
+    """Tokenizes and lays out a whole (finite) split of a task or mixture."""
+    ds = get_task_or_mixture(name).get_dataset(sequence_length=None, split=split, shuffle=False,
+                                               shard_info=shard, num_epochs=1)
+    if limit:
+        ds = ds.take(limit)
+    counters = F.Counters()
+    rows, ins, tgts, tasks = [], [], [], []
+    for ex in ds.as_numpy_iterator():
+        row = F.layout(ex["inputs"], ex["targets"], spec, counters)
+        if row is None:
+            continue
+        rows.append(row)
+        ins.append(ex["inputs_pretokenized"].decode("utf-8"))
+        tgts.append(ex["targets_pretokenized"].decode("utf-8"))
+        tasks.append(ex["task"].decode("utf-8") if "task" in ex else name)
+    if not rows:
+        raise ValueError(f"{name}/{split}: no example fits in max_length={spec.max_length} "
+                         f"({counters.skipped} skipped)")
+    if counters.skipped:
+        logging.info("%s/%s: skipped %d of %d examples longer than %d tokens", name, split, counters.skipped,
+                     counters.seen, spec.max_length)
+    return Examples(F.stack(rows), ins, tgts, tasks, counters)
+
+
+def host_shard() -> seqio.ShardInfo:
+    return seqio.ShardInfo(index=jax.process_index(), num_shards=jax.process_count())
+
+
+class CachedBatches:
+    """Host-local batches from an in-memory split; batch `step` depends only on (seed, step)."""
+
+    def __init__(self, examples: Examples, host_batch: int, seed: int):
+        self.rows, self.host_batch, self.seed = examples.rows, host_batch, seed
+        self.n = len(next(iter(self.rows.values())))
+        if self.n < host_batch:
+            raise ValueError(f"only {self.n} training examples on this host, fewer than its batch {host_batch}")
+        self.per_epoch = self.n // host_batch
+
+    def batch(self, step: int) -> dict[str, np.ndarray]:
+        epoch, i = divmod(step, self.per_epoch)
+        perm = np.random.default_rng([self.seed, epoch]).permutation(self.n)
+        idx = perm[i * self.host_batch:(i + 1) * self.host_batch]
+        return {k: v[idx] for k, v in self.rows.items()}
+
+    def iterate(self, start_step: int) -> Iterator[dict[str, np.ndarray]]:
+        step = start_step
+        while True:
+            yield self.batch(step)
+            step += 1
+
+
+class StreamedBatches:
+    """Host-local batches from seqio's seeded, shuffled, repeated stream (mixtures, large tasks)."""
+
+    def __init__(self, name: str, spec: F.FeatureSpec, host_batch: int, seed: int, split: str = "train"):
+        self.name, self.spec, self.host_batch, self.seed, self.split = name, spec, host_batch, seed, split
+        self.counters = F.Counters()
+
+    def iterate(self, start_step: int) -> Iterator[dict[str, np.ndarray]]:
+        ds = get_task_or_mixture(self.name).get_dataset(
+            sequence_length=None, split=self.split, shuffle=True, seed=self.seed, num_epochs=None,
+            shard_info=host_shard())
+        it = F.convert(ds.as_numpy_iterator(), self.spec, self.counters)
+        for _ in range(start_step * self.host_batch):  # deterministic resume: skip what was consumed
+            next(it)
+        while True:
+            yield F.stack([next(it) for _ in range(self.host_batch)])

@@ -1,0 +1,72 @@
+"""Turns public downloads into the layout the tasks read: `python -m dlm_jax.data.prepare NAME --src DIR`.
+
+- flan2022: SirNeural/flan_v2 `{flan,t0,niv2,cot,dialog}_{zs,fs}_{opt,noopt}_train.jsonl.gz` ->
+  `$DLM_DATA_DIR/flan2022/by_task/<file>/<task>.jsonl` and `counts.json` (examples per task per file).
+- mmlu: cais/mmlu parquet files (all/validation-*.parquet, all/dev-*.parquet) -> `$DLM_DATA_DIR/mmlu/*.jsonl`.
+- ding_de_en: see scripts/make_ding_de_en.py (from Debian's trans-de-en).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from dlm_jax.data import tasks
+
+
+def prepare_flan2022(src: Path, out: Path) -> dict[str, dict[str, int]]:
+    files = sorted(src.glob("*_train.jsonl.gz")) + sorted(src.glob("*_train.jsonl"))
+    if not files:
+        raise SystemExit(f"no *_train.jsonl.gz files in {src}; download them from huggingface.co/datasets/"
+                         "SirNeural/flan_v2")
+    counts: dict[str, dict[str, int]] = {}
+    for f in files:
+        stem = f.name.split("_train.jsonl")[0]
+        handles: dict[str, object] = {}
+        c: dict[str, int] = {}
+        (out / "by_task" / stem).mkdir(parents=True, exist_ok=True)
+        for row in tasks._read_jsonl(f):
+            task = row.get("task") or "unknown"
+            if task not in handles:
+                handles[task] = open(out / "by_task" / stem / f"{tasks._safe(task)}.jsonl", "w", encoding="utf-8")
+            handles[task].write(json.dumps({"inputs": row["inputs"], "targets": row["targets"],  # type: ignore
+                                            "task": task}) + "\n")
+            c[task] = c.get(task, 0) + 1
+        for h in handles.values():
+            h.close()  # type: ignore[attr-defined]
+        counts[stem] = c
+        print(f"{stem}: {sum(c.values())} examples in {len(c)} tasks")
+    (out / "counts.json").write_text(json.dumps(counts, indent=1))
+    return counts
+
+
+def prepare_mmlu(src: Path, out: Path) -> None:
+    import pyarrow.parquet as pq
+    out.mkdir(parents=True, exist_ok=True)
+    for split in ("validation", "dev"):
+        parts = sorted(src.rglob(f"{split}-*.parquet"))
+        if not parts:
+            raise SystemExit(f"no {split}-*.parquet under {src}; download cais/mmlu (config 'all')")
+        with open(out / f"{split}.jsonl", "w", encoding="utf-8") as f:
+            for p in parts:
+                for row in pq.read_table(p).to_pylist():
+                    f.write(json.dumps({k: row[k] for k in ("question", "subject", "choices", "answer")}) + "\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("name", choices=["flan2022", "mmlu"])
+    ap.add_argument("--src", required=True, type=Path)
+    ap.add_argument("--out", type=Path, default=None, help="default: $DLM_DATA_DIR/<name>")
+    args = ap.parse_args(argv)
+    out = args.out or tasks.data_dir() / args.name
+    if args.name == "flan2022":
+        prepare_flan2022(args.src, out)
+    else:
+        prepare_mmlu(args.src, out)
+    print(f"wrote {out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

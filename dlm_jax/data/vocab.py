@@ -1,0 +1,141 @@
+"""A `seqio.Vocabulary` around a HuggingFace tokenizer (XLM-R sentencepiece, BERT WordPiece).
+
+seqio's SentencePieceVocabulary assumes pad=0, eos=1, unk=2, which is wrong for XLM-R (`<s>`=0 `<pad>`=1 `</s>`=2
+`<unk>`=3, `<mask>`=250001) and for BERT ([PAD]=0 [UNK]=100 [CLS]=101 [SEP]=102 [MASK]=103). This class takes
+every id from the tokenizer itself. Tasks are registered with `ACTIVE`, whose tokenizer is chosen at run time
+(`set_active_tokenizer`), so one task registry serves every model family.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+import numpy as np
+import seqio
+import tensorflow as tf
+
+DEFAULT_TOKENIZER = os.environ.get("DLM_TOKENIZER", "FacebookAI/xlm-roberta-base")
+
+
+class HFVocabulary(seqio.Vocabulary):
+    """Wraps a HF tokenizer (object, directory or hub id; loaded lazily on first use)."""
+
+    def __init__(self, tokenizer: Any = None, *, name: str | None = None):
+        super().__init__(extra_ids=0)
+        self._tok = tokenizer if not isinstance(tokenizer, (str, os.PathLike)) else None
+        self._source = tokenizer if isinstance(tokenizer, (str, os.PathLike)) else None
+        self._name = name
+
+    # -- the tokenizer ---------------------------------------------------------------------------------------
+    @property
+    def tokenizer(self) -> Any:
+        if self._tok is None:
+            from transformers import AutoTokenizer
+            src = self._source or DEFAULT_TOKENIZER
+            try:
+                self._tok = AutoTokenizer.from_pretrained(str(src))
+            except Exception as e:
+                raise RuntimeError(
+                    f"could not load the tokenizer {src!r} ({type(e).__name__}: {e}). Pass a local model directory "
+                    "(e.g. --tokenizer DIR or model.init=DIR) or set DLM_TOKENIZER") from e
+        return self._tok
+
+    def set_tokenizer(self, tokenizer: Any) -> None:
+        self._tok, self._source = tokenizer, None
+
+    def _id(self, attr: str, fallback: str) -> int:
+        tok = self.tokenizer
+        v = getattr(tok, attr, None)
+        if v is None:
+            v = getattr(tok, fallback, None)
+        if v is None:
+            raise ValueError(f"tokenizer {type(tok).__name__} defines neither {attr} nor {fallback}")
+        return int(v)
+
+    # -- ids -------------------------------------------------------------------------------------------------
+    @property
+    def bos_id(self) -> int:  # <s> / [CLS]
+        return self._id("bos_token_id", "cls_token_id")
+
+    @property
+    def eos_id(self) -> int:  # </s> / [SEP]
+        return self._id("eos_token_id", "sep_token_id")
+
+    @property
+    def pad_id(self) -> int:
+        return self._id("pad_token_id", "pad_token_id")
+
+    @property
+    def unk_id(self) -> int:
+        return self._id("unk_token_id", "unk_token_id")
+
+    @property
+    def mask_id(self) -> int:
+        return self._id("mask_token_id", "mask_token_id")
+
+    @property
+    def _base_vocab_size(self) -> int:
+        return len(self.tokenizer)
+
+    # -- python side -----------------------------------------------------------------------------------------
+    def _encode(self, s: str) -> Sequence[int]:
+        return self.tokenizer(s, add_special_tokens=False)["input_ids"]
+
+    def _decode(self, ids: Sequence[int]) -> str:
+        ids = [int(i) for i in ids if int(i) not in (self.pad_id, self.bos_id)]
+        if self.eos_id in ids:
+            ids = ids[:ids.index(self.eos_id)]
+        return self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=True).strip()
+
+    def decode(self, ids: Any) -> str:  # seqio's version maps ids >= vocab_size to unk; ours are all in range
+        if isinstance(ids, tf.Tensor):
+            ids = ids.numpy()
+        return self._decode(list(np.asarray(ids).reshape(-1)))
+
+    # -- TF side (tf.py_function around the Python tokenizer) ------------------------------------------------
+    def _encode_tf(self, s: tf.Tensor) -> tf.Tensor:
+        def enc(x):
+            return np.asarray(self._encode(x.numpy().decode("utf-8")), np.int32)
+
+        out = tf.py_function(enc, [s], tf.int32)
+        out.set_shape([None])
+        return out
+
+    def _decode_tf(self, ids: tf.Tensor) -> tf.Tensor:
+        def dec(x):
+            arr = x.numpy()
+            if arr.ndim == 1:
+                return np.asarray(self._decode(arr.tolist()).encode("utf-8"), object)
+            return np.asarray([self._decode(r.tolist()).encode("utf-8") for r in arr.reshape(-1, arr.shape[-1])],
+                              object).reshape(arr.shape[:-1])
+
+        out = tf.py_function(dec, [ids], tf.string)
+        out.set_shape(ids.shape[:-1])
+        return out
+
+    def decode_tf(self, ids: tf.Tensor) -> tf.Tensor:
+        return self._decode_tf(ids)
+
+    def __eq__(self, other: Any) -> bool:
+        if not isinstance(other, HFVocabulary):
+            return False
+        return self is other or (self._tok is not None and self._tok is other._tok)
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    def __repr__(self) -> str:
+        return f"HFVocabulary({self._name or self._source or type(self._tok).__name__})"
+
+
+# The vocabulary every registered task uses; the trainer / CLI points it at the model's tokenizer.
+ACTIVE = HFVocabulary(name="active")
+
+
+def set_active_tokenizer(tokenizer: Any) -> HFVocabulary:
+    """Points the registered tasks' vocabulary at `tokenizer` (an HF tokenizer object or directory)."""
+    if isinstance(tokenizer, (str, os.PathLike)):
+        from transformers import AutoTokenizer
+        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer))
+    ACTIVE.set_tokenizer(tokenizer)
+    return ACTIVE

@@ -1,0 +1,97 @@
+"""Metrics with the paper's settings: sacreBLEU (13a / intl), ROUGE-L, exact match, accuracy, last-number match.
+
+Each metric takes (targets, predictions) lists of strings, as seqio metric_fns do, and returns {name: value}.
+"""
+from __future__ import annotations
+
+import re
+import string
+from typing import Sequence
+
+import numpy as np
+
+
+def bleu(targets: Sequence[str], predictions: Sequence[str], *, tokenize: str = "13a") -> dict[str, float]:
+    """Corpus sacreBLEU; `tokenize` "13a" for DE->EN (IWSLT14), "intl" for EN->DE (WMT14)."""
+    import sacrebleu
+    metric = sacrebleu.metrics.BLEU(tokenize=tokenize)
+    score = metric.corpus_score(list(predictions), [list(targets)])
+    return {"bleu": float(score.score)}
+
+
+def bleu_signature(tokenize: str = "13a") -> str:
+    import sacrebleu
+    return str(sacrebleu.metrics.BLEU(tokenize=tokenize).get_signature())
+
+
+def bleu_intl(targets: Sequence[str], predictions: Sequence[str]) -> dict[str, float]:
+    return bleu(targets, predictions, tokenize="intl")
+
+
+def rouge_l(targets: Sequence[str], predictions: Sequence[str]) -> dict[str, float]:
+    """Mean ROUGE-L F1 x 100 (rouge-score, with stemming, as LGEB / the paper report)."""
+    from rouge_score import rouge_scorer
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    f = [scorer.score(t, p)["rougeL"].fmeasure for t, p in zip(targets, predictions)]
+    return {"rougeL": 100.0 * float(np.mean(f)) if f else 0.0}
+
+
+def normalize_answer(s: str) -> str:
+    """SQuAD / TyDiQA normalisation: lower case, no punctuation, no articles, single spaces."""
+    s = s.lower()
+    s = "".join(ch for ch in s if ch not in set(string.punctuation))
+    s = re.sub(r"\b(a|an|the)\b", " ", s)
+    return " ".join(s.split())
+
+
+def exact_match(targets: Sequence[str | Sequence[str]], predictions: Sequence[str]) -> dict[str, float]:
+    """% of predictions equal (normalised) to the target, or to any of several targets."""
+    hits = []
+    for t, p in zip(targets, predictions):
+        options = [t] if isinstance(t, str) else list(t)
+        hits.append(any(normalize_answer(o) == normalize_answer(p) for o in options))
+    return {"exact_match": 100.0 * float(np.mean(hits)) if hits else 0.0}
+
+
+def accuracy(targets: Sequence[str], predictions: Sequence[str]) -> dict[str, float]:
+    hits = [str(t).strip() == str(p).strip() for t, p in zip(targets, predictions)]
+    return {"accuracy": 100.0 * float(np.mean(hits)) if hits else 0.0}
+
+
+def accuracy_micro_macro(targets: Sequence[str], predictions: Sequence[str], groups: Sequence[str]
+                         ) -> dict[str, float]:
+    """Micro (over questions) and macro (mean over groups, e.g. MMLU subjects) accuracy in %."""
+    hits = np.array([str(t).strip() == str(p).strip() for t, p in zip(targets, predictions)], float)
+    groups = np.asarray(groups)
+    macro = [hits[groups == g].mean() for g in np.unique(groups)] if len(hits) else [0.0]
+    return {"accuracy_micro": 100.0 * float(hits.mean() if len(hits) else 0.0),
+            "accuracy_macro": 100.0 * float(np.mean(macro))}
+
+
+_LETTER = re.compile(r"\(?\b([A-J])\b\)?")
+
+
+def extract_choice(text: str) -> str:
+    """The option letter a multiple-choice answer starts with ("(B) Paris" -> "B"); "" if none."""
+    m = _LETTER.search(text.strip())
+    return m.group(1) if m else ""
+
+
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+
+
+def last_number(text: str) -> str:
+    """The last number in a text, commas removed and trailing ".0" dropped ("" if there is none)."""
+    nums = _NUMBER.findall(text)
+    if not nums:
+        return ""
+    n = nums[-1].replace(",", "").rstrip(".")
+    if "." in n:
+        n = n.rstrip("0").rstrip(".")
+    return n
+
+
+def number_match(targets: Sequence[str], predictions: Sequence[str]) -> dict[str, float]:
+    """GSM8K / MGSM accuracy: the last number of the prediction equals the target number."""
+    hits = [last_number(str(t)) == last_number(p) and last_number(p) != "" for t, p in zip(targets, predictions)]
+    return {"accuracy": 100.0 * float(np.mean(hits)) if hits else 0.0}

@@ -1,0 +1,130 @@
+"""Model-backed generation: jitted sampler over params, oracle length / length beam, text decoding."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dlm_jax.diffusion import SamplerConfig, build_inputs, sample, select_best, top_lengths
+from dlm_jax.model.prune import VocabMap
+
+
+@dataclasses.dataclass
+class Generator:
+    """Everything needed to turn prompts (token ids, original vocabulary) into responses.
+
+    `vocab_map` (optional) maps original ids to a pruned model's ids and back.
+    """
+
+    model: Any
+    params: Any
+    bos_id: int
+    eos_id: int
+    pad_id: int
+    mask_id: int
+    max_length: int
+    vocab_map: VocabMap | None = None
+    length_model: Any = None
+    length_params: Any = None
+
+    def __post_init__(self) -> None:
+        self._jitted: dict[SamplerConfig, Callable] = {}
+
+    def _fn(self, config: SamplerConfig) -> Callable:
+        if config not in self._jitted:
+            model = self.model
+            mask_id = self._m(self.mask_id)
+
+            def run(params, tokens, response, attn, rng):
+                logits_fn = lambda t: model.apply({"params": params}, t, attention_mask=attn)  # noqa: E731
+                return sample(logits_fn, tokens, response, rng, config, mask_id=mask_id)
+
+            self._jitted[config] = jax.jit(run)
+        return self._jitted[config]
+
+    def _m(self, old_id: int) -> int:
+        return int(self.vocab_map.old_to_new[old_id]) if self.vocab_map is not None else old_id
+
+    def generate(self, prompts: Sequence[Sequence[int]], lengths: Sequence[int], config: SamplerConfig,
+                 rng: jax.Array, *, batch_size: int = 64) -> dict[str, np.ndarray]:
+        """Decodes each prompt with a response of the given length (incl. `</s>`), in batches.
+
+        Returns dict(tokens [N, L] original ids, response_mask, scores, num_evals, trajectory [S, N, L] or None).
+        """
+        outs: list[dict[str, np.ndarray]] = []
+        for start in range(0, len(prompts), batch_size):
+            p, n = prompts[start:start + batch_size], lengths[start:start + batch_size]
+            tokens, resp, attn = build_inputs(p, n, bos_id=self.bos_id, pad_id=self.pad_id, mask_id=self.mask_id,
+                                              max_len=self.max_length)
+            width = int(attn.sum(1).max())
+            width = min(self.max_length, -(-width // 8) * 8)  # bucket widths to bound recompiles
+            tokens, resp, attn = tokens[:, :width], resp[:, :width], attn[:, :width]
+            pad_rows = batch_size - len(p) if len(prompts) > batch_size else 0
+            if pad_rows:  # keep one compiled shape for the last partial batch
+                tokens = np.concatenate([tokens, np.repeat(tokens[-1:], pad_rows, 0)])
+                resp = np.concatenate([resp, np.repeat(resp[-1:], pad_rows, 0)])
+                attn = np.concatenate([attn, np.repeat(attn[-1:], pad_rows, 0)])
+            mtok = self.vocab_map.to_new(tokens) if self.vocab_map is not None else tokens
+            out = self._fn(config)(self.params, jnp.asarray(mtok), jnp.asarray(resp), jnp.asarray(attn),
+                                   jax.random.fold_in(rng, start))
+            k = len(p)
+            got = np.asarray(out.tokens)[:k]
+            traj = None if out.trajectory is None else np.asarray(out.trajectory)[:, :k]
+            if self.vocab_map is not None:
+                got = self.vocab_map.to_old(got)
+                traj = None if traj is None else self.vocab_map.to_old(traj)
+            outs.append(dict(tokens=_pad_to(got, self.max_length, self.pad_id), response_mask=_pad_to(resp[:k],
+                             self.max_length, False), scores=_pad_to(np.asarray(out.scores)[:k], self.max_length, 0.0),
+                             num_evals=np.asarray(out.num_evals)[:k],
+                             trajectory=None if traj is None else _pad_to(traj, self.max_length, self.pad_id)))
+        merged = {k: np.concatenate([o[k] for o in outs], axis=1 if k == "trajectory" else 0)
+                  for k in outs[0] if outs[0][k] is not None}
+        merged.setdefault("trajectory", None)
+        return merged
+
+    def predict_lengths(self, prompts: Sequence[Sequence[int]], beam: int) -> np.ndarray:
+        """Top-`beam` response lengths per prompt from the length predictor, [N, beam]."""
+        if self.length_model is None:
+            raise ValueError("no length predictor is loaded: train one (configs/length_predictor.py) or use the "
+                             "oracle length")
+        tokens, _, attn = build_inputs(prompts, [0] * len(prompts), bos_id=self.bos_id, pad_id=self.pad_id,
+                                       mask_id=self.mask_id, max_len=self.max_length)
+        mtok = self.vocab_map.to_new(tokens) if self.vocab_map is not None else tokens
+        hidden = self.model.apply({"params": self.params}, jnp.asarray(mtok), attention_mask=jnp.asarray(attn),
+                                  method=type(self.model).encode)
+        logits = self.length_model.apply({"params": self.length_params}, hidden, jnp.asarray(attn))
+        max_resp = self.max_length - 1 - np.asarray([len(p) for p in prompts]).max()
+        return top_lengths(np.asarray(logits), beam, max_length=max_resp)
+
+    def generate_with_beam(self, prompts: Sequence[Sequence[int]], beam: int, config: SamplerConfig,
+                           rng: jax.Array, *, batch_size: int = 64) -> dict[str, np.ndarray]:
+        """Length beam: decode the top-`beam` lengths of each prompt in one batch, keep the best candidate."""
+        lengths = self.predict_lengths(prompts, beam)  # [N, beam]
+        flat_prompts = [p for p in prompts for _ in range(beam)]
+        out = self.generate(flat_prompts, lengths.reshape(-1).tolist(), config, rng, batch_size=batch_size * beam)
+        best = np.asarray(select_best(jnp.asarray(out["scores"]), jnp.asarray(out["response_mask"]), beam))
+        rows = np.arange(len(prompts)) * beam + best
+        res = {k: v[rows] for k, v in out.items() if k != "trajectory" and v is not None}
+        res["trajectory"] = None if out["trajectory"] is None else out["trajectory"][:, rows]
+        res["lengths"] = lengths[np.arange(len(prompts)), best]
+        return res
+
+
+def _pad_to(x: np.ndarray, width: int, value: Any) -> np.ndarray:
+    pad = width - x.shape[-1]
+    if pad <= 0:
+        return x
+    cfg = [(0, 0)] * (x.ndim - 1) + [(0, pad)]
+    return np.pad(x, cfg, constant_values=value)
+
+
+def response_ids(tokens: np.ndarray, response_mask: np.ndarray, eos_id: int) -> list[list[int]]:
+    """The generated ids of each row, up to (excluding) the first `</s>`."""
+    out = []
+    for t, r in zip(tokens, response_mask):
+        ids = [int(i) for i in t[r.astype(bool)]]
+        out.append(ids[:ids.index(eos_id)] if eos_id in ids else ids)
+    return out

@@ -1,0 +1,443 @@
+"""Training: state, optimizer, the jitted sharded step, and the loop (metrics, checkpoints, preemption, eval).
+
+The loop reads: setup (mesh, data, model, state) -> restore -> for each step: batch -> step -> log / eval / save.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from dlm_jax import checkpoint, parallel
+from dlm_jax.data import features as F
+from dlm_jax.data import pipeline, vocab as vocab_lib
+from dlm_jax.diffusion import RDMConfig, SamplerConfig, rdm_loss
+from dlm_jax.diffusion.objective import bucket_names
+from dlm_jax.model import MaskedLM, ModelConfig
+from dlm_jax.model.axes import DEFAULT_RULES
+from dlm_jax.model.length import LengthPredictor, length_loss
+from dlm_jax.model.prune import VocabMap, prune_params
+from dlm_jax.setup import build_model, rules_from_config
+
+State = dict[str, Any]
+
+
+class TrainingError(RuntimeError):
+    pass
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Optimizer
+# --------------------------------------------------------------------------------------------------------------
+def learning_rate_schedule(opt: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
+    """`inverse_sqrt` (fairseq, the paper's code): linear warmup from warmup_init_lr, then lr*sqrt(warmup/step);
+    `warmup_cosine`: linear warmup then cosine decay to end_lr; `constant`."""
+    lr, warm = opt.lr, max(int(opt.warmup_steps), 0)
+    if opt.schedule == "inverse_sqrt":
+        init = float(opt.get("warmup_init_lr", 1e-7))
+
+        def sched(step):
+            step = jnp.asarray(step, jnp.float32) + 1.0
+            w = max(warm, 1)
+            warmup = init + (lr - init) * step / w
+            return jnp.where(step < w, warmup, lr * jnp.sqrt(w / step))
+        return sched
+    if opt.schedule == "warmup_cosine":
+        return optax.warmup_cosine_decay_schedule(0.0, lr, max(warm, 1), max(total_steps, warm + 1),
+                                                  end_value=float(opt.get("end_lr", 0.0)))
+    if opt.schedule == "constant":
+        return optax.join_schedules([optax.linear_schedule(0.0, lr, max(warm, 1)), optax.constant_schedule(lr)],
+                                    [max(warm, 1)])
+    raise ValueError(f"optimizer.schedule={opt.schedule!r}; choose inverse_sqrt, warmup_cosine or constant")
+
+
+def build_optimizer(opt: ml_collections.ConfigDict, total_steps: int) -> tuple[optax.GradientTransformation,
+                                                                                optax.Schedule]:
+    sched = learning_rate_schedule(opt, total_steps)
+    parts = []
+    if opt.clip_norm and opt.clip_norm > 0:
+        parts.append(optax.clip_by_global_norm(opt.clip_norm))
+    parts.append(optax.adamw(sched, b1=opt.b1, b2=opt.b2, eps=opt.eps, weight_decay=opt.weight_decay))
+    return optax.chain(*parts), sched
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Losses (closures over the model; pure in params, batch, rng)
+# --------------------------------------------------------------------------------------------------------------
+def diffusion_loss_fn(model: MaskedLM, rdm: RDMConfig) -> Callable:
+    def loss_fn(params, frozen, batch, rng):
+        k_noise, k_drop = jax.random.split(rng)
+        pad = batch["padding_mask"]
+
+        def logits_at(noised, positions):
+            attn = pad if noised.shape[0] == pad.shape[0] else jnp.concatenate([pad, pad])
+            return model.apply({"params": params}, noised, attention_mask=attn, deterministic=False,
+                               output_positions=positions, rngs={"dropout": k_drop})
+        return rdm_loss(logits_at, batch, k_noise, rdm)
+    return loss_fn
+
+
+def length_loss_fn(model: MaskedLM, head: LengthPredictor) -> Callable:
+    """Second stage: backbone (frozen, passed separately) on the prompt alone; only the head is trained."""
+    def loss_fn(params, frozen, batch, rng):
+        prompt_mask = (jnp.arange(batch["tokens"].shape[1])[None] < batch["prompt_length"][:, None])
+        tokens = jnp.where(prompt_mask, batch["tokens"], model.cfg.pad_token_id)
+        hidden = model.apply({"params": frozen}, tokens, attention_mask=prompt_mask.astype(jnp.int32),
+                             method=MaskedLM.encode)
+        logits = head.apply({"params": params}, hidden, prompt_mask.astype(jnp.int32), deterministic=False,
+                            rngs={"dropout": rng})
+        loss, metrics = length_loss(logits, batch["response_length"])
+        return loss, {"loss": loss, **metrics}
+    return loss_fn
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The step
+# --------------------------------------------------------------------------------------------------------------
+def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation, schedule: optax.Schedule, *,
+                    grad_accum: int, seed: int) -> Callable:
+    """(state, batch, frozen) -> (state, metrics). A non-finite loss or gradient skips the update and counts it."""
+
+    def grads_of(params, frozen, batch, rng):
+        if grad_accum == 1:
+            (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, frozen, batch, rng)
+            return grads, metrics
+        micro = jax.tree.map(lambda x: x.reshape((grad_accum, -1) + x.shape[1:]), batch)
+
+        def body(acc, i_mb):
+            i, mb = i_mb
+            (_, m), g = jax.value_and_grad(loss_fn, has_aux=True)(params, frozen, mb, jax.random.fold_in(rng, i))
+            return jax.tree.map(jnp.add, acc, (g, m)), None
+        zeros = jax.eval_shape(lambda: jax.value_and_grad(loss_fn, has_aux=True)(
+            params, frozen, jax.tree.map(lambda x: x[0], micro), rng))
+        init = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (zeros[1], zeros[0][1]))
+        (g, m), _ = jax.lax.scan(body, init, (jnp.arange(grad_accum), micro))
+        scale = lambda x: x / grad_accum if jnp.issubdtype(x.dtype, jnp.floating) else x  # noqa: E731
+        return jax.tree.map(scale, g), jax.tree.map(scale, m)
+
+    def step(state: State, batch: dict[str, jax.Array], frozen: Any) -> tuple[State, dict[str, jax.Array]]:
+        rng = jax.random.fold_in(jax.random.key(seed), state["step"])
+        grads, metrics = grads_of(state["params"], frozen, batch, rng)
+        gnorm = optax.global_norm(grads)
+        ok = jnp.isfinite(metrics["loss"]) & jnp.isfinite(gnorm)
+        updates, new_opt = tx.update(grads, state["opt_state"], state["params"])
+        new_params = optax.apply_updates(state["params"], updates)
+        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)  # noqa: E731
+        new_state = {"step": state["step"] + 1, "params": keep(new_params, state["params"]),
+                     "opt_state": keep(new_opt, state["opt_state"]),
+                     "bad_steps": jnp.where(ok, 0, state["bad_steps"] + 1)}
+        metrics = {**metrics, "grad_norm": gnorm, "learning_rate": schedule(state["step"]),
+                   "skipped": (~ok).astype(jnp.int32)}
+        return new_state, metrics
+
+    return step
+
+
+# --------------------------------------------------------------------------------------------------------------
+# FLOPs and MFU
+# --------------------------------------------------------------------------------------------------------------
+PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "V100": 125.0, "TPU v4": 275.0, "TPU v5 lite": 197.0,
+               "TPU v5e": 197.0, "TPU v5p": 459.0, "TPU v6": 918.0, "L4": 121.0, "A10": 125.0}
+
+
+def train_flops_per_sequence(cfg: ModelConfig, length: int, predicted: int) -> float:
+    """Training FLOPs of one sequence = 3 x forward (forward + 2x backward).
+
+    Forward: 2 * (matmul params of the body) * length + attention (QK^T and AV: 4 * length^2 * hidden per layer)
+    + the MLM head at the `predicted` positions: 2 * (hidden^2 + vocab * hidden) each.
+    """
+    h, f, nl = cfg.hidden_size, cfg.intermediate_size, cfg.num_layers
+    body = nl * (4 * h * h + 2 * h * f)
+    fwd = 2 * body * length + nl * 4 * length * length * h + predicted * 2 * (h * h + cfg.vocab_size * h)
+    return 3.0 * fwd
+
+
+def peak_flops_per_device(override_tflops: float | None) -> float | None:
+    if override_tflops:
+        return override_tflops * 1e12
+    kind = jax.devices()[0].device_kind
+    for name, tf in PEAK_TFLOPS.items():
+        if name.lower() in kind.lower():
+            return tf * 1e12
+    return None
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Setup
+# --------------------------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class Setup:
+    config: ml_collections.ConfigDict
+    mesh: Any
+    rules: Any
+    model: MaskedLM
+    tokenizer: Any
+    vocab: vocab_lib.HFVocabulary
+    spec: F.FeatureSpec
+    vocab_map: VocabMap | None
+    state: State
+    frozen: Any
+    train_data: Any
+    eval_examples: pipeline.Examples | None
+    step_fn: Callable
+    schedule: optax.Schedule
+    length_head: LengthPredictor | None = None
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+    """Checks values before anything is compiled; each error names the key and the fix."""
+    def need(cond: bool, msg: str) -> None:
+        if not cond:
+            raise ValueError(msg)
+    need(config.num_train_steps >= 0, f"num_train_steps={config.num_train_steps} must be >= 0")
+    need(config.batch_size > 0, f"batch_size={config.batch_size} must be positive")
+    need(config.optimizer.grad_accum >= 1, "optimizer.grad_accum must be >= 1")
+    need(config.batch_size % config.optimizer.grad_accum == 0,
+         f"batch_size={config.batch_size} is not divisible by optimizer.grad_accum={config.optimizer.grad_accum}")
+    need(config.stage in ("diffusion", "length"), f"stage={config.stage!r}; choose 'diffusion' or 'length'")
+    need(config.log_every_steps > 0 and config.checkpoint_every_steps > 0,
+         "log_every_steps and checkpoint_every_steps must be positive")
+    need(config.optimizer.lr > 0, f"optimizer.lr={config.optimizer.lr} must be positive")
+    SamplerConfig(**config.sampler.to_dict())  # validates strategy etc.
+    sizes = parallel.resolve_mesh_shape(dict(config.mesh.shape), jax.device_count())
+    dp = sizes["data"] * sizes["fsdp"]
+    micro = config.batch_size // config.optimizer.grad_accum
+    need(micro % dp == 0, f"batch_size={config.batch_size} (micro-batch {micro}) is not divisible by the data-parallel "
+                          f"size {dp} (mesh data x fsdp); change batch_size or mesh.shape")
+    need(config.batch_size % jax.process_count() == 0, "batch_size must be divisible by the number of processes")
+
+
+def setup(config: ml_collections.ConfigDict, workdir: Path) -> Setup:
+    validate_config(config)
+    mesh = parallel.make_mesh(dict(config.mesh.shape))
+    rules = rules_from_config(config)
+    model, params, tokenizer, mcfg = build_model(config, mesh, rules)
+    voc = vocab_lib.set_active_tokenizer(tokenizer)
+    spec = F.FeatureSpec(max_length=min(config.data.max_length, mcfg.max_length), bos_id=voc.bos_id,
+                         eos_id=voc.eos_id, pad_id=voc.pad_id, overlong=config.data.overlong)
+    host_batch = config.batch_size // jax.process_count()
+    train_examples = None
+    if config.data.cache:
+        train_examples = pipeline.load_examples(config.data.task, "train", spec, shard=pipeline.host_shard(),
+                                                limit=config.data.get("train_limit") or None)
+    eval_examples = None
+    if config.eval_every_steps and config.data.eval_split:
+        eval_examples = pipeline.load_examples(config.data.task, config.data.eval_split, spec,
+                                               limit=config.data.eval_examples)
+    vocab_map = None
+    if config.model.prune_vocab:
+        if train_examples is None:
+            raise ValueError("model.prune_vocab needs data.cache=True (the kept ids are read from the training set)")
+        used = np.unique(train_examples.rows["tokens"])
+        vocab_map = VocabMap.build(used, mcfg.vocab_size, unk_id=voc.unk_id,
+                                   specials=[voc.bos_id, voc.eos_id, voc.pad_id, voc.mask_id])
+        train_examples.rows["tokens"] = vocab_map.to_new(train_examples.rows["tokens"])
+        params, mcfg = prune_params(params, mcfg, vocab_map)
+        model = MaskedLM(mcfg)
+        vocab_map.save(workdir / "vocab_map.npz")
+        logging.info("pruned the vocabulary to %d of %d ids", vocab_map.size, len(vocab_map.old_to_new))
+    train_data = (pipeline.CachedBatches(train_examples, host_batch, config.seed) if train_examples is not None
+                  else pipeline.StreamedBatches(config.data.task, spec, host_batch, config.seed))
+    mask_new = int(vocab_map.old_to_new[voc.mask_id]) if vocab_map is not None else voc.mask_id
+    tx, schedule = build_optimizer(config.optimizer, config.num_train_steps)
+    frozen, head = None, None
+    if config.stage == "diffusion":
+        rdm = RDMConfig(mask_id=mask_new, num_timesteps=config.diffusion.num_timesteps,
+                        weighting=config.diffusion.weighting, coupled=config.diffusion.coupled,
+                        label_smoothing=config.diffusion.label_smoothing,
+                        max_predictions=config.diffusion.get("max_predictions") or None)
+        loss_fn = diffusion_loss_fn(model, rdm)
+        trainable = params
+    else:
+        head = LengthPredictor(mcfg, num_classes=mcfg.max_positions)
+        frozen = params
+        dummy = jnp.zeros((1, 4, mcfg.hidden_size)), jnp.ones((1, 4), jnp.int32)
+        trainable = jax.jit(lambda k: head.init(k, *dummy)["params"])(jax.random.key(config.seed + 1))
+        loss_fn = length_loss_fn(model, head)
+    with mesh, nn.logical_axis_rules(rules):
+        opt_state = jax.jit(tx.init)(trainable)
+    state = {"step": jnp.zeros((), jnp.int32), "params": trainable, "opt_state": opt_state,
+             "bad_steps": jnp.zeros((), jnp.int32)}
+    step_fn = make_train_step(loss_fn, tx, schedule, grad_accum=config.optimizer.grad_accum, seed=config.seed)
+    shardings = jax.tree.map(lambda x: x.sharding, state)
+    bsh = parallel.batch_sharding(mesh, rules, ndim=1)  # P(batch axes): valid for every leaf rank
+    with mesh, nn.logical_axis_rules(rules):
+        jitted = jax.jit(step_fn, in_shardings=(shardings, bsh, None), out_shardings=(shardings, None),
+                         donate_argnums=(0,))
+    return Setup(config, mesh, rules, model, tokenizer, voc, spec, vocab_map, state, frozen, train_data,
+                 eval_examples, jitted, schedule, head)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Loop
+# --------------------------------------------------------------------------------------------------------------
+class Preemption:
+    """Turns SIGTERM into a flag the loop checks after each step."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        try:
+            signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread
+            pass
+
+    def _handle(self, signum, frame) -> None:
+        logging.warning("SIGTERM: saving a checkpoint and exiting")
+        self.requested = True
+
+
+class MetricsLog:
+    """metrics.jsonl in the workdir + TensorBoard (clu) on process 0."""
+
+    def __init__(self, workdir: Path):
+        self.path = workdir / "metrics.jsonl"
+        self.enabled = jax.process_index() == 0
+        self.writer = None
+        if self.enabled:
+            from clu import metric_writers
+            self.writer = metric_writers.create_default_writer(str(workdir / "tensorboard"), asynchronous=False)
+
+    def write(self, step: int, scalars: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"step": step, **scalars}) + "\n")
+        self.writer.write_scalars(step, scalars)
+        self.writer.flush()
+
+
+def _scalars(metrics_list: list[dict[str, Any]], names: list[str]) -> dict[str, float]:
+    host = jax.device_get(metrics_list)
+    out: dict[str, float] = {}
+    for k in host[0]:
+        if k in ("t_bucket_loss", "t_bucket_count"):
+            continue
+        out[k] = float(np.mean([np.asarray(m[k]) for m in host]))
+    if "t_bucket_loss" in host[0]:
+        tot = np.sum([m["t_bucket_loss"] for m in host], 0)
+        cnt = np.sum([m["t_bucket_count"] for m in host], 0)
+        for n, s, c in zip(names, tot, cnt):
+            if c > 0:
+                out[n] = float(s / c)
+    out["skipped"] = float(np.sum([np.asarray(m["skipped"]) for m in host]))
+    return out
+
+
+def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, float]:
+    """Trains to `num_train_steps` (resuming from the workdir's latest checkpoint); returns the last metrics."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    s = setup(config, workdir)
+    mngr = checkpoint.manager(workdir, max_to_keep=config.keep_checkpoints)
+    restored = checkpoint.restore(mngr, checkpoint.abstract_like(s.state))
+    state = s.state
+    start = 0
+    if restored is not None:
+        state, data_state, start = restored
+        logging.info("resuming at step %d (data position %s)", start, data_state)
+    log = MetricsLog(workdir)
+    preempt = Preemption()
+    names = bucket_names(RDMConfig(mask_id=0, num_timesteps=config.diffusion.num_timesteps))
+    seq_flops = train_flops_per_sequence(s.model.cfg, s.spec.max_length,
+                                         config.diffusion.get("max_predictions") or s.spec.max_length)
+    peak = peak_flops_per_device(config.get("peak_tflops"))
+    batches = s.train_data.iterate(start)
+    pending: list[dict[str, Any]] = []
+    last: dict[str, float] = {}
+    t_window, tokens_window, compile_s = time.perf_counter(), 0, None
+    bar = _progress(start, config.num_train_steps)
+    with s.mesh, nn.logical_axis_rules(s.rules):
+        for step in range(start, config.num_train_steps):
+            local = next(batches)
+            batch = parallel.global_batch(local, s.mesh, s.rules)
+            t0 = time.perf_counter()
+            state, metrics = s.step_fn(state, batch, s.frozen)
+            if compile_s is None:
+                jax.block_until_ready(metrics["loss"])
+                compile_s = time.perf_counter() - t0
+                t_window, tokens_window = time.perf_counter(), 0
+                pending = []
+                logging.info("first step (compile + run): %.1fs", compile_s)
+                last = {"loss": float(metrics["loss"])}
+            else:
+                pending.append(metrics)
+                tokens_window += int(local["padding_mask"].sum()) * jax.process_count()
+            done = step + 1
+            if bar is not None:
+                bar.update(1)
+            if pending and (done % config.log_every_steps == 0 or done == config.num_train_steps):
+                last = _scalars(pending, names)
+                dt = time.perf_counter() - t_window
+                last.update(step_time_s=dt / len(pending), tokens_per_s=tokens_window / dt,
+                            compile_time_s=compile_s)
+                flops = seq_flops * config.batch_size * len(pending) / dt
+                if peak:
+                    last["mfu"] = flops / (peak * jax.device_count())
+                last["tflops_per_s"] = flops / 1e12
+                log.write(done, last)
+                if bar is not None:
+                    bar.set_postfix(loss=f"{last['loss']:.3f}", tok_s=f"{last['tokens_per_s']:.0f}")
+                else:
+                    logging.info("step %d: %s", done, {k: round(v, 4) for k, v in last.items()})
+                pending, t_window, tokens_window = [], time.perf_counter(), 0
+                if int(state["bad_steps"]) >= config.max_bad_steps:
+                    mngr.wait_until_finished()
+                    raise TrainingError(
+                        f"{int(state['bad_steps'])} non-finite steps in a row at step {done}; stopping. The last good "
+                        f"checkpoint is step {mngr.latest_step()} in {workdir}/checkpoints. Lower optimizer.lr or "
+                        "enable optimizer.clip_norm, then rerun to resume.")
+            if s.eval_examples is not None and config.eval_every_steps and done % config.eval_every_steps == 0:
+                ev = evaluate_bleu(s, state["params"], config)
+                log.write(done, ev)
+                logging.info("step %d eval: %s", done, ev)
+                t_window = time.perf_counter()  # keep eval time out of step time
+            final = done == config.num_train_steps
+            if done % config.checkpoint_every_steps == 0 or final or preempt.requested:
+                checkpoint.save(mngr, done, state, {"step": done, "examples_seen": done * config.batch_size},
+                                force=final or preempt.requested)
+            if preempt.requested:
+                break
+    mngr.wait_until_finished()
+    mngr.close()
+    if bar is not None:
+        bar.close()
+    if preempt.requested:
+        logging.warning("preempted: checkpoint saved at step %d; rerun the same command to resume", done)
+    return last
+
+
+def _progress(start: int, total: int):
+    if not sys.stderr.isatty() or jax.process_index() != 0:
+        return None
+    from tqdm import tqdm
+    return tqdm(total=total, initial=start, desc="train", dynamic_ncols=True)
+
+
+def evaluate_bleu(s: Setup, params: Any, config: ml_collections.ConfigDict) -> dict[str, float]:
+    """Validation BLEU with the oracle length through the sampler (the diffusion stage only)."""
+    if config.stage != "diffusion":
+        return {}
+    from dlm_jax.evaluation import metrics as M
+    from dlm_jax.generation import Generator, response_ids
+    ex = s.eval_examples
+    gen = Generator(s.model, params, s.vocab.bos_id, s.vocab.eos_id, s.vocab.pad_id, s.vocab.mask_id,
+                    s.spec.max_length, s.vocab_map)
+    prompts = [list(t[1:p]) for t, p in zip(ex.rows["tokens"], ex.rows["prompt_length"])]
+    out = gen.generate(prompts, ex.rows["response_length"].tolist(), SamplerConfig(**config.sampler.to_dict()),
+                       jax.random.key(config.seed))
+    hyps = [s.vocab.tokenizer.decode(ids, skip_special_tokens=True).strip()
+            for ids in response_ids(out["tokens"], out["response_mask"], s.vocab.eos_id)]
+    return {"eval_bleu": M.bleu(ex.targets, hyps)["bleu"]}

@@ -39,6 +39,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.remat = "none"  # none | full | dots | minimal
     c.model.scan_layers = False
     c.model.prune_vocab = False
+    c.model.prune_min_count = 1  # with prune_vocab: keep ids seen at least this often in the training set
     c.model.dropout = 0.1
     c.model.overrides = ml_collections.ConfigDict()  # any ModelConfig field, e.g. hidden_size for tests
 
@@ -82,4 +83,38 @@ def base_config() -> ml_collections.ConfigDict:
     c.sampler.temperature = 1.0
     c.sampler.threshold = ml_collections.FieldReference(None, field_type=float)
     c.sampler.record_trajectory = False
+    return c
+
+
+HUB_IDS = {"base": "FacebookAI/xlm-roberta-base", "large": "FacebookAI/xlm-roberta-large",
+           "xl": "facebook/xlm-roberta-xl", "xxl": "facebook/xlm-roberta-xxl"}
+MESH_FOR_SIZE = {"base": {"data": -1, "fsdp": 1, "tensor": 1}, "large": {"data": -1, "fsdp": 1, "tensor": 1},
+                 "xl": {"data": 1, "fsdp": -1, "tensor": 1}, "xxl": {"data": 1, "fsdp": -1, "tensor": 1}}
+
+
+def paper_finetune(size: str, *, task: str, tokens_per_batch: int, mean_tokens: int, lr: float, steps: int,
+                   max_length: int = 512) -> ml_collections.ConfigDict:
+    """The paper's finetuning recipe for XLM-R `size`: Adam, inverse-sqrt warmup, dropout 0.1, bf16, remat for XL+.
+
+    The paper's batch sizes are in tokens (Table 3); ours are in sequences: tokens_per_batch // mean_tokens.
+    """
+    if size not in HUB_IDS:
+        raise ValueError(f"unknown size {size!r}; choose one of {sorted(HUB_IDS)}")
+    c = base_config()
+    c.model.init = HUB_IDS[size]
+    c.model.name = f"xlmr-{size}"
+    c.model.dtype = "bfloat16"
+    c.model.remat = "full" if size in ("xl", "xxl") else "none"
+    c.model.scan_layers = size in ("xl", "xxl")
+    c.data.task = task
+    c.data.max_length = max_length
+    c.batch_size = max(8, tokens_per_batch // mean_tokens)
+    c.optimizer.lr = lr
+    c.optimizer.schedule = "inverse_sqrt"
+    c.optimizer.warmup_steps = 10_000 if steps > 20_000 else max(steps // 10, 100)
+    c.num_train_steps = steps
+    c.checkpoint_every_steps = 2000
+    c.eval_every_steps = 5000
+    c.sampler.steps = 50
+    c.mesh.shape = ml_collections.ConfigDict(MESH_FOR_SIZE[size])
     return c

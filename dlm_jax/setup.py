@@ -34,8 +34,13 @@ def build_model(config: ml_collections.ConfigDict, mesh: Any, rules: Any) -> tup
     """(model, sharded params, HF tokenizer, ModelConfig) for `model.init` = HF dir / hub id, or "random"."""
     m = config.model
     overrides = _model_overrides(config)
+    if m.init.startswith("workdir:"):  # continue from a dlm_jax run (e.g. the length stage on a finetuned model)
+        from dlm_jax.restore import load_workdir
+        ld = load_workdir(m.init.split(":", 1)[1])
+        return ld.model, ld.params, ld.tokenizer, ld.model_config
     if m.init != "random":
-        pre = dlm_jax.load_pretrained(m.init, mesh=mesh, rules=rules, **overrides)
+        init = str(dlm_jax.bundled_bert_dir()) if m.init == "bundled" else m.init
+        pre = dlm_jax.load_pretrained(init, mesh=mesh, rules=rules, **overrides)
         tokenizer = pre.tokenizer if pre.tokenizer is not None else _tokenizer(m.get("tokenizer"))
         return pre.model, pre.params, tokenizer, pre.config
     tokenizer = _tokenizer(m.get("tokenizer"))

@@ -238,10 +238,18 @@ def setup(config: ml_collections.ConfigDict, workdir: Path) -> Setup:
         eval_examples = pipeline.load_examples(config.data.task, config.data.eval_split, spec,
                                                limit=config.data.eval_examples)
     vocab_map = None
-    if config.model.prune_vocab:
+    if config.model.init.startswith("workdir:"):  # the source run's pruned vocabulary carries over
+        src = Path(config.model.init.split(":", 1)[1]) / "vocab_map.npz"
+        if src.exists():
+            vocab_map = VocabMap.load(src)
+            vocab_map.save(workdir / "vocab_map.npz")
+            if train_examples is not None:
+                train_examples.rows["tokens"] = vocab_map.to_new(train_examples.rows["tokens"])
+    elif config.model.prune_vocab:
         if train_examples is None:
             raise ValueError("model.prune_vocab needs data.cache=True (the kept ids are read from the training set)")
-        used = np.unique(train_examples.rows["tokens"])
+        ids, counts = np.unique(train_examples.rows["tokens"], return_counts=True)
+        used = ids[counts >= config.model.get("prune_min_count", 1)]  # rarer ids become <unk>
         vocab_map = VocabMap.build(used, mcfg.vocab_size, unk_id=voc.unk_id,
                                    specials=[voc.bos_id, voc.eos_id, voc.pad_id, voc.mask_id])
         train_examples.rows["tokens"] = vocab_map.to_new(train_examples.rows["tokens"])
@@ -440,4 +448,5 @@ def evaluate_bleu(s: Setup, params: Any, config: ml_collections.ConfigDict) -> d
                        jax.random.key(config.seed))
     hyps = [s.vocab.tokenizer.decode(ids, skip_special_tokens=True).strip()
             for ids in response_ids(out["tokens"], out["response_mask"], s.vocab.eos_id)]
-    return {"eval_bleu": M.bleu(ex.targets, hyps)["bleu"]}
+    lowercase = M.tokenizer_lowercases(s.vocab.tokenizer)
+    return {"eval_bleu": M.bleu(ex.targets, hyps, lowercase=lowercase)["bleu"]}

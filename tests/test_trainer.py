@@ -1,0 +1,175 @@
+"""Training: falling loss, resume == uninterrupted, SIGTERM, sharded step == single-device step, config errors."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dlm_jax import parallel, trainer
+from dlm_jax.diffusion import RDMConfig
+from dlm_jax.model import MaskedLM, get_config
+from dlm_jax.model.axes import DEFAULT_RULES
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from configs import tiny  # noqa: E402
+
+
+def _tiny_batch(b=8, length=12, vocab=50, seed=0):
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(5, vocab, (b, length)).astype(np.int32)
+    resp = np.zeros((b, length), bool)
+    resp[:, 5:10] = True
+    pad = np.ones((b, length), np.int32)
+    pad[:, 10:] = 0
+    tokens[:, 10:] = 1
+    return {"tokens": tokens, "response_mask": resp, "padding_mask": pad}
+
+
+def _step_setup(mcfg, lr=1e-3):
+    model = MaskedLM(mcfg)
+    opt = tiny.get_config().optimizer
+    opt.unlock() if hasattr(opt, "unlock") else None
+    opt.lr, opt.warmup_steps = lr, 1
+    tx, sched = trainer.build_optimizer(opt, 100)
+    loss_fn = trainer.diffusion_loss_fn(model, RDMConfig(mask_id=4, num_timesteps=10, num_t_buckets=2))
+    return model, tx, trainer.make_train_step(loss_fn, tx, sched, grad_accum=1, seed=0)
+
+
+def test_loss_falls_on_a_repeated_batch():
+    mcfg = get_config("tiny-test", vocab_size=50, hidden_dropout=0.0, attention_dropout=0.0)
+    model, tx, step = _step_setup(mcfg, lr=3e-3)
+    batch = jax.tree.map(jnp.asarray, _tiny_batch())
+    params = model.init(jax.random.key(0), batch["tokens"])["params"]
+    state = {"step": jnp.int32(0), "params": params, "opt_state": tx.init(params), "bad_steps": jnp.int32(0)}
+    step = jax.jit(step)
+    losses = []
+    for _ in range(60):
+        state, m = step(state, batch, None)
+        losses.append(float(m["loss"]))
+    assert np.isfinite(losses).all()
+    assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:10]), losses
+
+
+def test_non_finite_step_is_skipped_and_counted():
+    mcfg = get_config("tiny-test", vocab_size=50)
+    model, tx, step = _step_setup(mcfg)
+    batch = jax.tree.map(jnp.asarray, _tiny_batch())
+    params = model.init(jax.random.key(0), batch["tokens"])["params"]
+    bad = jax.tree.map(lambda x: x, params)
+    bad["head_bias"] = bad["head_bias"].at[0].set(jnp.nan)
+    state = {"step": jnp.int32(0), "params": bad, "opt_state": tx.init(bad), "bad_steps": jnp.int32(0)}
+    new, m = jax.jit(step)(state, batch, None)
+    assert int(m["skipped"]) == 1 and int(new["bad_steps"]) == 1
+    np.testing.assert_array_equal(np.asarray(new["params"]["word"]["embedding"]),
+                                  np.asarray(bad["word"]["embedding"]))
+
+
+def test_sharded_step_matches_single_device():
+    mcfg = get_config("tiny-test", vocab_size=48, hidden_size=32, num_heads=4, intermediate_size=64,
+                      hidden_dropout=0.0, attention_dropout=0.0)
+    model, tx, step = _step_setup(mcfg)
+    batch = _tiny_batch(vocab=48)
+    params = nn.unbox(model.init(jax.random.key(0), jnp.asarray(batch["tokens"]))["params"])
+    state = {"step": jnp.int32(0), "params": params, "opt_state": tx.init(params), "bad_steps": jnp.int32(0)}
+    ref_state, ref_m = jax.jit(step)(jax.tree.map(jnp.copy, state), jax.tree.map(jnp.asarray, batch), None)
+
+    mesh = parallel.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+    abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.asarray(batch["tokens"]))["params"])
+    p_sh = parallel.logical_to_shardings(abstract, mesh, DEFAULT_RULES)
+    with mesh, nn.logical_axis_rules(DEFAULT_RULES):
+        sp = jax.device_put(params, p_sh)
+        sstate = {"step": jnp.int32(0), "params": sp, "opt_state": jax.jit(tx.init)(sp), "bad_steps": jnp.int32(0)}
+        shardings = jax.tree.map(lambda x: x.sharding, sstate)
+        gb = parallel.global_batch(batch, mesh, DEFAULT_RULES)
+        fn = jax.jit(step, in_shardings=(shardings, parallel.batch_sharding(mesh, DEFAULT_RULES, 1), None),
+                     out_shardings=(shardings, None))
+        new, m = fn(sstate, gb, None)
+    assert new["params"]["layers_0"]["mlp"]["wi"]["kernel"].sharding.spec == jax.sharding.PartitionSpec(
+        "fsdp", "tensor")
+    np.testing.assert_allclose(float(m["loss"]), float(ref_m["loss"]), rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(new["params"]), jax.tree.leaves(ref_state["params"])):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-6)
+
+
+def _cfg(**kw):
+    c = tiny.get_config()
+    c.num_train_steps, c.checkpoint_every_steps, c.log_every_steps = 6, 3, 1
+    c.data.train_limit, c.eval_every_steps = 96, 0
+    for k, v in kw.items():
+        node = c
+        *path, last = k.split(".")
+        for p in path:
+            node = node[p]
+        node[last] = v
+    return c
+
+
+def _losses(workdir):
+    return [json.loads(l)["loss"] for l in (Path(workdir) / "metrics.jsonl").read_text().splitlines()
+            if "loss" in json.loads(l)]
+
+
+@pytest.mark.slow
+def test_resume_gives_the_same_run(tmp_path):
+    full = tmp_path / "full"
+    trainer.run(_cfg(), full)
+    part = tmp_path / "part"
+    trainer.run(_cfg(num_train_steps=3), part)  # "killed" after step 3 (its checkpoint)
+    trainer.run(_cfg(), part)  # the same command again resumes at step 3
+    # the first logged step of a run is its compile step, so compare steps 2..6 where both logged
+    a, b = _losses(full), _losses(part)
+    np.testing.assert_allclose(a[-3:], b[-3:], rtol=1e-6)
+    from dlm_jax.restore import load_workdir
+    pa, pb = load_workdir(full).params, load_workdir(part).params
+    for x, y in zip(jax.tree.leaves(pa), jax.tree.leaves(pb)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    # a half-written checkpoint directory (as a crash leaves it) is ignored
+    (part / "checkpoints" / "9.orbax-checkpoint-tmp-123").mkdir()
+    assert load_workdir(part).step == 6
+
+
+@pytest.mark.slow
+def test_sigterm_saves_and_exits_zero(tmp_path):
+    env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
+    proc = subprocess.Popen([sys.executable, "-m", "dlm_jax.train", "--config", "configs/tiny.py", "--workdir",
+                             str(tmp_path), "--config.num_train_steps=100000", "--config.log_every_steps=1",
+                             "--config.checkpoint_every_steps=100000"], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    while time.time() < deadline and not (tmp_path / "metrics.jsonl").exists():
+        time.sleep(0.5)
+    assert (tmp_path / "metrics.jsonl").exists(), proc.stderr.read().decode()[-2000:] if proc.poll() else "timeout"
+    proc.send_signal(signal.SIGTERM)
+    rc = proc.wait(120)
+    assert rc == 0, proc.stderr.read().decode()[-2000:]
+    steps = [int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()]
+    assert steps and max(steps) >= 1
+
+
+def test_bad_config_values_fail_early_with_the_key():
+    c = _cfg(batch_size=6)  # 8 simulated devices on the data axis
+    with pytest.raises(ValueError, match="batch_size=6.*data-parallel"):
+        trainer.validate_config(c)
+    with pytest.raises(ValueError, match="mesh"):
+        trainer.validate_config(_cfg(**{"mesh.shape.tensor": 3}))
+    with pytest.raises(ValueError, match="unknown sampler strategy"):
+        trainer.validate_config(_cfg(**{"sampler.strategy": "greedy"}))
+    with pytest.raises(ValueError, match="grad_accum"):
+        trainer.validate_config(_cfg(**{"optimizer.grad_accum": 3}))
+
+
+def test_cli_rejects_unknown_key_and_wrong_type(tmp_path):
+    for flag, needle in (("--config.optimizer.learning_rate=1", "learning_rate"),
+                         ("--config.batch_size=abc", "batch_size")):
+        r = subprocess.run([sys.executable, "-m", "dlm_jax.train", "--config", "configs/tiny.py", "--workdir",
+                            str(tmp_path), flag], cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert r.returncode != 0 and needle in r.stderr, r.stderr[-1500:]

@@ -36,7 +36,6 @@ def main(argv: list[str]) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     if jax.process_index() == 0:
         print(config)
-        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
     try:
         last = trainer.run(config, workdir)
     except (ValueError, FileNotFoundError, MissingDataError, trainer.TrainingError) as e:

@@ -197,6 +197,13 @@ class Setup:
     length_head: LengthPredictor | None = None
 
 
+def replicate_unplaced(tree: Any, mesh: Any) -> Any:
+    """Leaves not already spread over the mesh (step counters, a freshly initialised head) become replicated."""
+    from jax.sharding import NamedSharding, PartitionSpec
+    rep = NamedSharding(mesh, PartitionSpec())
+    return jax.tree.map(lambda x: x if len(x.sharding.device_set) == mesh.size else jax.device_put(x, rep), tree)
+
+
 def validate_config(config: ml_collections.ConfigDict) -> None:
     """Checks values before anything is compiled; each error names the key and the fix."""
     def need(cond: bool, msg: str) -> None:
@@ -280,6 +287,7 @@ def setup(config: ml_collections.ConfigDict, workdir: Path) -> Setup:
     state = {"step": jnp.zeros((), jnp.int32), "params": trainable, "opt_state": opt_state,
              "bad_steps": jnp.zeros((), jnp.int32)}
     step_fn = make_train_step(loss_fn, tx, schedule, grad_accum=config.optimizer.grad_accum, seed=config.seed)
+    state = replicate_unplaced(state, mesh)
     shardings = jax.tree.map(lambda x: x.sharding, state)
     bsh = parallel.batch_sharding(mesh, rules, ndim=1)  # P(batch axes): valid for every leaf rank
     with mesh, nn.logical_axis_rules(rules):
@@ -348,6 +356,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, flo
     """Trains to `num_train_steps` (resuming from the workdir's latest checkpoint); returns the last metrics."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    if jax.process_index() == 0:  # evaluate / generate / resume read the run's config from here
+        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
     s = setup(config, workdir)
     mngr = checkpoint.manager(workdir, max_to_keep=config.keep_checkpoints)
     restored = checkpoint.restore(mngr, checkpoint.abstract_like(s.state))

@@ -37,8 +37,7 @@ def _tiny_batch(b=8, length=12, vocab=50, seed=0):
 def _step_setup(mcfg, lr=1e-3):
     model = MaskedLM(mcfg)
     opt = tiny.get_config().optimizer
-    opt.unlock() if hasattr(opt, "unlock") else None
-    opt.lr, opt.warmup_steps = lr, 1
+    opt.lr, opt.warmup_steps, opt.schedule = lr, 1, "constant"
     tx, sched = trainer.build_optimizer(opt, 100)
     loss_fn = trainer.diffusion_loss_fn(model, RDMConfig(mask_id=4, num_timesteps=10, num_t_buckets=2))
     return model, tx, trainer.make_train_step(loss_fn, tx, sched, grad_accum=1, seed=0)
@@ -52,19 +51,19 @@ def test_loss_falls_on_a_repeated_batch():
     state = {"step": jnp.int32(0), "params": params, "opt_state": tx.init(params), "bad_steps": jnp.int32(0)}
     step = jax.jit(step)
     losses = []
-    for _ in range(60):
+    for _ in range(100):
         state, m = step(state, batch, None)
         losses.append(float(m["loss"]))
     assert np.isfinite(losses).all()
-    assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:10]), losses
+    assert np.mean(losses[-20:]) < 0.5 * np.mean(losses[:20]), losses
 
 
 def test_non_finite_step_is_skipped_and_counted():
     mcfg = get_config("tiny-test", vocab_size=50)
     model, tx, step = _step_setup(mcfg)
     batch = jax.tree.map(jnp.asarray, _tiny_batch())
-    params = model.init(jax.random.key(0), batch["tokens"])["params"]
-    bad = jax.tree.map(lambda x: x, params)
+    params = nn.unbox(model.init(jax.random.key(0), batch["tokens"])["params"])
+    bad = dict(params)
     bad["head_bias"] = bad["head_bias"].at[0].set(jnp.nan)
     state = {"step": jnp.int32(0), "params": bad, "opt_state": tx.init(bad), "bad_steps": jnp.int32(0)}
     new, m = jax.jit(step)(state, batch, None)
@@ -87,7 +86,8 @@ def test_sharded_step_matches_single_device():
     p_sh = parallel.logical_to_shardings(abstract, mesh, DEFAULT_RULES)
     with mesh, nn.logical_axis_rules(DEFAULT_RULES):
         sp = jax.device_put(params, p_sh)
-        sstate = {"step": jnp.int32(0), "params": sp, "opt_state": jax.jit(tx.init)(sp), "bad_steps": jnp.int32(0)}
+        sstate = trainer.replicate_unplaced({"step": jnp.int32(0), "params": sp, "opt_state": jax.jit(tx.init)(sp),
+                                             "bad_steps": jnp.int32(0)}, mesh)
         shardings = jax.tree.map(lambda x: x.sharding, sstate)
         gb = parallel.global_batch(batch, mesh, DEFAULT_RULES)
         fn = jax.jit(step, in_shardings=(shardings, parallel.batch_sharding(mesh, DEFAULT_RULES, 1), None),
@@ -114,8 +114,8 @@ def _cfg(**kw):
 
 
 def _losses(workdir):
-    return [json.loads(l)["loss"] for l in (Path(workdir) / "metrics.jsonl").read_text().splitlines()
-            if "loss" in json.loads(l)]
+    rows = [json.loads(l) for l in (Path(workdir) / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in rows if "loss" in r}
 
 
 @pytest.mark.slow
@@ -125,9 +125,11 @@ def test_resume_gives_the_same_run(tmp_path):
     part = tmp_path / "part"
     trainer.run(_cfg(num_train_steps=3), part)  # "killed" after step 3 (its checkpoint)
     trainer.run(_cfg(), part)  # the same command again resumes at step 3
-    # the first logged step of a run is its compile step, so compare steps 2..6 where both logged
+    # a run's first (compile) step is not logged: compare every step both runs logged, before and after resuming
     a, b = _losses(full), _losses(part)
-    np.testing.assert_allclose(a[-3:], b[-3:], rtol=1e-6)
+    common = sorted(set(a) & set(b))
+    assert {2, 3, 5, 6} <= set(common)
+    np.testing.assert_allclose([a[k] for k in common], [b[k] for k in common], rtol=1e-6)
     from dlm_jax.restore import load_workdir
     pa, pb = load_workdir(full).params, load_workdir(part).params
     for x, y in zip(jax.tree.leaves(pa), jax.tree.leaves(pb)):

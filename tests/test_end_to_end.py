@@ -1,0 +1,69 @@
+"""End to end on a tiny trained checkpoint: train -> evaluate (JSON with signature) -> generate (text, HTML)."""
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _run(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout,
+                          env={**__import__("os").environ, "XLA_FLAGS": ""})
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    wd = tmp_path_factory.mktemp("e2e")
+    r = _run("dlm_jax.train", "--config", "configs/tiny.py", "--workdir", str(wd), "--config.num_train_steps=8")
+    assert r.returncode == 0, r.stderr[-3000:]
+    return wd
+
+
+@pytest.mark.slow
+def test_evaluate_writes_json_with_signature(trained):
+    r = _run("dlm_jax.evaluate", "--workdir", str(trained), "--tasks", "ding_de_en", "--oracle-length",
+             "--steps", "3", "--limit", "12")
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads((trained / "eval" / "ding_de_en.json").read_text())
+    assert set(res) >= {"metrics", "signature", "num_examples", "num_skipped", "sampler", "seed"}
+    assert "bleu" in res["metrics"] and res["signature"].startswith("nrefs:1|case:")
+    assert "tok:13a" in res["signature"] and res["sampler"]["steps"] == 3
+    assert "| ding_de_en | bleu |" in r.stdout
+
+
+@pytest.mark.slow
+def test_generate_prints_text_and_writes_trajectory(trained, tmp_path):
+    html_path = tmp_path / "t.html"
+    r = _run("dlm_jax.generate", "--workdir", str(trained), "--prompt", "Das Haus ist klein.", "--length", "6",
+             "--steps", "5", "--show-steps", "--trajectory", str(html_path))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "output:" in r.stdout and r.stdout.count("step ") >= 5
+    page = html_path.read_text()
+    steps = re.findall(r'<div data-step="(\d+)">(.*?)</div>', page)
+    assert [int(s) for s, _ in steps] == [1, 2, 3, 4, 5]
+    assert "masked" in steps[0][1] and "[MASK]" not in steps[-1][1]  # all unmasked at the last step
+    assert 'type="range"' in page
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args, needle", [
+    (["dlm_jax.evaluate", "--workdir", "/nonexistent/run"], "does not exist"),
+    (["dlm_jax.generate", "--workdir", "WD", "--prompt", "   ", "--length", "4"], "empty prompt"),
+    (["dlm_jax.generate", "--workdir", "WD", "--prompt", "Haus " * 200, "--length", "4"], "Shorten it"),
+    (["dlm_jax.evaluate", "--workdir", "WD", "--tasks", "no_such_task"], "unknown task"),
+])
+def test_bad_input_gives_a_clear_message(trained, args, needle):
+    r = _run(*[str(trained) if a == "WD" else a for a in args])
+    assert r.returncode == 2 and needle in r.stderr, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr
+
+
+@pytest.mark.slow
+def test_no_checkpoint_in_workdir(trained, tmp_path):
+    (tmp_path / "config.json").write_text((trained / "config.json").read_text())  # a run that never saved
+    r = _run("dlm_jax.generate", "--workdir", str(tmp_path), "--prompt", "Hallo", "--length", "3")
+    assert r.returncode == 2 and "no complete checkpoint" in r.stderr and "Traceback" not in r.stderr

@@ -67,3 +67,18 @@ def test_no_checkpoint_in_workdir(trained, tmp_path):
     (tmp_path / "config.json").write_text((trained / "config.json").read_text())  # a run that never saved
     r = _run("dlm_jax.generate", "--workdir", str(tmp_path), "--prompt", "Hallo", "--length", "3")
     assert r.returncode == 2 and "no complete checkpoint" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.slow
+def test_length_stage_and_length_beam(trained, tmp_path):
+    length_wd = tmp_path / "length"
+    r = _run("dlm_jax.train", "--config", f"configs/length_predictor.py:{trained}", "--workdir", str(length_wd),
+             "--config.num_train_steps=4", "--config.batch_size=8", "--config.data.train_limit=64")
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = [json.loads(l) for l in (length_wd / "metrics.jsonl").read_text().splitlines()]
+    assert "length_loss" in rows[-1]
+    r = _run("dlm_jax.evaluate", "--workdir", str(trained), "--tasks", "ding_de_en", "--length-beam", "3",
+             "--length-workdir", str(length_wd), "--steps", "2", "--limit", "6")
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads((trained / "eval" / "ding_de_en.json").read_text())
+    assert res["length"] == "beam3" and res["num_examples"] == 6

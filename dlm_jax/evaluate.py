@@ -6,6 +6,7 @@ restore -> for each task: examples -> sampler -> metrics -> DIR/eval/TASK.json, 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -61,7 +62,7 @@ def evaluate_task(task: str, loaded: Any, args: argparse.Namespace) -> dict[str,
     from dlm_jax.data import features as F, pipeline, tasks as T, vocab as V
     from dlm_jax.diffusion import SamplerConfig
     from dlm_jax.evaluation import metrics as M
-    from dlm_jax.generation import Generator, response_ids
+    from dlm_jax.generation import Generator, decode_responses, prompts_of
 
     voc = V.set_active_tokenizer(loaded.tokenizer)
     settings = T.EVAL_SETTINGS.get(task, {"steps": 50, "length": "beam"})
@@ -77,7 +78,7 @@ def evaluate_task(task: str, loaded: Any, args: argparse.Namespace) -> dict[str,
                             (sc.threshold if (args.strategy or sc.strategy) == "adaptive" else None))
     gen = Generator(loaded.model, loaded.params, voc.bos_id, voc.eos_id, voc.pad_id, voc.mask_id, spec.max_length,
                     loaded.vocab_map, loaded.length_model, loaded.length_params)
-    prompts = [list(t[1:p]) for t, p in zip(ex.rows["tokens"], ex.rows["prompt_length"])]
+    prompts = prompts_of(ex.rows)
     rng = jax.random.key(args.seed)
     t0 = time.perf_counter()
     if args.length_beam:
@@ -90,8 +91,7 @@ def evaluate_task(task: str, loaded: Any, args: argparse.Namespace) -> dict[str,
         length_mode = "oracle" if args.oracle_length or not isinstance(fixed, int) else f"fixed{fixed}"
         out = gen.generate(prompts, lengths.tolist(), sampler, rng, batch_size=args.batch_size)
     wall = time.perf_counter() - t0
-    hyps = [voc.tokenizer.decode(ids, skip_special_tokens=True).strip()
-            for ids in response_ids(out["tokens"], out["response_mask"], voc.eos_id)]
+    hyps = decode_responses(voc.tokenizer, out, voc.eos_id)
     task_obj = seqio.get_mixture_or_task(task)
     result: dict[str, Any] = {"metrics": {}}
     lowercase = M.tokenizer_lowercases(voc.tokenizer)
@@ -103,7 +103,7 @@ def evaluate_task(task: str, loaded: Any, args: argparse.Namespace) -> dict[str,
         for fn in task_obj.metric_fns:
             result["metrics"].update(fn(ex.targets, hyps))
     result.update(num_examples=len(hyps), num_skipped=ex.counters.skipped, split=split, length=length_mode,
-                  sampler={**vars(sampler)} if hasattr(sampler, "__dict__") else str(sampler), seed=args.seed,
+                  sampler=dataclasses.asdict(sampler), seed=args.seed,
                   checkpoint_step=loaded.step, mean_evals=float(np.mean(out["num_evals"])), wall_s=wall,
                   examples=[{"input": i, "target": t, "prediction": h}
                             for i, t, h in list(zip(ex.inputs, ex.targets, hyps))[:5]])

@@ -42,11 +42,12 @@ def _prompts(args, loaded, voc, max_length):
     """[(prompt text, prompt ids, oracle length or None)]"""
     if args.input_task:
         from dlm_jax.data import features as F, pipeline
+        from dlm_jax.generation import prompts_of
         spec = F.FeatureSpec(max_length=max_length, bos_id=voc.bos_id, eos_id=voc.eos_id, pad_id=voc.pad_id)
         ex = pipeline.load_examples(args.input_task, args.split, spec, limit=args.index + args.n)
+        prompts = prompts_of(ex.rows)
         rows = range(args.index, min(args.index + args.n, len(ex.inputs)))
-        return [(ex.inputs[i], list(ex.rows["tokens"][i][1:ex.rows["prompt_length"][i]]),
-                 int(ex.rows["response_length"][i]), ex.targets[i]) for i in rows]
+        return [(ex.inputs[i], prompts[i], int(ex.rows["response_length"][i]), ex.targets[i]) for i in rows]
     if args.prompt is not None:
         texts = [args.prompt]
     else:
@@ -85,7 +86,7 @@ def _run(args, load_workdir, load_length_head) -> int:
     from dlm_jax import visualize
     from dlm_jax.data import vocab as V
     from dlm_jax.diffusion import SamplerConfig
-    from dlm_jax.generation import Generator, response_ids
+    from dlm_jax.generation import Generator, decode_responses, prompts_of
 
     loaded = load_workdir(args.workdir)
     if args.length_beam:
@@ -114,8 +115,7 @@ def _run(args, load_workdir, load_length_head) -> int:
             raise ValueError("give --length N (response tokens incl. </s>) or --length-beam B --length-workdir DIR")
         out = gen.generate(prompts, lengths, sampler, rng)
     wall = time.perf_counter() - t0
-    texts = [voc.tokenizer.decode(ids, skip_special_tokens=True).strip()
-             for ids in response_ids(out["tokens"], out["response_mask"], voc.eos_id)]
+    texts = decode_responses(voc.tokenizer, out, voc.eos_id)
     for (prompt, _, _, ref), text, evals in zip(items, texts, out["num_evals"]):
         print(f"prompt:    {prompt}")
         if ref is not None:

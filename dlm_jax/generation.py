@@ -121,6 +121,17 @@ def _pad_to(x: np.ndarray, width: int, value: Any) -> np.ndarray:
     return np.pad(x, cfg, constant_values=value)
 
 
+def prompts_of(rows: dict[str, np.ndarray]) -> list[list[int]]:
+    """The prompt ids of laid-out rows (between `<s>` and the response)."""
+    return [list(t[1:p]) for t, p in zip(rows["tokens"], rows["prompt_length"])]
+
+
+def decode_responses(tokenizer: Any, out: dict[str, np.ndarray], eos_id: int) -> list[str]:
+    """Generated texts of `Generator.generate` output, each up to its first `</s>`."""
+    return [tokenizer.decode(ids, skip_special_tokens=True).strip()
+            for ids in response_ids(out["tokens"], out["response_mask"], eos_id)]
+
+
 def response_ids(tokens: np.ndarray, response_mask: np.ndarray, eos_id: int) -> list[list[int]]:
     """The generated ids of each row, up to (excluding) the first `</s>`."""
     out = []

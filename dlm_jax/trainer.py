@@ -449,14 +449,12 @@ def evaluate_bleu(s: Setup, params: Any, config: ml_collections.ConfigDict) -> d
     if config.stage != "diffusion":
         return {}
     from dlm_jax.evaluation import metrics as M
-    from dlm_jax.generation import Generator, response_ids
+    from dlm_jax.generation import Generator, decode_responses, prompts_of
     ex = s.eval_examples
     gen = Generator(s.model, params, s.vocab.bos_id, s.vocab.eos_id, s.vocab.pad_id, s.vocab.mask_id,
                     s.spec.max_length, s.vocab_map)
-    prompts = [list(t[1:p]) for t, p in zip(ex.rows["tokens"], ex.rows["prompt_length"])]
-    out = gen.generate(prompts, ex.rows["response_length"].tolist(), SamplerConfig(**config.sampler.to_dict()),
-                       jax.random.key(config.seed))
-    hyps = [s.vocab.tokenizer.decode(ids, skip_special_tokens=True).strip()
-            for ids in response_ids(out["tokens"], out["response_mask"], s.vocab.eos_id)]
+    out = gen.generate(prompts_of(ex.rows), ex.rows["response_length"].tolist(),
+                       SamplerConfig(**config.sampler.to_dict()), jax.random.key(config.seed))
+    hyps = decode_responses(s.vocab.tokenizer, out, s.vocab.eos_id)
     lowercase = M.tokenizer_lowercases(s.vocab.tokenizer)
     return {"eval_bleu": M.bleu(ex.targets, hyps, lowercase=lowercase)["bleu"]}

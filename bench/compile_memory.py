@@ -59,7 +59,7 @@ def main() -> None:
     from dlm_jax.diffusion import RDMConfig
     from dlm_jax.model import MaskedLM, get_config
     from dlm_jax.model.axes import DEFAULT_RULES
-    from dlm_jax.trainer import build_optimizer, diffusion_loss_fn, make_train_step
+    from dlm_jax.step import build_optimizer, diffusion_loss_fn, make_train_step
 
     if args.devices % args.tensor:
         raise SystemExit(f"--devices {args.devices} is not divisible by --tensor {args.tensor}")

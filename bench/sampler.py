@@ -54,8 +54,9 @@ def make_batch(batch: int, length: int, vocab: int, special: int, seed: int = 0
 def torch_reparam_sample(model, tokens, response, attn, steps: int, mask_id: int):
     """The paper code's `_reparam_decoding` (uncond, deterministic, cosine), argmax, with the HF model."""
     import torch
+    neg_inf, zero, big = (torch.tensor(v, device=tokens.device) for v in (-math.inf, 0.0, 1000.0))
     out = torch.where(response, torch.full_like(tokens, mask_id), tokens)
-    scores = torch.where(response, torch.tensor(-math.inf), torch.tensor(0.0))
+    scores = torch.where(response, neg_inf, zero)
     xt_neq_x0 = response.clone()
     n = response.sum(1, keepdim=True).double()
     for step in range(steps):
@@ -65,15 +66,15 @@ def torch_reparam_sample(model, tokens, response, attn, steps: int, mask_id: int
         cur_sc, cur_tok = logp.max(-1)
         rate = math.cos((step + 1) / steps * math.pi / 2)
         cutoff_len = torch.floor(n * rate + 1e-9).long()
-        s = torch.where(response, cur_sc, torch.tensor(1000.0))
+        s = torch.where(response, cur_sc, big)
         # Ties broken by position, as dlm_jax's stable ranking does.
         order = torch.sort(s, dim=-1, stable=True).indices
         rank = torch.empty_like(order)
-        rank.scatter_(1, order, torch.arange(s.shape[1]).expand_as(order))
+        rank.scatter_(1, order, torch.arange(s.shape[1], device=s.device).expand_as(order))
         low = response & (rank < cutoff_len)
         to_noise = (~xt_neq_x0 & low) | (xt_neq_x0 & low)
         out = torch.where(to_noise, torch.full_like(out, mask_id), out)
-        scores = torch.where(to_noise, torch.tensor(-math.inf), scores)
+        scores = torch.where(to_noise, neg_inf, scores)
         to_x0 = xt_neq_x0 & ~low
         out = torch.where(to_x0, cur_tok, out)
         scores = torch.where(to_x0, cur_sc, scores)
@@ -81,22 +82,26 @@ def torch_reparam_sample(model, tokens, response, attn, steps: int, mask_id: int
     return out
 
 
+XLMR_SHAPES = {"xlmr-base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
+               "xlmr-large": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+                                  intermediate_size=4096)}
+
+
 def hf_model(shape: str, workdir: Path):
-    """(torch model, HF dir) for the shape: the bundled BERT, or a random XLM-R base saved to `workdir`."""
+    """(torch model, HF dir) for the shape: the bundled BERT, or a random XLM-R base / large saved to `workdir`."""
     import torch
     import transformers as T
     if shape == "bert-tiny":
         d = dlm_jax.bundled_bert_dir()
         return T.BertForMaskedLM.from_pretrained(str(d)).eval(), d
-    if shape == "xlmr-base":
+    if shape in XLMR_SHAPES:
         torch.manual_seed(0)
         m = T.XLMRobertaForMaskedLM(T.XLMRobertaConfig(
-            vocab_size=250_002, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-            intermediate_size=3072, max_position_embeddings=514, type_vocab_size=1, pad_token_id=1,
-            layer_norm_eps=1e-5)).eval()
+            vocab_size=250_002, max_position_embeddings=514, type_vocab_size=1, pad_token_id=1,
+            layer_norm_eps=1e-5, **XLMR_SHAPES[shape])).eval()
         m.save_pretrained(workdir / shape)
         return m, workdir / shape
-    raise SystemExit(f"unknown shape {shape!r}; choose bert-tiny or xlmr-base")
+    raise SystemExit(f"unknown shape {shape!r}; choose bert-tiny, xlmr-base or xlmr-large")
 
 
 def print_header(columns: list[str]) -> None:
@@ -124,23 +129,26 @@ def main() -> None:
     ap.add_argument("--steps", default="10,50")
     ap.add_argument("--batch-sizes", default="1,8,32")
     ap.add_argument("--lengths", default="32,64", help="total sequence lengths (prompt + response)")
-    ap.add_argument("--xlmr-batch-sizes", default="1,8", help="batch sizes for xlmr-base (slow on CPU)")
+    ap.add_argument("--xlmr-batch-sizes", default="1,8", help="batch sizes for the xlmr shapes (slow on CPU)")
     ap.add_argument("--repeats", type=int, default=2, help="timed runs per cell (best is reported)")
     ap.add_argument("--full-head", action="store_true",
                     help="evaluate the output head at every position (as the PyTorch loop does) instead of the "
                          "response positions only")
     ap.add_argument("--no-torch", action="store_true", help="only time dlm_jax")
+    ap.add_argument("--torch-device", default="cpu", help="cpu, or cuda to run the PyTorch loop on the GPU")
     args = ap.parse_args()
     import torch
     torch.set_grad_enabled(False)
+    dev = torch.device(args.torch_device)
     print_header(["shape", "S", "batch", "length", "resp tokens", "dlm_jax s", "dlm_jax tok/s", "torch s",
                   "torch tok/s", "speedup", "outputs equal"])
     with tempfile.TemporaryDirectory() as tmp:
         for shape in args.shapes.split(","):
             tmodel, d = hf_model(shape, Path(tmp))
+            tmodel = tmodel.to(dev)
             pre = dlm_jax.load_pretrained(d)
             cfg = pre.config
-            mask_id = tmodel.config.vocab_size - 1 if shape == "xlmr-base" else 103
+            mask_id = tmodel.config.vocab_size - 1 if shape in XLMR_SHAPES else 103
             pad, bos = cfg.pad_token_id, (101 if shape == "bert-tiny" else 0)
             model = pre.model
 
@@ -176,13 +184,13 @@ def main() -> None:
                         if args.no_torch:
                             print(row + " - | - | - | - |", flush=True)
                             continue
-                        tt_in = (torch.tensor(tokens, dtype=torch.long), torch.tensor(resp),
-                                 torch.tensor(attn, dtype=torch.long))
+                        tt_in = (torch.tensor(tokens, dtype=torch.long, device=dev),
+                                 torch.tensor(resp, device=dev), torch.tensor(attn, dtype=torch.long, device=dev))
                         ref = None
 
                         def go_torch():
                             nonlocal ref
-                            ref = torch_reparam_sample(tmodel, *tt_in, steps, mask_id).numpy()
+                            ref = torch_reparam_sample(tmodel, *tt_in, steps, mask_id).cpu().numpy()
 
                         tt = time_it(go_torch, args.repeats)
                         equal = float((ref == ours)[resp].mean())

@@ -38,7 +38,7 @@ from bench.sampler import hf_model, print_header  # noqa: E402
 from configs.common import base_config  # noqa: E402
 from dlm_jax.diffusion import RDMConfig, corrupt, rdm_loss  # noqa: E402
 from dlm_jax.diffusion.objective import loss_weight  # noqa: E402
-from dlm_jax.trainer import build_optimizer, diffusion_loss_fn, make_train_step  # noqa: E402
+from dlm_jax.step import build_optimizer, diffusion_loss_fn, make_train_step  # noqa: E402
 
 T = 50
 

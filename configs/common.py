@@ -38,9 +38,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.dtype = "float32"  # compute dtype: bfloat16 on accelerators; params stay float32
     c.model.remat = "none"  # none | full | dots | minimal
     c.model.scan_layers = False
+    c.model.attention = "einsum"  # einsum | xla | cudnn (fused flash attention on NVIDIA GPUs; needs dropout 0 in it)
     c.model.prune_vocab = False
     c.model.prune_min_count = 1  # with prune_vocab: keep ids seen at least this often in the training set
     c.model.dropout = 0.1
+    c.model.attention_dropout = ml_collections.config_dict.placeholder(float)  # None: model.dropout
     c.model.overrides = ml_collections.ConfigDict()  # any ModelConfig field, e.g. hidden_size for tests
 
     c.data = ml_collections.ConfigDict()

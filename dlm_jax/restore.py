@@ -60,7 +60,7 @@ def load_workdir(workdir: str | Path, *, step: int | None = None,
                  config: ml_collections.ConfigDict | None = None) -> Loaded:
     """The model, params (restored), tokenizer and vocab map of a diffusion-stage workdir."""
     from dlm_jax.setup import build_model, rules_from_config
-    from dlm_jax.trainer import build_optimizer
+    from dlm_jax.step import build_optimizer
     from dlm_jax.parallel import make_mesh
 
     workdir = Path(workdir)
@@ -81,7 +81,7 @@ def load_workdir(workdir: str | Path, *, step: int | None = None,
 def load_length_head(length_workdir: str | Path, loaded: Loaded, *, step: int | None = None) -> Loaded:
     """Adds the length predictor trained in `length_workdir` (stage 'length') to `loaded`."""
     from dlm_jax.model.length import LengthPredictor
-    from dlm_jax.trainer import build_optimizer
+    from dlm_jax.step import build_optimizer
 
     length_workdir = Path(length_workdir)
     cfg = read_config(length_workdir)

@@ -24,9 +24,11 @@ def rules_from_config(config: ml_collections.ConfigDict) -> tuple:
 def _model_overrides(config: ml_collections.ConfigDict) -> dict[str, Any]:
     m = config.model
     out = dict(m.get("overrides", {}) or {})
-    out.update(dtype=m.dtype, remat=m.remat, scan_layers=m.scan_layers)
+    out.update(dtype=m.dtype, remat=m.remat, scan_layers=m.scan_layers, attention=m.get("attention", "einsum"))
     if m.get("dropout") is not None:
         out.update(hidden_dropout=m.dropout, attention_dropout=m.dropout)
+    if m.get("attention_dropout") is not None:  # e.g. 0 with the fused (cudnn) attention
+        out.update(attention_dropout=m.attention_dropout)
     return out
 
 

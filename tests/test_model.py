@@ -192,3 +192,34 @@ def test_grouped_output_positions_index_rows_end_to_end():
     part = np.asarray(model.apply({"params": params}, ids, output_positions=pos))
     want = np.stack([full[0, 0], full[1, 1], full[1, 5], full[2, 2], full[3, 0], full[3, 0]]).reshape(2, 3, -1)
     np.testing.assert_allclose(part, want, atol=1e-6)
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta"])
+def test_fused_attention_path_matches_einsum(family):
+    """model.attention='xla' (jax.nn.dot_product_attention, the code path cudnn shares on GPUs) computes the einsum
+    path's logits: right-padded rows through key lengths, packed rows through the segment mask."""
+    cfg = get_config("tiny-test", family=family, pad_token_id=0 if family == "bert" else 1,
+                     type_vocab_size=2 if family == "bert" else 1, hidden_dropout=0.0, attention_dropout=0.0)
+    ids = jnp.asarray(_padded_batch(cfg.pad_token_id)[0] % 99)
+    ids = jnp.where(ids == cfg.pad_token_id, cfg.pad_token_id, jnp.maximum(ids, 2))
+    params = MaskedLM(cfg).init(jax.random.key(0), ids)["params"]
+    fused = MaskedLM(cfg.replace(attention="xla"))
+    np.testing.assert_allclose(fused.apply({"params": params}, ids), MaskedLM(cfg).apply({"params": params}, ids),
+                               atol=1e-5)
+    packed = jnp.asarray([[5, 6, 7, 8, 9, 10, 11, 12, cfg.pad_token_id]])
+    seg = jnp.asarray([[1] * 5 + [2] * 3 + [0]])
+    kw = dict(attention_mask=(seg > 0).astype(jnp.int32), segment_ids=seg)
+    np.testing.assert_allclose(fused.apply({"params": params}, packed, **kw),
+                               MaskedLM(cfg).apply({"params": params}, packed, **kw), atol=1e-5)
+
+
+def test_fused_attention_errors_name_the_fix():
+    with pytest.raises(ValueError, match="model.dtype=bfloat16"):
+        get_config("tiny-test", attention="cudnn")
+    with pytest.raises(ValueError, match="choose one of"):
+        get_config("tiny-test", attention="flash")
+    cfg = get_config("tiny-test", attention="xla")  # attention dropout 0.1 while training: not available fused
+    ids = jnp.ones((1, 4), jnp.int32) * 7
+    params = MaskedLM(cfg).init(jax.random.key(0), ids)["params"]
+    with pytest.raises(ValueError, match="attention_dropout=0"):
+        MaskedLM(cfg).apply({"params": params}, ids, deterministic=False, rngs={"dropout": jax.random.key(1)})

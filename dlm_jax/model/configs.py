@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 Family = Literal["bert", "roberta", "xlmr-xl"]
 FAMILIES: tuple[str, ...] = ("bert", "roberta", "xlmr-xl")
+ATTENTION_IMPLS: tuple[str, ...] = ("einsum", "xla", "cudnn")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,10 +37,20 @@ class ModelConfig:
     param_dtype: str = "float32"
     remat: str = "none"  # none | full | dots (jax.checkpoint policy name, see encoder.REMAT_POLICIES)
     scan_layers: bool = False
+    # Attention kernel: "einsum" (explicit einsums + float32 softmax, any device), "xla" or "cudnn"
+    # (`jax.nn.dot_product_attention` with that implementation; cudnn is the fused flash kernel on NVIDIA GPUs,
+    # bfloat16 / float16 only, and has no attention-probability dropout). The fused paths read the padding mask as
+    # per-row key lengths, so rows must be right-padded (every dlm_jax input is); packed rows use a full mask.
+    attention: str = "einsum"
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
             raise ValueError(f"unknown model family {self.family!r}; choose one of {list(FAMILIES)}")
+        if self.attention not in ATTENTION_IMPLS:
+            raise ValueError(f"model.attention={self.attention!r}; choose one of {list(ATTENTION_IMPLS)}")
+        if self.attention == "cudnn" and self.dtype not in ("bfloat16", "float16"):
+            raise ValueError(f"model.attention='cudnn' needs a 16-bit compute dtype, got model.dtype={self.dtype!r}; "
+                             "set --config.model.dtype=bfloat16 or use attention 'einsum'")
         if self.hidden_size % self.num_heads:
             raise ValueError(
                 f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}; "

@@ -17,7 +17,7 @@ import flax.linen as nn
 from dlm_jax.model import axes
 from dlm_jax.model.configs import ModelConfig
 from dlm_jax.model.layers import (Einsum, Embed, LayerNorm, Mlp, SelfAttention, gelu_exact, padding_bias,
-                                  positions_in_segment, segment_bias)
+                                  padding_lengths, positions_in_segment, segment_bias)
 
 REMAT_POLICIES: dict[str, Any] = {
     "full": jax.checkpoint_policies.nothing_saveable,
@@ -40,7 +40,7 @@ class Block(nn.Module):
     def __call__(self, x: jax.Array, mask_bias: jax.Array, deterministic: bool) -> tuple[jax.Array, None]:
         cfg, dt = self.cfg, _dtypes(self.cfg)
         attn = SelfAttention(cfg.num_heads, cfg.head_dim, cfg.attention_dropout, deterministic, **dt,
-                             name="attention")
+                             implementation=cfg.attention, name="attention")
         mlp = Mlp(cfg.intermediate_size, **dt, name="mlp")
         drop = functools.partial(nn.Dropout(cfg.hidden_dropout), deterministic=deterministic)
         ln_attn = LayerNorm(cfg.layer_norm_eps, **dt, name="attention_ln")
@@ -130,7 +130,12 @@ class MaskedLM(nn.Module):
             x = self.embed_ln(x)
         x = self.dropout(x, deterministic=deterministic)
         x = nn.with_logical_constraint(x, _ACT)
-        bias = padding_bias(attention_mask) if segment_ids is None else segment_bias(segment_ids)
+        if segment_ids is not None:
+            bias = segment_bias(segment_ids)
+        elif cfg.attention == "einsum":
+            bias = padding_bias(attention_mask)
+        else:  # the fused kernels take key lengths (rows are right-padded)
+            bias = padding_lengths(attention_mask)
         if self.cfg.scan_layers:
             x, _ = self.layers(x, bias, deterministic)
         else:

@@ -96,7 +96,11 @@ class Embed(nn.Module):
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention with a padding mask; q/k/v kernels are [embed, heads, kv]."""
+    """Multi-head self-attention with a padding mask; q/k/v kernels are [embed, heads, kv].
+
+    `implementation`: "einsum" (explicit einsums, float32 softmax, attention dropout), or "xla" / "cudnn" for
+    `jax.nn.dot_product_attention` (cudnn: the fused flash kernel on NVIDIA GPUs; no attention dropout).
+    """
 
     num_heads: int
     head_dim: int
@@ -104,10 +108,15 @@ class SelfAttention(nn.Module):
     deterministic: bool = True
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+    implementation: str = "einsum"
 
     @nn.compact
-    def __call__(self, x: jax.Array, mask_bias: jax.Array) -> jax.Array:
-        """x: [batch, length, embed]; mask_bias: [batch, 1, 1 or length, length] additive (0 or very negative)."""
+    def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
+        """x: [batch, length, embed].
+
+        mask: [batch, 1, 1 or length, length] additive bias (0 or very negative, `padding_bias` / `segment_bias`),
+        or [batch] int key lengths (right-padded rows, `padding_lengths`) for the fused implementations.
+        """
         e = x.shape[-1]
         proj = dict(shape=(e, self.num_heads, self.head_dim), kernel_axes=(axes.EMBED, axes.HEADS, axes.KV),
                     eq="ble,ehd->blhd", bias_axes=(axes.HEADS, axes.KV), dtype=self.dtype,
@@ -116,11 +125,23 @@ class SelfAttention(nn.Module):
         k = Einsum(**proj, name="key")(x)
         v = Einsum(**proj, name="value")(x)
         q = nn.with_logical_constraint(q, (axes.BATCH, axes.LENGTH, axes.HEADS, axes.KV))
-        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / jnp.sqrt(self.head_dim)
-        probs = jax.nn.softmax(scores + mask_bias, axis=-1)
-        if self.dropout > 0 and not self.deterministic:
-            probs = nn.Dropout(self.dropout)(probs, deterministic=False)
-        ctx = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(self.dtype), v)
+        if self.implementation == "einsum":
+            if mask.ndim == 1:
+                mask = lengths_bias(mask, x.shape[1])
+            scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / jnp.sqrt(self.head_dim)
+            probs = jax.nn.softmax(scores + mask, axis=-1)
+            if self.dropout > 0 and not self.deterministic:
+                probs = nn.Dropout(self.dropout)(probs, deterministic=False)
+            ctx = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(self.dtype), v)
+        else:
+            if self.dropout > 0 and not self.deterministic:
+                raise ValueError(f"attention {self.implementation!r} has no attention-probability dropout; set "
+                                 "--config.model.attention_dropout=0 (or model.attention='einsum')")
+            if mask.ndim == 1:  # right padding: keys beyond each row's length are masked
+                ctx = jax.nn.dot_product_attention(q, k, v, key_value_seq_lengths=mask,
+                                                   implementation=self.implementation)
+            else:
+                ctx = jax.nn.dot_product_attention(q, k, v, mask=mask == 0, implementation=self.implementation)
         return Einsum(shape=(self.num_heads, self.head_dim, e), kernel_axes=(axes.HEADS, axes.KV, axes.EMBED),
                       eq="blhd,hde->ble", bias_axes=(axes.EMBED,), dtype=self.dtype, param_dtype=self.param_dtype,
                       name="out")(ctx)
@@ -146,6 +167,16 @@ class Mlp(nn.Module):
 def padding_bias(attention_mask: jax.Array) -> jax.Array:
     """[batch, length] 0/1 mask -> [batch, 1, 1, length] additive bias for the attention logits."""
     return jnp.where(attention_mask[:, None, None, :] > 0, 0.0, jnp.finfo(jnp.float32).min).astype(jnp.float32)
+
+
+def padding_lengths(attention_mask: jax.Array) -> jax.Array:
+    """[batch, length] right-padded 0/1 mask -> [batch] int32 number of real tokens (the fused kernels' key lengths)."""
+    return attention_mask.astype(jnp.int32).sum(-1)
+
+
+def lengths_bias(lengths: jax.Array, length: int) -> jax.Array:
+    """[batch] key lengths -> [batch, 1, 1, length] additive bias (the `padding_bias` of right-padded rows)."""
+    return padding_bias((jnp.arange(length)[None] < lengths[:, None]).astype(jnp.int32))
 
 
 def segment_bias(segment_ids: jax.Array) -> jax.Array:

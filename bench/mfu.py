@@ -1,0 +1,199 @@
+"""Model FLOPs utilisation of the train step on the accelerator(s) at hand (the issue's GPU target: xlmr-large, bf16).
+
+The step is the trainer's own: `dlm_jax.step.make_train_step` over the RDM loss (`diffusion_loss_fn`), AdamW with
+clipping, the state and batch sharded on a `data` mesh over every local device and traced under
+`parallel.mesh_rules`, exactly as `dlm_jax.trainer.setup` builds it. Parameters are random (only the speed is
+measured); rows are full `<s> prompt response </s>` sequences (half prompt, half response, no padding), so every
+token is real.
+
+    python bench/mfu.py                                       # xlmr-large, bf16, batch 32 x 512, einsum attention
+    python bench/mfu.py --batch 16,32,64 --attention einsum,cudnn --remat none,dots --out results.jsonl
+
+MFU = useful training FLOPs per second / (peak per device x devices). Useful FLOPs per sequence are
+`train_flops_per_sequence(cfg, length, masked)` (3 x forward: the body's matmuls, attention's two L^2 products, and the
+MLM head at the positions actually masked, read from the step's `num_masked`): padding of the head's static
+capacity (`--head-capacity`) and recomputation under remat do not count. The peak is the datasheet dense 16-bit
+figure for the device kind (`dlm_jax.step.PEAK_TFLOPS`, H100 SXM: 989 TFLOP/s) or `--peak-tflops`; the bf16
+matrix-product rate measured here (8192^3) is printed beside it. XLA's own FLOP count of the compiled step is
+printed as a cross-check.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.92")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+
+from dlm_jax import parallel  # noqa: E402
+from dlm_jax.diffusion import RDMConfig  # noqa: E402
+from dlm_jax.model import MaskedLM, get_config  # noqa: E402
+from dlm_jax.model.axes import DEFAULT_RULES  # noqa: E402
+from dlm_jax.step import (diffusion_loss_fn, make_train_step, peak_flops_per_device,  # noqa: E402
+                          train_flops_per_sequence)
+
+
+def matmul_tflops(n: int = 8192, repeats: int = 10) -> float:
+    """Measured bf16 matrix-product rate of one device (random operands, median of `repeats`)."""
+    ka, kb = jax.random.split(jax.random.key(0))
+    a = jax.random.normal(ka, (n, n), jnp.bfloat16)
+    b = jax.random.normal(kb, (n, n), jnp.bfloat16)
+    f = jax.jit(lambda x, y: x @ y)
+    f(a, b).block_until_ready()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        f(a, b).block_until_ready()
+        times.append(time.perf_counter() - t0)
+    return 2 * n ** 3 / float(np.median(times)) / 1e12
+
+
+def check_attention(name: str, impl: str, dtype: str) -> float:
+    """||logits(impl) - logits(einsum)|| / ||logits(einsum)|| on one right-padded batch (same params, no dropout)."""
+    cfg = get_config(name, dtype=dtype, hidden_dropout=0.0, attention_dropout=0.0)
+    rng = np.random.default_rng(1)
+    length = min(128, cfg.max_length)
+    ids = rng.integers(5, cfg.vocab_size - 1, (4, length)).astype(np.int32)
+    for i, frac in enumerate((1.0, 0.8, 0.5, 0.1)):
+        ids[i, max(2, int(frac * length)):] = cfg.pad_token_id
+    ids = jnp.asarray(ids)
+    params = jax.jit(MaskedLM(cfg).init)(jax.random.key(0), ids)["params"]
+    real = (ids != cfg.pad_token_id)[..., None]
+    ref = jax.jit(MaskedLM(cfg).apply)({"params": params}, ids)
+    out = jax.jit(MaskedLM(cfg.replace(attention=impl)).apply)({"params": params}, ids)
+    diff = jnp.where(real, out - ref, 0.0)
+    return float(jnp.linalg.norm(diff) / jnp.linalg.norm(jnp.where(real, ref, 0.0)))
+
+
+def make_batch(batch: int, length: int, vocab: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Full rows `<s> prompt response </s>` of random ids (XLM-R specials: <s>=0, pad=1, </s>=2)."""
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(5, vocab - 1, (batch, length)).astype(np.int32)
+    tokens[:, 0], tokens[:, -1] = 0, 2
+    resp = np.zeros((batch, length), bool)
+    resp[:, 1 + (length - 2) // 2:] = True
+    return {"tokens": tokens, "response_mask": resp, "padding_mask": np.ones((batch, length), np.int32)}
+
+
+def run_one(name: str, batch: int, length: int, grad_accum: int, remat: str, attention: str, dropout: float,
+            head_capacity: float, steps: int, dtype: str) -> dict:
+    devices = jax.device_count()
+    cfg = get_config(name, dtype=dtype, remat=remat, attention=attention, hidden_dropout=dropout,
+                     attention_dropout=0.0 if attention != "einsum" else dropout)
+    model = MaskedLM(cfg)
+    mesh = parallel.make_mesh({"data": -1, "fsdp": 1, "tensor": 1})
+    rules = DEFAULT_RULES
+    ids = jnp.zeros((1, 8), jnp.int32)
+    params, _ = parallel.sharded_init(lambda k: model.init(k, ids)["params"], mesh, rules, jax.random.key(0))
+    micro_rows = batch // grad_accum // devices  # one head pool per data shard's micro-batch (as pool_rows=0)
+    resp_len = length - 1 - (length - 2) // 2
+    cap = int(math.ceil(head_capacity * micro_rows * resp_len))
+    rdm = RDMConfig(mask_id=cfg.vocab_size - 1, num_timesteps=50, max_predictions=cap, pool_rows=micro_rows)
+    tx = optax.chain(optax.clip_by_global_norm(1.0),
+                     optax.adamw(1e-5, b1=0.9, b2=0.98, eps=1e-6, weight_decay=0.01))
+    opt_state = parallel.init_optimizer_state(tx, params, mesh)
+    state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": opt_state,
+             "bad_steps": jnp.zeros((), jnp.int32)}
+    step_fn = make_train_step(diffusion_loss_fn(model, rdm), tx, lambda s: 1e-5, grad_accum=grad_accum, seed=0)
+    shardings = jax.tree.map(lambda x: x.sharding, state)
+    bsh = parallel.batch_sharding(mesh, rules, ndim=1)
+    host = make_batch(batch, length, cfg.vocab_size)
+    with parallel.mesh_rules(mesh, rules):
+        jitted = jax.jit(step_fn, in_shardings=(shardings, bsh, None), out_shardings=(shardings, None),
+                         donate_argnums=(0,))
+        gb = parallel.global_batch(host, mesh, rules)
+        t0 = time.perf_counter()
+        compiled = jitted.lower(state, gb, None).compile()
+        compile_s = time.perf_counter() - t0
+        cost = compiled.cost_analysis()
+        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+        xla_flops = float(cost.get("flops", float("nan"))) if cost else float("nan")
+        for _ in range(2):  # warm-up
+            state, m = compiled(state, gb, None)
+        jax.block_until_ready(m["loss"])
+        times, masked, dropped = [], [], []
+        for _ in range(steps):
+            t0 = time.perf_counter()
+            state, m = compiled(state, gb, None)
+            jax.block_until_ready(m["loss"])
+            times.append(time.perf_counter() - t0)
+            masked.append(float(m["num_masked"]))
+            dropped.append(float(m["num_dropped"]))
+    step_s = float(np.median(times))
+    # num_masked is an integer count: summed over the micro-batches and the devices, i.e. the whole global batch.
+    masked_per_seq = float(np.mean(masked)) / batch
+    flops = train_flops_per_sequence(cfg, length, masked_per_seq) * batch
+    peak = peak_flops_per_device(None)
+    mem = jax.devices()[0].memory_stats() or {}
+    return dict(model=name, devices=devices, device_kind=jax.devices()[0].device_kind, batch=batch, length=length,
+                grad_accum=grad_accum, remat=remat, attention=attention, dropout=dropout, dtype=dtype,
+                head_capacity=cap, masked_per_seq=masked_per_seq, dropped=float(np.mean(dropped)),
+                compile_s=compile_s, step_s=step_s, step_s_min=float(np.min(times)),
+                tokens_per_s=batch * length / step_s, tflops_per_s=flops / step_s / 1e12,
+                mfu=(flops / step_s / (peak * devices)) if peak else None,
+                xla_tflops_per_step=xla_flops / 1e12, model_tflops_per_step=flops / 1e12,
+                peak_gib=mem.get("peak_bytes_in_use", 0) / 2 ** 30, loss=float(m["loss"]))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="xlmr-large")
+    ap.add_argument("--batch", default="32", help="global sequences per step, comma-separated grid")
+    ap.add_argument("--length", type=int, default=512)
+    ap.add_argument("--grad-accum", type=int, default=1)
+    ap.add_argument("--remat", default="none", help="none,dots,full grid")
+    ap.add_argument("--attention", default="einsum", help="einsum,xla,cudnn grid")
+    ap.add_argument("--dropout", type=float, default=0.1, help="hidden dropout (attention dropout only for einsum)")
+    ap.add_argument("--dtype", default="bfloat16")
+    ap.add_argument("--head-capacity", type=float, default=0.7,
+                    help="head positions per micro-batch as a fraction of its response tokens (mean masked: ~0.51)")
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--out", default="", help="append each result as a JSON line here")
+    args = ap.parse_args()
+
+    kind = jax.devices()[0].device_kind
+    peak = peak_flops_per_device(None)
+    measured = f"{matmul_tflops():.0f}" if jax.default_backend() != "cpu" else "not measured on CPU"
+    print(f"# {jax.device_count()} x {kind}; jax {jax.__version__}; datasheet peak "
+          f"{peak / 1e12 if peak else float('nan'):.0f} TFLOP/s; measured bf16 8192^3 matmul {measured} TFLOP/s",
+          flush=True)
+    for impl in [a for a in args.attention.split(",") if a != "einsum"]:
+        try:
+            print(f"# attention {impl} vs einsum, {args.model} {args.dtype} logits at real tokens: relative error "
+                  f"{check_attention(args.model, impl, args.dtype):.2e}", flush=True)
+        except Exception as e:
+            print(f"# attention {impl}: check failed: {type(e).__name__}: {str(e).splitlines()[0][:300]}", flush=True)
+    print("| model | batch x length | attention | remat | step s | tokens/s | TFLOP/s | MFU | XLA TFLOP / model "
+          "TFLOP per step | peak GiB | compile s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
+    for b, att, remat in itertools.product([int(x) for x in args.batch.split(",")], args.attention.split(","),
+                                           args.remat.split(",")):
+        try:
+            r = run_one(args.model, b, args.length, args.grad_accum, remat, att, args.dropout, args.head_capacity,
+                        args.steps, args.dtype)
+        except Exception as e:  # one failing variant (e.g. out of memory) must not end the grid
+            print(f"| {args.model} | {b} x {args.length} | {att} | {remat} | failed: {type(e).__name__}: "
+                  f"{str(e).splitlines()[0][:200]} |", flush=True)
+            continue
+        mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "n/a"
+        print(f"| {r['model']} | {b} x {args.length} (ga {r['grad_accum']}) | {att} | {remat} | {r['step_s']:.4f} | "
+              f"{r['tokens_per_s']:,.0f} | {r['tflops_per_s']:.0f} | {mfu} | {r['xla_tflops_per_step']:.1f} / "
+              f"{r['model_tflops_per_step']:.1f} | {r['peak_gib']:.1f} | {r['compile_s']:.0f} |", flush=True)
+        if args.out:
+            with open(args.out, "a") as f:
+                f.write(json.dumps(r) + "\n")
+
+
+if __name__ == "__main__":
+    main()

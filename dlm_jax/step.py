@@ -1,0 +1,162 @@
+"""The train step as pure functions: optimizer and schedules, the loss closures, the jitted-step builder, and the
+FLOP count behind MFU.
+
+Nothing here touches data pipelines or files, so benchmarks and other trainers can build the exact step that
+`dlm_jax.trainer` runs (`bench/mfu.py`, `bench/train_step.py`, `bench/compile_memory.py`) with only jax / flax /
+optax installed.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from dlm_jax.diffusion import RDMConfig, rdm_loss
+from dlm_jax.model import MaskedLM, ModelConfig
+from dlm_jax.model.length import LengthPredictor, length_loss
+
+State = dict[str, Any]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Optimizer
+# --------------------------------------------------------------------------------------------------------------
+def learning_rate_schedule(opt: Any, total_steps: int) -> optax.Schedule:
+    """`inverse_sqrt` (fairseq, the paper's code): linear warmup from warmup_init_lr, then lr*sqrt(warmup/step);
+    `warmup_cosine`: linear warmup then cosine decay to end_lr; `constant`."""
+    lr, warm = opt.lr, max(int(opt.warmup_steps), 0)
+    if opt.schedule == "inverse_sqrt":
+        init = float(opt.get("warmup_init_lr", 1e-7))
+
+        def sched(step):
+            step = jnp.asarray(step, jnp.float32) + 1.0
+            w = max(warm, 1)
+            warmup = init + (lr - init) * step / w
+            return jnp.where(step < w, warmup, lr * jnp.sqrt(w / step))
+        return sched
+    if opt.schedule == "warmup_cosine":
+        return optax.warmup_cosine_decay_schedule(0.0, lr, max(warm, 1), max(total_steps, warm + 1),
+                                                  end_value=float(opt.get("end_lr", 0.0)))
+    if opt.schedule == "constant":
+        return optax.join_schedules([optax.linear_schedule(0.0, lr, max(warm, 1)), optax.constant_schedule(lr)],
+                                    [max(warm, 1)])
+    raise ValueError(f"optimizer.schedule={opt.schedule!r}; choose inverse_sqrt, warmup_cosine or constant")
+
+
+def build_optimizer(opt: Any, total_steps: int) -> tuple[optax.GradientTransformation,
+                                                                                optax.Schedule]:
+    sched = learning_rate_schedule(opt, total_steps)
+    parts = []
+    if opt.clip_norm and opt.clip_norm > 0:
+        parts.append(optax.clip_by_global_norm(opt.clip_norm))
+    parts.append(optax.adamw(sched, b1=opt.b1, b2=opt.b2, eps=opt.eps, weight_decay=opt.weight_decay))
+    return optax.chain(*parts), sched
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Losses (closures over the model; pure in params, batch, rng)
+# --------------------------------------------------------------------------------------------------------------
+def diffusion_loss_fn(model: MaskedLM, rdm: RDMConfig) -> Callable:
+    def loss_fn(params, frozen, batch, rng):
+        k_noise, k_drop = jax.random.split(rng)
+        pad = batch["padding_mask"]
+
+        seg = batch.get("segment_ids")  # packed rows
+
+        def logits_at(noised, positions):
+            double = noised.shape[0] != pad.shape[0]  # coupled sampling doubles the batch
+            attn = jnp.concatenate([pad, pad]) if double else pad
+            s = None if seg is None else (jnp.concatenate([seg, seg]) if double else seg)
+            return model.apply({"params": params}, noised, attention_mask=attn, deterministic=False,
+                               output_positions=positions, segment_ids=s, rngs={"dropout": k_drop})
+        return rdm_loss(logits_at, batch, k_noise, rdm)
+    return loss_fn
+
+
+def length_loss_fn(model: MaskedLM, head: LengthPredictor) -> Callable:
+    """Second stage: backbone (frozen, passed separately) on the prompt alone; only the head is trained."""
+    def loss_fn(params, frozen, batch, rng):
+        prompt_mask = (jnp.arange(batch["tokens"].shape[1])[None] < batch["prompt_length"][:, None])
+        tokens = jnp.where(prompt_mask, batch["tokens"], model.cfg.pad_token_id)
+        hidden = model.apply({"params": frozen}, tokens, attention_mask=prompt_mask.astype(jnp.int32),
+                             method=MaskedLM.encode)
+        logits = head.apply({"params": params}, hidden, prompt_mask.astype(jnp.int32), deterministic=False,
+                            rngs={"dropout": rng})
+        loss, metrics = length_loss(logits, batch["response_length"])
+        return loss, {"loss": loss, **metrics}
+    return loss_fn
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The step
+# --------------------------------------------------------------------------------------------------------------
+def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation, schedule: optax.Schedule, *,
+                    grad_accum: int, seed: int) -> Callable:
+    """(state, batch, frozen) -> (state, metrics). A non-finite loss or gradient skips the update and counts it."""
+
+    def grads_of(params, frozen, batch, rng):
+        if grad_accum == 1:
+            (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, frozen, batch, rng)
+            return grads, metrics
+        # Micro-batch i takes rows i, i + grad_accum, ...: the split keeps each device's rows on that device
+        # (a [grad_accum, B / grad_accum] split would leave the sharded axis too short to stay sharded).
+        micro = jax.tree.map(lambda x: jnp.swapaxes(x.reshape((-1, grad_accum) + x.shape[1:]), 0, 1), batch)
+
+        def body(acc, i_mb):
+            i, mb = i_mb
+            (_, m), g = jax.value_and_grad(loss_fn, has_aux=True)(params, frozen, mb, jax.random.fold_in(rng, i))
+            return jax.tree.map(jnp.add, acc, (g, m)), None
+        zeros = jax.eval_shape(lambda: jax.value_and_grad(loss_fn, has_aux=True)(
+            params, frozen, jax.tree.map(lambda x: x[0], micro), rng))
+        init = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (zeros[1], zeros[0][1]))
+        (g, m), _ = jax.lax.scan(body, init, (jnp.arange(grad_accum), micro))
+        scale = lambda x: x / grad_accum if jnp.issubdtype(x.dtype, jnp.floating) else x  # noqa: E731
+        return jax.tree.map(scale, g), jax.tree.map(scale, m)
+
+    def step(state: State, batch: dict[str, jax.Array], frozen: Any) -> tuple[State, dict[str, jax.Array]]:
+        rng = jax.random.fold_in(jax.random.key(seed), state["step"])
+        grads, metrics = grads_of(state["params"], frozen, batch, rng)
+        gnorm = optax.global_norm(grads)
+        ok = jnp.isfinite(metrics["loss"]) & jnp.isfinite(gnorm)
+        updates, new_opt = tx.update(grads, state["opt_state"], state["params"])
+        new_params = optax.apply_updates(state["params"], updates)
+        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)  # noqa: E731
+        new_state = {"step": state["step"] + 1, "params": keep(new_params, state["params"]),
+                     "opt_state": keep(new_opt, state["opt_state"]),
+                     "bad_steps": jnp.where(ok, 0, state["bad_steps"] + 1)}
+        metrics = {**metrics, "grad_norm": gnorm, "learning_rate": schedule(state["step"]),
+                   "skipped": (~ok).astype(jnp.int32)}
+        return new_state, metrics
+
+    return step
+
+
+# --------------------------------------------------------------------------------------------------------------
+# FLOPs and MFU
+# --------------------------------------------------------------------------------------------------------------
+PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "V100": 125.0, "TPU v4": 275.0, "TPU v5 lite": 197.0,
+               "TPU v5e": 197.0, "TPU v5p": 459.0, "TPU v6": 918.0, "L4": 121.0, "A10": 125.0}
+
+
+def train_flops_per_sequence(cfg: ModelConfig, length: int, predicted: int) -> float:
+    """Training FLOPs of one sequence = 3 x forward (forward + 2x backward).
+
+    Forward: 2 * (matmul params of the body) * length + attention (QK^T and AV: 4 * length^2 * hidden per layer)
+    + the MLM head at the `predicted` positions: 2 * (hidden^2 + vocab * hidden) each.
+    """
+    h, f, nl = cfg.hidden_size, cfg.intermediate_size, cfg.num_layers
+    body = nl * (4 * h * h + 2 * h * f)
+    fwd = 2 * body * length + nl * 4 * length * length * h + predicted * 2 * (h * h + cfg.vocab_size * h)
+    return 3.0 * fwd
+
+
+def peak_flops_per_device(override_tflops: float | None) -> float | None:
+    if override_tflops:
+        return override_tflops * 1e12
+    kind = jax.devices()[0].device_kind
+    for name, tf in PEAK_TFLOPS.items():
+        if name.lower() in kind.lower():
+            return tf * 1e12
+    return None

@@ -59,8 +59,9 @@ def matmul_tflops(n: int = 8192, repeats: int = 10) -> float:
     return 2 * n ** 3 / float(np.median(times)) / 1e12
 
 
-def check_attention(name: str, impl: str, dtype: str) -> float:
-    """||logits(impl) - logits(einsum)|| / ||logits(einsum)|| on one right-padded batch (same params, no dropout)."""
+def check_attention(name: str, impl: str, dtype: str) -> dict[str, float]:
+    """Relative errors ||logits - ref|| / ||ref|| at real tokens of one right-padded batch (same params, no dropout):
+    `impl` and `einsum` in `dtype`, each against the einsum path in float32."""
     cfg = get_config(name, dtype=dtype, hidden_dropout=0.0, attention_dropout=0.0)
     rng = np.random.default_rng(1)
     length = min(128, cfg.max_length)
@@ -70,10 +71,13 @@ def check_attention(name: str, impl: str, dtype: str) -> float:
     ids = jnp.asarray(ids)
     params = jax.jit(MaskedLM(cfg).init)(jax.random.key(0), ids)["params"]
     real = (ids != cfg.pad_token_id)[..., None]
-    ref = jax.jit(MaskedLM(cfg).apply)({"params": params}, ids)
-    out = jax.jit(MaskedLM(cfg.replace(attention=impl)).apply)({"params": params}, ids)
-    diff = jnp.where(real, out - ref, 0.0)
-    return float(jnp.linalg.norm(diff) / jnp.linalg.norm(jnp.where(real, ref, 0.0)))
+
+    def logits(c):
+        return jax.jit(MaskedLM(c).apply)({"params": params}, ids)
+    ref = logits(cfg.replace(dtype="float32"))
+    err = lambda out: float(jnp.linalg.norm(jnp.where(real, out - ref, 0.0))  # noqa: E731
+                            / jnp.linalg.norm(jnp.where(real, ref, 0.0)))
+    return {impl: err(logits(cfg.replace(attention=impl))), "einsum": err(logits(cfg))}
 
 
 def make_batch(batch: int, length: int, vocab: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -87,7 +91,7 @@ def make_batch(batch: int, length: int, vocab: int, seed: int = 0) -> dict[str, 
 
 
 def run_one(name: str, batch: int, length: int, grad_accum: int, remat: str, attention: str, dropout: float,
-            head_capacity: float, steps: int, dtype: str) -> dict:
+            head_capacity: float, steps: int, dtype: str, profile: str = "") -> dict:
     devices = jax.device_count()
     cfg = get_config(name, dtype=dtype, remat=remat, attention=attention, hidden_dropout=dropout,
                      attention_dropout=0.0 if attention != "einsum" else dropout)
@@ -130,6 +134,11 @@ def run_one(name: str, batch: int, length: int, grad_accum: int, remat: str, att
             times.append(time.perf_counter() - t0)
             masked.append(float(m["num_masked"]))
             dropped.append(float(m["num_dropped"]))
+        if profile:
+            with jax.profiler.trace(profile, create_perfetto_trace=True):
+                for _ in range(2):
+                    state, m = compiled(state, gb, None)
+                jax.block_until_ready(m["loss"])
     step_s = float(np.median(times))
     # num_masked is an integer count: summed over the micro-batches and the devices, i.e. the whole global batch.
     masked_per_seq = float(np.mean(masked)) / batch
@@ -159,6 +168,13 @@ def main() -> None:
     ap.add_argument("--head-capacity", type=float, default=0.7,
                     help="head positions per micro-batch as a fraction of its response tokens (mean masked: ~0.51)")
     ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--prng", default="threefry2x32", help="jax_default_prng_impl for dropout: threefry2x32, "
+                    "rbg or unsafe_rbg")
+    ap.add_argument("--variants", default="", help="';'-separated rows of 'key=value,...' overriding batch, "
+                    "attention, remat, dropout, prng (replaces the grid), e.g. 'attention=cudnn;dropout=0'")
+    ap.add_argument("--check-attention", default="", help="an implementation (xla, cudnn) to compare with einsum")
+    ap.add_argument("--check-model", default="xlmr-base")
+    ap.add_argument("--profile", default="", help="write a perfetto trace of 2 steps of the first row to this dir")
     ap.add_argument("--out", default="", help="append each result as a JSON line here")
     args = ap.parse_args()
 
@@ -168,26 +184,38 @@ def main() -> None:
     print(f"# {jax.device_count()} x {kind}; jax {jax.__version__}; datasheet peak "
           f"{peak / 1e12 if peak else float('nan'):.0f} TFLOP/s; measured bf16 8192^3 matmul {measured} TFLOP/s",
           flush=True)
-    for impl in [a for a in args.attention.split(",") if a != "einsum"]:
+    if args.check_attention:
         try:
-            print(f"# attention {impl} vs einsum, {args.model} {args.dtype} logits at real tokens: relative error "
-                  f"{check_attention(args.model, impl, args.dtype):.2e}", flush=True)
+            errs = check_attention(args.check_model, args.check_attention, args.dtype)
+            print(f"# {args.check_model} {args.dtype} logits vs float32 einsum, relative error at real tokens: "
+                  + ", ".join(f"{k} {v:.2e}" for k, v in errs.items()), flush=True)
         except Exception as e:
-            print(f"# attention {impl}: check failed: {type(e).__name__}: {str(e).splitlines()[0][:300]}", flush=True)
-    print("| model | batch x length | attention | remat | step s | tokens/s | TFLOP/s | MFU | XLA TFLOP / model "
+            print(f"# attention check failed: {type(e).__name__}: {str(e).splitlines()[0][:300]}", flush=True)
+    print("| model | batch x length | attention | remat | dropout | prng | step s | tokens/s | TFLOP/s | MFU | XLA TFLOP / model "
           "TFLOP per step | peak GiB | compile s |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
-    for b, att, remat in itertools.product([int(x) for x in args.batch.split(",")], args.attention.split(","),
-                                           args.remat.split(",")):
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
+    base = dict(batch=args.batch.split(",")[0], attention=args.attention.split(",")[0],
+                remat=args.remat.split(",")[0], dropout=args.dropout, prng=args.prng)
+    if args.variants:
+        rows = [{**base, **dict(kv.split("=", 1) for kv in v.split(",") if kv)} for v in args.variants.split(";")]
+    else:
+        rows = [dict(base, batch=b, attention=a, remat=r) for b, a, r in itertools.product(
+            args.batch.split(","), args.attention.split(","), args.remat.split(","))]
+    for i, row in enumerate(rows):
+        b, att, remat = int(row["batch"]), row["attention"], row["remat"]
         try:
-            r = run_one(args.model, b, args.length, args.grad_accum, remat, att, args.dropout, args.head_capacity,
-                        args.steps, args.dtype)
+            jax.config.update("jax_default_prng_impl", row["prng"])
+            r = run_one(args.model, b, args.length, args.grad_accum, remat, att, float(row["dropout"]),
+                        args.head_capacity, args.steps, args.dtype,
+                        profile=args.profile if i == 0 else "")
+            r["prng"] = row["prng"]
         except Exception as e:  # one failing variant (e.g. out of memory) must not end the grid
-            print(f"| {args.model} | {b} x {args.length} | {att} | {remat} | failed: {type(e).__name__}: "
+            print(f"| {args.model} | {b} x {args.length} | {att} | {remat} | {row['dropout']} | {row['prng']} | failed: {type(e).__name__}: "
                   f"{str(e).splitlines()[0][:200]} |", flush=True)
             continue
         mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "n/a"
-        print(f"| {r['model']} | {b} x {args.length} (ga {r['grad_accum']}) | {att} | {remat} | {r['step_s']:.4f} | "
+        print(f"| {r['model']} | {b} x {args.length} (ga {r['grad_accum']}) | {att} | {remat} | {r['dropout']} | "
+              f"{r['prng']} | {r['step_s']:.4f} | "
               f"{r['tokens_per_s']:,.0f} | {r['tflops_per_s']:.0f} | {mfu} | {r['xla_tflops_per_step']:.1f} / "
               f"{r['model_tflops_per_step']:.1f} | {r['peak_gib']:.1f} | {r['compile_s']:.0f} |", flush=True)
         if args.out:

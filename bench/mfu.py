@@ -15,7 +15,11 @@ MLM head at the positions actually masked, read from the step's `num_masked`): p
 capacity (`--head-capacity`) and recomputation under remat do not count. The peak is the datasheet dense 16-bit
 figure for the device kind (`dlm_jax.step.PEAK_TFLOPS`, H100 SXM: 989 TFLOP/s) or `--peak-tflops`; the bf16
 matrix-product rate measured here (8192^3) is printed beside it. XLA's own FLOP count of the compiled step is
-printed as a cross-check.
+printed beside the model count (on GPUs it leaves out the cuBLAS / cuDNN library calls, so there it is lower).
+The peak-memory column is the process's peak so far (JAX cannot reset it): a row's own figure only for the first
+row of a run.
+
+`--profile DIR` writes a perfetto trace of 2 steps of the first row; `bench/trace_summary.py` sums it by kernel.
 """
 from __future__ import annotations
 
@@ -192,7 +196,7 @@ def main() -> None:
         except Exception as e:
             print(f"# attention check failed: {type(e).__name__}: {str(e).splitlines()[0][:300]}", flush=True)
     print("| model | batch x length | attention | remat | dropout | prng | step s | tokens/s | TFLOP/s | MFU | XLA TFLOP / model "
-          "TFLOP per step | peak GiB | compile s |")
+          "TFLOP per step | process peak GiB | compile s |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
     base = dict(batch=args.batch.split(",")[0], attention=args.attention.split(",")[0],
                 remat=args.remat.split(",")[0], dropout=args.dropout, prng=args.prng)

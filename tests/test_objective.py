@@ -160,3 +160,27 @@ def test_pooled_head_positions_give_the_per_row_loss(coupled):
     tight = RDMConfig(mask_id=MASK, num_timesteps=10, coupled=coupled, pool_rows=2, max_predictions=1)
     _, mc = rdm_loss(pooled_logits, batch, jax.random.key(4), tight)
     assert int(mc["num_masked"]) + int(mc["num_dropped"]) == int(ma["num_masked"])
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_cross_entropy_matches_log_softmax_in_value_and_gradient(smoothing):
+    """The head's CE (logsumexp - iota-selected target logit) equals the log-softmax definition, gradients too."""
+    from dlm_jax.diffusion.objective import cross_entropy_and_hits
+    logits = jax.random.normal(jax.random.key(0), (3, 4, 50)) * 3
+    targets = jax.random.randint(jax.random.key(1), (3, 4), 0, 50)
+    targets = targets.at[:, ::2].set(jnp.argmax(logits, -1)[:, ::2])  # half of them the top token: hits to find
+
+    def reference(x):
+        logp = jax.nn.log_softmax(x, axis=-1)
+        nll = -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+        return (1 - smoothing) * nll - smoothing * logp.mean(-1)
+
+    ours = lambda x: cross_entropy_and_hits(x, targets, smoothing)[0]  # noqa: E731
+    np.testing.assert_allclose(ours(logits), reference(logits), rtol=1e-5, atol=1e-5)
+    weights = jax.random.uniform(jax.random.key(2), (3, 4))
+    g_ours = jax.grad(lambda x: (ours(x) * weights).sum())(logits)
+    g_ref = jax.grad(lambda x: (reference(x) * weights).sum())(logits)
+    np.testing.assert_allclose(g_ours, g_ref, rtol=1e-5, atol=1e-6)
+    hits = cross_entropy_and_hits(logits, targets)[1]
+    np.testing.assert_array_equal(hits, jnp.argmax(logits, -1) == targets)
+    assert hits.dtype == jnp.bool_ and 6 <= int(hits.sum()) < 12

@@ -117,13 +117,28 @@ def masked_positions(masked: jax.Array, num: int) -> tuple[jax.Array, jax.Array]
     return order.astype(jnp.int32), jnp.take_along_axis(masked, order, axis=1)
 
 
+def cross_entropy_and_hits(logits: jax.Array, targets: jax.Array, label_smoothing: float = 0.0
+                           ) -> tuple[jax.Array, jax.Array]:
+    """Per-position CE [..] and whether the target has the top logit [..] (bool), from logits [.., vocab].
+
+    Written for a vocab-sized head: CE = logsumexp - target logit, with the target logit picked by a compare against
+    an iota (its gradient is an elementwise select that fuses with the softmax's, where a gather's gradient would
+    scatter into a zero-filled logits-sized array), and the hit test reuses the logsumexp's max instead of a
+    separate argmax pass. No log-softmax array is formed. A tie for the top logit counts as a hit.
+    """
+    x = logits.astype(jnp.float32)
+    top = jax.lax.stop_gradient(x.max(-1))
+    lse = jnp.log(jnp.exp(x - top[..., None]).sum(-1)) + top
+    target_logit = jnp.where(jnp.arange(x.shape[-1]) == targets[..., None], x, 0.0).sum(-1)
+    nll = lse - target_logit
+    if label_smoothing:  # mean over the vocabulary of -log p = lse - mean(logits)
+        nll = (1.0 - label_smoothing) * nll + label_smoothing * (lse - x.mean(-1))
+    return nll, target_logit >= top
+
+
 def cross_entropy(logits: jax.Array, targets: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
     """Per-position CE [..] from float logits [.., vocab] and int targets [..]."""
-    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    nll = -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
-    if label_smoothing:
-        nll = (1.0 - label_smoothing) * nll - label_smoothing * logp.mean(-1)
-    return nll
+    return cross_entropy_and_hits(logits, targets, label_smoothing)[0]
 
 
 def rdm_loss(logits_fn: LogitsAtFn, batch: dict[str, jax.Array], rng: jax.Array, config: RDMConfig
@@ -161,7 +176,7 @@ def rdm_loss(logits_fn: LogitsAtFn, batch: dict[str, jax.Array], rng: jax.Array,
     logits = logits_fn(noised, positions)  # [G, P, vocab]
     at = lambda x: jnp.take_along_axis(x.reshape(groups, pool * length), positions, axis=1)  # noqa: E731
     targets = at(tokens)
-    ce = cross_entropy(logits, targets, config.label_smoothing)
+    ce, hits = cross_entropy_and_hits(logits, targets, config.label_smoothing)
     if seg is None:  # one example per row
         example = jnp.broadcast_to(jnp.arange(rows)[:, None], (rows, length))
         n_resp = response.sum(1).astype(jnp.float32)
@@ -178,7 +193,7 @@ def rdm_loss(logits_fn: LogitsAtFn, batch: dict[str, jax.Array], rng: jax.Array,
     contrib = at(w_tok) * valid * ce  # [G, P]
     loss = contrib.sum() / (rows if seg is None else jnp.maximum(present.sum(), 1.0))
     per_example = jax.ops.segment_sum(contrib.ravel(), at(example).ravel(), present.shape[0])
-    correct = (jnp.argmax(logits, -1) == targets) & valid
+    correct = hits & valid
     bucket = ((jnp.maximum(example_t, 1) - 1) * config.num_t_buckets) // config.num_timesteps
     onehot = jax.nn.one_hot(bucket, config.num_t_buckets, dtype=jnp.float32) * present[:, None]  # [examples, nb]
     metrics = {

@@ -32,6 +32,7 @@ from dlm_jax.step import (build_optimizer, diffusion_loss_fn, length_loss_fn, ma
                           peak_flops_per_device, train_flops_per_sequence)
 
 State = dict[str, Any]
+PRNG_IMPLS = ("threefry2x32", "rbg", "unsafe_rbg")
 
 
 class TrainingError(RuntimeError):
@@ -86,6 +87,14 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
              "data.pack=True needs data.cache=True and stage='diffusion' (packing works on the in-memory training "
              "split; the length stage reads one prompt per row); set --config.data.pack=False")
     SamplerConfig(**config.sampler.to_dict())  # validates strategy etc.
+    need(config.get("prng_impl", "threefry2x32") in PRNG_IMPLS,
+         f"prng_impl={config.get('prng_impl')!r}; choose one of {list(PRNG_IMPLS)}")
+    attention = config.model.get("attention", "einsum")
+    attn_drop = config.model.get("attention_dropout")
+    attn_drop = config.model.get("dropout") if attn_drop is None else attn_drop
+    need(attention == "einsum" or config.stage != "diffusion" or not attn_drop,
+         f"model.attention={attention!r} has no attention-probability dropout, but it would be {attn_drop}; set "
+         "--config.model.attention_dropout=0 (hidden dropout stays model.dropout) or model.attention=einsum")
     dp = _config_dp_size(config)
     micro = config.batch_size // config.optimizer.grad_accum
     need(micro % dp == 0, f"batch_size={config.batch_size} (micro-batch {micro}) is not divisible by the data-parallel "
@@ -244,10 +253,14 @@ def _scalars(metrics_list: list[dict[str, Any]], names: list[str]) -> dict[str, 
 
 def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, float]:
     """Trains to `num_train_steps` (resuming from the workdir's latest checkpoint); returns the last metrics."""
+    validate_config(config)  # before anything in the workdir is touched
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     if jax.process_index() == 0:  # evaluate / generate / resume read the run's config from here
         (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+    # Dropout's random bits: threefry (the default) is slow on GPUs; rbg / unsafe_rbg are the fast hardware-friendly
+    # generators (a different, still seed-determined, stream).
+    jax.config.update("jax_default_prng_impl", config.get("prng_impl", "threefry2x32"))
     s = setup(config, workdir)
     mngr = checkpoint.manager(workdir, max_to_keep=config.keep_checkpoints)
     restored = checkpoint.restore(mngr, checkpoint.abstract_like(s.state))

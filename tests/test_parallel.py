@@ -98,3 +98,21 @@ def test_activation_constraints_are_applied():
     with parallel.mesh_rules(mesh, DEFAULT_RULES):
         text = jax.jit(f).lower(jnp.ones((16, 4))).as_text()
     assert "sharding_constraint" in text or "mhlo.sharding" in text
+
+
+def test_head_is_vocab_parallel_and_matches_single_device():
+    """On an FSDP x tensor mesh the head's logits are split along the vocabulary (no device holds the whole tied
+    table's product), the positions are gathered, and the result is the single-device one."""
+    cfg = get_config("tiny-test", hidden_size=32, num_heads=4, intermediate_size=64, vocab_size=98,  # 98 % 4: uneven
+                     hidden_dropout=0.0)
+    model = MaskedLM(cfg)
+    ids = jnp.asarray(np.random.default_rng(1).integers(3, 97, (4, 12)))
+    pos = jnp.asarray([[0, 5, 13, 20], [3, 3, 9, 23]])  # 2 pooled groups of 2 rows: 8 positions <= 98 rows
+    mesh = make_mesh(MESH)
+    params, _ = sharded_init(lambda k: model.init(k, ids)["params"], mesh, DEFAULT_RULES, jax.random.key(0))
+    ref = model.apply({"params": jax.device_get(params)}, ids, output_positions=pos)
+    with parallel.mesh_rules(mesh, DEFAULT_RULES):
+        out = jax.jit(lambda p, i, q: model.apply({"params": p}, i, output_positions=q))(params, ids, pos)
+    spec = tuple(out.sharding.spec) + (None,) * 3
+    assert spec[0] == "data" and "fsdp" in str(spec[2]), out.sharding.spec  # positions gathered, vocab split
+    np.testing.assert_allclose(np.asarray(out), np.asarray(ref), atol=2e-5)

@@ -168,6 +168,11 @@ def test_bad_config_values_fail_early_with_the_key():
         trainer.validate_config(_cfg(**{"sampler.strategy": "greedy"}))
     with pytest.raises(ValueError, match="grad_accum"):
         trainer.validate_config(_cfg(**{"optimizer.grad_accum": 3}))
+    with pytest.raises(ValueError, match="prng_impl='philox'"):
+        trainer.validate_config(_cfg(prng_impl="philox"))
+    with pytest.raises(ValueError, match="model.attention_dropout=0"):
+        trainer.validate_config(_cfg(**{"model.attention": "cudnn", "model.dropout": 0.1}))
+    trainer.validate_config(_cfg(**{"model.attention": "cudnn", "model.dropout": 0.1, "model.attention_dropout": 0.0}))
 
 
 def test_cli_rejects_unknown_key_and_wrong_type(tmp_path):

@@ -90,9 +90,20 @@ class Embed(nn.Module):
         return jnp.take(self.embedding, ids, axis=0).astype(self.dtype)
 
     def attend(self, x: jax.Array) -> jax.Array:
-        # [..., embed] x [vocab, embed] -> [..., vocab]
+        """[..., embed] x [vocab, embed] -> [..., vocab].
+
+        On a mesh, with fewer positions than table rows (the usual case with the head at masked positions only),
+        the product runs vocab-parallel (`axes.HEAD_VOCAB`): the positions are gathered and the table and logits
+        stay split along the vocabulary, so moving activations replaces gathering the whole table. With more
+        positions than rows, gathering the table is the cheaper of the two and the batch stays split.
+        """
         table = self.embedding.astype(self.dtype)
-        return jnp.einsum("...e,ve->...v", x.astype(self.dtype), table)
+        vocab_parallel = x.ndim == 3 and x.shape[0] * x.shape[1] <= self.num_embeddings
+        if vocab_parallel:
+            table = nn.with_logical_constraint(table, (axes.HEAD_VOCAB, None))
+            x = nn.with_logical_constraint(x, (axes.HEAD_BATCH, None, None))
+        y = jnp.einsum("...e,ve->...v", x.astype(self.dtype), table)
+        return nn.with_logical_constraint(y, (axes.HEAD_BATCH, None, axes.HEAD_VOCAB)) if vocab_parallel else y
 
 
 class SelfAttention(nn.Module):

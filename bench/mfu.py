@@ -9,9 +9,9 @@ token is real.
     python bench/mfu.py                                       # xlmr-large, bf16, batch 32 x 512, einsum attention
     python bench/mfu.py --batch 16,32,64 --attention einsum,cudnn --remat none,dots --out results.jsonl
 
-MFU = useful training FLOPs per second / (peak per device x devices). Useful FLOPs per sequence are
-`train_flops_per_sequence(cfg, length, masked)` (3 x forward: the body's matmuls, attention's two L^2 products, and the
-MLM head at the positions actually masked, read from the step's `num_masked`): padding of the head's static
+MFU = useful training FLOPs per second / (peak per device x devices). Useful FLOPs of a step are
+`train_flops_per_step(cfg, length, rows, masked)` (3 x forward: the body's matmuls, attention's two L^2 products,
+the MLM head at the positions actually masked, read from the step's `num_masked`): padding of the head's static
 capacity (`--head-capacity`) and recomputation under remat do not count. The peak is the datasheet dense 16-bit
 figure for the device kind (`dlm_jax.step.PEAK_TFLOPS`, H100 SXM: 989 TFLOP/s) or `--peak-tflops`; the bf16
 matrix-product rate measured here (8192^3) is printed beside it. XLA's own FLOP count of the compiled step is
@@ -45,7 +45,7 @@ from dlm_jax.diffusion import RDMConfig  # noqa: E402
 from dlm_jax.model import MaskedLM, get_config  # noqa: E402
 from dlm_jax.model.axes import DEFAULT_RULES  # noqa: E402
 from dlm_jax.step import (diffusion_loss_fn, make_train_step, peak_flops_per_device,  # noqa: E402
-                          train_flops_per_sequence)
+                          train_flops_per_step)
 
 
 def matmul_tflops(n: int = 8192, repeats: int = 10) -> float:
@@ -146,7 +146,7 @@ def run_one(name: str, batch: int, length: int, grad_accum: int, remat: str, att
     step_s = float(np.median(times))
     # num_masked is an integer count: summed over the micro-batches and the devices, i.e. the whole global batch.
     masked_per_seq = float(np.mean(masked)) / batch
-    flops = train_flops_per_sequence(cfg, length, masked_per_seq) * batch
+    flops = train_flops_per_step(cfg, length, batch, masked_per_seq * batch)
     peak = peak_flops_per_device(None)
     mem = jax.devices()[0].memory_stats() or {}
     return dict(model=name, devices=devices, device_kind=jax.devices()[0].device_kind, batch=batch, length=length,
@@ -195,8 +195,8 @@ def main() -> None:
                   + ", ".join(f"{k} {v:.2e}" for k, v in errs.items()), flush=True)
         except Exception as e:
             print(f"# attention check failed: {type(e).__name__}: {str(e).splitlines()[0][:300]}", flush=True)
-    print("| model | batch x length | attention | remat | dropout | prng | step s | tokens/s | TFLOP/s | MFU | XLA TFLOP / model "
-          "TFLOP per step | process peak GiB | compile s |")
+    print("| model | batch x length | attention | remat | dropout | prng | step s | tokens/s | TFLOP/s | MFU | "
+          "XLA TFLOP / model TFLOP per step | process peak GiB | compile s |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
     base = dict(batch=args.batch.split(",")[0], attention=args.attention.split(",")[0],
                 remat=args.remat.split(",")[0], dropout=args.dropout, prng=args.prng)
@@ -214,7 +214,8 @@ def main() -> None:
                         profile=args.profile if i == 0 else "")
             r["prng"] = row["prng"]
         except Exception as e:  # one failing variant (e.g. out of memory) must not end the grid
-            print(f"| {args.model} | {b} x {args.length} | {att} | {remat} | {row['dropout']} | {row['prng']} | failed: {type(e).__name__}: "
+            print(f"| {args.model} | {b} x {args.length} | {att} | {remat} | {row['dropout']} | {row['prng']} | "
+                  f"failed: {type(e).__name__}: "
                   f"{str(e).splitlines()[0][:200]} |", flush=True)
             continue
         mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "n/a"

@@ -140,7 +140,7 @@ PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "V100": 125.0, "TPU 
                "TPU v5e": 197.0, "TPU v5p": 459.0, "TPU v6": 918.0, "L4": 121.0, "A10": 125.0}
 
 
-def train_flops_per_sequence(cfg: ModelConfig, length: int, predicted: int) -> float:
+def train_flops_per_sequence(cfg: ModelConfig, length: int, predicted: float) -> float:
     """Training FLOPs of one sequence = 3 x forward (forward + 2x backward).
 
     Forward: 2 * (matmul params of the body) * length + attention (QK^T and AV: 4 * length^2 * hidden per layer)
@@ -150,6 +150,14 @@ def train_flops_per_sequence(cfg: ModelConfig, length: int, predicted: int) -> f
     body = nl * (4 * h * h + 2 * h * f)
     fwd = 2 * body * length + nl * 4 * length * length * h + predicted * 2 * (h * h + cfg.vocab_size * h)
     return 3.0 * fwd
+
+
+def train_flops_per_step(cfg: ModelConfig, length: int, rows: int, predicted: float) -> float:
+    """Useful training FLOPs of a step over `rows` sequences of `length` with the head at `predicted` positions in
+    all (the step's `num_masked`, not the head's padded capacity)."""
+    body = train_flops_per_sequence(cfg, length, 0)
+    head_per_position = train_flops_per_sequence(cfg, length, 1) - body
+    return body * rows + head_per_position * predicted
 
 
 def peak_flops_per_device(override_tflops: float | None) -> float | None:

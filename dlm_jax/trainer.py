@@ -1,6 +1,7 @@
 """Training: setup (mesh, data, model, sharded state) and the loop (metrics, checkpoints, preemption, eval).
 
-The step itself (optimizer, losses, FLOPs) is `dlm_jax.step`. The loop reads: setup (mesh, data, model, state) -> restore -> for each step: batch -> step -> log / eval / save.
+The step itself (optimizer, losses, FLOPs) is `dlm_jax.step`. The loop reads: setup (mesh, data, model, state)
+-> restore -> for each step: batch -> step -> log / eval / save.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from dlm_jax.model.length import LengthPredictor
 from dlm_jax.model.prune import VocabMap, prune_params
 from dlm_jax.setup import build_model, rules_from_config
 from dlm_jax.step import (build_optimizer, diffusion_loss_fn, length_loss_fn, make_train_step,  # noqa: F401
-                          peak_flops_per_device, train_flops_per_sequence)
+                          peak_flops_per_device, train_flops_per_step)
 
 State = dict[str, Any]
 PRNG_IMPLS = ("threefry2x32", "rbg", "unsafe_rbg")
@@ -272,9 +273,9 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, flo
     log = MetricsLog(workdir)
     preempt = Preemption()
     names = bucket_names(RDMConfig(mask_id=0, num_timesteps=config.diffusion.num_timesteps))
-    cap = config.diffusion.get("max_predictions")
-    predicted = cap / pool_rows(config) if cap else s.spec.max_length  # head evaluations per sequence
-    seq_flops = train_flops_per_sequence(s.model.cfg, s.spec.max_length, predicted)
+    # Useful FLOPs of a logged step: the body on every row (coupled sampling trains two corruptions of each) and
+    # the head at the positions actually masked (the step's `num_masked`), not at its padded capacity.
+    rows = config.batch_size * (2 if config.stage == "diffusion" and config.diffusion.coupled else 1)
     peak = peak_flops_per_device(config.get("peak_tflops"))
     batches = s.train_data.iterate(start)
     pending: list[dict[str, Any]] = []
@@ -305,7 +306,9 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, flo
                 dt = time.perf_counter() - t_window
                 last.update(step_time_s=dt / len(pending), tokens_per_s=tokens_window / dt,
                             compile_time_s=compile_s)
-                flops = seq_flops * config.batch_size * len(pending) / dt
+                predicted = last.get("num_masked", s.spec.max_length * rows)  # length stage: whole rows
+                flops = train_flops_per_step(s.model.cfg, s.spec.max_length, rows, predicted)
+                flops = flops * len(pending) / dt
                 if peak:
                     last["mfu"] = flops / (peak * jax.device_count())
                 last["tflops_per_s"] = flops / 1e12

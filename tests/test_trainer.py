@@ -192,3 +192,14 @@ def test_task_configs_keep_the_size_of_a_scratch_variant():
     assert iwslt14.get_config("base").model.init == "FacebookAI/xlm-roberta-base"
     with pytest.raises(ValueError, match="unknown size"):
         iwslt14.get_config("huge")
+
+
+def test_step_flops_count_the_head_at_masked_positions():
+    from dlm_jax.model import get_config
+    from dlm_jax.step import train_flops_per_sequence, train_flops_per_step
+    cfg = get_config("xlmr-large")
+    h, f, v, n, L = 1024, 4096, 250_002, 24, 512
+    fwd_body = 2 * n * (4 * h * h + 2 * h * f) * L + n * 4 * L * L * h
+    head = 2 * (h * h + v * h)
+    assert train_flops_per_sequence(cfg, L, 0) == 3 * fwd_body
+    assert train_flops_per_step(cfg, L, rows=32, predicted=4000) == 3 * (32 * fwd_body + 4000 * head)

@@ -125,8 +125,8 @@ class SelfAttention(nn.Module):
     def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
         """x: [batch, length, embed].
 
-        mask: [batch, 1, 1 or length, length] additive bias (0 or very negative, `padding_bias` / `segment_bias`),
-        or [batch] int key lengths (right-padded rows, `padding_lengths`) for the fused implementations.
+        mask: [batch, 1, 1 or length, length] additive bias (0 or very negative, `padding_bias` / `segment_bias`);
+        the fused implementations also take [batch] int key lengths of right-padded rows (`padding_lengths`).
         """
         e = x.shape[-1]
         proj = dict(shape=(e, self.num_heads, self.head_dim), kernel_axes=(axes.EMBED, axes.HEADS, axes.KV),
@@ -137,8 +137,6 @@ class SelfAttention(nn.Module):
         v = Einsum(**proj, name="value")(x)
         q = nn.with_logical_constraint(q, (axes.BATCH, axes.LENGTH, axes.HEADS, axes.KV))
         if self.implementation == "einsum":
-            if mask.ndim == 1:
-                mask = lengths_bias(mask, x.shape[1])
             scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / jnp.sqrt(self.head_dim)
             probs = jax.nn.softmax(scores + mask, axis=-1)
             if self.dropout > 0 and not self.deterministic:
@@ -183,11 +181,6 @@ def padding_bias(attention_mask: jax.Array) -> jax.Array:
 def padding_lengths(attention_mask: jax.Array) -> jax.Array:
     """[batch, length] right-padded 0/1 mask -> [batch] int32 number of real tokens (the fused kernels' key lengths)."""
     return attention_mask.astype(jnp.int32).sum(-1)
-
-
-def lengths_bias(lengths: jax.Array, length: int) -> jax.Array:
-    """[batch] key lengths -> [batch, 1, 1, length] additive bias (the `padding_bias` of right-padded rows)."""
-    return padding_bias((jnp.arange(length)[None] < lengths[:, None]).astype(jnp.int32))
 
 
 def segment_bias(segment_ids: jax.Array) -> jax.Array:

@@ -33,6 +33,9 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.92")
+for _arg in sys.argv:  # XLA reads its flags once, when the backend starts: set them before importing jax
+    if _arg.startswith("--xla-flags="):
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _arg.split("=", 1)[1]).strip()
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import jax  # noqa: E402
@@ -175,9 +178,12 @@ def main() -> None:
     ap.add_argument("--prng", default="threefry2x32", help="jax_default_prng_impl for dropout: threefry2x32, "
                     "rbg or unsafe_rbg")
     ap.add_argument("--variants", default="", help="';'-separated rows of 'key=value,...' overriding batch, "
-                    "attention, remat, dropout, prng (replaces the grid), e.g. 'attention=cudnn;dropout=0'")
+                    "attention, remat, dropout, prng, head_capacity (replaces the grid), e.g. "
+                    "'attention=cudnn;dropout=0'")
     ap.add_argument("--check-attention", default="", help="an implementation (xla, cudnn) to compare with einsum")
     ap.add_argument("--check-model", default="xlmr-base")
+    ap.add_argument("--xla-flags", default="", help="extra XLA_FLAGS for this run, written with '=', e.g. "
+                    "--xla-flags=--xla_gpu_enable_triton_gemm=false (applied before jax starts)")
     ap.add_argument("--profile", default="", help="write a perfetto trace of 2 steps of the first row to this dir")
     ap.add_argument("--out", default="", help="append each result as a JSON line here")
     args = ap.parse_args()
@@ -199,7 +205,7 @@ def main() -> None:
           "XLA TFLOP / model TFLOP per step | process peak GiB | compile s |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
     base = dict(batch=args.batch.split(",")[0], attention=args.attention.split(",")[0],
-                remat=args.remat.split(",")[0], dropout=args.dropout, prng=args.prng)
+                remat=args.remat.split(",")[0], dropout=args.dropout, prng=args.prng, head_capacity=args.head_capacity)
     if args.variants:
         rows = [{**base, **dict(kv.split("=", 1) for kv in v.split(",") if kv)} for v in args.variants.split(";")]
     else:
@@ -210,7 +216,7 @@ def main() -> None:
         try:
             jax.config.update("jax_default_prng_impl", row["prng"])
             r = run_one(args.model, b, args.length, args.grad_accum, remat, att, float(row["dropout"]),
-                        args.head_capacity, args.steps, args.dtype,
+                        float(row["head_capacity"]), args.steps, args.dtype,
                         profile=args.profile if i == 0 else "")
             r["prng"] = row["prng"]
         except Exception as e:  # one failing variant (e.g. out of memory) must not end the grid
@@ -219,7 +225,7 @@ def main() -> None:
                   f"{str(e).splitlines()[0][:200]} |", flush=True)
             continue
         mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "n/a"
-        print(f"| {r['model']} | {b} x {args.length} (ga {r['grad_accum']}) | {att} | {remat} | {r['dropout']} | "
+        print(f"| {r['model']} | {b} x {args.length} (ga {r['grad_accum']}, head {r['head_capacity']}) | {att} | {remat} | {r['dropout']} | "
               f"{r['prng']} | {r['step_s']:.4f} | "
               f"{r['tokens_per_s']:,.0f} | {r['tflops_per_s']:.0f} | {mfu} | {r['xla_tflops_per_step']:.1f} / "
               f"{r['model_tflops_per_step']:.1f} | {r['peak_gib']:.1f} | {r['compile_s']:.0f} |", flush=True)

@@ -114,8 +114,9 @@ def run_one(name: str, batch: int, length: int, grad_accum: int, remat: str, att
     tx = optax.chain(optax.clip_by_global_norm(1.0),
                      optax.adamw(1e-5, b1=0.9, b2=0.98, eps=1e-6, weight_decay=0.01))
     opt_state = parallel.init_optimizer_state(tx, params, mesh)
-    state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": opt_state,
-             "bad_steps": jnp.zeros((), jnp.int32)}
+    rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())  # scalars on every device of the mesh
+    state = {"step": jax.device_put(jnp.zeros((), jnp.int32), rep), "params": params, "opt_state": opt_state,
+             "bad_steps": jax.device_put(jnp.zeros((), jnp.int32), rep)}
     step_fn = make_train_step(diffusion_loss_fn(model, rdm), tx, lambda s: 1e-5, grad_accum=grad_accum, seed=0)
     shardings = jax.tree.map(lambda x: x.sharding, state)
     bsh = parallel.batch_sharding(mesh, rules, ndim=1)

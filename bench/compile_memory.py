@@ -97,7 +97,6 @@ def main() -> None:
              "response_length": jax.ShapeDtypeStruct((B,), jnp.int32, sharding=bsh1)}
     rdm = RDMConfig(mask_id=cfg.vocab_size - 1, max_predictions=args.max_predictions or None)
     step = make_train_step(diffusion_loss_fn(model, rdm), tx, schedule, grad_accum=args.grad_accum, seed=0)
-    shardings = jax.tree.map(lambda x: x.sharding, state)
 
     print(f"# {args.model}: {n_params / 1e9:.2f}B params; mesh fsdp={dp} x tensor={args.tensor} "
           f"({args.devices} simulated CPU devices); global batch {B} x {L} tokens, grad_accum {args.grad_accum} "
@@ -105,8 +104,7 @@ def main() -> None:
           f"scan={not args.no_scan}, dtype={args.dtype}, max_predictions={args.max_predictions or L}", flush=True)
     t0 = time.perf_counter()
     with parallel.mesh_rules(mesh, rules):
-        lowered = jax.jit(step, in_shardings=(shardings, bsh1, None), out_shardings=(shardings, None),
-                          donate_argnums=(0,)).lower(state, batch, None)
+        lowered = parallel.jit_train_step(step, state, mesh, rules).lower(state, batch, None)
         t_lower = time.perf_counter() - t0
         compiled = lowered.compile()
     t_compile = time.perf_counter() - t0 - t_lower

@@ -114,16 +114,12 @@ def run_one(name: str, batch: int, length: int, grad_accum: int, remat: str, att
     tx = optax.chain(optax.clip_by_global_norm(1.0),
                      optax.adamw(1e-5, b1=0.9, b2=0.98, eps=1e-6, weight_decay=0.01))
     opt_state = parallel.init_optimizer_state(tx, params, mesh)
-    rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())  # scalars on every device of the mesh
-    state = {"step": jax.device_put(jnp.zeros((), jnp.int32), rep), "params": params, "opt_state": opt_state,
-             "bad_steps": jax.device_put(jnp.zeros((), jnp.int32), rep)}
+    state = parallel.replicate_unplaced({"step": jnp.zeros((), jnp.int32), "params": params,
+                                         "opt_state": opt_state, "bad_steps": jnp.zeros((), jnp.int32)}, mesh)
     step_fn = make_train_step(diffusion_loss_fn(model, rdm), tx, lambda s: 1e-5, grad_accum=grad_accum, seed=0)
-    shardings = jax.tree.map(lambda x: x.sharding, state)
-    bsh = parallel.batch_sharding(mesh, rules, ndim=1)
+    jitted = parallel.jit_train_step(step_fn, state, mesh, rules)
     host = make_batch(batch, length, cfg.vocab_size)
     with parallel.mesh_rules(mesh, rules):
-        jitted = jax.jit(step_fn, in_shardings=(shardings, bsh, None), out_shardings=(shardings, None),
-                         donate_argnums=(0,))
         gb = parallel.global_batch(host, mesh, rules)
         t0 = time.perf_counter()
         compiled = jitted.lower(state, gb, None).compile()
@@ -226,8 +222,8 @@ def main() -> None:
                   f"{str(e).splitlines()[0][:200]} |", flush=True)
             continue
         mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "n/a"
-        print(f"| {r['model']} | {b} x {args.length} (ga {r['grad_accum']}, head {r['head_capacity']}) | {att} | {remat} | {r['dropout']} | "
-              f"{r['prng']} | {r['step_s']:.4f} | "
+        print(f"| {r['model']} | {b} x {args.length} (ga {r['grad_accum']}, head {r['head_capacity']}) | {att} | "
+              f"{remat} | {r['dropout']} | {r['prng']} | {r['step_s']:.4f} | "
               f"{r['tokens_per_s']:,.0f} | {r['tflops_per_s']:.0f} | {mfu} | {r['xla_tflops_per_step']:.1f} / "
               f"{r['model_tflops_per_step']:.1f} | {r['peak_gib']:.1f} | {r['compile_s']:.0f} |", flush=True)
         if args.out:

@@ -21,7 +21,7 @@ def rules_from_config(config: ml_collections.ConfigDict) -> tuple:
     return tuple((k, tuple(v) if isinstance(v, (list, tuple)) else v) for k, v in rules)
 
 
-def _model_overrides(config: ml_collections.ConfigDict) -> dict[str, Any]:
+def model_overrides(config: ml_collections.ConfigDict) -> dict[str, Any]:
     m = config.model
     out = dict(m.get("overrides", {}) or {})
     out.update(dtype=m.dtype, remat=m.remat, scan_layers=m.scan_layers, attention=m.get("attention", "einsum"))
@@ -35,7 +35,7 @@ def _model_overrides(config: ml_collections.ConfigDict) -> dict[str, Any]:
 def build_model(config: ml_collections.ConfigDict, mesh: Any, rules: Any) -> tuple[MaskedLM, Any, Any, ModelConfig]:
     """(model, sharded params, HF tokenizer, ModelConfig) for `model.init` = HF dir / hub id, or "random"."""
     m = config.model
-    overrides = _model_overrides(config)
+    overrides = model_overrides(config)
     if m.init.startswith("workdir:"):  # continue from a dlm_jax run (e.g. the length stage on a finetuned model)
         from dlm_jax.restore import load_workdir
         ld = load_workdir(m.init.split(":", 1)[1])

@@ -45,8 +45,7 @@ def learning_rate_schedule(opt: Any, total_steps: int) -> optax.Schedule:
     raise ValueError(f"optimizer.schedule={opt.schedule!r}; choose inverse_sqrt, warmup_cosine or constant")
 
 
-def build_optimizer(opt: Any, total_steps: int) -> tuple[optax.GradientTransformation,
-                                                                                optax.Schedule]:
+def build_optimizer(opt: Any, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
     sched = learning_rate_schedule(opt, total_steps)
     parts = []
     if opt.clip_norm and opt.clip_norm > 0:

@@ -28,11 +28,10 @@ from dlm_jax.diffusion.objective import bucket_names
 from dlm_jax.model import MaskedLM
 from dlm_jax.model.length import LengthPredictor
 from dlm_jax.model.prune import VocabMap, prune_params
-from dlm_jax.setup import build_model, rules_from_config
-from dlm_jax.step import (build_optimizer, diffusion_loss_fn, length_loss_fn, make_train_step,  # noqa: F401
+from dlm_jax.setup import build_model, model_overrides, rules_from_config
+from dlm_jax.step import (State, build_optimizer, diffusion_loss_fn, length_loss_fn, make_train_step,
                           peak_flops_per_device, train_flops_per_step)
 
-State = dict[str, Any]
 PRNG_IMPLS = ("threefry2x32", "rbg", "unsafe_rbg")
 
 
@@ -62,13 +61,6 @@ class Setup:
     length_head: LengthPredictor | None = None
 
 
-def replicate_unplaced(tree: Any, mesh: Any) -> Any:
-    """Leaves not already spread over the mesh (step counters, a freshly initialised head) become replicated."""
-    from jax.sharding import NamedSharding, PartitionSpec
-    rep = NamedSharding(mesh, PartitionSpec())
-    return jax.tree.map(lambda x: x if len(x.sharding.device_set) == mesh.size else jax.device_put(x, rep), tree)
-
-
 def validate_config(config: ml_collections.ConfigDict) -> None:
     """Checks values before anything is compiled; each error names the key and the fix."""
     def need(cond: bool, msg: str) -> None:
@@ -91,8 +83,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     need(config.get("prng_impl", "threefry2x32") in PRNG_IMPLS,
          f"prng_impl={config.get('prng_impl')!r}; choose one of {list(PRNG_IMPLS)}")
     attention = config.model.get("attention", "einsum")
-    attn_drop = config.model.get("attention_dropout")
-    attn_drop = config.model.get("dropout") if attn_drop is None else attn_drop
+    attn_drop = model_overrides(config).get("attention_dropout")
     need(attention == "einsum" or config.stage != "diffusion" or not attn_drop,
          f"model.attention={attention!r} has no attention-probability dropout, but it would be {attn_drop}; set "
          "--config.model.attention_dropout=0 (hidden dropout stays model.dropout) or model.attention=einsum")
@@ -182,17 +173,13 @@ def setup(config: ml_collections.ConfigDict, workdir: Path) -> Setup:
         dummy = jnp.zeros((1, 4, mcfg.hidden_size)), jnp.ones((1, 4), jnp.int32)
         trainable = jax.jit(lambda k: head.init(k, *dummy)["params"])(jax.random.key(config.seed + 1))
         loss_fn = length_loss_fn(model, head)
-    trainable = replicate_unplaced(trainable, mesh)
+    trainable = parallel.replicate_unplaced(trainable, mesh)
     opt_state = parallel.init_optimizer_state(tx, trainable, mesh)  # Adam moments sharded like their params
     state = {"step": jnp.zeros((), jnp.int32), "params": trainable, "opt_state": opt_state,
              "bad_steps": jnp.zeros((), jnp.int32)}
     step_fn = make_train_step(loss_fn, tx, schedule, grad_accum=config.optimizer.grad_accum, seed=config.seed)
-    state = replicate_unplaced(state, mesh)
-    shardings = jax.tree.map(lambda x: x.sharding, state)
-    bsh = parallel.batch_sharding(mesh, rules, ndim=1)  # P(batch axes): valid for every leaf rank
-    with parallel.mesh_rules(mesh, rules):
-        jitted = jax.jit(step_fn, in_shardings=(shardings, bsh, None), out_shardings=(shardings, None),
-                         donate_argnums=(0,))
+    state = parallel.replicate_unplaced(state, mesh)
+    jitted = parallel.jit_train_step(step_fn, state, mesh, rules)
     return Setup(config, mesh, rules, model, tokenizer, voc, spec, vocab_map, state, frozen, train_data,
                  eval_examples, jitted, schedule, head)
 

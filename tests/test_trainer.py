@@ -86,7 +86,7 @@ def test_sharded_step_matches_single_device():
     p_sh = parallel.logical_to_shardings(abstract, mesh, DEFAULT_RULES)
     with parallel.mesh_rules(mesh, DEFAULT_RULES):
         sp = jax.device_put(params, p_sh)
-        sstate = trainer.replicate_unplaced({"step": jnp.int32(0), "params": sp, "opt_state": jax.jit(tx.init)(sp),
+        sstate = parallel.replicate_unplaced({"step": jnp.int32(0), "params": sp, "opt_state": jax.jit(tx.init)(sp),
                                              "bad_steps": jnp.int32(0)}, mesh)
         shardings = jax.tree.map(lambda x: x.sharding, sstate)
         gb = parallel.global_batch(batch, mesh, DEFAULT_RULES)

@@ -67,6 +67,22 @@ def init_optimizer_state(tx: Any, params: Any, mesh: Mesh) -> Any:
     return jax.jit(tx.init, out_shardings=optimizer_state_shardings(tx, params, mesh))(params)
 
 
+def replicate_unplaced(tree: Any, mesh: Mesh) -> Any:
+    """Leaves not already spread over the mesh (step counters, a freshly initialised head) become replicated."""
+    rep = NamedSharding(mesh, P())
+    return jax.tree.map(lambda x: x if len(x.sharding.device_set) == mesh.size else jax.device_put(x, rep), tree)
+
+
+def jit_train_step(step_fn: Callable, state: Any, mesh: Mesh, rules: Rules = DEFAULT_RULES) -> Callable:
+    """`jax.jit` of a `(state, batch, frozen) -> (state, metrics)` step with the state's own shardings in and out
+    (donated), the batch split over the `batch` rule's mesh axes. `state` leaves are placed arrays or
+    ShapeDtypeStructs with shardings; trace (call or lower) the result under `mesh_rules(mesh, rules)`."""
+    shardings = jax.tree.map(lambda x: x.sharding, state)
+    bsh = batch_sharding(mesh, rules, ndim=1)  # P(batch axes): valid for every leaf rank
+    return jax.jit(step_fn, in_shardings=(shardings, bsh, None), out_shardings=(shardings, None),
+                   donate_argnums=(0,))
+
+
 def batch_sharding(mesh: Mesh, rules: Rules = DEFAULT_RULES, ndim: int = 2) -> NamedSharding:
     """Sharding of a [batch, ...] input array: batch over the mesh axes the `batch` rule names."""
     spec = nn.logical_to_mesh_axes(("batch",) + (None,) * (ndim - 1), rules)

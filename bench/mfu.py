@@ -98,10 +98,10 @@ def make_batch(batch: int, length: int, vocab: int, seed: int = 0) -> dict[str, 
 
 
 def run_one(name: str, batch: int, length: int, grad_accum: int, remat: str, attention: str, dropout: float,
-            head_capacity: float, steps: int, dtype: str, profile: str = "") -> dict:
+            head_capacity: float, steps: int, dtype: str, profile: str = "", head_pad: int = 1) -> dict:
     devices = jax.device_count()
     cfg = get_config(name, dtype=dtype, remat=remat, attention=attention, hidden_dropout=dropout,
-                     attention_dropout=0.0 if attention != "einsum" else dropout)
+                     attention_dropout=0.0 if attention != "einsum" else dropout, head_vocab_multiple=head_pad)
     model = MaskedLM(cfg)
     mesh = parallel.make_mesh({"data": -1, "fsdp": 1, "tensor": 1})
     rules = DEFAULT_RULES
@@ -151,7 +151,7 @@ def run_one(name: str, batch: int, length: int, grad_accum: int, remat: str, att
     mem = jax.devices()[0].memory_stats() or {}
     return dict(model=name, devices=devices, device_kind=jax.devices()[0].device_kind, batch=batch, length=length,
                 grad_accum=grad_accum, remat=remat, attention=attention, dropout=dropout, dtype=dtype,
-                head_capacity=cap, masked_per_seq=masked_per_seq, dropped=float(np.mean(dropped)),
+                head_capacity=cap, head_pad=head_pad, masked_per_seq=masked_per_seq, dropped=float(np.mean(dropped)),
                 compile_s=compile_s, step_s=step_s, step_s_min=float(np.min(times)),
                 tokens_per_s=batch * length / step_s, tflops_per_s=flops / step_s / 1e12,
                 mfu=(flops / step_s / (peak * devices)) if peak else None,
@@ -171,11 +171,13 @@ def main() -> None:
     ap.add_argument("--dtype", default="bfloat16")
     ap.add_argument("--head-capacity", type=float, default=0.7,
                     help="head positions per micro-batch as a fraction of its response tokens (mean masked: ~0.51)")
+    ap.add_argument("--head-pad", type=int, default=1, help="model.head_vocab_multiple: the tied table padded to a "
+                    "multiple of this many rows inside the output product (128 on GPUs)")
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--prng", default="threefry2x32", help="jax_default_prng_impl for dropout: threefry2x32, "
                     "rbg or unsafe_rbg")
     ap.add_argument("--variants", default="", help="';'-separated rows of 'key=value,...' overriding batch, "
-                    "attention, remat, dropout, prng, head_capacity (replaces the grid), e.g. "
+                    "attention, remat, dropout, prng, head_capacity, head_pad (replaces the grid), e.g. "
                     "'attention=cudnn;dropout=0'")
     ap.add_argument("--check-attention", default="", help="an implementation (xla, cudnn) to compare with einsum")
     ap.add_argument("--check-model", default="xlmr-base")
@@ -202,7 +204,8 @@ def main() -> None:
           "XLA TFLOP / model TFLOP per step | process peak GiB | compile s |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
     base = dict(batch=args.batch.split(",")[0], attention=args.attention.split(",")[0],
-                remat=args.remat.split(",")[0], dropout=args.dropout, prng=args.prng, head_capacity=args.head_capacity)
+                remat=args.remat.split(",")[0], dropout=args.dropout, prng=args.prng, head_capacity=args.head_capacity,
+                head_pad=args.head_pad)
     if args.variants:
         rows = [{**base, **dict(kv.split("=", 1) for kv in v.split(",") if kv)} for v in args.variants.split(";")]
     else:
@@ -214,7 +217,7 @@ def main() -> None:
             jax.config.update("jax_default_prng_impl", row["prng"])
             r = run_one(args.model, b, args.length, args.grad_accum, remat, att, float(row["dropout"]),
                         float(row["head_capacity"]), args.steps, args.dtype,
-                        profile=args.profile if i == 0 else "")
+                        profile=args.profile if i == 0 else "", head_pad=int(row["head_pad"]))
             r["prng"] = row["prng"]
         except Exception as e:  # one failing variant (e.g. out of memory) must not end the grid
             print(f"| {args.model} | {b} x {args.length} | {att} | {remat} | {row['dropout']} | {row['prng']} | "
@@ -222,7 +225,7 @@ def main() -> None:
                   f"{str(e).splitlines()[0][:200]} |", flush=True)
             continue
         mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "n/a"
-        print(f"| {r['model']} | {b} x {args.length} (ga {r['grad_accum']}, head {r['head_capacity']}) | {att} | "
+        print(f"| {r['model']} | {b} x {args.length} (ga {r['grad_accum']}, head {r['head_capacity']}, pad {r['head_pad']}) | {att} | "
               f"{remat} | {r['dropout']} | {r['prng']} | {r['step_s']:.4f} | "
               f"{r['tokens_per_s']:,.0f} | {r['tflops_per_s']:.0f} | {mfu} | {r['xla_tflops_per_step']:.1f} / "
               f"{r['model_tflops_per_step']:.1f} | {r['peak_gib']:.1f} | {r['compile_s']:.0f} |", flush=True)

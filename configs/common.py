@@ -40,6 +40,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.remat = "none"  # none | full | dots | minimal
     c.model.scan_layers = False
     c.model.attention = "einsum"  # einsum | xla | cudnn (fused flash attention on NVIDIA GPUs; needs dropout 0 in it)
+    c.model.head_vocab_multiple = 1  # 128 on GPUs: the output product on an aligned, padded table (same results)
     c.model.prune_vocab = False
     c.model.prune_min_count = 1  # with prune_vocab: keep ids seen at least this often in the training set
     c.model.dropout = 0.1

@@ -24,7 +24,8 @@ def rules_from_config(config: ml_collections.ConfigDict) -> tuple:
 def model_overrides(config: ml_collections.ConfigDict) -> dict[str, Any]:
     m = config.model
     out = dict(m.get("overrides", {}) or {})
-    out.update(dtype=m.dtype, remat=m.remat, scan_layers=m.scan_layers, attention=m.get("attention", "einsum"))
+    out.update(dtype=m.dtype, remat=m.remat, scan_layers=m.scan_layers, attention=m.get("attention", "einsum"),
+               head_vocab_multiple=m.get("head_vocab_multiple", 1))
     if m.get("dropout") is not None:
         out.update(hidden_dropout=m.dropout, attention_dropout=m.dropout)
     if m.get("attention_dropout") is not None:  # e.g. 0 with the fused (cudnn) attention

@@ -69,7 +69,8 @@ def diffusion_loss_fn(model: MaskedLM, rdm: RDMConfig) -> Callable:
             attn = jnp.concatenate([pad, pad]) if double else pad
             s = None if seg is None else (jnp.concatenate([seg, seg]) if double else seg)
             return model.apply({"params": params}, noised, attention_mask=attn, deterministic=False,
-                               output_positions=positions, segment_ids=s, rngs={"dropout": k_drop})
+                               output_positions=positions, segment_ids=s, logits_dtype=None,
+                               rngs={"dropout": k_drop})
         return rdm_loss(logits_at, batch, k_noise, rdm)
     return loss_fn
 

@@ -32,8 +32,7 @@ def main(argv: list[str]) -> None:
     logging.getLogger().setLevel(logging.INFO)
     for handler in logging.getLogger().handlers:  # orbax logs every save step at INFO: keep its warnings only
         handler.addFilter(lambda r: r.levelno >= logging.WARNING or "orbax" not in r.pathname)
-    config, workdir = FLAGS.config, Path(FLAGS.workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    config, workdir = FLAGS.config, Path(FLAGS.workdir)  # trainer.run validates, then makes the workdir
     if jax.process_index() == 0:
         print(config)
     try:

@@ -25,7 +25,8 @@ from dlm_jax.data import features as F
 from dlm_jax.data import pipeline, vocab as vocab_lib
 from dlm_jax.diffusion import RDMConfig, SamplerConfig
 from dlm_jax.diffusion.objective import bucket_names
-from dlm_jax.model import MaskedLM
+from dlm_jax.model import MaskedLM, ModelConfig
+from dlm_jax.model import get_config as get_model_config
 from dlm_jax.model.length import LengthPredictor
 from dlm_jax.model.prune import VocabMap, prune_params
 from dlm_jax.setup import build_model, model_overrides, rules_from_config
@@ -61,6 +62,17 @@ class Setup:
     length_head: LengthPredictor | None = None
 
 
+def _validate_model_fields(config: ml_collections.ConfigDict) -> None:
+    """The model.* values as `ModelConfig` reads them (dtype, attention, head_vocab_multiple, overrides), checked
+    on the named config (or the defaults, for a checkpoint whose own config is read later)."""
+    base = get_model_config(config.model.name) if config.model.init == "random" else ModelConfig()
+    try:
+        dataclasses.replace(base, **model_overrides(config))
+    except TypeError as e:  # an override that is not a ModelConfig field
+        raise ValueError(f"model.overrides: {e}; the fields are {[f.name for f in dataclasses.fields(ModelConfig)]}"
+                         ) from None
+
+
 def validate_config(config: ml_collections.ConfigDict) -> None:
     """Checks values before anything is compiled; each error names the key and the fix."""
     def need(cond: bool, msg: str) -> None:
@@ -87,6 +99,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     need(attention == "einsum" or config.stage != "diffusion" or not attn_drop,
          f"model.attention={attention!r} has no attention-probability dropout, but it would be {attn_drop}; set "
          "--config.model.attention_dropout=0 (hidden dropout stays model.dropout) or model.attention=einsum")
+    _validate_model_fields(config)
     dp = _config_dp_size(config)
     micro = config.batch_size // config.optimizer.grad_accum
     need(micro % dp == 0, f"batch_size={config.batch_size} (micro-batch {micro}) is not divisible by the data-parallel "

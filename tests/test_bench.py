@@ -30,3 +30,15 @@ def test_mfu_attention_check_compares_with_float32():
     assert errs["einsum"] == 0.0 and errs["xla"] < 1e-5
     with pytest.raises(ValueError, match="16-bit"):
         mfu.check_attention("tiny-test", "cudnn", "float32")
+
+
+def test_head_bench_variants_agree():
+    """bench/head.py: every head / CE variant computes the same loss (the padded table and the hand-written CE
+    gradient change speed, not results)."""
+    import head
+    rows = [head.run("tiny-test", 16, v, repeats=1) for v in head.VARIANTS]
+    assert all(r["ms"] > 0 for r in rows)
+    losses = [r["loss"] for r in rows]
+    assert max(losses) - min(losses) < 1e-2 * abs(losses[0]), losses  # bf16 compute: agree to its precision
+    with pytest.raises(ValueError, match="unknown variant"):
+        head.head_step(None, "nope")

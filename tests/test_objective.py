@@ -184,3 +184,19 @@ def test_cross_entropy_matches_log_softmax_in_value_and_gradient(smoothing):
     hits = cross_entropy_and_hits(logits, targets)[1]
     np.testing.assert_array_equal(hits, jnp.argmax(logits, -1) == targets)
     assert hits.dtype == jnp.bool_ and 6 <= int(hits.sum()) < 12
+
+
+def test_cross_entropy_on_bf16_logits_reduces_in_float32_and_returns_a_bf16_gradient():
+    """The RDM loss takes logits in the compute dtype: CE and gradient equal the float32 ones on the same
+    (bf16-representable) values, and the gradient comes back as bfloat16 (no float32 logits-sized array)."""
+    from dlm_jax.diffusion.objective import cross_entropy_and_hits
+    logits = (jax.random.normal(jax.random.key(3), (2, 5, 300)) * 4).astype(jnp.bfloat16)
+    targets = jax.random.randint(jax.random.key(4), (2, 5), 0, 300)
+    weights = jax.random.uniform(jax.random.key(5), (2, 5))
+    f = lambda x: (cross_entropy_and_hits(x, targets, 0.1)[0] * weights).sum()  # noqa: E731
+    ce16 = cross_entropy_and_hits(logits, targets)[0]
+    assert ce16.dtype == jnp.float32
+    np.testing.assert_allclose(ce16, cross_entropy_and_hits(logits.astype(jnp.float32), targets)[0], rtol=1e-6)
+    g16, g32 = jax.grad(f)(logits), jax.grad(f)(logits.astype(jnp.float32))
+    assert g16.dtype == jnp.bfloat16
+    np.testing.assert_allclose(g16.astype(jnp.float32), g32, atol=1e-2 * float(jnp.abs(g32).max()))

@@ -116,3 +116,30 @@ def test_head_is_vocab_parallel_and_matches_single_device():
     spec = tuple(out.sharding.spec) + (None,) * 3
     assert spec[0] == "data" and "fsdp" in str(spec[2]), out.sharding.spec  # positions gathered, vocab split
     np.testing.assert_allclose(np.asarray(out), np.asarray(ref), atol=2e-5)
+
+
+def test_padded_head_product_matches_unpadded_sharded_and_not():
+    """`model.head_vocab_multiple` pads the tied table inside the product only: same parameters, same logits and
+    gradients, on one device and vocab-parallel on the 8-device mesh (98 rows padded to 128)."""
+    cfg = get_config("tiny-test", hidden_size=32, num_heads=4, intermediate_size=64, vocab_size=98,
+                     hidden_dropout=0.0)
+    padded = cfg.replace(head_vocab_multiple=64)
+    ids = jnp.asarray(np.random.default_rng(2).integers(3, 97, (4, 12)))
+    pos = jnp.asarray([[0, 5, 13, 20], [3, 3, 9, 23]])
+    mesh = make_mesh(MESH)
+    params, _ = sharded_init(lambda k: MaskedLM(cfg).init(k, ids)["params"], mesh, DEFAULT_RULES, jax.random.key(0))
+    host = jax.device_get(params)
+
+    def loss(c):
+        return lambda p: (MaskedLM(c).apply({"params": p}, ids, output_positions=pos) ** 2).mean()
+    ref, g_ref = jax.value_and_grad(loss(cfg))(host)
+    assert MaskedLM(padded).apply({"params": host}, ids, output_positions=pos).shape == (2, 4, 98)
+    val, grads = jax.value_and_grad(loss(padded))(host)
+    np.testing.assert_allclose(val, ref, rtol=1e-6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), grads, g_ref)
+    with parallel.mesh_rules(mesh, DEFAULT_RULES):
+        val_s, grads_s = jax.jit(jax.value_and_grad(loss(padded)))(params)
+    np.testing.assert_allclose(val_s, ref, rtol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), b, atol=2e-5), grads_s, g_ref)
+    with pytest.raises(ValueError, match="head_vocab_multiple"):
+        cfg.replace(head_vocab_multiple=0)

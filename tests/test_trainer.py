@@ -172,7 +172,14 @@ def test_bad_config_values_fail_early_with_the_key():
         trainer.validate_config(_cfg(prng_impl="philox"))
     with pytest.raises(ValueError, match="model.attention_dropout=0"):
         trainer.validate_config(_cfg(**{"model.attention": "cudnn", "model.dropout": 0.1}))
-    trainer.validate_config(_cfg(**{"model.attention": "cudnn", "model.dropout": 0.1, "model.attention_dropout": 0.0}))
+    with pytest.raises(ValueError, match="model.dtype=bfloat16"):  # the model's own checks run here too
+        trainer.validate_config(_cfg(**{"model.attention": "cudnn", "model.attention_dropout": 0.0}))
+    trainer.validate_config(_cfg(**{"model.attention": "cudnn", "model.dropout": 0.1, "model.attention_dropout": 0.0,
+                                    "model.dtype": "bfloat16"}))
+    with pytest.raises(ValueError, match="head_vocab_multiple must be positive"):
+        trainer.validate_config(_cfg(**{"model.head_vocab_multiple": 0}))
+    with pytest.raises(ValueError, match="unknown model config 'xlmr-huge'"):
+        trainer.validate_config(_cfg(**{"model.name": "xlmr-huge"}))
 
 
 def test_cli_rejects_unknown_key_and_wrong_type(tmp_path):

@@ -6,6 +6,7 @@ Pure functions of (logits_fn, batch, rng, config). `logits_fn(noised_tokens, pos
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable
 
 import jax
@@ -119,21 +120,52 @@ def masked_positions(masked: jax.Array, num: int) -> tuple[jax.Array, jax.Array]
 
 def cross_entropy_and_hits(logits: jax.Array, targets: jax.Array, label_smoothing: float = 0.0
                            ) -> tuple[jax.Array, jax.Array]:
-    """Per-position CE [..] and whether the target has the top logit [..] (bool), from logits [.., vocab].
+    """Per-position CE [..] (float32) and whether the target has the top logit [..] (bool), from logits [.., vocab].
 
-    Written for a vocab-sized head: CE = logsumexp - target logit, with the target logit picked by a compare against
-    an iota (its gradient is an elementwise select that fuses with the softmax's, where a gather's gradient would
-    scatter into a zero-filled logits-sized array), and the hit test reuses the logsumexp's max instead of a
-    separate argmax pass. No log-softmax array is formed. A tie for the top logit counts as a hit.
+    Written for a vocab-sized head. Logits may be float32 or the compute dtype (`model.logits_dtype`): the
+    reductions run in float32 either way, and the gradient comes back in the logits' dtype. CE = logsumexp - the
+    target logit, picked by a compare against an iota; the hit test reuses the logsumexp's max (a tie for the top
+    logit counts as a hit). The gradient is written by hand (`jax.custom_vjp`): one elementwise pass
+    softmax - (smoothed) one-hot, scaled by the incoming cotangent, saving only the logits and the logsumexp, where
+    autodiff would add a zero-filled logits-sized buffer and more passes over float32 logits.
     """
+    return _cross_entropy(logits, targets, float(label_smoothing))
+
+
+def _ce_forward(logits: jax.Array, targets: jax.Array, label_smoothing: float
+                ) -> tuple[jax.Array, jax.Array, jax.Array]:
     x = logits.astype(jnp.float32)
-    top = jax.lax.stop_gradient(x.max(-1))
+    top = x.max(-1)
     lse = jnp.log(jnp.exp(x - top[..., None]).sum(-1)) + top
     target_logit = jnp.where(jnp.arange(x.shape[-1]) == targets[..., None], x, 0.0).sum(-1)
     nll = lse - target_logit
     if label_smoothing:  # mean over the vocabulary of -log p = lse - mean(logits)
         nll = (1.0 - label_smoothing) * nll + label_smoothing * (lse - x.mean(-1))
-    return nll, target_logit >= top
+    return nll, target_logit >= top, lse
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _cross_entropy(logits: jax.Array, targets: jax.Array, label_smoothing: float) -> tuple[jax.Array, jax.Array]:
+    nll, hits, _ = _ce_forward(logits, targets, label_smoothing)
+    return nll, hits
+
+
+def _cross_entropy_fwd(logits, targets, label_smoothing):
+    nll, hits, lse = _ce_forward(logits, targets, label_smoothing)
+    return (nll, hits), (logits, targets, lse)
+
+
+def _cross_entropy_bwd(label_smoothing, residuals, cotangents):
+    logits, targets, lse = residuals
+    g = cotangents[0].astype(jnp.float32)[..., None]  # the hits output is boolean: no gradient
+    vocab = logits.shape[-1]
+    onehot = jnp.arange(vocab) == targets[..., None]
+    probs = jnp.exp(logits.astype(jnp.float32) - lse[..., None])
+    d = probs - jnp.where(onehot, 1.0 - label_smoothing, 0.0) - label_smoothing / vocab
+    return (d * g).astype(logits.dtype), None
+
+
+_cross_entropy.defvjp(_cross_entropy_fwd, _cross_entropy_bwd)
 
 
 def cross_entropy(logits: jax.Array, targets: jax.Array, label_smoothing: float = 0.0) -> jax.Array:

@@ -42,6 +42,9 @@ class ModelConfig:
     # bfloat16 / float16 only, and has no attention-probability dropout). The fused paths read the padding mask as
     # per-row key lengths, so rows must be right-padded (every dlm_jax input is); packed rows use a full mask.
     attention: str = "einsum"
+    # Pad the tied table to a multiple of this many rows inside the output product (1: no padding; 128 gives the
+    # logits an aligned row stride on GPUs). Parameters and logits keep `vocab_size`; results are unchanged.
+    head_vocab_multiple: int = 1
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
@@ -55,7 +58,8 @@ class ModelConfig:
             raise ValueError(
                 f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}; "
                 "pick a head count that divides the hidden size")
-        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size", "max_positions"):
+        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size", "max_positions",
+                     "head_vocab_multiple"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"model.{name} must be positive, got {getattr(self, name)}")
 

@@ -145,20 +145,27 @@ class MaskedLM(nn.Module):
             x = self.final_ln(x)
         return x
 
-    def logits_from_hidden(self, hidden: jax.Array) -> jax.Array:
-        """MLM head: [..., embed] -> float32 logits [..., vocab]."""
+    def logits_from_hidden(self, hidden: jax.Array, logits_dtype: Any = jnp.float32) -> jax.Array:
+        """MLM head: [..., embed] -> logits [..., vocab] in `logits_dtype` (None: the compute dtype).
+
+        The product runs in the compute dtype either way, so float32 logits of a bfloat16 model hold bfloat16
+        values; the training loss takes them in the compute dtype (`cross_entropy_and_hits` reduces in float32),
+        which saves a float32 copy of a [positions, vocab] array and its gradient.
+        """
         h = self.head_ln(gelu_exact(self.head_dense(hidden)))
-        logits = self.word.attend(h) + self.head_bias.astype(h.dtype)
-        return logits.astype(jnp.float32)
+        logits = self.word.attend(h, self.cfg.head_vocab_multiple) + self.head_bias.astype(h.dtype)
+        return logits if logits_dtype is None else logits.astype(logits_dtype)
 
     def __call__(self, input_ids: jax.Array, attention_mask: jax.Array | None = None,
                  token_type_ids: jax.Array | None = None, *, deterministic: bool = True,
-                 output_positions: jax.Array | None = None, segment_ids: jax.Array | None = None) -> jax.Array:
+                 output_positions: jax.Array | None = None, segment_ids: jax.Array | None = None,
+                 logits_dtype: Any = jnp.float32) -> jax.Array:
         """Logits [batch, length, vocab], or [batch, P, vocab] at `output_positions` ([batch, P]).
 
         `output_positions` may also be [G, P] with G dividing the batch: the rows are then taken as G groups of
         batch/G consecutive rows, and positions index a group's rows laid end to end (row r, position l of a
         group is r * length + l). The RDM loss uses this to pool the masked positions of several rows.
+        `logits_dtype`: see `logits_from_hidden` (the RDM loss passes None).
         """
         hidden = self.encode(input_ids, attention_mask, token_type_ids, deterministic=deterministic,
                              segment_ids=segment_ids)
@@ -166,4 +173,4 @@ class MaskedLM(nn.Module):
             if output_positions.shape[0] != hidden.shape[0]:  # pooled: positions index groups of rows
                 hidden = hidden.reshape(output_positions.shape[0], -1, hidden.shape[-1])
             hidden = jnp.take_along_axis(hidden, output_positions[..., None], axis=1)
-        return self.logits_from_hidden(hidden)
+        return self.logits_from_hidden(hidden, logits_dtype)

@@ -7,8 +7,9 @@ states, the table and the bias (what the train step does). Variants:
 - `autodiff-f32`: the earlier recipe: float32 logits and an autodiff CE (logsumexp - target logit).
 - `custom-f32`: `dlm_jax`'s hand-written CE gradient (`cross_entropy_and_hits`) on float32 logits.
 - `custom-bf16`: the same on logits in the compute dtype, as the RDM loss now takes them.
-- `custom-bf16-pad`: as `custom-bf16`, with the table padded to a multiple of 128 rows for the product and the
-  logits sliced back (an experiment: 250,002 rows make the logits' row stride not 16-byte aligned).
+- `custom-bf16-pad`: as `custom-bf16`, with `model.head_vocab_multiple=128` (the table padded to a multiple of
+  128 rows inside the product, the logits sliced back: 250,002 rows make the logits' row stride not 16-byte
+  aligned).
 
     python bench/head.py                                  # xlmr-large head, 5,734 positions (batch 32, capacity 0.7)
     python bench/head.py --positions 5734,11469 --xla-flags=--xla_gpu_enable_triton_gemm=false
@@ -47,27 +48,17 @@ def autodiff_cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
     return lse - jnp.where(jnp.arange(x.shape[-1]) == targets[..., None], x, 0.0).sum(-1)
 
 
-def padded_head_logits(module: MaskedLM, hidden: jax.Array) -> jax.Array:
-    """`MaskedLM.logits_from_hidden` in the compute dtype with the table padded to a multiple of 128 rows."""
-    h = module.head_ln(jax.nn.gelu(module.head_dense(hidden), approximate=False))
-    table = module.word.embedding.astype(h.dtype)
-    vocab = table.shape[0]
-    table = jnp.pad(table, ((0, -vocab % 128), (0, 0)))
-    return jnp.einsum("...e,ve->...v", h, table)[..., :vocab] + module.head_bias.astype(h.dtype)
-
-
 def head_step(model: MaskedLM, variant: str):
     """(params, hidden, targets) -> (loss, grads wrt params and hidden) of the head + CE."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; choose from {VARIANTS}")
 
+    if variant == "custom-bf16-pad":
+        model = MaskedLM(model.cfg.replace(head_vocab_multiple=128))
+    dtype = jnp.float32 if variant.endswith("f32") else None
+
     def loss(params, hidden, targets):
-        if variant == "custom-bf16-pad":
-            logits = model.apply({"params": params}, hidden, method=padded_head_logits)
-        else:
-            dtype = None if variant == "custom-bf16" else jnp.float32
-            logits = model.apply({"params": params}, hidden, logits_dtype=dtype,
-                                 method=MaskedLM.logits_from_hidden)
+        logits = model.apply({"params": params}, hidden, logits_dtype=dtype, method=MaskedLM.logits_from_hidden)
         ce = autodiff_cross_entropy(logits, targets) if variant == "autodiff-f32" else \
             cross_entropy_and_hits(logits, targets)[0]
         return ce.mean()

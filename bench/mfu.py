@@ -225,8 +225,8 @@ def main() -> None:
                   f"{str(e).splitlines()[0][:200]} |", flush=True)
             continue
         mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "n/a"
-        print(f"| {r['model']} | {b} x {args.length} (ga {r['grad_accum']}, head {r['head_capacity']}, pad {r['head_pad']}) | {att} | "
-              f"{remat} | {r['dropout']} | {r['prng']} | {r['step_s']:.4f} | "
+        print(f"| {r['model']} | {b} x {args.length} (ga {r['grad_accum']}, head {r['head_capacity']}, "
+              f"pad {r['head_pad']}) | {att} | {remat} | {r['dropout']} | {r['prng']} | {r['step_s']:.4f} | "
               f"{r['tokens_per_s']:,.0f} | {r['tflops_per_s']:.0f} | {mfu} | {r['xla_tflops_per_step']:.1f} / "
               f"{r['model_tflops_per_step']:.1f} | {r['peak_gib']:.1f} | {r['compile_s']:.0f} |", flush=True)
         if args.out:

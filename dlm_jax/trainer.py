@@ -67,7 +67,7 @@ def _validate_model_fields(config: ml_collections.ConfigDict) -> None:
     on the named config (or the defaults, for a checkpoint whose own config is read later)."""
     base = get_model_config(config.model.name) if config.model.init == "random" else ModelConfig()
     try:
-        dataclasses.replace(base, **model_overrides(config))
+        base.replace(**model_overrides(config))
     except TypeError as e:  # an override that is not a ModelConfig field
         raise ValueError(f"model.overrides: {e}; the fields are {[f.name for f in dataclasses.fields(ModelConfig)]}"
                          ) from None

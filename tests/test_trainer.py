@@ -88,11 +88,8 @@ def test_sharded_step_matches_single_device():
         sp = jax.device_put(params, p_sh)
         sstate = parallel.replicate_unplaced({"step": jnp.int32(0), "params": sp, "opt_state": jax.jit(tx.init)(sp),
                                              "bad_steps": jnp.int32(0)}, mesh)
-        shardings = jax.tree.map(lambda x: x.sharding, sstate)
         gb = parallel.global_batch(batch, mesh, DEFAULT_RULES)
-        fn = jax.jit(step, in_shardings=(shardings, parallel.batch_sharding(mesh, DEFAULT_RULES, 1), None),
-                     out_shardings=(shardings, None))
-        new, m = fn(sstate, gb, None)
+        new, m = parallel.jit_train_step(step, sstate, mesh, DEFAULT_RULES)(sstate, gb, None)
     assert new["params"]["layers_0"]["mlp"]["wi"]["kernel"].sharding.spec == jax.sharding.PartitionSpec(
         "fsdp", "tensor")
     np.testing.assert_allclose(float(m["loss"]), float(ref_m["loss"]), rtol=1e-5)

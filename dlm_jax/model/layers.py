@@ -94,8 +94,9 @@ class Embed(nn.Module):
 
         `pad_rows_to` > 1 runs the product on the table zero-padded to a multiple of that many rows and slices the
         result back: the parameters and the output keep their shapes, but the product's output rows get an aligned
-        stride (XLM-R's 250,002 rows give bf16 rows that are not 16-byte aligned, and cuBLAS then falls back to
-        slower kernels; Megatron pads its vocabulary to a multiple of 128 for the same reason).
+        stride (XLM-R's 250,002 rows give bf16 rows that are not 16-byte aligned, for which cuBLAS presumably picks
+        the slower kernel seen in the H100 profile, bench/RESULTS.md; Megatron pads its vocabulary to a multiple
+        of 128 for alignment). Not yet timed on a GPU.
 
         On a mesh, with fewer positions than table rows (the usual case with the head at masked positions only),
         the product runs vocab-parallel (`axes.HEAD_VOCAB`): the positions are gathered and the table and logits

@@ -30,6 +30,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval_every_steps = 0  # 0: no periodic validation
     c.max_bad_steps = 10  # non-finite steps in a row before training stops
     c.peak_tflops = 0.0  # per device, for MFU; 0: looked up from the device kind
+    # XLA's persistent compilation cache (a local path or gs://...): a resumed, preempted or repeated run loads its
+    # compiled programs instead of recompiling them. "": jax's own setting (env JAX_COMPILATION_CACHE_DIR).
+    c.compilation_cache_dir = ""
     c.prng_impl = "threefry2x32"  # dropout's generator; unsafe_rbg is much faster on GPUs (bench/RESULTS.md)
 
     c.model = ml_collections.ConfigDict()

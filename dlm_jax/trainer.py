@@ -252,6 +252,14 @@ def _scalars(metrics_list: list[dict[str, Any]], names: list[str]) -> dict[str, 
     return out
 
 
+def set_compilation_cache(path: str) -> None:
+    """Points XLA's persistent compilation cache at `path` (programs that took over a second to compile are kept)."""
+    from jax.experimental.compilation_cache import compilation_cache as cc
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    cc.reset_cache()  # the cache is initialised on first use: a path set after that would be silently ignored
+    logging.info("XLA compilation cache: %s", path)
+
+
 def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, float]:
     """Trains to `num_train_steps` (resuming from the workdir's latest checkpoint); returns the last metrics."""
     validate_config(config)  # before anything in the workdir is touched
@@ -259,6 +267,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, flo
     workdir.mkdir(parents=True, exist_ok=True)
     if jax.process_index() == 0:  # evaluate / generate / resume read the run's config from here
         (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+    if config.get("compilation_cache_dir"):
+        set_compilation_cache(config.compilation_cache_dir)
     # Dropout's random bits: threefry (the default) is slow on GPUs; rbg / unsafe_rbg are the fast hardware-friendly
     # generators (a different, still seed-determined, stream).
     jax.config.update("jax_default_prng_impl", config.get("prng_impl", "threefry2x32"))

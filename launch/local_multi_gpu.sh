@@ -7,4 +7,5 @@ CONFIG=$1; WORKDIR=$2; shift 2
 # cuBLAS instead of XLA's Triton GEMM fusions: xlmr-large step on an H100 0.1313 -> 0.1165 s (bench/RESULTS.md).
 export XLA_FLAGS="--xla_gpu_enable_triton_gemm=false ${XLA_FLAGS:-}"
 export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.9}
-exec python -m dlm_jax.train --config "$CONFIG" --workdir "$WORKDIR" --config.model.dtype=bfloat16 "$@"
+exec python -m dlm_jax.train --config "$CONFIG" --workdir "$WORKDIR" --config.model.dtype=bfloat16 \
+  --config.compilation_cache_dir="$WORKDIR/xla_cache" "$@"

@@ -6,4 +6,4 @@ set -euo pipefail
 TPU=$1; ZONE=$2; CONFIG=$3; WORKDIR=$4; shift 4
 gcloud compute tpus tpu-vm ssh "$TPU" --zone "$ZONE" --worker=all --command "
   cd ~/dlm_jax && git pull --ff-only && pip install -q -e '.[tpu]' &&
-  python -m dlm_jax.train --config $CONFIG --workdir $WORKDIR --config.model.dtype=bfloat16 $*"
+  python -m dlm_jax.train --config $CONFIG --workdir $WORKDIR --config.model.dtype=bfloat16 --config.compilation_cache_dir=$WORKDIR/xla_cache $*"

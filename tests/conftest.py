@@ -1,11 +1,22 @@
 """Test setup: 8 simulated CPU devices (must be set before jax is imported) and shared fixtures."""
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# A persistent compilation cache for this test session only (subprocesses inherit it): the trainer tests run the
+# same tiny train step several times (full run, killed run, resumed run), and each would otherwise recompile it.
+# Set DLM_TEST_NO_COMPILATION_CACHE=1 to compile everything afresh.
+if not os.environ.get("DLM_TEST_NO_COMPILATION_CACHE") and "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _cache = tempfile.mkdtemp(prefix="dlm_jax_test_xla_cache_")
+    atexit.register(shutil.rmtree, _cache, ignore_errors=True)
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
 
 import pytest  # noqa: E402
 

@@ -57,6 +57,24 @@ def test_xlmr_layout_vocabulary_round_trip(tmp_path):
         assert v.decode(ids) == s
 
 
+def test_batched_tokenize_equals_seqio_tokenize(bert_vocab):
+    import tensorflow as tf
+    texts = ["Das Haus ist klein.", "", "Grüße, naïve café!", "x " * 40, "the house", "a", "Wie spät?"]
+    ds = tf.data.Dataset.from_tensor_slices({"inputs": texts, "targets": texts[::-1], "task": ["t"] * len(texts)})
+    expected = list(seqio.preprocessors.tokenize(ds, T.OUTPUT_FEATURES).as_numpy_iterator())
+    got = list(V.tokenize_in_batches(ds, T.OUTPUT_FEATURES, batch_size=3).as_numpy_iterator())  # a partial batch
+    assert len(got) == len(expected) == len(texts)
+    for e, g in zip(expected, got):
+        assert e.keys() == g.keys()
+        for k in e:
+            np.testing.assert_array_equal(g[k], e[k], err_msg=k)
+    assert got[1]["inputs"].shape == (0,) and got[0]["inputs"].dtype == np.int32
+    # a vocabulary without encode_batch falls back to seqio's per-example tokenizer
+    byte = {"targets": seqio.Feature(seqio.ByteVocabulary(), add_eos=False)}
+    got = list(V.tokenize_in_batches(ds, byte).as_numpy_iterator())
+    assert got[0]["targets"].tolist() == [b + 3 for b in "Wie spät?".encode()]  # ByteVocabulary: byte + 3
+
+
 def test_layout_never_uses_zero_padding():
     spec = F.FeatureSpec(max_length=10, bos_id=0, eos_id=2, pad_id=1)  # XLM-R: 0 is <s>
     row = F.layout([5, 6], [7, 8, 9], spec)
@@ -187,9 +205,12 @@ def _sample_tasks(name: str, n: int) -> list[str]:
     ds = seqio.get_mixture_or_task(name).get_dataset(sequence_length=None, split="train", shuffle=False, seed=1,
                                                     num_epochs=None, use_cached=False)
     out = []  # mixtures keep only the output features: identify the task from the text itself
-    for ex in ds.take(n).as_numpy_iterator():
-        w = V.ACTIVE.decode(ex["inputs"]).split()  # e.g. "cot zs opt t1 out 3" (inverted: inputs are targets)
-        out.append((f"{w[0]}_task{w[3][1:]}" + ("_inverted" if w[4] == "out" else ""), "_".join(w[:3])))
+    rows = ds.take(n).map(lambda ex: ex["inputs"]).padded_batch(1000, padding_values=V.ACTIVE.pad_id)
+    for batch in rows.as_numpy_iterator():
+        for text in V.ACTIVE.tokenizer.batch_decode(batch, skip_special_tokens=True):
+            w = text.split()  # e.g. "cot zs opt t1 out 3" (inverted: inputs are targets)
+            out.append((f"{w[0]}_task{w[3][1:]}" + ("_inverted" if w[4] == "out" else ""), "_".join(w[:3])))
+    assert len(out) == n
     return out
 
 

@@ -18,8 +18,11 @@ def _run(*args, timeout=300, env=None):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     wd = tmp_path_factory.mktemp("e2e")
-    r = _run("dlm_jax.train", "--config", "configs/tiny.py", "--workdir", str(wd), "--config.num_train_steps=8")
+    cache = tmp_path_factory.mktemp("xla_cache")  # the config key, not the test session's cache (env var unset)
+    r = _run("dlm_jax.train", "--config", "configs/tiny.py", "--workdir", str(wd), "--config.num_train_steps=8",
+             f"--config.compilation_cache_dir={cache}", env={"JAX_COMPILATION_CACHE_DIR": ""})
     assert r.returncode == 0, r.stderr[-3000:]
+    assert any(cache.iterdir()), "compilation_cache_dir was not used"
     return wd
 
 

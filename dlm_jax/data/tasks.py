@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable, Sequence
 import seqio
 import tensorflow as tf
 
-from dlm_jax.data.vocab import ACTIVE
+from dlm_jax.data.vocab import ACTIVE, tokenize_in_batches
 from dlm_jax.evaluation import metrics
 
 REPO_DATA = Path(__file__).resolve().parents[2] / "data"
@@ -79,7 +79,7 @@ def _add(name: str, source: seqio.DataSource, *, metric_fns: Sequence[Callable] 
         seqio.TaskRegistry.remove(name)
     seqio.TaskRegistry.add(
         name, source=source,
-        preprocessors=[*preprocessors, seqio.preprocessors.tokenize, seqio.CacheDatasetPlaceholder()],
+        preprocessors=[*preprocessors, tokenize_in_batches, seqio.CacheDatasetPlaceholder()],
         output_features=OUTPUT_FEATURES, metric_fns=list(metric_fns))
     if eval_settings:
         EVAL_SETTINGS[name] = eval_settings

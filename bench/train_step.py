@@ -37,7 +37,6 @@ import dlm_jax  # noqa: E402
 from bench.sampler import hf_model, print_header  # noqa: E402
 from configs.common import base_config  # noqa: E402
 from dlm_jax.diffusion import RDMConfig, corrupt, rdm_loss  # noqa: E402
-from dlm_jax.diffusion.objective import loss_weight  # noqa: E402
 from dlm_jax.step import build_optimizer, diffusion_loss_fn, make_train_step  # noqa: E402
 
 T = 50
@@ -60,7 +59,6 @@ def make_batch(batch: int, length: int, vocab_lo: int, vocab_hi: int, pad: int, 
 
 def torch_loss(model, tokens, response, attn, noised, masked, t):
     """The RDM loss, straightforwardly: logits at every position, CE at the masked ones."""
-    import torch
     import torch.nn.functional as F
     logits = model(input_ids=noised, attention_mask=attn).logits
     ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens.reshape(-1), reduction="none")

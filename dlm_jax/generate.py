@@ -86,7 +86,7 @@ def _run(args, load_workdir, load_length_head) -> int:
     from dlm_jax import visualize
     from dlm_jax.data import vocab as V
     from dlm_jax.diffusion import SamplerConfig
-    from dlm_jax.generation import Generator, decode_responses, prompts_of
+    from dlm_jax.generation import Generator, decode_responses
 
     loaded = load_workdir(args.workdir)
     if args.length_beam:

@@ -42,3 +42,11 @@ def test_head_bench_variants_agree():
     assert max(losses) - min(losses) < 1e-2 * abs(losses[0]), losses  # bf16 compute: agree to its precision
     with pytest.raises(ValueError, match="unknown variant"):
         head.head_step(None, "nope")
+
+
+def test_input_pipeline_bench_checks_ids_and_prints_rates(capsys):
+    import input_pipeline
+    assert input_pipeline.main(["--split", "test", "--batch-sizes", "7,64", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| seqio") or line.startswith("| batched")]
+    assert len(rows) == 3 and len({r.split("|")[2] for r in rows}) == 1  # every variant read the same examples

@@ -265,14 +265,14 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, flo
     validate_config(config)  # before anything in the workdir is touched
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    if jax.process_index() == 0:  # evaluate / generate / resume read the run's config from here
-        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
     if config.get("compilation_cache_dir"):
         set_compilation_cache(config.compilation_cache_dir)
     # Dropout's random bits: threefry (the default) is slow on GPUs; rbg / unsafe_rbg are the fast hardware-friendly
     # generators (a different, still seed-determined, stream).
     jax.config.update("jax_default_prng_impl", config.get("prng_impl", "threefry2x32"))
-    s = setup(config, workdir)
+    s = setup(config, workdir)  # raises on what validate_config cannot see (data, shapes x mesh) before compiling
+    if jax.process_index() == 0:  # evaluate / generate / resume read the run's config from here
+        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
     mngr = checkpoint.manager(workdir, max_to_keep=config.keep_checkpoints)
     restored = checkpoint.restore(mngr, checkpoint.abstract_like(s.state))
     state = s.state

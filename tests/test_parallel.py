@@ -143,3 +143,19 @@ def test_padded_head_product_matches_unpadded_sharded_and_not():
     jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), b, atol=2e-5), grads_s, g_ref)
     with pytest.raises(ValueError, match="head_vocab_multiple"):
         cfg.replace(head_vocab_multiple=0)
+
+
+def test_uneven_split_names_the_array_the_axis_and_the_fix():
+    mesh = parallel.make_mesh({"data": 2, "fsdp": 1, "tensor": 4})
+    cfg = get_config("tiny-test", vocab_size=50, hidden_size=32, num_heads=4, intermediate_size=64)
+    abstract = jax.eval_shape(lambda: MaskedLM(cfg).init(jax.random.key(0), jnp.ones((2, 8), jnp.int32))["params"])
+    with pytest.raises(ValueError) as e:
+        parallel.logical_to_shardings(abstract, mesh)
+    msg = str(e.value)
+    assert "['word']['embedding'] (50, 32): axis 0 (logical axis 'vocab') of size 50" in msg
+    assert "4 devices" in msg and "largest split under 4 that does: 2" in msg and "mesh.shape.tensor" in msg
+    assert "mlp" not in msg  # 64 splits evenly
+    even = get_config("tiny-test", vocab_size=48, hidden_size=32, num_heads=4, intermediate_size=64)
+    abstract = jax.eval_shape(lambda: MaskedLM(even).init(jax.random.key(0), jnp.ones((2, 8), jnp.int32))["params"])
+    shardings = parallel.logical_to_shardings(abstract, mesh)
+    assert nn.unbox(shardings)["word"]["embedding"].spec[0] == "tensor"

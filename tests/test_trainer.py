@@ -179,6 +179,15 @@ def test_bad_config_values_fail_early_with_the_key():
         trainer.validate_config(_cfg(**{"model.name": "xlmr-huge"}))
 
 
+def test_mesh_that_cannot_split_a_parameter_fails_before_compiling_and_keeps_the_saved_config(tmp_path):
+    (tmp_path / "config.json").write_text("the earlier run's config")
+    with pytest.raises(ValueError, match=r"(?s)\['wi'\]\['kernel'\] \(32, 37\): axis 1 \(logical axis 'mlp'\) of size 37"
+                                         r".*mesh\.shape\.tensor"):
+        trainer.run(_cfg(**{"mesh.shape.data": 2, "mesh.shape.tensor": 4}), tmp_path)  # the tiny MLP is 37 wide
+    assert (tmp_path / "config.json").read_text() == "the earlier run's config"
+    assert not (tmp_path / "checkpoints").exists() or not any((tmp_path / "checkpoints").iterdir())
+
+
 def test_cli_rejects_unknown_key_and_wrong_type(tmp_path):
     for flag, needle in (("--config.optimizer.learning_rate=1", "learning_rate"),
                          ("--config.batch_size=abc", "batch_size")):

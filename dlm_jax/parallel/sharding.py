@@ -26,11 +26,49 @@ def mesh_rules(mesh: Mesh, rules: Rules = DEFAULT_RULES) -> Iterator[None]:
 
 
 def logical_to_shardings(abstract_tree: Any, mesh: Mesh, rules: Rules = DEFAULT_RULES) -> Any:
-    """NamedShardings for a (possibly boxed, i.e. nn.Partitioned) abstract tree; unannotated leaves replicate."""
+    """NamedShardings for a (possibly boxed, i.e. nn.Partitioned) abstract tree; unannotated leaves replicate.
+
+    Raises ValueError, before anything is compiled, when a mesh would split an array axis unevenly (jit cannot
+    place such an array), naming the array, the axis, the mesh axes and what to change.
+    """
     specs = nn.get_partition_spec(abstract_tree)
     mesh_specs = nn.logical_to_mesh(specs, rules)
-    return jax.tree.map(lambda s: NamedSharding(mesh, s if s is not None else P()), mesh_specs,
-                        is_leaf=lambda x: isinstance(x, P) or x is None)
+    shardings = jax.tree.map(lambda s: NamedSharding(mesh, s if s is not None else P()), mesh_specs,
+                             is_leaf=lambda x: isinstance(x, P) or x is None)
+    check_even_split(nn.unbox(abstract_tree), shardings, specs)
+    return shardings
+
+
+def check_even_split(abstract_tree: Any, shardings: Any, logical_specs: Any = None) -> None:
+    """Every array axis must be divisible by the number of devices its sharding splits it over."""
+    is_spec = lambda x: isinstance(x, P) or x is None  # noqa: E731
+    leaves = jax.tree_util.tree_flatten_with_path(abstract_tree)[0]
+    shards = jax.tree.leaves(shardings, is_leaf=lambda x: isinstance(x, NamedSharding))
+    logical = (jax.tree.leaves(logical_specs, is_leaf=is_spec) if logical_specs is not None
+               else [None] * len(leaves))
+    problems = []
+    for (path, leaf), sharding, names in zip(leaves, shards, logical):
+        shape = getattr(leaf, "shape", None)
+        if shape is None:
+            continue
+        for dim, axes in enumerate(sharding.spec):
+            if axes is None or dim >= len(shape):
+                continue
+            mesh_axes = (axes,) if isinstance(axes, str) else tuple(axes)
+            ways = int(np.prod([sharding.mesh.shape[a] for a in mesh_axes]))
+            if shape[dim] % ways:
+                fits = max(n for n in range(1, ways) if shape[dim] % n == 0)
+                name = f" (logical axis {names[dim]!r})" if names is not None and dim < len(names) else ""
+                problems.append(
+                    f"{jax.tree_util.keystr(path)} {tuple(shape)}: axis {dim}{name} of size {shape[dim]} is split "
+                    f"over mesh axes {mesh_axes} = {ways} devices, which does not divide it (the largest split "
+                    f"under {ways} that does: {fits})")
+    if problems:
+        raise ValueError(
+            "the device mesh cannot split these arrays evenly:\n  " + "\n  ".join(problems[:8])
+            + (f"\n  ... and {len(problems) - 8} more" if len(problems) > 8 else "")
+            + "\nChoose mesh.shape values (mesh.shape.tensor, mesh.shape.fsdp) whose product along those axes "
+              "divides the size, or map the logical axis to other mesh axes in mesh.rules.")
 
 
 def sharded_init(init_fn: Callable[..., Any], mesh: Mesh, rules: Rules, *args: Any) -> tuple[Any, Any]:

@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         variants.append((f"batched {b}", lambda b=b: V.tokenize_in_batches(source_ds(), T.OUTPUT_FEATURES, b)))
     reference = None
     print(f"{args.task}/{args.split}, tokenizer {type(V.ACTIVE.tokenizer).__name__}")
-    print(f"| variant | examples | best s | examples/s | tokens/s |\n|---|---|---|---|---|")
+    print("| variant | examples | best s | examples/s | tokens/s |\n|---|---|---|---|---|")
     for name, make in variants:
         best = float("inf")
         for _ in range(args.repeats):

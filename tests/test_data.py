@@ -305,3 +305,32 @@ def test_packed_batches_depend_only_on_seed_and_step(bert_vocab):
         assert all((x[k] == y[k]).all() for k in x)
     assert (a.batch(0)["segment_ids"].max(1) >= 2).any()  # rows really hold several examples
     assert a.batches_in(0) * 8 < 200
+
+
+def test_streamed_batches_resume_exactly_past_skipped_examples(bert_vocab):
+    spec = F.FeatureSpec(max_length=20, bos_id=101, eos_id=102, pad_id=0)  # short: many examples do not fit
+    s = pipeline.StreamedBatches("ding_de_en", spec, host_batch=8, seed=5, split="validation")
+    it = s.iterate(0)
+    full = [next(it) for _ in range(6)]
+    it.close()
+    assert s.counters.seen == 48 and s.counters.skipped == 0  # the length filter ran inside tf.data
+    resumed = pipeline.StreamedBatches("ding_de_en", spec, host_batch=8, seed=5, split="validation").iterate(4)
+    for want in full[4:]:
+        got = next(resumed)
+        assert all((got[k] == want[k]).all() for k in want)
+    assert (full[0]["padding_mask"].sum(1) <= 20).all()
+    whole = pipeline.load_examples("ding_de_en", "validation", spec)
+    assert whole.counters.skipped > 0  # the same split does hold examples the filter dropped
+
+
+def test_an_open_stream_does_not_hang_the_interpreter_at_exit(tmp_path):
+    import subprocess
+    import sys
+    script = ("import dlm_jax\nfrom dlm_jax.data import vocab as V, pipeline, features as F\n"
+              "V.set_active_tokenizer(dlm_jax.bundled_bert_dir())\n"
+              "spec = F.FeatureSpec(max_length=48, bos_id=101, eos_id=102, pad_id=0)\n"
+              "it = pipeline.StreamedBatches('ding_de_en', spec, 4, seed=0, split='test').iterate(1)\n"
+              "print(next(it)['tokens'].shape)\n")  # `it` stays open until the interpreter exits
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                       cwd=Path(__file__).resolve().parents[1])
+    assert r.returncode == 0 and "(4, 48)" in r.stdout, r.stderr[-2000:]

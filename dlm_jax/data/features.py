@@ -6,7 +6,7 @@ the example's own lengths and padded with the tokenizer's pad id, and the paddin
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -78,6 +78,15 @@ def prompt_only(prompt: Sequence[int], spec: FeatureSpec) -> tuple[np.ndarray, n
     tokens = np.full(spec.max_length, spec.pad_id, np.int32)
     tokens[:len(row)] = row
     return tokens, (np.arange(spec.max_length) < len(row)).astype(np.int32)
+
+
+def fits_tf(example: dict, spec: FeatureSpec) -> Any:
+    """In TF, whether `layout` keeps a tokenized example (the same test, for filtering inside tf.data)."""
+    import tensorflow as tf
+    need = tf.size(example["targets"]) + 2
+    if spec.overlong == "skip":
+        need += tf.size(example["inputs"])
+    return need <= spec.max_length
 
 
 def convert(examples: Iterable[dict], spec: FeatureSpec, counters: Counters | None = None) -> Iterator[dict]:

@@ -7,8 +7,10 @@ function of (seed, step) only, so a resumed run continues exactly where it stopp
 """
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import logging
+import weakref
 from typing import Iterator
 
 import jax
@@ -135,18 +137,38 @@ class PackedBatches(_StepBatches):
 
 
 class StreamedBatches:
-    """Host-local batches from seqio's seeded, shuffled, repeated stream (mixtures, large tasks)."""
+    """Host-local batches from seqio's seeded, shuffled, repeated stream (mixtures, large tasks).
+
+    Resuming at step s skips the s * host_batch examples already consumed inside tf.data, after the same length
+    filter `features.layout` applies, so the stream continues exactly where it stopped without laying out (or
+    handing to Python) what it skips. `counters` counts the examples that reached Python.
+    """
 
     def __init__(self, name: str, spec: F.FeatureSpec, host_batch: int, seed: int, split: str = "train"):
         self.name, self.spec, self.host_batch, self.seed, self.split = name, spec, host_batch, seed, split
         self.counters = F.Counters()
 
     def iterate(self, start_step: int) -> Iterator[dict[str, np.ndarray]]:
+        gen = self._iterate(start_step)
+        _OPEN_STREAMS.add(gen)
+        return gen
+
+    def _iterate(self, start_step: int) -> Iterator[dict[str, np.ndarray]]:
         ds = get_task_or_mixture(self.name).get_dataset(
             sequence_length=None, split=self.split, shuffle=True, seed=self.seed, num_epochs=None,
             shard_info=host_shard())
+        ds = ds.filter(lambda ex: F.fits_tf(ex, self.spec)).skip(start_step * self.host_batch)
         it = F.convert(ds.as_numpy_iterator(), self.spec, self.counters)
-        for _ in range(start_step * self.host_batch):  # deterministic resume: skip what was consumed
-            next(it)
         while True:
             yield F.stack([next(it) for _ in range(self.host_batch)])
+
+
+# A tf.data iterator over a pipeline with py_function (the tokenizer) that is still open when the interpreter
+# shuts down can deadlock it: close every open stream first.
+_OPEN_STREAMS: "weakref.WeakSet[Iterator]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_streams() -> None:
+    for gen in list(_OPEN_STREAMS):
+        gen.close()

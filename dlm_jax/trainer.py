@@ -255,7 +255,7 @@ def _scalars(metrics_list: list[dict[str, Any]], names: list[str]) -> dict[str, 
 def set_compilation_cache(path: str) -> None:
     """Points XLA's persistent compilation cache at `path` (programs that took over a second to compile are kept)."""
     from jax.experimental.compilation_cache import compilation_cache as cc
-    jax.config.update("jax_compilation_cache_dir", str(path))
+    cc.set_cache_dir(str(path))
     cc.reset_cache()  # the cache is initialised on first use: a path set after that would be silently ignored
     logging.info("XLA compilation cache: %s", path)
 

@@ -53,12 +53,11 @@ def layout(prompt: Sequence[int], target: Sequence[int], spec: FeatureSpec, coun
     c = counters if counters is not None else Counters()
     c.seen += 1
     prompt, target = list(prompt), list(target)
-    need = 1 + len(prompt) + len(target) + 1
-    if need > spec.max_length:
+    if not keeps(len(prompt), len(target), spec):
+        c.skipped += 1
+        return None
+    if 1 + len(prompt) + len(target) + 1 > spec.max_length:
         room = spec.max_length - 2 - len(target)
-        if spec.overlong == "skip" or room < 0:
-            c.skipped += 1
-            return None
         prompt = prompt[len(prompt) - room:] if room > 0 else []
         c.truncated += 1
     row = [spec.bos_id, *prompt, *target, spec.eos_id]
@@ -80,13 +79,20 @@ def prompt_only(prompt: Sequence[int], spec: FeatureSpec) -> tuple[np.ndarray, n
     return tokens, (np.arange(spec.max_length) < len(row)).astype(np.int32)
 
 
-def fits_tf(example: dict, spec: FeatureSpec) -> Any:
-    """In TF, whether `layout` keeps a tokenized example (the same test, for filtering inside tf.data)."""
-    import tensorflow as tf
-    need = tf.size(example["targets"]) + 2
+def keeps(prompt_length: Any, target_length: Any, spec: FeatureSpec) -> Any:
+    """Whether `layout` keeps an example: `<s> prompt target </s>` fits, or (truncate_prompt) `<s> target </s>` does.
+
+    Plain arithmetic, so the lengths may be Python ints or TF scalars (`fits_tf`)."""
+    need = target_length + 2
     if spec.overlong == "skip":
-        need += tf.size(example["inputs"])
+        need += prompt_length
     return need <= spec.max_length
+
+
+def fits_tf(example: dict, spec: FeatureSpec) -> Any:
+    """`keeps` on a tokenized tf.data example, for filtering inside tf.data."""
+    import tensorflow as tf
+    return keeps(tf.size(example["inputs"]), tf.size(example["targets"]), spec)
 
 
 def convert(examples: Iterable[dict], spec: FeatureSpec, counters: Counters | None = None) -> Iterator[dict]:

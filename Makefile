@@ -25,8 +25,8 @@ test: install
 
 demo: install
 	$(PY) -m dlm_jax.train --config configs/demo.py --workdir $(DEMO_DIR)
-	$(PY) -m dlm_jax.evaluate --workdir $(DEMO_DIR) --tasks ding_de_en --oracle-length --steps 10
-	$(PY) -m dlm_jax.generate --workdir $(DEMO_DIR) --input-task ding_de_en --index 0 --show-steps --trajectory $(DEMO_DIR)/trajectory.html
+	$(PY) -m dlm_jax.evaluate --workdir $(DEMO_DIR) --tasks ding_de_en --oracle_length --config.sampler.steps=10
+	$(PY) -m dlm_jax.generate --workdir $(DEMO_DIR) --input_task ding_de_en --index 0 --show_steps --trajectory $(DEMO_DIR)/trajectory.html
 
 clean-demo:
 	rm -rf $(DEMO_DIR)

@@ -19,10 +19,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from dlm_jax.errors import CheckpointMismatchError, ConfigError
 from dlm_jax.model import configs as model_configs
 from dlm_jax.model.axes import DEFAULT_RULES
 from dlm_jax.model.configs import ModelConfig
-from dlm_jax.model.encoder import MaskedLM
+from dlm_jax.model.encoder import MaskedLM, abstract_params
+from dlm_jax.parallel.sharding import logical_to_shardings
 
 _LN_W, _LN_B = r"(?:weight|gamma)", r"(?:bias|beta)"
 
@@ -116,8 +118,6 @@ _IGNORED = [r".*\.position_ids$", r".*pooler\..*", r"cls\.seq_relationship\..*",
             r"lm_head\.decoder\.(weight|bias)$", r".*embeddings\.token_type_ids$"]
 
 
-class CheckpointMismatchError(ValueError):
-    """A checkpoint's keys or shapes do not fit the model config; the message lists every problem."""
 
 
 def _expand(rules: list[Rule], num_layers: int) -> list[tuple[re.Pattern[str], str, Rule]]:
@@ -129,13 +129,6 @@ def _expand(rules: list[Rule], num_layers: int) -> list[tuple[re.Pattern[str], s
         else:
             out.append((re.compile(r.hf + "$"), r.flax, r))
     return out
-
-
-def abstract_params(cfg: ModelConfig) -> Any:
-    """Boxed (nn.Partitioned) ShapeDtypeStructs of the params of `MaskedLM(cfg)`; nothing is allocated."""
-    model = MaskedLM(cfg)
-    ids = jnp.zeros((1, 4), jnp.int32)
-    return jax.eval_shape(lambda: model.init(jax.random.key(0), ids))["params"]
 
 
 def convert_hf_state(state: dict[str, np.ndarray], cfg: ModelConfig) -> dict[str, np.ndarray]:
@@ -224,12 +217,12 @@ def read_state_dict(model_dir: Path) -> dict[str, np.ndarray]:
         try:
             import torch
         except ImportError as e:
-            raise FileNotFoundError(
+            raise ConfigError(
                 f"{model_dir} has only pytorch_model.bin; reading it needs torch (pip install torch), or convert it "
                 "to model.safetensors") from e
         sd = torch.load(str(bin_file), map_location="cpu", weights_only=True)
         return {k: v.float().numpy() if v.dtype == torch.bfloat16 else v.numpy() for k, v in sd.items()}
-    raise FileNotFoundError(
+    raise ConfigError(
         f"no weights in {model_dir}: expected model.safetensors, model.safetensors.index.json (+ shards) or "
         f"pytorch_model.bin; found {sorted(p.name for p in model_dir.iterdir())}")
 
@@ -239,17 +232,17 @@ def resolve_model_dir(path_or_hub_id: str | os.PathLike[str]) -> Path:
     p = Path(path_or_hub_id).expanduser()
     if p.is_dir():
         if not (p / "config.json").exists():
-            raise FileNotFoundError(f"{p} has no config.json; point at a HuggingFace model directory")
+            raise ConfigError(f"{p} has no config.json; point at a HuggingFace model directory")
         return p
     s = str(path_or_hub_id)
     looks_local = s.startswith((".", "/", "~")) or os.sep in s and s.count("/") != 1
     if looks_local or p.exists():
-        raise FileNotFoundError(f"model directory {p} does not exist")
+        raise ConfigError(f"model directory {p} does not exist")
     try:
         from huggingface_hub import snapshot_download
         return Path(snapshot_download(s, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"]))
     except Exception as e:  # offline, unknown id, auth
-        raise FileNotFoundError(
+        raise ConfigError(
             f"{s!r} is not a local directory and could not be fetched from the HuggingFace Hub ({type(e).__name__}: "
             f"{e}). Download it elsewhere and pass the directory.") from e
 
@@ -268,7 +261,6 @@ def load_params(model_dir: Path, cfg: ModelConfig, *, mesh: Any = None, rules: A
         flat = stack_layers(flat, cfg.num_layers)
     shardings = None
     if mesh is not None:
-        from dlm_jax.parallel.sharding import logical_to_shardings
         shardings = logical_to_shardings(abstract_params(cfg), mesh, rules)
     return place(flat, shardings, jnp.dtype(cfg.param_dtype))
 

@@ -1,48 +1,45 @@
 """Entry point: python -m dlm_jax.train --config configs/FILE.py[:VARIANT] --workdir DIR [--config.key=value ...]
 
-flags -> distributed init -> config checks -> trainer.run. Rerunning the same command resumes from the latest
-complete checkpoint in DIR; SIGTERM saves and exits 0.
+flags -> distributed init -> `config.parse` (every value checked once) -> `training.loop.run`. Rerunning the same
+command resumes from the latest complete checkpoint in DIR; SIGTERM saves and exits 0. `--dump` prints the
+config as the run would save it and exits.
 """
 from __future__ import annotations
 
 import json
-import logging
-import os
-import sys
-from pathlib import Path
 
-from absl import app, flags
-from ml_collections import config_flags
+import jax
+from absl import flags
 
-FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py[:variant]).",
-                                lock_config=True)
+from dlm_jax import cli, parallel
+from dlm_jax.config import parse
+from dlm_jax.errors import ConfigError
+from dlm_jax.training import loop
+
+cli.define_config_file_flag()
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics.jsonl, TensorBoard and the config.")
-flags.mark_flags_as_required(["config", "workdir"])
+flags.DEFINE_bool("dump", False, "Print the resolved config (as config.json will hold it) and exit.")
+flags.mark_flags_as_required(["config"])
+FLAGS = flags.FLAGS
 
 
-def main(argv: list[str]) -> None:
+def main(argv: list[str]) -> int:
     del argv
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import jax
-    from dlm_jax import parallel, trainer
-    from dlm_jax.data.tasks import MissingDataError
-
+    cli.quiet_logs()
+    if FLAGS.dump:
+        print(FLAGS.config.to_json_best_effort(indent=2, sort_keys=True))
+        return 0
+    if not FLAGS.workdir:
+        raise ConfigError("--workdir is required (where checkpoints, metrics and the config go)")
     parallel.initialize_distributed()
-    logging.getLogger().setLevel(logging.INFO)
-    for handler in logging.getLogger().handlers:  # orbax logs every save step at INFO: keep its warnings only
-        handler.addFilter(lambda r: r.levelno >= logging.WARNING or "orbax" not in r.pathname)
-    config, workdir = FLAGS.config, Path(FLAGS.workdir)  # trainer.run validates, then makes the workdir
+    run_config = parse(FLAGS.config)  # before anything in the workdir is touched
     if jax.process_index() == 0:
-        print(config)
-    try:
-        last = trainer.run(config, workdir)
-    except (ValueError, FileNotFoundError, MissingDataError, trainer.TrainingError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        print(FLAGS.config)
+    last = loop.run(run_config, FLAGS.workdir)
     if jax.process_index() == 0:
         print(json.dumps({"final": last}))
+    return 0
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -8,21 +8,24 @@ import pytest
 import seqio
 
 import dlm_jax
-from dlm_jax.data import features as F
-from dlm_jax.data import pipeline, tasks as T, vocab as V
+from dlm_jax.data import eval_specs, features, pipeline, registry, sources
 from dlm_jax.data.prepare import prepare_flan2022
+from dlm_jax.data.vocab import HFVocabulary, tokenize_in_batches
+from dlm_jax.errors import MissingDataError
 
 
 @pytest.fixture(scope="module")
 def bert_vocab():
-    return V.set_active_tokenizer(dlm_jax.bundled_bert_dir())
+    vocab = HFVocabulary(dlm_jax.load_tokenizer("bundled"))
+    registry.register_all(vocab)
+    return vocab
 
 
 def _xlmr_like_tokenizer(tmp_path):
     """A small sentencepiece model wrapped with XLM-R's fairseq special-token layout."""
     spm = pytest.importorskip("sentencepiece")
     from transformers import XLMRobertaTokenizer
-    text = Path(T.REPO_DATA / "ding_de_en" / "train.tsv").read_text(encoding="utf-8").splitlines()[:3000]
+    text = Path(sources.REPO_DATA / "ding_de_en" / "train.tsv").read_text(encoding="utf-8").splitlines()[:3000]
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(s for line in text for s in line.split("\t")), encoding="utf-8")
     spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(tmp_path / "sp"), vocab_size=800,
@@ -48,7 +51,7 @@ def test_bert_vocabulary_ids_and_round_trip(bert_vocab):
 
 def test_xlmr_layout_vocabulary_round_trip(tmp_path):
     tok = _xlmr_like_tokenizer(tmp_path)
-    v = V.HFVocabulary(tok)
+    v = HFVocabulary(tok)
     assert (v.bos_id, v.pad_id, v.eos_id, v.unk_id) == (0, 1, 2, 3)
     assert v.mask_id == len(tok) - 1
     for s in ("Das Haus ist klein.", "Wie spät ist es?", "I enjoyed my supper."):
@@ -61,8 +64,8 @@ def test_batched_tokenize_equals_seqio_tokenize(bert_vocab):
     import tensorflow as tf
     texts = ["Das Haus ist klein.", "", "Grüße, naïve café!", "x " * 40, "the house", "a", "Wie spät?"]
     ds = tf.data.Dataset.from_tensor_slices({"inputs": texts, "targets": texts[::-1], "task": ["t"] * len(texts)})
-    expected = list(seqio.preprocessors.tokenize(ds, T.OUTPUT_FEATURES).as_numpy_iterator())
-    got = list(V.tokenize_in_batches(ds, T.OUTPUT_FEATURES, batch_size=3).as_numpy_iterator())  # a partial batch
+    expected = list(seqio.preprocessors.tokenize(ds, registry._output_features(bert_vocab)).as_numpy_iterator())
+    got = list(tokenize_in_batches(ds, registry._output_features(bert_vocab), batch_size=3).as_numpy_iterator())  # a partial batch
     assert len(got) == len(expected) == len(texts)
     for e, g in zip(expected, got):
         assert e.keys() == g.keys()
@@ -71,33 +74,33 @@ def test_batched_tokenize_equals_seqio_tokenize(bert_vocab):
     assert got[1]["inputs"].shape == (0,) and got[0]["inputs"].dtype == np.int32
     # a vocabulary without encode_batch falls back to seqio's per-example tokenizer
     byte = {"targets": seqio.Feature(seqio.ByteVocabulary(), add_eos=False)}
-    got = list(V.tokenize_in_batches(ds, byte).as_numpy_iterator())
+    got = list(tokenize_in_batches(ds, byte).as_numpy_iterator())
     assert got[0]["targets"].tolist() == [b + 3 for b in "Wie spät?".encode()]  # ByteVocabulary: byte + 3
 
 
 def test_layout_never_uses_zero_padding():
-    spec = F.FeatureSpec(max_length=10, bos_id=0, eos_id=2, pad_id=1)  # XLM-R: 0 is <s>
-    row = F.layout([5, 6], [7, 8, 9], spec)
+    spec = features.FeatureSpec(max_length=10, bos_id=0, eos_id=2, pad_id=1)  # XLM-R: 0 is <s>
+    row = features.layout([5, 6], [7, 8, 9], spec)
     np.testing.assert_array_equal(row["tokens"], [0, 5, 6, 7, 8, 9, 2, 1, 1, 1])
     np.testing.assert_array_equal(row["response_mask"], [0, 0, 0, 1, 1, 1, 1, 0, 0, 0])
     np.testing.assert_array_equal(row["padding_mask"], [1, 1, 1, 1, 1, 1, 1, 0, 0, 0])
     assert row["response_length"] == 4 and row["prompt_length"] == 3
-    c = F.Counters()
-    assert F.layout(list(range(5, 12)), [7, 8], spec, c) is None and c.skipped == 1
-    t = F.layout(list(range(10, 20)), [7, 8], F.FeatureSpec(10, 0, 2, 1, overlong="truncate_prompt"), c)
+    c = features.Counters()
+    assert features.layout(list(range(5, 12)), [7, 8], spec, c) is None and c.skipped == 1
+    t = features.layout(list(range(10, 20)), [7, 8], features.FeatureSpec(10, 0, 2, 1, overlong="truncate_prompt"), c)
     np.testing.assert_array_equal(t["tokens"], [0, 14, 15, 16, 17, 18, 19, 7, 8, 2])
-    assert F.few_shot_prompt([("Q: a A:", "B")], "Q: b A:", joiner=" | ") == "Q: a A: B | Q: b A:"
+    assert features.few_shot_prompt([("Q: a A:", "B")], "Q: b A:", joiner=" | ") == "Q: a A: B | Q: b A:"
 
 
 def test_ding_de_en_task_renders(bert_vocab):
-    spec = F.FeatureSpec(max_length=64, bos_id=101, eos_id=102, pad_id=0)
-    ex = pipeline.load_examples("ding_de_en", "test", spec, limit=3)
+    spec = features.FeatureSpec(max_length=64, bos_id=101, eos_id=102, pad_id=0)
+    ex = pipeline.load_examples("ding_de_en", "test", spec, bert_vocab, limit=3)
     assert ex.inputs[0] and ex.targets[0]
     print("ding_de_en:", ex.inputs[0], "=>", ex.targets[0])
-    exp = pipeline.load_examples("ding_de_en_prompt", "test", spec, limit=1)
+    exp = pipeline.load_examples("ding_de_en_prompt", "test", spec, bert_vocab, limit=1)
     assert exp.inputs[0].startswith("Translate the sentences into English. German: ")
     assert exp.inputs[0].endswith(" English: ")
-    assert len(open(T.REPO_DATA / "ding_de_en" / "test.tsv").readlines()) > 900
+    assert len(open(sources.REPO_DATA / "ding_de_en" / "test.tsv").readlines()) > 900
 
 
 def _write(path: Path, text: str):
@@ -111,13 +114,13 @@ def data_root(tmp_path, monkeypatch, bert_vocab):
     return tmp_path
 
 
-def test_eval_task_fixtures_render(data_root):
+def test_eval_task_fixtures_render(data_root, bert_vocab):
     _write(data_root / "mmlu" / "validation.jsonl", json.dumps(
         {"question": "2+2?", "subject": "elementary_mathematics", "choices": ["3", "4", "5", "6"], "answer": 1}))
     _write(data_root / "mmlu" / "dev.jsonl", "\n".join(json.dumps(
         {"question": f"{i}+1?", "subject": "elementary_mathematics", "choices": ["1", "2", "3", "4"], "answer": 0})
         for i in range(5)))
-    for t in T.BBH_NLP:
+    for t in sources.BBH_NLP:
         _write(data_root / "bbh" / f"{t}.json", json.dumps({"examples": [
             {"input": f"{t} question {i}? Options: (A) x (B) y", "target": "(A)"} for i in range(4)]}))
     _write(data_root / "tydiqa_goldp" / "validation.jsonl", json.dumps(
@@ -125,19 +128,19 @@ def test_eval_task_fixtures_render(data_root):
          "answers": ["Paris"], "language": "english"}))
     _write(data_root / "gsm8k" / "test.jsonl", json.dumps({"question": "1+1?", "answer": "1+1=2\n#### 2"}))
     _write(data_root / "mgsm" / "mgsm_de.tsv", "Was ist 1+1?\t2\nWas ist 2+2?\t4\n")
-    spec = F.FeatureSpec(max_length=512, bos_id=101, eos_id=102, pad_id=0)
-    m = pipeline.load_examples("mmlu", "validation", spec)
+    spec = features.FeatureSpec(max_length=512, bos_id=101, eos_id=102, pad_id=0)
+    m = pipeline.load_examples("mmlu", "validation", spec, bert_vocab)
     assert m.inputs[0] == ("The following are multiple choice questions (with answers) about elementary mathematics. "
                            "Q: 2+2? (A) 3 (B) 4 (C) 5 (D) 6 A:") and m.targets[0] == "B"
-    m5 = pipeline.load_examples("mmlu_5shot", "validation", spec)
+    m5 = pipeline.load_examples("mmlu_5shot", "validation", spec, bert_vocab)
     assert m5.inputs[0].count(" | ") == 5 and m5.inputs[0].endswith(m.inputs[0])
-    b = pipeline.load_examples("bbh_nlp", "validation", spec)
+    b = pipeline.load_examples("bbh_nlp", "validation", spec, bert_vocab)
     assert len(b.inputs) == 48 and b.targets[0] == "A"
-    ty = pipeline.load_examples("tydiqa_goldp", "validation", spec)
+    ty = pipeline.load_examples("tydiqa_goldp", "validation", spec, bert_vocab)
     assert ty.inputs[0].startswith("Please answer each of the question according to the given context in english.")
-    g = pipeline.load_examples("gsm8k", "test", spec)
+    g = pipeline.load_examples("gsm8k", "test", spec, bert_vocab)
     assert g.inputs[0] == " Question: 1+1? Step-by-Step Answer: " and g.targets[0] == "2"
-    mg = pipeline.load_examples("mgsm_de", "test", spec)
+    mg = pipeline.load_examples("mgsm_de", "test", spec, bert_vocab)
     assert mg.targets == ["2", "4"]
     for name, exs in (("mmlu", m), ("bbh_nlp", b), ("tydiqa", ty), ("gsm8k", g), ("mgsm_de", mg)):
         print(f"{name}: {exs.inputs[0]!r} => {exs.targets[0]!r}")
@@ -148,27 +151,27 @@ def test_choice_options_for_rank_classification():
     mmlu = "about x. Q: 2+2? (A) 3 (B) 4 (C) 5 (D) 6 A:"
     few = "Q: 1+1? (A) 1 (B) 2 (C) 3 A: B | " + mmlu
     yes_no = ["Is it? A:", "Is it not? A:", "Valid? A:"]
-    opts = T.choice_options([mmlu, few, "a\n\nb (A) x (B) y (C) z A:", *yes_no], ["B", "B", "C", "Yes", "No", "valid"],
+    opts = eval_specs.choice_options([mmlu, few, "a\n\nb (A) x (B) y (C) z A:", *yes_no], ["B", "B", "C", "Yes", "No", "valid"],
                             ["mmlu:m", "mmlu:m", "bbh:h", "bbh:sports", "bbh:sports", "bbh:formal"])
     assert opts == [list("ABCD"), list("ABCD"), list("ABC"), ["No", "Yes"], ["No", "Yes"], ["valid"]]
-    acc = T._choice_accuracy(["B", "Yes", "valid", "C"], ["(B) 4", "yes, it is", "invalid", "A"])
+    acc = eval_specs.choice_accuracy(["B", "Yes", "valid", "C"], ["(B) 4", "yes, it is", "invalid", "A"])
     assert acc == {"accuracy": 50.0}
 
 
-def test_translation_fixtures_and_missing_data_message(data_root):
+def test_translation_fixtures_and_missing_data_message(data_root, bert_vocab):
     _write(data_root / "iwslt14.tokenized.de-en" / "test.de", "das ist gu@@ t .\n")
     _write(data_root / "iwslt14.tokenized.de-en" / "test.en", "that is go@@ od .\n")
-    spec = F.FeatureSpec(max_length=64, bos_id=101, eos_id=102, pad_id=0)
-    ex = pipeline.load_examples("iwslt14_de_en_prompt", "test", spec)
+    spec = features.FeatureSpec(max_length=64, bos_id=101, eos_id=102, pad_id=0)
+    ex = pipeline.load_examples("iwslt14_de_en_prompt", "test", spec, bert_vocab)
     assert ex.inputs[0] == "Translate the sentences into English. German: das ist gut . English: "
     assert ex.targets[0] == "that is good ."
-    with pytest.raises(T.MissingDataError, match=r"(?s)train\.de.*prepare-iwslt14"):
-        pipeline.load_examples("iwslt14_de_en", "train", spec)
+    with pytest.raises(MissingDataError, match=r"(?s)train\.de.*prepare-iwslt14"):
+        pipeline.load_examples("iwslt14_de_en", "train", spec, bert_vocab)
     with pytest.raises(ValueError, match="unknown task or mixture 'nope'"):
-        T.get_task_or_mixture("nope")
+        registry.get_task_or_mixture("nope", bert_vocab)
 
 
-def test_flan2021_strict_has_no_german_task(data_root):
+def test_flan2021_strict_has_no_german_task(data_root, bert_vocab):
     rows = [{"inputs": "Translate to German: I like cats.", "targets": "Ich mag Katzen.",
              "task": "wmt16_translate_deen"},
             {"inputs": "Was ist das und wie ist es nicht mit dem Auto?", "targets": "Es ist ein Auto.",
@@ -176,9 +179,9 @@ def test_flan2021_strict_has_no_german_task(data_root):
             {"inputs": "Is the sky blue?", "targets": "yes", "task": "boolq"},
             {"inputs": "Summarize: cats sleep a lot.", "targets": "Cats sleep.", "task": "gigaword"}]
     _write(data_root / "flan2021" / "part0.jsonl", "\n".join(json.dumps(r) for r in rows))
-    spec = F.FeatureSpec(max_length=128, bos_id=101, eos_id=102, pad_id=0)
-    full = pipeline.load_examples("flan2021", "train", spec)
-    strict = pipeline.load_examples("flan2021_strict", "train", spec)
+    spec = features.FeatureSpec(max_length=128, bos_id=101, eos_id=102, pad_id=0)
+    full = pipeline.load_examples("flan2021", "train", spec, bert_vocab)
+    strict = pipeline.load_examples("flan2021_strict", "train", spec, bert_vocab)
     assert set(full.tasks) == {"wmt16_translate_deen", "para_crawl_misc", "boolq", "gigaword"}
     assert set(strict.tasks) == {"boolq", "gigaword"}
 
@@ -199,50 +202,50 @@ def _flan2022_fixture(src: Path):
                 f.write("\n".join(json.dumps(r) for r in rows))
 
 
-def _sample_tasks(name: str, n: int) -> list[str]:
+def _sample_tasks(name: str, n: int, bert_vocab) -> list[str]:
     # shuffle=False: the mixture still samples its tasks at random (seeded by `seed`); only the per-task shuffle
     # buffers, which each leaf task would fill before the first example (2.5x slower here), are skipped.
     ds = seqio.get_mixture_or_task(name).get_dataset(sequence_length=None, split="train", shuffle=False, seed=1,
                                                     num_epochs=None, use_cached=False)
     out = []  # mixtures keep only the output features: identify the task from the text itself
-    rows = ds.take(n).map(lambda ex: ex["inputs"]).padded_batch(1000, padding_values=V.ACTIVE.pad_id)
+    rows = ds.take(n).map(lambda ex: ex["inputs"]).padded_batch(1000, padding_values=bert_vocab.pad_id)
     for batch in rows.as_numpy_iterator():
-        for text in V.ACTIVE.tokenizer.batch_decode(batch, skip_special_tokens=True):
+        for text in bert_vocab.tokenizer.batch_decode(batch, skip_special_tokens=True):
             w = text.split()  # e.g. "cot zs opt t1 out 3" (inverted: inputs are targets)
             out.append((f"{w[0]}_task{w[3][1:]}" + ("_inverted" if w[4] == "out" else ""), "_".join(w[:3])))
     assert len(out) == n
     return out
 
 
-def test_flan2022_mixture_ratios_within_three_standard_errors(data_root, tmp_path, monkeypatch):
+def test_flan2022_mixture_ratios_within_three_standard_errors(data_root, tmp_path, monkeypatch, bert_vocab):
     src = tmp_path / "raw"
     src.mkdir()
     _flan2022_fixture(src)
     counts = prepare_flan2022(src, data_root / "flan2022")
-    monkeypatch.setitem(T.FLAN2022_CAPS, "flan2021", 6)  # small caps so capping is exercised by the fixture
-    assert T.register_flan2022(data_root)
+    monkeypatch.setitem(registry.FLAN2022_CAPS, "flan2021", 6)  # small caps so capping is exercised by the fixture
+    assert registry.register_flan2022(registry._Registrar(bert_vocab), data_root)
     # expected probability of every leaf task: top rate x equal template split x min(cap, n) (x 0.3 if inverted)
     expected: dict[str, float] = {}
-    for submix, templates in T.FLAN2022_TEMPLATES.items():
-        stems = [f"{T.FLAN2022_FILE_PREFIX[submix]}_{t}" for t in templates if
-                 f"{T.FLAN2022_FILE_PREFIX[submix]}_{t}" in counts]
+    for submix, templates in registry.FLAN2022_TEMPLATES.items():
+        stems = [f"{registry.FLAN2022_FILE_PREFIX[submix]}_{t}" for t in templates if
+                 f"{registry.FLAN2022_FILE_PREFIX[submix]}_{t}" in counts]
         for stem in stems:
             rates = {}
             for task, n in counts[stem].items():
-                r = min(T.FLAN2022_CAPS[submix], n)
+                r = min(registry.FLAN2022_CAPS[submix], n)
                 rates[(stem, task)] = r
                 if submix in ("cot", "dialog"):
                     rates[(stem, task + "_inverted")] = 0.3 * r
             tot = sum(rates.values())
             for key, r in rates.items():
-                expected[key] = expected.get(key, 0) + T.FLAN2022_TOP[submix] / len(stems) * r / tot
+                expected[key] = expected.get(key, 0) + registry.FLAN2022_TOP[submix] / len(stems) * r / tot
     n = 20_000
-    sampled = [t for t, _ in _sample_tasks("flan2022_submix", n)]
+    sampled = [t for t, _ in _sample_tasks("flan2022_submix", n, bert_vocab)]
     got_by_submix: dict[str, int] = {}
     for t in sampled:
         prefix = t.split("_task")[0]
         got_by_submix[prefix] = got_by_submix.get(prefix, 0) + 1
-    top = {T.FLAN2022_FILE_PREFIX[k]: v for k, v in T.FLAN2022_TOP.items()}
+    top = {registry.FLAN2022_FILE_PREFIX[k]: v for k, v in registry.FLAN2022_TOP.items()}
     for prefix, rate in top.items():
         p = rate / sum(top.values())
         se = np.sqrt(p * (1 - p) / n)
@@ -255,8 +258,8 @@ def test_flan2022_mixture_ratios_within_three_standard_errors(data_root, tmp_pat
         se = np.sqrt(p * (1 - p) / n)
         assert abs(sampled.count(task) / n - p) < 3 * se + 1e-9, (task, sampled.count(task) / n, p)
     # the paper's file-level ratios
-    stems = [stem for _, stem in _sample_tasks("flan2022_paper", n)]
-    present = {k: v for k, v in T.FLAN2022_PAPER_RATES.items() if k in counts}
+    stems = [stem for _, stem in _sample_tasks("flan2022_paper", n, bert_vocab)]
+    present = {k: v for k, v in registry.FLAN2022_PAPER_RATES.items() if k in counts}
     assert "t0_fs_opt" not in present and len(present) == 17
     for stem, rate in present.items():
         p = rate / sum(present.values())
@@ -265,20 +268,24 @@ def test_flan2022_mixture_ratios_within_three_standard_errors(data_root, tmp_pat
 
 
 def test_show_cli_prints_examples(capsys, bert_vocab):
+    import subprocess
+    import sys
     from dlm_jax.data import show
-    assert show.main(["ding_de_en", "--split", "test", "-n", "2"]) == 0
+    show.show("ding_de_en", "test", 2, "bundled", 512)
     out = capsys.readouterr().out
     assert out.count("--- ding_de_en/test") == 2 and "response" in out
-    assert show.main(["no_such_task"]) == 2
+    r = subprocess.run([sys.executable, "-m", "dlm_jax.data.show", "no_such_task", "--num_examples=1"],
+                       capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+    assert r.returncode == 2 and "unknown task or mixture 'no_such_task'" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_pack_keeps_examples_whole_and_deterministic():
-    spec = F.FeatureSpec(max_length=12, bos_id=101, eos_id=102, pad_id=0)
-    exs = [F.layout(list(range(10, 10 + p)), list(range(50, 50 + r)), spec) for p, r in
+    spec = features.FeatureSpec(max_length=12, bos_id=101, eos_id=102, pad_id=0)
+    exs = [features.layout(list(range(10, 10 + p)), list(range(50, 50 + r)), spec) for p, r in
            [(2, 2), (5, 3), (1, 1), (3, 4), (6, 2), (2, 1)]]
-    rows = F.stack(exs)
+    rows = features.stack(exs)
     order = [3, 0, 5, 1, 4, 2]
-    packed = F.pack(rows, order, 12, pad_id=0)
+    packed = features.pack(rows, order, 12, pad_id=0)
     lengths = rows["padding_mask"].sum(1)
     seen = []
     for r in range(len(packed["tokens"])):
@@ -290,13 +297,13 @@ def test_pack_keeps_examples_whole_and_deterministic():
             np.testing.assert_array_equal(packed["response_mask"][r][seg == s], rows["response_mask"][i, :len(toks)])
             seen.append(i)
     assert sorted(seen) == list(range(6)) and len(packed["tokens"]) < 6
-    again = F.pack(rows, order, 12, pad_id=0)
+    again = features.pack(rows, order, 12, pad_id=0)
     assert all((again[k] == packed[k]).all() for k in packed)
 
 
 def test_packed_batches_depend_only_on_seed_and_step(bert_vocab):
-    spec = F.FeatureSpec(max_length=48, bos_id=101, eos_id=102, pad_id=0)
-    ex = pipeline.load_examples("ding_de_en", "validation", spec, limit=200)
+    spec = features.FeatureSpec(max_length=48, bos_id=101, eos_id=102, pad_id=0)
+    ex = pipeline.load_examples("ding_de_en", "validation", spec, bert_vocab, limit=200)
     a = pipeline.PackedBatches(ex, 8, seed=3, max_length=48, pad_id=0)
     b = pipeline.PackedBatches(ex, 8, seed=3, max_length=48, pad_id=0)
     per_epoch = a.batches_in(0)
@@ -308,28 +315,28 @@ def test_packed_batches_depend_only_on_seed_and_step(bert_vocab):
 
 
 def test_streamed_batches_resume_exactly_past_skipped_examples(bert_vocab):
-    spec = F.FeatureSpec(max_length=20, bos_id=101, eos_id=102, pad_id=0)  # short: many examples do not fit
-    s = pipeline.StreamedBatches("ding_de_en", spec, host_batch=8, seed=5, split="validation")
+    spec = features.FeatureSpec(max_length=20, bos_id=101, eos_id=102, pad_id=0)  # short: many examples do not fit
+    s = pipeline.StreamedBatches("ding_de_en", spec, bert_vocab, host_batch=8, seed=5, split="validation")
     it = s.iterate(0)
     full = [next(it) for _ in range(6)]
     it.close()
     assert s.counters.seen == 48 and s.counters.skipped == 0  # the length filter ran inside tf.data
-    resumed = pipeline.StreamedBatches("ding_de_en", spec, host_batch=8, seed=5, split="validation").iterate(4)
+    resumed = pipeline.StreamedBatches("ding_de_en", spec, bert_vocab, host_batch=8, seed=5, split="validation").iterate(4)
     for want in full[4:]:
         got = next(resumed)
         assert all((got[k] == want[k]).all() for k in want)
     assert (full[0]["padding_mask"].sum(1) <= 20).all()
-    whole = pipeline.load_examples("ding_de_en", "validation", spec)
+    whole = pipeline.load_examples("ding_de_en", "validation", spec, bert_vocab)
     assert whole.counters.skipped > 0  # the same split does hold examples the filter dropped
 
 
 def test_an_open_stream_does_not_hang_the_interpreter_at_exit(tmp_path):
     import subprocess
     import sys
-    script = ("import dlm_jax\nfrom dlm_jax.data import vocab as V, pipeline, features as F\n"
-              "V.set_active_tokenizer(dlm_jax.bundled_bert_dir())\n"
-              "spec = F.FeatureSpec(max_length=48, bos_id=101, eos_id=102, pad_id=0)\n"
-              "it = pipeline.StreamedBatches('ding_de_en', spec, 4, seed=0, split='test').iterate(1)\n"
+    script = ("import dlm_jax\nfrom dlm_jax.data import features, pipeline\nfrom dlm_jax.data.vocab import HFVocabulary\n"
+              "vocab = HFVocabulary(dlm_jax.load_tokenizer('bundled'))\n"
+              "spec = features.FeatureSpec(max_length=48, bos_id=101, eos_id=102, pad_id=0)\n"
+              "it = pipeline.StreamedBatches('ding_de_en', spec, vocab, 4, seed=0, split='test').iterate(1)\n"
               "print(next(it)['tokens'].shape)\n")  # `it` stays open until the interpreter exits
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
                        cwd=Path(__file__).resolve().parents[1])

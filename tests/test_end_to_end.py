@@ -28,8 +28,8 @@ def trained(tmp_path_factory):
 
 @pytest.mark.slow
 def test_evaluate_writes_json_with_signature(trained):
-    r = _run("dlm_jax.evaluate", "--workdir", str(trained), "--tasks", "ding_de_en", "--oracle-length",
-             "--steps", "3", "--limit", "12")
+    r = _run("dlm_jax.evaluate", "--workdir", str(trained), "--tasks", "ding_de_en", "--oracle_length",
+             "--config.sampler.steps=3", "--limit", "12")
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads((trained / "eval" / "ding_de_en.json").read_text())
     assert set(res) >= {"metrics", "signature", "num_examples", "num_skipped", "sampler", "seed"}
@@ -42,7 +42,7 @@ def test_evaluate_writes_json_with_signature(trained):
 def test_generate_prints_text_and_writes_trajectory(trained, tmp_path):
     html_path = tmp_path / "t.html"
     r = _run("dlm_jax.generate", "--workdir", str(trained), "--prompt", "Das Haus ist klein.", "--length", "6",
-             "--steps", "5", "--show-steps", "--trajectory", str(html_path))
+             "--config.sampler.steps=5", "--show_steps", "--trajectory", str(html_path))
     assert r.returncode == 0, r.stderr[-3000:]
     assert "output:" in r.stdout and r.stdout.count("step ") >= 5
     page = html_path.read_text()
@@ -80,8 +80,8 @@ def test_length_stage_and_length_beam(trained, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     rows = [json.loads(l) for l in (length_wd / "metrics.jsonl").read_text().splitlines()]
     assert "length_loss" in rows[-1]
-    r = _run("dlm_jax.evaluate", "--workdir", str(trained), "--tasks", "ding_de_en", "--length-beam", "3",
-             "--length-workdir", str(length_wd), "--steps", "2", "--limit", "6")
+    r = _run("dlm_jax.evaluate", "--workdir", str(trained), "--tasks", "ding_de_en", "--length_beam", "3",
+             "--length_workdir", str(length_wd), "--config.sampler.steps=2", "--limit", "6")
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads((trained / "eval" / "ding_de_en.json").read_text())
     assert res["length"] == "beam3" and res["num_examples"] == 6
@@ -93,7 +93,7 @@ def test_multiple_choice_is_scored_generatively_and_by_rank_classification(train
     (tmp_path / "mmlu" / "validation.jsonl").write_text("\n".join(json.dumps(
         {"question": f"{i} + 1 = ?", "subject": "math", "choices": ["one", "two", "three"], "answer": i % 3})
         for i in range(6)))
-    r = _run("dlm_jax.evaluate", "--workdir", str(trained), "--tasks", "mmlu", "--rank-samples", "2",
+    r = _run("dlm_jax.evaluate", "--workdir", str(trained), "--tasks", "mmlu", "--rank_samples", "2",
              env={"DLM_DATA_DIR": str(tmp_path)})
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads((trained / "eval" / "mmlu.json").read_text())

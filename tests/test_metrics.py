@@ -3,37 +3,37 @@ import pytest
 import sacrebleu
 from rouge_score import rouge_scorer
 
-from dlm_jax.evaluation import metrics as M
+from dlm_jax.data import metrics
 
 
 def test_bleu_matches_sacrebleu_and_signatures():
     refs = ["The cat sat on the mat.", "It is raining today."]
     hyps = ["The cat sat on a mat.", "it is raining today ."]
-    assert M.bleu(refs, hyps)["bleu"] == pytest.approx(sacrebleu.corpus_bleu(hyps, [refs]).score)
-    assert M.bleu(refs, refs)["bleu"] == pytest.approx(100.0)
-    assert M.bleu_intl(refs, hyps)["bleu"] == pytest.approx(
+    assert metrics.bleu(refs, hyps)["bleu"] == pytest.approx(sacrebleu.corpus_bleu(hyps, [refs]).score)
+    assert metrics.bleu(refs, refs)["bleu"] == pytest.approx(100.0)
+    assert metrics.bleu_intl(refs, hyps)["bleu"] == pytest.approx(
         sacrebleu.corpus_bleu(hyps, [refs], tokenize="intl").score)
-    assert M.bleu(refs, hyps, lowercase=True)["bleu"] > M.bleu(refs, hyps)["bleu"]
-    assert M.bleu_signature("13a").startswith("nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp")
-    assert "tok:intl" in M.bleu_signature("intl") and "case:lc" in M.bleu_signature("13a", True)
+    assert metrics.bleu(refs, hyps, lowercase=True)["bleu"] > metrics.bleu(refs, hyps)["bleu"]
+    assert metrics.bleu_signature("13a").startswith("nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp")
+    assert "tok:intl" in metrics.bleu_signature("intl") and "case:lc" in metrics.bleu_signature("13a", True)
 
 
 def test_rouge_l_matches_rouge_score():
     refs, hyps = ["police kill the gunman", "a b c d"], ["the gunman was killed by police", "a c d"]
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
     want = 100 * sum(scorer.score(r, h)["rougeL"].fmeasure for r, h in zip(refs, hyps)) / 2
-    assert M.rouge_l(refs, hyps)["rougeL"] == pytest.approx(want)
+    assert metrics.rouge_l(refs, hyps)["rougeL"] == pytest.approx(want)
     # by hand: LCS("a b c d", "a c d") = 3, P = 1, R = 3/4, F = 6/7
-    assert M.rouge_l(["a b c d"], ["a c d"])["rougeL"] == pytest.approx(100 * 6 / 7)
+    assert metrics.rouge_l(["a b c d"], ["a c d"])["rougeL"] == pytest.approx(100 * 6 / 7)
 
 
 def test_exact_match_accuracy_and_numbers():
-    assert M.exact_match([["Paris", "paris city"], "The Eiffel Tower"], ["paris.", "eiffel tower"])[
+    assert metrics.exact_match([["Paris", "paris city"], "The Eiffel Tower"], ["paris.", "eiffel tower"])[
         "exact_match"] == 100.0
-    assert M.exact_match(["a cat"], ["dog"])["exact_match"] == 0.0
-    assert M.extract_choice("(B) Paris") == "B" and M.extract_choice("C") == "C" and M.extract_choice("??") == ""
-    r = M.accuracy_micro_macro(["A", "B", "C", "D"], ["A", "B", "C", "A"], ["x", "x", "x", "y"])
+    assert metrics.exact_match(["a cat"], ["dog"])["exact_match"] == 0.0
+    assert metrics.extract_choice("(B) Paris") == "B" and metrics.extract_choice("C") == "C" and metrics.extract_choice("??") == ""
+    r = metrics.accuracy_micro_macro(["A", "B", "C", "D"], ["A", "B", "C", "A"], ["x", "x", "x", "y"])
     assert r["accuracy_micro"] == 75.0 and r["accuracy_macro"] == pytest.approx(50.0)
-    assert M.last_number("so 3 + 4 = 7, the answer is 1,234.50") == "1234.5"
-    assert M.number_match(["72", "10"], ["... is 72.", "It is 11"])["accuracy"] == 50.0
-    assert M.last_number("no digits") == ""
+    assert metrics.last_number("so 3 + 4 = 7, the answer is 1,234.50") == "1234.5"
+    assert metrics.number_match(["72", "10"], ["... is 72.", "It is 11"])["accuracy"] == 50.0
+    assert metrics.last_number("no digits") == ""

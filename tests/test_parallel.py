@@ -74,11 +74,12 @@ def test_optimizer_state_is_sharded_like_the_params(tmp_path):
     import sys
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
     from configs import tiny
-    from dlm_jax import trainer
+    from dlm_jax.config import parse
+    from dlm_jax.training.setup import setup
     c = tiny.get_config()
     c.mesh.shape.data, c.mesh.shape.fsdp = 1, -1
     c.data.train_limit = 64
-    s = trainer.setup(c, tmp_path)
+    s = setup(parse(c))
     params, adam = s.state["params"], s.state["opt_state"][1][0]
     flat_p = jax.tree_util.tree_leaves_with_path(params)
     flat_mu = dict(jax.tree_util.tree_leaves_with_path(adam.mu))

@@ -10,6 +10,8 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from dlm_jax.errors import ConfigError
+
 OVERLONG = ("skip", "truncate_prompt")
 
 
@@ -32,9 +34,9 @@ class FeatureSpec:
 
     def __post_init__(self) -> None:
         if self.overlong not in OVERLONG:
-            raise ValueError(f"unknown overlong policy {self.overlong!r}; choose one of {list(OVERLONG)}")
+            raise ConfigError(f"unknown overlong policy {self.overlong!r}; choose one of {list(OVERLONG)}")
         if self.max_length < 3:
-            raise ValueError(f"max_length must be at least 3, got {self.max_length}")
+            raise ConfigError(f"max_length must be at least 3, got {self.max_length}")
 
 
 @dataclasses.dataclass
@@ -69,14 +71,6 @@ def layout(prompt: Sequence[int], target: Sequence[int], spec: FeatureSpec, coun
     pad[:len(row)] = 1
     return {"tokens": tokens, "response_mask": resp, "padding_mask": pad,
             "prompt_length": np.int32(len(prompt) + 1), "response_length": np.int32(len(target) + 1)}
-
-
-def prompt_only(prompt: Sequence[int], spec: FeatureSpec) -> tuple[np.ndarray, np.ndarray]:
-    """`<s> prompt` padded to max_length, for the length predictor: (tokens, padding_mask)."""
-    row = [spec.bos_id, *list(prompt)[-(spec.max_length - 1):]]
-    tokens = np.full(spec.max_length, spec.pad_id, np.int32)
-    tokens[:len(row)] = row
-    return tokens, (np.arange(spec.max_length) < len(row)).astype(np.int32)
 
 
 def keeps(prompt_length: Any, target_length: Any, spec: FeatureSpec) -> Any:
@@ -118,7 +112,7 @@ def pack(rows: dict[str, np.ndarray], order: Sequence[int], max_length: int, pad
     """
     lengths = rows["padding_mask"].sum(1)
     if lengths.max(initial=0) > max_length:
-        raise ValueError(f"an example has {lengths.max()} tokens, more than the packed length {max_length}")
+        raise ConfigError(f"an example has {lengths.max()} tokens, more than the packed length {max_length}")
     bins: list[list[int]] = []
     fill: list[int] = []
     window: list[int] = []

@@ -17,8 +17,10 @@ import jax
 import numpy as np
 import seqio
 
-from dlm_jax.data import features as F
-from dlm_jax.data.tasks import get_task_or_mixture
+from dlm_jax.data import features
+from dlm_jax.data.registry import get_task_or_mixture
+from dlm_jax.data.vocab import HFVocabulary
+from dlm_jax.errors import InputError
 
 
 @dataclasses.dataclass
@@ -29,20 +31,20 @@ class Examples:
     inputs: list[str]
     targets: list[str]
     tasks: list[str]
-    counters: F.Counters
+    counters: features.Counters
 
 
-def load_examples(name: str, split: str, spec: F.FeatureSpec, *, limit: int | None = None,
-                  shard: seqio.ShardInfo | None = None) -> Examples:
-    """Tokenizes and lays out a whole (finite) split of a task or mixture."""
-    ds = get_task_or_mixture(name).get_dataset(sequence_length=None, split=split, shuffle=False,
+def load_examples(name: str, split: str, spec: features.FeatureSpec, vocab: HFVocabulary, *,
+                  limit: int | None = None, shard: seqio.ShardInfo | None = None) -> Examples:
+    """Tokenizes (with `vocab`) and lays out a whole (finite) split of a task or mixture."""
+    ds = get_task_or_mixture(name, vocab).get_dataset(sequence_length=None, split=split, shuffle=False,
                                                shard_info=shard, num_epochs=1)
     if limit:
         ds = ds.take(limit)
-    counters = F.Counters()
+    counters = features.Counters()
     rows, ins, tgts, tasks = [], [], [], []
     for ex in ds.as_numpy_iterator():
-        row = F.layout(ex["inputs"], ex["targets"], spec, counters)
+        row = features.layout(ex["inputs"], ex["targets"], spec, counters)
         if row is None:
             continue
         rows.append(row)
@@ -50,12 +52,12 @@ def load_examples(name: str, split: str, spec: F.FeatureSpec, *, limit: int | No
         tgts.append(ex["targets_pretokenized"].decode("utf-8"))
         tasks.append(ex["task"].decode("utf-8") if "task" in ex else name)
     if not rows:
-        raise ValueError(f"{name}/{split}: no example fits in max_length={spec.max_length} "
+        raise InputError(f"{name}/{split}: no example fits in max_length={spec.max_length} "
                          f"({counters.skipped} skipped)")
     if counters.skipped:
         logging.info("%s/%s: skipped %d of %d examples longer than %d tokens", name, split, counters.skipped,
                      counters.seen, spec.max_length)
-    return Examples(F.stack(rows), ins, tgts, tasks, counters)
+    return Examples(features.stack(rows), ins, tgts, tasks, counters)
 
 
 def host_shard() -> seqio.ShardInfo:
@@ -89,7 +91,7 @@ class CachedBatches(_StepBatches):
         self.rows, self.host_batch, self.seed = examples.rows, host_batch, seed
         self.n = len(next(iter(self.rows.values())))
         if self.n < host_batch:
-            raise ValueError(f"only {self.n} training examples on this host, fewer than its batch {host_batch}")
+            raise InputError(f"only {self.n} training examples on this host, fewer than its batch {host_batch}")
         self.per_epoch = self.n // host_batch
 
     def batch(self, step: int) -> dict[str, np.ndarray]:
@@ -112,12 +114,12 @@ class PackedBatches(_StepBatches):
         self._epochs: list[int] = []  # batches in each epoch so far
         self._cache: tuple[int, dict[str, np.ndarray]] | None = None
         if self.batches_in(0) < 1:
-            raise ValueError(f"{self.n} training examples pack into fewer rows than the host batch {host_batch}; "
+            raise InputError(f"{self.n} training examples pack into fewer rows than the host batch {host_batch}; "
                              "lower batch_size or turn off data.pack")
 
     def _packed(self, epoch: int) -> dict[str, np.ndarray]:
         if self._cache is None or self._cache[0] != epoch:
-            self._cache = (epoch, F.pack(self.rows, self.epoch_order(epoch), self.max_length, self.pad_id))
+            self._cache = (epoch, features.pack(self.rows, self.epoch_order(epoch), self.max_length, self.pad_id))
         return self._cache[1]
 
     def batches_in(self, epoch: int) -> int:
@@ -144,9 +146,11 @@ class StreamedBatches:
     handing to Python) what it skips. `counters` counts the examples that reached Python.
     """
 
-    def __init__(self, name: str, spec: F.FeatureSpec, host_batch: int, seed: int, split: str = "train"):
-        self.name, self.spec, self.host_batch, self.seed, self.split = name, spec, host_batch, seed, split
-        self.counters = F.Counters()
+    def __init__(self, name: str, spec: features.FeatureSpec, vocab: HFVocabulary, host_batch: int, seed: int,
+                 split: str = "train"):
+        self.name, self.spec, self.vocab, self.host_batch, self.seed = name, spec, vocab, host_batch, seed
+        self.split = split
+        self.counters = features.Counters()
 
     def iterate(self, start_step: int) -> Iterator[dict[str, np.ndarray]]:
         gen = self._iterate(start_step)
@@ -154,13 +158,13 @@ class StreamedBatches:
         return gen
 
     def _iterate(self, start_step: int) -> Iterator[dict[str, np.ndarray]]:
-        ds = get_task_or_mixture(self.name).get_dataset(
+        ds = get_task_or_mixture(self.name, self.vocab).get_dataset(
             sequence_length=None, split=self.split, shuffle=True, seed=self.seed, num_epochs=None,
             shard_info=host_shard())
-        ds = ds.filter(lambda ex: F.fits_tf(ex, self.spec)).skip(start_step * self.host_batch)
-        it = F.convert(ds.as_numpy_iterator(), self.spec, self.counters)
+        ds = ds.filter(lambda ex: features.fits_tf(ex, self.spec)).skip(start_step * self.host_batch)
+        it = features.convert(ds.as_numpy_iterator(), self.spec, self.counters)
         while True:
-            yield F.stack([next(it) for _ in range(self.host_batch)])
+            yield features.stack([next(it) for _ in range(self.host_batch)])
 
 
 # A tf.data iterator over a pipeline with py_function (the tokenizer) that is still open when the interpreter

@@ -1,4 +1,4 @@
-"""Turns public downloads into the layout the tasks read: `python -m dlm_jax.data.prepare NAME --src DIR`.
+"""Turns public downloads into the layout the tasks read: `python -m dlm_jax.data.prepare NAME --src DIR [--out DIR]`.
 
 - flan2022: SirNeural/flan_v2 `{flan,t0,niv2,cot,dialog}_{zs,fs}_{opt,noopt}_train.jsonl.gz` ->
   `$DLM_DATA_DIR/flan2022/by_task/<file>/<task>.jsonl` and `counts.json` (examples per task per file).
@@ -7,29 +7,36 @@
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
-from dlm_jax.data import tasks
+from absl import app, flags
+
+from dlm_jax.data import sources
+from dlm_jax.errors import MissingDataError, UserError
+
+flags.DEFINE_string("src", None, "Folder with the downloaded files.")
+flags.DEFINE_string("out", None, "Output folder (default: $DLM_DATA_DIR/<name>).")
+FLAGS = flags.FLAGS
+PREPARE = ("flan2022", "mmlu")
 
 
 def prepare_flan2022(src: Path, out: Path) -> dict[str, dict[str, int]]:
     files = sorted(src.glob("*_train.jsonl.gz")) + sorted(src.glob("*_train.jsonl"))
     if not files:
-        raise SystemExit(f"no *_train.jsonl.gz files in {src}; download them from huggingface.co/datasets/"
-                         "SirNeural/flan_v2")
+        raise MissingDataError(f"no *_train.jsonl.gz files in {src}; download them from huggingface.co/datasets/"
+                               "SirNeural/flan_v2")
     counts: dict[str, dict[str, int]] = {}
     for f in files:
         stem = f.name.split("_train.jsonl")[0]
         handles: dict[str, object] = {}
         c: dict[str, int] = {}
         (out / "by_task" / stem).mkdir(parents=True, exist_ok=True)
-        for row in tasks._read_jsonl(f):
+        for row in sources.read_jsonl(f):
             task = row.get("task") or "unknown"
             if task not in handles:
-                handles[task] = open(out / "by_task" / stem / f"{tasks._safe(task)}.jsonl", "w", encoding="utf-8")
+                handles[task] = open(sources.flan2022_task_file(out, stem, task), "w", encoding="utf-8")
             handles[task].write(json.dumps({"inputs": row["inputs"], "targets": row["targets"],  # type: ignore
                                             "task": task}) + "\n")
             c[task] = c.get(task, 0) + 1
@@ -47,26 +54,25 @@ def prepare_mmlu(src: Path, out: Path) -> None:
     for split in ("validation", "dev"):
         parts = sorted(src.rglob(f"{split}-*.parquet"))
         if not parts:
-            raise SystemExit(f"no {split}-*.parquet under {src}; download cais/mmlu (config 'all')")
+            raise MissingDataError(f"no {split}-*.parquet under {src}; download cais/mmlu (config 'all')")
         with open(out / f"{split}.jsonl", "w", encoding="utf-8") as f:
             for p in parts:
                 for row in pq.read_table(p).to_pylist():
                     f.write(json.dumps({k: row[k] for k in ("question", "subject", "choices", "answer")}) + "\n")
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("name", choices=["flan2022", "mmlu"])
-    ap.add_argument("--src", required=True, type=Path)
-    ap.add_argument("--out", type=Path, default=None, help="default: $DLM_DATA_DIR/<name>")
-    args = ap.parse_args(argv)
-    out = args.out or tasks.data_dir() / args.name
-    if args.name == "flan2022":
-        prepare_flan2022(args.src, out)
-    else:
-        prepare_mmlu(args.src, out)
+def main(argv: list[str]) -> int:
+    try:
+        if len(argv) != 2 or argv[1] not in PREPARE or not FLAGS.src:
+            raise MissingDataError(f"usage: python -m dlm_jax.data.prepare {{{','.join(PREPARE)}}} --src DIR")
+        out = Path(FLAGS.out) if FLAGS.out else sources.data_dir() / argv[1]
+        (prepare_flan2022 if argv[1] == "flan2022" else prepare_mmlu)(Path(FLAGS.src), out)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(f"wrote {out}", file=sys.stderr)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    app.run(main)

@@ -2,8 +2,8 @@
 
 seqio's SentencePieceVocabulary assumes pad=0, eos=1, unk=2, which is wrong for XLM-R (`<s>`=0 `<pad>`=1 `</s>`=2
 `<unk>`=3, `<mask>`=250001) and for BERT ([PAD]=0 [UNK]=100 [CLS]=101 [SEP]=102 [MASK]=103). This class takes
-every id from the tokenizer itself. Tasks are registered with `ACTIVE`, whose tokenizer is chosen at run time
-(`set_active_tokenizer`), so one task registry serves every model family.
+every id from the tokenizer itself. The registry (`dlm_jax.data.registry`) builds its tasks over the vocabulary it is
+given, so one set of task definitions serves every model family.
 """
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import seqio
 import tensorflow as tf
+
+from dlm_jax.errors import ConfigError
 
 DEFAULT_TOKENIZER = os.environ.get("DLM_TOKENIZER", "FacebookAI/xlm-roberta-base")
 
@@ -34,14 +36,11 @@ class HFVocabulary(seqio.Vocabulary):
             src = self._source or DEFAULT_TOKENIZER
             try:
                 self._tok = AutoTokenizer.from_pretrained(str(src))
-            except Exception as e:
-                raise RuntimeError(
+            except (OSError, ValueError) as e:
+                raise ConfigError(
                     f"could not load the tokenizer {src!r} ({type(e).__name__}: {e}). Pass a local model directory "
-                    "(e.g. --tokenizer DIR or model.init=DIR) or set DLM_TOKENIZER") from e
+                    "(e.g. --tokenizer DIR or model.init=DIR) or set DLM_TOKENIZER") from None
         return self._tok
-
-    def set_tokenizer(self, tokenizer: Any) -> None:
-        self._tok, self._source = tokenizer, None
 
     def _id(self, attr: str, fallback: str) -> int:
         tok = self.tokenizer
@@ -170,16 +169,3 @@ def tokenize_in_batches(dataset: tf.data.Dataset, output_features: Mapping[str, 
         return out
 
     return dataset.ragged_batch(batch_size).map(tokenize).unbatch()
-
-
-# The vocabulary every registered task uses; the trainer / CLI points it at the model's tokenizer.
-ACTIVE = HFVocabulary(name="active")
-
-
-def set_active_tokenizer(tokenizer: Any) -> HFVocabulary:
-    """Points the registered tasks' vocabulary at `tokenizer` (an HF tokenizer object or directory)."""
-    if isinstance(tokenizer, (str, os.PathLike)):
-        from transformers import AutoTokenizer
-        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer))
-    ACTIVE.set_tokenizer(tokenizer)
-    return ACTIVE

@@ -1,8 +1,8 @@
 """RDM diffusion: the training objective, the unmask/remask sampler, length beam and likelihood scoring."""
-from dlm_jax.diffusion.likelihood import elbo_nll, rank_options
+from dlm_jax.diffusion.likelihood import elbo_nll
 from dlm_jax.diffusion.length_beam import build_inputs, select_best, top_lengths
 from dlm_jax.diffusion.objective import RDMConfig, corrupt, rdm_loss
 from dlm_jax.diffusion.sampler import STRATEGY_HELP, SampleOutput, SamplerConfig, keep_masked_table, sample
 
 __all__ = ["RDMConfig", "rdm_loss", "corrupt", "SamplerConfig", "SampleOutput", "sample", "keep_masked_table",
-           "STRATEGY_HELP", "elbo_nll", "rank_options", "build_inputs", "select_best", "top_lengths"]
+           "STRATEGY_HELP", "elbo_nll", "build_inputs", "select_best", "top_lengths"]

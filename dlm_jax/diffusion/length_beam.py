@@ -7,6 +7,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dlm_jax.errors import InputError
+
 
 def top_lengths(length_logits: np.ndarray, beam: int, *, min_length: int = 2, max_length: int | None = None
                 ) -> np.ndarray:
@@ -29,7 +31,7 @@ def build_inputs(prompts: Sequence[Sequence[int]], lengths: Sequence[int], *, bo
     rows = [[bos_id, *p] + [mask_id] * int(n) for p, n in zip(prompts, lengths)]
     width = max_len or max(len(r) for r in rows)
     if any(len(r) > width for r in rows):
-        raise ValueError(f"a prompt plus its response needs {max(len(r) for r in rows)} tokens, more than "
+        raise InputError(f"a prompt plus its response needs {max(len(r) for r in rows)} tokens, more than "
                          f"{width}; shorten the prompt or the length")
     tokens = np.full((len(rows), width), pad_id, np.int32)
     resp = np.zeros((len(rows), width), bool)

@@ -40,9 +40,3 @@ def elbo_nll(logits_fn: LogitsFn, tokens: jax.Array, response_mask: jax.Array, r
     mean = samples.mean(0)
     stderr = samples.std(0, ddof=1) / jnp.sqrt(num_samples) if num_samples > 1 else jnp.zeros_like(mean)
     return mean, stderr
-
-
-def rank_options(nll: jax.Array, num_tokens: jax.Array | None = None) -> jax.Array:
-    """Chosen option per question from an NLL matrix [questions, options] (optionally length-normalised)."""
-    score = nll if num_tokens is None else nll / jnp.maximum(num_tokens, 1)
-    return jnp.argmin(score, axis=-1)

@@ -12,6 +12,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from dlm_jax.errors import ConfigError
+
 LogitsAtFn = Callable[[jax.Array, jax.Array], jax.Array]
 WEIGHTINGS = ("linear", "constant", "reciprocal")
 
@@ -47,15 +49,15 @@ class RDMConfig:
 
     def __post_init__(self) -> None:
         if self.weighting not in WEIGHTINGS:
-            raise ValueError(f"unknown weighting {self.weighting!r}; choose one of {list(WEIGHTINGS)}")
+            raise ConfigError(f"unknown weighting {self.weighting!r}; choose one of {list(WEIGHTINGS)}")
         if self.num_timesteps < 1:
-            raise ValueError(f"num_timesteps must be >= 1, got {self.num_timesteps}")
+            raise ConfigError(f"num_timesteps must be >= 1, got {self.num_timesteps}")
         if not 0.0 <= self.label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+            raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.pool_rows < 1:
-            raise ValueError(f"pool_rows must be >= 1, got {self.pool_rows}")
+            raise ConfigError(f"pool_rows must be >= 1, got {self.pool_rows}")
         if self.num_t_buckets < 1 or self.num_t_buckets > self.num_timesteps:
-            raise ValueError(f"num_t_buckets must be in [1, num_timesteps], got {self.num_t_buckets}")
+            raise ConfigError(f"num_t_buckets must be in [1, num_timesteps], got {self.num_t_buckets}")
 
 
 def loss_weight(t: jax.Array, cfg: RDMConfig) -> jax.Array:
@@ -202,7 +204,7 @@ def rdm_loss(logits_fn: LogitsAtFn, batch: dict[str, jax.Array], rng: jax.Array,
     rows, length = tokens.shape
     pool = config.pool_rows
     if rows % pool:
-        raise ValueError(f"the batch ({rows} rows) is not divisible by pool_rows={pool}")
+        raise ConfigError(f"the batch ({rows} rows) is not divisible by pool_rows={pool}")
     groups = rows // pool
     num = min(config.max_predictions or pool * length, pool * length)
     positions, valid = masked_positions(masked.reshape(groups, pool * length), num)  # [G, P]

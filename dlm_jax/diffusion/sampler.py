@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dlm_jax.diffusion.objective import masked_positions
+from dlm_jax.errors import ConfigError
 
 LogitsFn = Callable[[jax.Array], jax.Array]
 _REPARAM = re.compile(r"^reparam-(cond|uncond)-(deterministic|stochastic(\d+(?:\.\d+)?))-(cosine|linear)$")
@@ -53,17 +54,17 @@ class SamplerConfig:
 
     def __post_init__(self) -> None:
         if self.kind is None:
-            raise ValueError(f"unknown sampler strategy {self.strategy!r}; choose one of: {STRATEGY_HELP}")
+            raise ConfigError(f"unknown sampler strategy {self.strategy!r}; choose one of: {STRATEGY_HELP}")
         if not isinstance(self.steps, int) or self.steps < 1:
-            raise ValueError(f"sampler steps must be a positive integer, got {self.steps!r}")
+            raise ConfigError(f"sampler steps must be a positive integer, got {self.steps!r}")
         if self.temperature <= 0:
-            raise ValueError(f"sampler temperature must be > 0, got {self.temperature}")
+            raise ConfigError(f"sampler temperature must be > 0, got {self.temperature}")
         if self.kind == "adaptive":
             if self.threshold is None or not 0.0 < self.threshold <= 1.0:
-                raise ValueError(f"the adaptive strategy needs threshold in (0, 1], got {self.threshold!r}; "
+                raise ConfigError(f"the adaptive strategy needs threshold in (0, 1], got {self.threshold!r}; "
                                  "e.g. SamplerConfig(strategy='adaptive', threshold=0.9)")
         elif self.threshold is not None:
-            raise ValueError(f"threshold is only used by the adaptive strategy, not {self.strategy!r}")
+            raise ConfigError(f"threshold is only used by the adaptive strategy, not {self.strategy!r}")
 
     @property
     def kind(self) -> str | None:
@@ -285,6 +286,6 @@ def sample(logits_fn: LogitsFn, tokens: jax.Array, response_mask: jax.Array, rng
     if max_response is not None and not isinstance(response_mask, jax.core.Tracer):
         most = int(np.asarray(response_mask).astype(bool).sum(1).max(initial=0))
         if most > max_response:
-            raise ValueError(f"max_response={max_response} is smaller than a row's {most} response positions; "
+            raise ConfigError(f"max_response={max_response} is smaller than a row's {most} response positions; "
                              "pass at least the largest response length in the batch")
     return _sample_jit(logits_fn, tokens, response_mask, rng, config, mask_id, max_response)

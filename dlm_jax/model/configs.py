@@ -6,6 +6,8 @@ import json
 import os
 from typing import Any, Literal
 
+from dlm_jax.errors import ConfigError
+
 Family = Literal["bert", "roberta", "xlmr-xl"]
 FAMILIES: tuple[str, ...] = ("bert", "roberta", "xlmr-xl")
 ATTENTION_IMPLS: tuple[str, ...] = ("einsum", "xla", "cudnn")
@@ -48,20 +50,20 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
-            raise ValueError(f"unknown model family {self.family!r}; choose one of {list(FAMILIES)}")
+            raise ConfigError(f"unknown model family {self.family!r}; choose one of {list(FAMILIES)}")
         if self.attention not in ATTENTION_IMPLS:
-            raise ValueError(f"model.attention={self.attention!r}; choose one of {list(ATTENTION_IMPLS)}")
+            raise ConfigError(f"model.attention={self.attention!r}; choose one of {list(ATTENTION_IMPLS)}")
         if self.attention == "cudnn" and self.dtype not in ("bfloat16", "float16"):
-            raise ValueError(f"model.attention='cudnn' needs a 16-bit compute dtype, got model.dtype={self.dtype!r}; "
+            raise ConfigError(f"model.attention='cudnn' needs a 16-bit compute dtype, got model.dtype={self.dtype!r}; "
                              "set --config.model.dtype=bfloat16 or use attention 'einsum'")
         if self.hidden_size % self.num_heads:
-            raise ValueError(
+            raise ConfigError(
                 f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}; "
                 "pick a head count that divides the hidden size")
         for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size", "max_positions",
                      "head_vocab_multiple"):
             if getattr(self, name) <= 0:
-                raise ValueError(f"model.{name} must be positive, got {getattr(self, name)}")
+                raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)}")
 
     @property
     def head_dim(self) -> int:
@@ -110,7 +112,7 @@ _FAMILY_OF_MODEL_TYPE = {"bert": "bert", "roberta": "roberta", "xlm-roberta": "r
 def get_config(name: str, **overrides: Any) -> ModelConfig:
     """Returns the named model config (`bert-tiny`, `xlmr-base`, `xlmr-large`, `xlmr-xl`, `xlmr-xxl`, `tiny-test`)."""
     if name not in NAMED_CONFIGS:
-        raise ValueError(f"unknown model config {name!r}; choose one of {sorted(NAMED_CONFIGS)}")
+        raise ConfigError(f"unknown model config {name!r}; choose one of {sorted(NAMED_CONFIGS)}")
     return NAMED_CONFIGS[name].replace(**overrides)
 
 
@@ -118,13 +120,13 @@ def from_hf_dict(hf: dict[str, Any], **overrides: Any) -> ModelConfig:
     """Builds a ModelConfig from the contents of a HuggingFace `config.json`."""
     model_type = hf.get("model_type")
     if model_type not in _FAMILY_OF_MODEL_TYPE:
-        raise ValueError(
+        raise ConfigError(
             f"config.json has model_type={model_type!r}; dlm_jax supports {sorted(_FAMILY_OF_MODEL_TYPE)}")
     act = hf.get("hidden_act", "gelu")
     if act not in ("gelu", "gelu_python"):
-        raise ValueError(f"config.json has hidden_act={act!r}; only exact gelu is implemented")
+        raise ConfigError(f"config.json has hidden_act={act!r}; only exact gelu is implemented")
     if hf.get("position_embedding_type", "absolute") != "absolute":
-        raise ValueError("only absolute position embeddings are supported")
+        raise ConfigError("only absolute position embeddings are supported")
     return ModelConfig(
         family=_FAMILY_OF_MODEL_TYPE[model_type],  # type: ignore[arg-type]
         vocab_size=hf["vocab_size"], hidden_size=hf["hidden_size"], num_layers=hf["num_hidden_layers"],

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
+from dlm_jax.errors import ConfigError
 from dlm_jax.model import axes
 from dlm_jax.model.configs import ModelConfig
 from dlm_jax.model.layers import (Einsum, Embed, LayerNorm, Mlp, SelfAttention, gelu_exact, padding_bias,
@@ -81,7 +82,7 @@ class MaskedLM(nn.Module):
         block = Block
         if cfg.remat != "none":
             if cfg.remat not in REMAT_POLICIES:
-                raise ValueError(f"unknown remat policy {cfg.remat!r}; choose one of {['none', *REMAT_POLICIES]}")
+                raise ConfigError(f"unknown remat policy {cfg.remat!r}; choose one of {['none', *REMAT_POLICIES]}")
             # static_argnums counts `self`: (self, x, mask_bias, deterministic).
             block = nn.remat(Block, policy=REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers,
                              static_argnums=(3,))
@@ -174,3 +175,10 @@ class MaskedLM(nn.Module):
                 hidden = hidden.reshape(output_positions.shape[0], -1, hidden.shape[-1])
             hidden = jnp.take_along_axis(hidden, output_positions[..., None], axis=1)
         return self.logits_from_hidden(hidden, logits_dtype)
+
+
+def abstract_params(cfg: ModelConfig) -> Any:
+    """Boxed (nn.Partitioned) ShapeDtypeStructs of the params of `MaskedLM(cfg)`; nothing is allocated."""
+    model = MaskedLM(cfg)
+    ids = jnp.zeros((1, 4), jnp.int32)
+    return jax.eval_shape(lambda: model.init(jax.random.key(0), ids))["params"]

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
+from dlm_jax.errors import ConfigError
 from dlm_jax.model import axes
 
 Dtype = jnp.dtype
@@ -154,7 +155,7 @@ class SelfAttention(nn.Module):
             ctx = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(self.dtype), v)
         else:
             if self.dropout > 0 and not self.deterministic:
-                raise ValueError(f"attention {self.implementation!r} has no attention-probability dropout; set "
+                raise ConfigError(f"attention {self.implementation!r} has no attention-probability dropout; set "
                                  "--config.model.attention_dropout=0 (or model.attention='einsum')")
             if mask.ndim == 1:  # right padding: keys beyond each row's length are masked
                 ctx = jax.nn.dot_product_attention(q, k, v, key_value_seq_lengths=mask,

@@ -61,12 +61,3 @@ def prune_params(params: Any, cfg: ModelConfig, vmap: VocabMap) -> tuple[Any, Mo
     out["word"] = {"embedding": jnp.take(params["word"]["embedding"], idx, axis=0)}
     out["head_bias"] = jnp.take(params["head_bias"], idx, axis=0)
     return out, cfg.replace(vocab_size=vmap.size)
-
-
-def unprune_params(pruned: Any, full: Any, vmap: VocabMap, cfg_full: ModelConfig) -> tuple[Any, ModelConfig]:
-    """Scatters trained kept rows back into the full tables (other rows from `full`), e.g. for HF export."""
-    idx = jnp.asarray(vmap.new_to_old)
-    out = jax.tree.map(lambda x: x, pruned)
-    out["word"] = {"embedding": full["word"]["embedding"].at[idx].set(pruned["word"]["embedding"])}
-    out["head_bias"] = full["head_bias"].at[idx].set(pruned["head_bias"])
-    return out, cfg_full

@@ -10,6 +10,7 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh
 
+from dlm_jax.errors import ConfigError
 from dlm_jax.model.axes import MESH_AXES
 
 
@@ -24,22 +25,22 @@ def resolve_mesh_shape(shape: Mapping[str, int], num_devices: int) -> dict[str, 
     """
     unknown = set(shape) - set(MESH_AXES)
     if unknown:
-        raise ValueError(f"unknown mesh axes {sorted(unknown)}; mesh axes are {list(MESH_AXES)}")
+        raise ConfigError(f"unknown mesh axes {sorted(unknown)}; mesh axes are {list(MESH_AXES)}")
     sizes = {a: int(shape.get(a, 1)) for a in MESH_AXES}
     free = [a for a, s in sizes.items() if s == -1]
     if len(free) > 1:
-        raise ValueError(f"mesh axes {free} are all -1; at most one axis may take 'the rest' of the devices")
+        raise ConfigError(f"mesh axes {free} are all -1; at most one axis may take 'the rest' of the devices")
     for a, s in sizes.items():
         if s == 0 or s < -1:
-            raise ValueError(f"mesh.{a}={s} is invalid; use a positive size or -1 for 'the rest'")
+            raise ConfigError(f"mesh.{a}={s} is invalid; use a positive size or -1 for 'the rest'")
     fixed = math.prod(s for s in sizes.values() if s != -1)
     if free:
         if num_devices % fixed:
-            raise ValueError(f"mesh {sizes}: {num_devices} devices are not divisible by the fixed axes' product "
+            raise ConfigError(f"mesh {sizes}: {num_devices} devices are not divisible by the fixed axes' product "
                              f"{fixed}; change mesh.* so that the fixed sizes divide {num_devices}")
         sizes[free[0]] = num_devices // fixed
     if math.prod(sizes.values()) != num_devices:
-        raise ValueError(f"mesh {sizes} needs {math.prod(sizes.values())} devices but {num_devices} are available; "
+        raise ConfigError(f"mesh {sizes} needs {math.prod(sizes.values())} devices but {num_devices} are available; "
                          "set one axis to -1 or make the sizes multiply to the device count")
     return sizes
 

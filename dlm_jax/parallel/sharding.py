@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Iterator, Sequence
+import math
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import flax.linen as nn
 import jax
 import numpy as np
+import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from dlm_jax.errors import ConfigError
 from dlm_jax.model.axes import DEFAULT_RULES
 
 Rules = Sequence[tuple[str, Any]]
@@ -39,6 +42,14 @@ def logical_to_shardings(abstract_tree: Any, mesh: Mesh, rules: Rules = DEFAULT_
     return shardings
 
 
+def sharded_abstract(abstract_tree: Any, mesh: Mesh, rules: Rules = DEFAULT_RULES) -> Any:
+    """Unboxed ShapeDtypeStructs of a (boxed) abstract tree, each with its NamedSharding on `mesh`: what
+    checkpoints restore straight into."""
+    shardings = logical_to_shardings(abstract_tree, mesh, rules)
+    return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), nn.unbox(abstract_tree),
+                        shardings)
+
+
 def check_even_split(abstract_tree: Any, shardings: Any, logical_specs: Any = None) -> None:
     """Every array axis must be divisible by the number of devices its sharding splits it over."""
     is_spec = lambda x: isinstance(x, P) or x is None  # noqa: E731
@@ -64,7 +75,7 @@ def check_even_split(abstract_tree: Any, shardings: Any, logical_specs: Any = No
                     f"over mesh axes {mesh_axes} = {ways} devices, which does not divide it (the largest split "
                     f"under {ways} that does: {fits})")
     if problems:
-        raise ValueError(
+        raise ConfigError(
             "the device mesh cannot split these arrays evenly:\n  " + "\n  ".join(problems[:8])
             + (f"\n  ... and {len(problems) - 8} more" if len(problems) > 8 else "")
             + "\nChoose mesh.shape values (mesh.shape.tensor, mesh.shape.fsdp) whose product along those axes "
@@ -92,7 +103,6 @@ def optimizer_state_shardings(tx: Any, params: Any, mesh: Mesh) -> Any:
     sharding propagates and the whole optimizer state lands on one device (or, replicated, on every device).
     `params` may be arrays or ShapeDtypeStructs with shardings.
     """
-    import optax
     rep = NamedSharding(mesh, P())
     abstract = jax.eval_shape(tx.init, params)
     param_shardings = jax.tree.map(lambda p: p.sharding, params)
@@ -133,11 +143,12 @@ def global_batch(local: dict[str, np.ndarray], mesh: Mesh, rules: Rules = DEFAUL
             for k, v in local.items()}
 
 
-def data_parallel_size(mesh: Mesh, rules: Rules = DEFAULT_RULES) -> int:
-    """How many ways the batch dimension is split on `mesh`."""
+def batch_mesh_axes(rules: Rules = DEFAULT_RULES) -> tuple[str, ...]:
+    """The mesh axes the `batch` logical axis is split over under `rules`."""
     spec = nn.logical_to_mesh_axes(("batch",), rules)[0]
-    names = (spec,) if isinstance(spec, str) else tuple(spec or ())
-    n = 1
-    for a in names:
-        n *= mesh.shape[a]
-    return n
+    return (spec,) if isinstance(spec, str) else tuple(spec or ())
+
+
+def data_parallel_size(mesh_shape: Mapping[str, int], rules: Rules = DEFAULT_RULES) -> int:
+    """How many ways the batch dimension is split on a mesh of `mesh_shape` (axis -> size, e.g. `mesh.shape`)."""
+    return math.prod(mesh_shape[a] for a in batch_mesh_axes(rules))

@@ -1,9 +1,9 @@
-"""Generator: likelihood scoring and rank classification with a model whose preferences are known."""
+"""The inference Generator: likelihood scoring and rank classification with a model whose preferences are known."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dlm_jax.generation import Generator
+from dlm_jax.inference import Generator
 
 V, BOS, EOS, PAD, MASK, LIKED = 12, 0, 2, 1, 11, 7
 

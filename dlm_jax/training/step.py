@@ -2,8 +2,8 @@
 FLOP count behind MFU.
 
 Nothing here touches data pipelines or files, so benchmarks and other trainers can build the exact step that
-`dlm_jax.trainer` runs (`bench/mfu.py`, `bench/train_step.py`, `bench/compile_memory.py`) with only jax / flax /
-optax installed.
+`dlm_jax.training.loop` runs (`bench/mfu.py`, `bench/train_step.py`, `bench/compile_memory.py`) with only jax /
+flax / optax installed.
 """
 from __future__ import annotations
 
@@ -13,42 +13,39 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from dlm_jax.config import OptimizerConfig
 from dlm_jax.diffusion import RDMConfig, rdm_loss
 from dlm_jax.model import MaskedLM, ModelConfig
 from dlm_jax.model.length import LengthPredictor, length_loss
 
-State = dict[str, Any]
+State = dict[str, Any]  # the keys are `dlm_jax.rundir.STATE_KEYS`
 
 
 # --------------------------------------------------------------------------------------------------------------
 # Optimizer
 # --------------------------------------------------------------------------------------------------------------
-def learning_rate_schedule(opt: Any, total_steps: int) -> optax.Schedule:
-    """`inverse_sqrt` (fairseq, the paper's code): linear warmup from warmup_init_lr, then lr*sqrt(warmup/step);
-    `warmup_cosine`: linear warmup then cosine decay to end_lr; `constant`."""
-    lr, warm = opt.lr, max(int(opt.warmup_steps), 0)
+def learning_rate_schedule(opt: OptimizerConfig, total_steps: int) -> optax.Schedule:
+    """`inverse_sqrt` (fairseq): linear warmup from warmup_init_lr, then lr*sqrt(warmup/step); `warmup_cosine`:
+    linear warmup then cosine decay to end_lr; `constant`: linear warmup then constant."""
+    lr, warm = opt.lr, max(opt.warmup_steps, 1)
     if opt.schedule == "inverse_sqrt":
-        init = float(opt.get("warmup_init_lr", 1e-7))
+        init = opt.warmup_init_lr
 
         def sched(step):
             step = jnp.asarray(step, jnp.float32) + 1.0
-            w = max(warm, 1)
-            warmup = init + (lr - init) * step / w
-            return jnp.where(step < w, warmup, lr * jnp.sqrt(w / step))
+            warmup = init + (lr - init) * step / warm
+            return jnp.where(step < warm, warmup, lr * jnp.sqrt(warm / step))
         return sched
     if opt.schedule == "warmup_cosine":
-        return optax.warmup_cosine_decay_schedule(0.0, lr, max(warm, 1), max(total_steps, warm + 1),
-                                                  end_value=float(opt.get("end_lr", 0.0)))
-    if opt.schedule == "constant":
-        return optax.join_schedules([optax.linear_schedule(0.0, lr, max(warm, 1)), optax.constant_schedule(lr)],
-                                    [max(warm, 1)])
-    raise ValueError(f"optimizer.schedule={opt.schedule!r}; choose inverse_sqrt, warmup_cosine or constant")
+        return optax.warmup_cosine_decay_schedule(0.0, lr, warm, max(total_steps, opt.warmup_steps + 1),
+                                                  end_value=opt.end_lr)
+    return optax.join_schedules([optax.linear_schedule(0.0, lr, warm), optax.constant_schedule(lr)], [warm])
 
 
-def build_optimizer(opt: Any, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
+def build_optimizer(opt: OptimizerConfig, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
     sched = learning_rate_schedule(opt, total_steps)
     parts = []
-    if opt.clip_norm and opt.clip_norm > 0:
+    if opt.clip_norm > 0:
         parts.append(optax.clip_by_global_norm(opt.clip_norm))
     parts.append(optax.adamw(sched, b1=opt.b1, b2=opt.b2, eps=opt.eps, weight_decay=opt.weight_decay))
     return optax.chain(*parts), sched

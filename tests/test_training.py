@@ -13,7 +13,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dlm_jax import parallel, trainer
+from dlm_jax import parallel
+from dlm_jax.config import parse
+from dlm_jax.inference import restore_run
+from dlm_jax.training import loop
+from dlm_jax.training.step import build_optimizer, diffusion_loss_fn, make_train_step
 from dlm_jax.diffusion import RDMConfig
 from dlm_jax.model import MaskedLM, get_config
 from dlm_jax.model.axes import DEFAULT_RULES
@@ -36,11 +40,11 @@ def _tiny_batch(b=8, length=12, vocab=50, seed=0):
 
 def _step_setup(mcfg, lr=1e-3):
     model = MaskedLM(mcfg)
-    opt = tiny.get_config().optimizer
-    opt.lr, opt.warmup_steps, opt.schedule = lr, 1, "constant"
-    tx, sched = trainer.build_optimizer(opt, 100)
-    loss_fn = trainer.diffusion_loss_fn(model, RDMConfig(mask_id=4, num_timesteps=10, num_t_buckets=2))
-    return model, tx, trainer.make_train_step(loss_fn, tx, sched, grad_accum=1, seed=0)
+    c = tiny.get_config()
+    c.optimizer.lr, c.optimizer.warmup_steps, c.optimizer.schedule = lr, 1, "constant"
+    tx, sched = build_optimizer(parse(c).optimizer, 100)
+    loss_fn = diffusion_loss_fn(model, RDMConfig(mask_id=4, num_timesteps=10, num_t_buckets=2))
+    return model, tx, make_train_step(loss_fn, tx, sched, grad_accum=1, seed=0)
 
 
 def test_loss_falls_on_a_repeated_batch():
@@ -119,22 +123,21 @@ def _losses(workdir):
 @pytest.mark.parametrize("pack", [False, True])
 def test_resume_gives_the_same_run(tmp_path, pack):
     full = tmp_path / "full"
-    trainer.run(_cfg(**{"data.pack": pack}), full)
+    loop.run(parse(_cfg(**{"data.pack": pack})), full)
     part = tmp_path / "part"
-    trainer.run(_cfg(num_train_steps=3, **{"data.pack": pack}), part)  # "killed" after step 3 (its checkpoint)
-    trainer.run(_cfg(**{"data.pack": pack}), part)  # the same command again resumes at step 3
+    loop.run(parse(_cfg(num_train_steps=3, **{"data.pack": pack})), part)  # "killed" after step 3 (its checkpoint)
+    loop.run(parse(_cfg(**{"data.pack": pack})), part)  # the same command again resumes at step 3
     # a run's first (compile) step is not logged: compare every step both runs logged, before and after resuming
     a, b = _losses(full), _losses(part)
     common = sorted(set(a) & set(b))
     assert {2, 3, 5, 6} <= set(common)
     np.testing.assert_allclose([a[k] for k in common], [b[k] for k in common], rtol=1e-6)
-    from dlm_jax.restore import load_workdir
-    pa, pb = load_workdir(full).params, load_workdir(part).params
+    pa, pb = restore_run(full).params, restore_run(part).params
     for x, y in zip(jax.tree.leaves(pa), jax.tree.leaves(pb)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
     # a half-written checkpoint directory (as a crash leaves it) is ignored
     (part / "checkpoints" / "9.orbax-checkpoint-tmp-123").mkdir()
-    assert load_workdir(part).step == 6
+    assert restore_run(part).step == 6
 
 
 @pytest.mark.slow
@@ -158,32 +161,32 @@ def test_sigterm_saves_and_exits_zero(tmp_path):
 def test_bad_config_values_fail_early_with_the_key():
     c = _cfg(batch_size=6)  # 8 simulated devices on the data axis
     with pytest.raises(ValueError, match="batch_size=6.*data-parallel"):
-        trainer.validate_config(c)
+        parse(c)
     with pytest.raises(ValueError, match="mesh"):
-        trainer.validate_config(_cfg(**{"mesh.shape.tensor": 3}))
+        parse(_cfg(**{"mesh.shape.tensor": 3}))
     with pytest.raises(ValueError, match="unknown sampler strategy"):
-        trainer.validate_config(_cfg(**{"sampler.strategy": "greedy"}))
+        parse(_cfg(**{"sampler.strategy": "greedy"}))
     with pytest.raises(ValueError, match="grad_accum"):
-        trainer.validate_config(_cfg(**{"optimizer.grad_accum": 3}))
+        parse(_cfg(**{"optimizer.grad_accum": 3}))
     with pytest.raises(ValueError, match="prng_impl='philox'"):
-        trainer.validate_config(_cfg(prng_impl="philox"))
+        parse(_cfg(prng_impl="philox"))
     with pytest.raises(ValueError, match="model.attention_dropout=0"):
-        trainer.validate_config(_cfg(**{"model.attention": "cudnn", "model.dropout": 0.1}))
+        parse(_cfg(**{"model.attention": "cudnn", "model.dropout": 0.1}))
     with pytest.raises(ValueError, match="model.dtype=bfloat16"):  # the model's own checks run here too
-        trainer.validate_config(_cfg(**{"model.attention": "cudnn", "model.attention_dropout": 0.0}))
-    trainer.validate_config(_cfg(**{"model.attention": "cudnn", "model.dropout": 0.1, "model.attention_dropout": 0.0,
+        parse(_cfg(**{"model.attention": "cudnn", "model.attention_dropout": 0.0}))
+    parse(_cfg(**{"model.attention": "cudnn", "model.dropout": 0.1, "model.attention_dropout": 0.0,
                                     "model.dtype": "bfloat16"}))
     with pytest.raises(ValueError, match="head_vocab_multiple must be positive"):
-        trainer.validate_config(_cfg(**{"model.head_vocab_multiple": 0}))
+        parse(_cfg(**{"model.head_vocab_multiple": 0}))
     with pytest.raises(ValueError, match="unknown model config 'xlmr-huge'"):
-        trainer.validate_config(_cfg(**{"model.name": "xlmr-huge"}))
+        parse(_cfg(**{"model.name": "xlmr-huge"}))
 
 
 def test_mesh_that_cannot_split_a_parameter_fails_before_compiling_and_keeps_the_saved_config(tmp_path):
     (tmp_path / "config.json").write_text("the earlier run's config")
     with pytest.raises(ValueError, match=r"(?s)\['wi'\]\['kernel'\] \(32, 37\): axis 1 \(logical axis 'mlp'\) of size 37"
                                          r".*mesh\.shape\.tensor"):
-        trainer.run(_cfg(**{"mesh.shape.data": 2, "mesh.shape.tensor": 4}), tmp_path)  # the tiny MLP is 37 wide
+        loop.run(parse(_cfg(**{"mesh.shape.data": 2, "mesh.shape.tensor": 4})), tmp_path)  # the tiny MLP is 37 wide
     assert (tmp_path / "config.json").read_text() == "the earlier run's config"
     assert not (tmp_path / "checkpoints").exists() or not any((tmp_path / "checkpoints").iterdir())
 
@@ -209,7 +212,7 @@ def test_task_configs_keep_the_size_of_a_scratch_variant():
 
 def test_step_flops_count_the_head_at_masked_positions():
     from dlm_jax.model import get_config
-    from dlm_jax.step import train_flops_per_sequence, train_flops_per_step
+    from dlm_jax.training.step import train_flops_per_sequence, train_flops_per_step
     cfg = get_config("xlmr-large")
     h, f, v, n, L = 1024, 4096, 250_002, 24, 512
     fwd_body = 2 * n * (4 * h * h + 2 * h * f) * L + n * 4 * L * L * h

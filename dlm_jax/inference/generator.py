@@ -1,4 +1,9 @@
-"""Model-backed generation: jitted sampler over params, oracle length / length beam, text decoding."""
+"""The inference object: a model, its params and its vocabulary turned into responses, scores and choices.
+
+`Generator` runs the jitted sampler over params (oracle, fixed or beam-predicted lengths), Monte Carlo ELBO scoring
+and rank classification, in ids of the original vocabulary (a pruned model's ids are mapped in and out here).
+Train-time evaluation, `evaluate` and `generate` all decode through it.
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -9,6 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from dlm_jax.diffusion import SamplerConfig, build_inputs, elbo_nll, sample, select_best, top_lengths
+from dlm_jax.data.vocab import HFVocabulary
+from dlm_jax.errors import ConfigError
 from dlm_jax.model.prune import VocabMap
 
 
@@ -21,6 +28,7 @@ class Generator:
 
     model: Any
     params: Any
+    _: dataclasses.KW_ONLY
     bos_id: int
     eos_id: int
     pad_id: int
@@ -32,6 +40,15 @@ class Generator:
 
     def __post_init__(self) -> None:
         self._jitted: dict[tuple, Callable] = {}  # (SamplerConfig, max_response) or ("score", num_samples)
+
+    @classmethod
+    def with_vocab(cls, model: Any, params: Any, vocab: HFVocabulary, max_length: int, *,
+                   vocab_map: VocabMap | None = None, length_model: Any = None, length_params: Any = None
+                   ) -> "Generator":
+        """A generator whose special ids are `vocab`'s (the tokenizer's)."""
+        return cls(model, params, bos_id=vocab.bos_id, eos_id=vocab.eos_id, pad_id=vocab.pad_id,
+                   mask_id=vocab.mask_id, max_length=max_length, vocab_map=vocab_map, length_model=length_model,
+                   length_params=length_params)
 
     def _fn(self, config: SamplerConfig, max_response: int) -> Callable:
         """The jitted sampler for `config`; the head is evaluated at `max_response` positions per row only."""
@@ -97,7 +114,7 @@ class Generator:
     def predict_lengths(self, prompts: Sequence[Sequence[int]], beam: int) -> np.ndarray:
         """Top-`beam` response lengths per prompt from the length predictor, [N, beam]."""
         if self.length_model is None:
-            raise ValueError("no length predictor is loaded: train one (configs/length_predictor.py) or use the "
+            raise ConfigError("no length predictor is loaded: train one (configs/length_predictor.py) or use the "
                              "oracle length")
         tokens, _, attn = build_inputs(prompts, [0] * len(prompts), bos_id=self.bos_id, pad_id=self.pad_id,
                                        mask_id=self.mask_id, max_len=self.max_length)

@@ -1,0 +1,72 @@
+"""What the entry points share: absl flags for a run's config, logging set-up, and the one place user errors are
+caught (printed as `error: ...`, exit 2, no traceback; anything else is a bug and shows its traceback).
+
+    python -m dlm_jax.train    --config configs/X.py[:variant] --workdir DIR [--config.key=value ...]
+    python -m dlm_jax.evaluate --workdir DIR [--config.sampler.steps=10 ...] [--tasks a,b] ...
+    python -m dlm_jax.generate --workdir DIR --prompt TEXT [--config.sampler.strategy=... ...] ...
+
+`evaluate` and `generate` read the run's saved config (DIR/config.json); `--config.key=value` flags override it
+there exactly as they override a config file in `train`.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Callable
+
+from absl import app, flags
+from ml_collections import config_dict, config_flags
+
+from dlm_jax import config as config_lib
+from dlm_jax.errors import UserError
+
+FLAGS = flags.FLAGS
+
+
+def define_config_file_flag() -> None:
+    """`--config FILE.py[:arg]` (a `get_config(arg)` file) with `--config.key=value` overrides."""
+    config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py[:variant]).",
+                                    lock_config=True)
+
+
+def define_config_override_flag() -> None:
+    """`--config.key=value` overrides of a saved run's config (the keys and types of `config.base_config()`)."""
+    config_flags.DEFINE_config_dict("config", config_lib.base_config(), "Overrides of the run's saved config.",
+                                    lock_config=True)
+
+
+def config_overrides() -> dict[str, object]:
+    """The `--config.key=value` values given on the command line, by dotted key."""
+    return dict(config_flags.get_override_values(FLAGS["config"]))
+
+
+def apply_overrides(saved: config_dict.ConfigDict) -> config_dict.ConfigDict:
+    """The saved config with the command line's `--config.key=value` overrides applied."""
+    out = config_dict.ConfigDict(saved.to_dict())
+    for key, value in config_overrides().items():
+        node = out
+        *path, last = key.split(".")
+        for part in path:
+            node = node[part]
+        node[last] = value
+    return out
+
+
+def quiet_logs() -> None:
+    """INFO logs on, except orbax's per-save chatter; TensorFlow's C++ logs off."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    logging.getLogger().setLevel(logging.INFO)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(lambda r: r.levelno >= logging.WARNING or "orbax" not in r.pathname)
+
+
+def run(main: Callable[[list[str]], int | None]) -> None:
+    """`absl.app.run(main)`, with `UserError` printed as one line and exit code 2."""
+    def guarded(argv: list[str]) -> int | None:
+        try:
+            return main(argv)
+        except UserError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    app.run(guarded)

@@ -1,0 +1,239 @@
+"""The seqio tasks and mixtures of the paper, registered explicitly for a given vocabulary.
+
+`register_all(vocab)` registers every task (reading no data: sources are read when a split is first asked for)
+with output features over `vocab`; `get_task_or_mixture(name, vocab)` registers on first use (or when the
+vocabulary changed) and returns the task. Every task yields {"inputs", "targets"} ids (no EOS: the feature layout
+adds `<s>` / `</s>`), their `*_pretokenized` strings, and a `task` string. Each task's evaluation policy is
+`eval_spec(name)`.
+
+Flan 2022 per-task tasks come from the prepared data (`python -m dlm_jax.data.prepare flan2022`), so they are
+registered when the prepared `counts.json` is found.
+"""
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import seqio
+import tensorflow as tf
+
+from dlm_jax.data import eval_specs, metrics, sources
+from dlm_jax.data.eval_specs import EvalSpec
+from dlm_jax.data.vocab import HFVocabulary, tokenize_in_batches
+from dlm_jax.errors import ConfigError
+
+_EVAL_SPECS: dict[str, EvalSpec] = {}
+_REGISTERED_WITH: list[HFVocabulary] = []  # the vocabulary the registry's tasks currently use
+
+
+def eval_spec(name: str) -> EvalSpec:
+    """How task `name` is evaluated (`eval_specs.DEFAULT` for tasks without their own policy)."""
+    return _EVAL_SPECS.get(name, eval_specs.DEFAULT)
+
+
+def _output_features(vocab: HFVocabulary) -> dict[str, seqio.Feature]:
+    return {"inputs": seqio.Feature(vocab, add_eos=False, required=False),
+            "targets": seqio.Feature(vocab, add_eos=False)}
+
+
+def _text_dataset(rows: Callable[[], Iterable[dict[str, str]]]) -> tf.data.Dataset:
+    spec = {"inputs": tf.TensorSpec([], tf.string), "targets": tf.TensorSpec([], tf.string),
+            "task": tf.TensorSpec([], tf.string)}
+    return tf.data.Dataset.from_generator(
+        lambda: ({"inputs": r["inputs"], "targets": r["targets"], "task": r.get("task", "")} for r in rows()),
+        output_signature=spec)
+
+
+def _function_source(load: Callable[[str], list[dict]], splits: Sequence[str]) -> seqio.FunctionDataSource:
+    """A seqio source over a Python loader split -> [{"inputs", "targets", "task"}] (checked when first read)."""
+
+    def dataset_fn(split: str, shuffle_files: bool, seed: int | None = None) -> tf.data.Dataset:
+        rows = load(split)  # raises MissingDataError before TF sees anything
+        return _text_dataset(lambda: rows)
+
+    return seqio.FunctionDataSource(dataset_fn, splits=list(splits))
+
+
+class _Registrar:
+    """Adds tasks and mixtures over one vocabulary (replacing earlier registrations of the same names)."""
+
+    def __init__(self, vocab: HFVocabulary):
+        self.features = _output_features(vocab)
+
+    def task(self, name: str, source: seqio.DataSource, *, metric_fns: Sequence[Callable] = (),
+             preprocessors: Sequence[Callable] = (), spec: EvalSpec | None = None) -> None:
+        if name in seqio.TaskRegistry.names():
+            seqio.TaskRegistry.remove(name)
+        seqio.TaskRegistry.add(
+            name, source=source,
+            preprocessors=[*preprocessors, tokenize_in_batches, seqio.CacheDatasetPlaceholder()],
+            output_features=self.features, metric_fns=list(metric_fns))
+        if spec is not None:
+            _EVAL_SPECS[name] = spec
+
+    @staticmethod
+    def mixture(name: str, tasks: Sequence[tuple[str, float]]) -> None:
+        if name in seqio.MixtureRegistry.names():
+            seqio.MixtureRegistry.remove(name)
+        seqio.MixtureRegistry.add(name, list(tasks))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Translation and summarisation (task-specific finetuning; `_prompt` variants use the paper's instruction)
+# ----------------------------------------------------------------------------------------------------------
+def _tfds_translation(lang_in: str, lang_out: str, template: str | None) -> Callable:
+    def prep(ds: tf.data.Dataset) -> tf.data.Dataset:
+        def fn(ex):
+            src = ex[lang_in]
+            if template:
+                pre, post = template.split("{" + lang_in + "}")
+                src = tf.strings.join([pre, src, post])
+            return {"inputs": src, "targets": ex[lang_out], "task": tf.constant("wmt14_en_de")}
+        return ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE)
+    return prep
+
+
+def _tfds_gigaword(ds: tf.data.Dataset) -> tf.data.Dataset:
+    return ds.map(lambda ex: {"inputs": ex["document"], "targets": ex["summary"], "task": tf.constant("gigaword")})
+
+
+def register_translation_tasks(reg: _Registrar) -> None:
+    splits = ["train", "validation", "test"]
+    for suffix, tmpl in (("", None), ("_prompt", sources.DE_EN_PROMPT)):
+        for base, pairs in (("ding_de_en", sources.ding_pairs), ("iwslt14_de_en", sources.iwslt_pairs)):
+            name = base + suffix
+            reg.task(name, _function_source(
+                lambda s, t=tmpl, n=name, p=pairs: sources.pairs_to_rows(p(s), n, t, "de"), splits),
+                metric_fns=[metrics.bleu], spec=eval_specs.TRANSLATION)
+        reg.task(f"wmt14_en_de{suffix}", seqio.TfdsDataSource(tfds_name="wmt14_translate/de-en:1.0.0"),
+                 preprocessors=[_tfds_translation("en", "de", sources.EN_DE_PROMPT if tmpl else None)],
+                 metric_fns=[metrics.bleu_intl], spec=eval_specs.TRANSLATION_INTL)
+    reg.task("gigaword_10k", seqio.TfdsDataSource(
+        tfds_name="gigaword:1.2.0", splits={"train": "train[:10000]", "validation": "validation", "test": "test"}),
+        preprocessors=[_tfds_gigaword], metric_fns=[metrics.rouge_l], spec=eval_specs.SUMMARIZATION)
+    reg.task("gigaword_10k_local", _function_source(sources.gigaword_local_rows, splits),
+             metric_fns=[metrics.rouge_l], spec=eval_specs.SUMMARIZATION)
+
+
+def register_flan2021(reg: _Registrar) -> None:
+    reg.task("flan2021", _function_source(functools.partial(sources.flan2021_rows, strict=False), ["train"]))
+    reg.task("flan2021_strict", _function_source(functools.partial(sources.flan2021_rows, strict=True), ["train"]))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Flan 2022 (SirNeural/flan_v2 files) with FLAN's mixing rates, and the paper's file-level ratios
+# ----------------------------------------------------------------------------------------------------------
+FLAN2022_TOP = {"flan2021": 0.4, "t0": 0.32, "niv2": 0.2, "cot": 0.05, "dialog": 0.03}
+FLAN2022_FILE_PREFIX = {"flan2021": "flan", "t0": "t0", "niv2": "niv2", "cot": "cot", "dialog": "dialog"}
+FLAN2022_TEMPLATES = {"flan2021": ("zs_opt", "fs_opt", "zs_noopt", "fs_noopt"),
+                      "t0": ("zs_opt", "fs_opt", "zs_noopt", "fs_noopt"),
+                      "niv2": ("zs_opt", "fs_opt"), "cot": ("zs_opt", "fs_opt"), "dialog": ("zs_opt", "fs_opt")}
+FLAN2022_CAPS = {"flan2021": 30_000, "t0": 20_000, "niv2": 5_000, "cot": 100_000, "dialog": 200_000}
+INVERSION_RATE = 0.3  # CoT and Dialog add input-inverted tasks at 0.3 x the task's rate
+FLAN2022_PAPER_RATES = {
+    **{f"flan_{t}": 0.1 for t in ("zs_opt", "fs_opt", "zs_noopt", "fs_noopt")},
+    "t0_fs_noopt": 0.106, "t0_zs_noopt": 0.107, "t0_zs_opt": 0.107,
+    "niv2_fs_opt": 0.1, "niv2_zs_opt": 0.1,
+    **{f"cot_{t}": 0.025 for t in ("zs_opt", "fs_opt", "zs_noopt", "fs_noopt")},
+    **{f"dialog_{t}": 0.015 for t in ("zs_opt", "fs_opt", "zs_noopt", "fs_noopt")},
+}
+
+
+def _flan2022_template_mix(reg: _Registrar, root: Path, submix: str, stem: str, counts: dict[str, int]) -> bool:
+    """Registers the per-task tasks of one file (`stem`) and their mixture; False when the file has no task."""
+    entries = []
+    for task, n in sorted(counts.items()):
+        path = sources.flan2022_task_file(root, stem, task)
+        rate = float(min(FLAN2022_CAPS[submix], n))
+        name = f"flan2022:{stem}:{sources.safe_name(task)}"
+        reg.task(name, _function_source(functools.partial(sources.flan2022_task_rows, path, False), ["train"]))
+        entries.append((name, rate))
+        if submix in ("cot", "dialog"):
+            reg.task(name + "_inverted",
+                     _function_source(functools.partial(sources.flan2022_task_rows, path, True), ["train"]))
+            entries.append((name + "_inverted", INVERSION_RATE * rate))
+    if entries:
+        reg.mixture(f"flan2022:{stem}", entries)
+    return bool(entries)
+
+
+def register_flan2022(reg: _Registrar, root: Path | None = None) -> bool:
+    """Registers per-task tasks and the `flan2022_submix` / `flan2022_paper` mixtures from prepared data.
+
+    Returns False (registering nothing) when `ROOT/flan2022/counts.json` does not exist yet.
+    """
+    root = sources.flan2022_root(root)
+    counts_file = root / "counts.json"
+    if not counts_file.exists():
+        return False
+    counts: dict[str, dict[str, int]] = json.loads(counts_file.read_text())
+    submixes = []
+    for submix, templates in FLAN2022_TEMPLATES.items():
+        stems = [f"{FLAN2022_FILE_PREFIX[submix]}_{t}" for t in templates]
+        template_mixes = [(f"flan2022:{s}", 1.0) for s in stems
+                          if _flan2022_template_mix(reg, root, submix, s, counts.get(s, {}))]
+        if template_mixes:
+            reg.mixture(f"flan2022:{submix}_submix", template_mixes)
+            submixes.append((f"flan2022:{submix}_submix", FLAN2022_TOP[submix]))
+    reg.mixture("flan2022_submix", submixes)
+    files = []
+    for stem, rate in FLAN2022_PAPER_RATES.items():
+        if stem in counts:
+            paths = tuple(sources.flan2022_task_file(root, stem, t) for t in sorted(counts[stem]))
+            reg.task(f"flan2022_file:{stem}", _function_source(
+                lambda s, ps=paths: [r for p in ps for r in sources.flan2022_task_rows(p, False, s)], ["train"]))
+            files.append((f"flan2022_file:{stem}", rate))
+    reg.mixture("flan2022_paper", files)
+    return True
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Evaluation tasks
+# ----------------------------------------------------------------------------------------------------------
+EVAL_TASKS: dict[str, tuple[Callable, int, Callable, EvalSpec]] = {
+    # name: (reader, shots, metric, evaluation policy)
+    "mmlu": (sources.mmlu_rows, 0, eval_specs.choice_accuracy, eval_specs.MULTIPLE_CHOICE),
+    "mmlu_5shot": (sources.mmlu_rows, 5, eval_specs.choice_accuracy, eval_specs.MULTIPLE_CHOICE),
+    "bbh_nlp": (sources.bbh_rows, 0, eval_specs.choice_accuracy, eval_specs.MULTIPLE_CHOICE),
+    "bbh_nlp_3shot": (sources.bbh_rows, 3, eval_specs.choice_accuracy, eval_specs.MULTIPLE_CHOICE),
+    "tydiqa_goldp": (sources.tydiqa_rows, 0, eval_specs.tydiqa_exact_match, eval_specs.SHORT_QA),
+    "tydiqa_goldp_1shot": (sources.tydiqa_rows, 1, eval_specs.tydiqa_exact_match, eval_specs.SHORT_QA),
+    "gsm8k": (sources.gsm8k_rows, 0, metrics.number_match, eval_specs.REASONING),
+    "gsm8k_8shot": (sources.gsm8k_rows, 8, metrics.number_match, eval_specs.REASONING),
+    "mgsm_de": (sources.mgsm_de_rows, 0, metrics.number_match, eval_specs.REASONING),
+    "mgsm_de_8shot": (sources.mgsm_de_rows, 8, metrics.number_match, eval_specs.REASONING),
+}
+
+
+def register_eval_tasks(reg: _Registrar) -> None:
+    for name, (reader, shots, metric, spec) in EVAL_TASKS.items():
+        reg.task(name, _function_source(lambda s, f=reader, k=shots: f(s, k), [spec.split]), metric_fns=[metric],
+                 spec=spec)
+    reg.mixture("flan_eval_zero_shot", [(n, 1.0) for n in ("mmlu", "bbh_nlp", "tydiqa_goldp", "gsm8k", "mgsm_de")])
+    reg.mixture("flan_eval_few_shot", [(n, 1.0) for n in ("mmlu_5shot", "bbh_nlp_3shot", "tydiqa_goldp_1shot",
+                                                           "gsm8k_8shot", "mgsm_de_8shot")])
+
+
+def register_all(vocab: HFVocabulary, *, flan2022_root: Path | None = None) -> None:
+    """Registers every task and mixture with output features over `vocab`."""
+    reg = _Registrar(vocab)
+    register_translation_tasks(reg)
+    register_flan2021(reg)
+    register_eval_tasks(reg)
+    register_flan2022(reg, flan2022_root)
+    _REGISTERED_WITH[:] = [vocab]
+
+
+def get_task_or_mixture(name: str, vocab: HFVocabulary) -> seqio.Task | seqio.Mixture:
+    """The task or mixture `name` over `vocab` (registering first where needed); a clear error listing the known
+    names otherwise."""
+    if _REGISTERED_WITH != [vocab] or (name.startswith("flan2022") and name not in seqio.MixtureRegistry.names()):
+        register_all(vocab)
+    try:
+        return seqio.get_mixture_or_task(name)
+    except ValueError:
+        known = sorted(n for n in [*seqio.TaskRegistry.names(), *seqio.MixtureRegistry.names()] if ":" not in n)
+        hint = " (Flan 2022 needs `python -m dlm_jax.data.prepare flan2022` first)" if "flan2022" in name else ""
+        raise ConfigError(f"unknown task or mixture {name!r}{hint}; registered: {known}") from None

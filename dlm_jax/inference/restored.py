@@ -1,0 +1,80 @@
+"""A trained run restored for inference: params only, straight into the requested mesh, nothing else built.
+
+Shapes come from `jax.eval_shape` over the run's saved ModelConfig (`model.json`), the tokenizer from the run's
+own copy, so no HuggingFace checkpoint is read and no optimizer is built. `RestoredRun.generator()` is the one
+inference object that `evaluate` and `generate` use.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from jax.sharding import Mesh
+
+from dlm_jax import config as config_lib
+from dlm_jax.data.vocab import HFVocabulary
+from dlm_jax.inference.generator import Generator
+from dlm_jax.model import MaskedLM, ModelConfig, abstract_params
+from dlm_jax.model.length import LengthPredictor
+from dlm_jax.model.prune import VocabMap
+from dlm_jax.parallel import make_mesh, sharded_abstract
+from dlm_jax.rundir import RunDir
+
+
+@dataclasses.dataclass
+class RestoredRun:
+    """What inference needs of a run: the typed config, the model and params, the vocabulary, the step."""
+
+    run: config_lib.RunConfig
+    model: MaskedLM
+    params: Any
+    vocab: HFVocabulary
+    vocab_map: VocabMap | None
+    step: int
+    mesh: Mesh
+    length_model: LengthPredictor | None = None
+    length_params: Any = None
+
+    @property
+    def max_length(self) -> int:
+        return min(self.run.data.max_length, self.model.cfg.max_length)
+
+    def generator(self) -> Generator:
+        return Generator.with_vocab(self.model, self.params, self.vocab, self.max_length, vocab_map=self.vocab_map,
+                                    length_model=self.length_model, length_params=self.length_params)
+
+    def with_length_head(self, length_workdir: str | Path, *, step: int | None = None) -> "RestoredRun":
+        """Adds the length predictor trained in `length_workdir` (a run of configs/length_predictor.py)."""
+        head = LengthPredictor(self.model.cfg, num_classes=self.model.cfg.max_positions)
+        dummy = jnp.zeros((1, 4, self.model.cfg.hidden_size)), jnp.ones((1, 4), jnp.int32)
+        abstract = jax.eval_shape(lambda: head.init(jax.random.key(0), *dummy)["params"])
+        params, _ = RunDir(length_workdir).restore_params(
+            sharded_abstract(abstract, self.mesh, self.run.mesh.rules), step)
+        return dataclasses.replace(self, length_model=head, length_params=params)
+
+
+def single_device_mesh() -> Mesh:
+    return make_mesh({"data": 1}, devices=jax.devices()[:1])
+
+
+def restore_run(workdir: str | Path, *, config: ml_collections.ConfigDict | None = None, step: int | None = None,
+                mesh: Mesh | None = None) -> RestoredRun:
+    """Restores the params of `workdir`'s checkpoint `step` (default: the latest) into `mesh` (default: one device).
+
+    `config`: the run's config as the caller has it (e.g. the saved one with command-line overrides); default: the
+    saved config. Its `model.*` values (dtype, attention, ...) apply to the saved ModelConfig.
+    """
+    rundir = RunDir(workdir)
+    mesh = mesh if mesh is not None else single_device_mesh()
+    config = ml_collections.ConfigDict((config if config is not None else rundir.read_config()).to_dict())
+    config.mesh.shape = dict(mesh.shape)  # the inference mesh, not the one the run trained on
+    run = config_lib.parse(config, num_devices=mesh.size)
+    step = rundir.checkpoint_step(step)
+    model_config: ModelConfig = run.model.apply(rundir.read_model_config())
+    params, got = rundir.restore_params(sharded_abstract(abstract_params(model_config), mesh, run.mesh.rules), step)
+    return RestoredRun(run, MaskedLM(model_config), params, HFVocabulary(rundir.read_tokenizer()),
+                       rundir.read_vocab_map(), got, mesh)

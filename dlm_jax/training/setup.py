@@ -1,0 +1,156 @@
+"""Everything a training run needs before its first step, built from a `RunConfig`: mesh, model and params (a
+HuggingFace checkpoint, a dlm_jax run, or random init), vocabulary (and its pruning), data, sharded state and the
+jitted step.
+
+Setup raises `UserError`s for what `config.parse` cannot see (data, shapes x mesh) before anything is compiled
+or written to the workdir.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from dlm_jax import parallel
+from dlm_jax.config import RunConfig
+from dlm_jax.data import pipeline
+from dlm_jax.data.features import FeatureSpec
+from dlm_jax.data.vocab import HFVocabulary
+from dlm_jax.errors import ConfigError
+from dlm_jax.inference import restore_run
+from dlm_jax.model import MaskedLM, get_config as get_model_config
+from dlm_jax.model.length import LengthPredictor
+from dlm_jax.model.prune import VocabMap, prune_params
+from dlm_jax.pretrained import load_pretrained, load_tokenizer
+from dlm_jax.rundir import State, new_state
+from dlm_jax.training.step import build_optimizer, diffusion_loss_fn, length_loss_fn, make_train_step
+
+
+@dataclasses.dataclass
+class Setup:
+    run: RunConfig
+    mesh: Any
+    model: MaskedLM
+    tokenizer: Any
+    vocab: HFVocabulary
+    spec: FeatureSpec
+    vocab_map: VocabMap | None
+    state: State
+    frozen: Any
+    train_data: Any
+    eval_examples: pipeline.Examples | None
+    step_fn: Callable
+    schedule: optax.Schedule
+
+
+@dataclasses.dataclass
+class _Model:
+    model: MaskedLM
+    params: Any
+    tokenizer: Any
+    vocab_map: VocabMap | None = None  # a source run's pruned vocabulary (init="workdir:DIR")
+
+
+def _tokenizer(src: str) -> Any:
+    if not src:
+        raise ConfigError("model.init='random' needs model.tokenizer (an HF model directory or hub id with a "
+                          "tokenizer), e.g. --config.model.tokenizer=bundled")
+    return load_tokenizer(src, required=True)
+
+
+def build_model(run: RunConfig, mesh: Any) -> _Model:
+    """The model and its sharded params from `model.init`: an HF directory / hub id / "bundled", a dlm_jax run
+    ("workdir:DIR", e.g. the length stage on a finetuned model), or "random" (`model.name` + `model.tokenizer`)."""
+    m = run.model
+    if m.init_workdir is not None:
+        src = restore_run(m.init_workdir, mesh=mesh)
+        return _Model(src.model, src.params, src.vocab.tokenizer, src.vocab_map)
+    if m.init != "random":
+        pre = load_pretrained(m.init, mesh=mesh, rules=run.mesh.rules, **m.overrides)
+        tokenizer = pre.tokenizer if pre.tokenizer is not None else _tokenizer(m.tokenizer)
+        return _Model(pre.model, pre.params, tokenizer)
+    tokenizer = _tokenizer(m.tokenizer)
+    cfg = m.apply(get_model_config(m.name)).replace(vocab_size=len(tokenizer),
+                                                     pad_token_id=int(tokenizer.pad_token_id))
+    model = MaskedLM(cfg)
+    ids = jnp.zeros((1, 8), jnp.int32)
+    params, _ = parallel.sharded_init(lambda k: model.init(k, ids)["params"], mesh, run.mesh.rules,
+                                      jax.random.key(run.seed))
+    logging.info("random init of %s (%s)", m.name, cfg)
+    return _Model(model, params, tokenizer)
+
+
+def prune_vocabulary(run: RunConfig, built: _Model, vocab: HFVocabulary,
+                     train: pipeline.Examples | None) -> _Model:
+    """The pruned model (`model.prune_vocab`: only ids seen `prune_min_count` times in the training set) or the
+    source run's vocabulary carried over; training rows are remapped in place."""
+    vmap = built.vocab_map
+    if vmap is None and run.model.prune_vocab:
+        if train is None:
+            raise ConfigError("model.prune_vocab needs data.cache=True (the kept ids are read from the training set)")
+        ids, counts = np.unique(train.rows["tokens"], return_counts=True)
+        used = ids[counts >= run.model.prune_min_count]  # rarer ids become <unk>
+        vmap = VocabMap.build(used, built.model.cfg.vocab_size, unk_id=vocab.unk_id,
+                              specials=[vocab.bos_id, vocab.eos_id, vocab.pad_id, vocab.mask_id])
+        params, cfg = prune_params(built.params, built.model.cfg, vmap)
+        built = _Model(MaskedLM(cfg), params, built.tokenizer, vmap)
+        logging.info("pruned the vocabulary to %d of %d ids", vmap.size, len(vmap.old_to_new))
+    if vmap is not None and train is not None:
+        train.rows["tokens"] = vmap.to_new(train.rows["tokens"])
+    return built
+
+
+def build_train_data(run: RunConfig, train: pipeline.Examples | None, spec: FeatureSpec, vocab: HFVocabulary,
+                     vocab_map: VocabMap | None) -> Any:
+    """Host-local batches addressed by step: packed or plain from the cached split, or a seeded stream."""
+    host_batch = run.batch_size // jax.process_count()
+    if run.data.pack:
+        pad = int(vocab_map.old_to_new[vocab.pad_id]) if vocab_map else vocab.pad_id
+        return pipeline.PackedBatches(train, host_batch, run.seed, spec.max_length, pad)
+    if train is not None:
+        return pipeline.CachedBatches(train, host_batch, run.seed)
+    return pipeline.StreamedBatches(run.data.task, spec, vocab, host_batch, run.seed)
+
+
+def _loss_and_trainable(run: RunConfig, model: MaskedLM, params: Any, mask_id: int) -> tuple[Callable, Any, Any]:
+    """(loss_fn, trainable params, frozen params) of the run's stage."""
+    if run.stage == "diffusion":
+        return diffusion_loss_fn(model, run.diffusion.rdm(mask_id)), params, None
+    head = LengthPredictor(model.cfg, num_classes=model.cfg.max_positions)
+    dummy = jnp.zeros((1, 4, model.cfg.hidden_size)), jnp.ones((1, 4), jnp.int32)
+    trainable = jax.jit(lambda k: nn.unbox(head.init(k, *dummy)["params"]))(jax.random.key(run.seed + 1))
+    return length_loss_fn(model, head), trainable, params
+
+
+def setup(run: RunConfig) -> Setup:
+    mesh = parallel.make_mesh(dict(run.mesh.shape))
+    built = build_model(run, mesh)
+    vocab = HFVocabulary(built.tokenizer)
+    spec = run.data.feature_spec(vocab, built.model.cfg.max_length)
+    train = None
+    if run.data.cache:
+        train = pipeline.load_examples(run.data.task, "train", spec, vocab, shard=pipeline.host_shard(),
+                                       limit=run.data.train_limit)
+    eval_examples = None
+    if run.eval_every_steps and run.data.eval_split:
+        eval_examples = pipeline.load_examples(run.data.task, run.data.eval_split, spec, vocab,
+                                               limit=run.data.eval_examples)
+    built = prune_vocabulary(run, built, vocab, train)
+    vmap = built.vocab_map
+    train_data = build_train_data(run, train, spec, vocab, vmap)
+    mask_id = int(vmap.old_to_new[vocab.mask_id]) if vmap is not None else vocab.mask_id
+    tx, schedule = build_optimizer(run.optimizer, run.num_train_steps)
+    loss_fn, trainable, frozen = _loss_and_trainable(run, built.model, built.params, mask_id)
+    trainable = parallel.replicate_unplaced(trainable, mesh)
+    opt_state = parallel.init_optimizer_state(tx, trainable, mesh)  # Adam moments sharded like their params
+    state = parallel.replicate_unplaced(new_state(trainable, opt_state), mesh)
+    step_fn = make_train_step(loss_fn, tx, schedule, grad_accum=run.optimizer.grad_accum, seed=run.seed)
+    jitted = parallel.jit_train_step(step_fn, state, mesh, run.mesh.rules)
+    return Setup(run, mesh, built.model, built.tokenizer, vocab, spec, vmap, state, frozen, train_data,
+                 eval_examples, jitted, schedule)

@@ -19,6 +19,7 @@ the figure as an estimate within some tens of percent, mainly useful to compare 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -52,14 +53,13 @@ def main() -> None:
     import flax.linen as nn
     import jax
     import jax.numpy as jnp
-    import ml_collections
 
-    from configs.common import base_config
+    from dlm_jax.config import base_config, parse
     from dlm_jax import parallel
     from dlm_jax.diffusion import RDMConfig
     from dlm_jax.model import MaskedLM, get_config
     from dlm_jax.model.axes import DEFAULT_RULES
-    from dlm_jax.step import build_optimizer, diffusion_loss_fn, make_train_step
+    from dlm_jax.training.step import build_optimizer, diffusion_loss_fn, make_train_step
 
     if args.devices % args.tensor:
         raise SystemExit(f"--devices {args.devices} is not divisible by --tensor {args.tensor}")
@@ -78,9 +78,8 @@ def main() -> None:
     params = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), nn.unbox(boxed), pshard)
     n_params = sum(x.size for x in jax.tree.leaves(params))
 
-    opt = base_config().optimizer
-    opt.grad_accum = args.grad_accum
-    tx, schedule = build_optimizer(ml_collections.ConfigDict(opt), 4000)
+    opt = parse(base_config(), num_devices=1, num_processes=1).optimizer
+    tx, schedule = build_optimizer(dataclasses.replace(opt, grad_accum=args.grad_accum), 4000)
     rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     opt_shard = parallel.optimizer_state_shardings(tx, params, mesh)  # as the trainer
     opt_abs = jax.eval_shape(tx.init, params)

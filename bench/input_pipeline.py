@@ -25,7 +25,8 @@ import numpy as np  # noqa: E402
 import seqio  # noqa: E402
 
 import dlm_jax  # noqa: E402
-from dlm_jax.data import tasks as T, vocab as V  # noqa: E402
+from dlm_jax.data import registry  # noqa: E402
+from dlm_jax.data.vocab import HFVocabulary, tokenize_in_batches  # noqa: E402
 
 
 def _read(ds) -> tuple[list[dict], float]:
@@ -42,17 +43,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-sizes", default="128", help="comma-separated batch sizes of the batched tokenizer")
     p.add_argument("--repeats", type=int, default=2)
     args = p.parse_args(argv)
-    V.set_active_tokenizer(args.tokenizer or dlm_jax.bundled_bert_dir())
-    source = seqio.get_mixture_or_task(args.task).source
+    vocab = HFVocabulary(dlm_jax.load_tokenizer(args.tokenizer or "bundled"))
+    source = registry.get_task_or_mixture(args.task, vocab).source
+    output_features = registry.get_task_or_mixture(args.task, vocab).output_features
 
     def source_ds():
         return source.get_dataset(args.split, shuffle=False)
 
-    variants = [("seqio per-example", lambda: seqio.preprocessors.tokenize(source_ds(), T.OUTPUT_FEATURES))]
+    variants = [("seqio per-example", lambda: seqio.preprocessors.tokenize(source_ds(), output_features))]
     for b in (int(x) for x in args.batch_sizes.split(",")):
-        variants.append((f"batched {b}", lambda b=b: V.tokenize_in_batches(source_ds(), T.OUTPUT_FEATURES, b)))
+        variants.append((f"batched {b}", lambda b=b: tokenize_in_batches(source_ds(), output_features, b)))
     reference = None
-    print(f"{args.task}/{args.split}, tokenizer {type(V.ACTIVE.tokenizer).__name__}")
+    print(f"{args.task}/{args.split}, tokenizer {type(vocab.tokenizer).__name__}")
     print("| variant | examples | best s | examples/s | tokens/s |\n|---|---|---|---|---|")
     for name, make in variants:
         best = float("inf")

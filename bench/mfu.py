@@ -1,8 +1,8 @@
 """Model FLOPs utilisation of the train step on the accelerator(s) at hand (the issue's GPU target: xlmr-large, bf16).
 
-The step is the trainer's own: `dlm_jax.step.make_train_step` over the RDM loss (`diffusion_loss_fn`), AdamW with
+The step is the trainer's own: `dlm_jax.training.step.make_train_step` over the RDM loss (`diffusion_loss_fn`), AdamW with
 clipping, the state and batch sharded on a `data` mesh over every local device and traced under
-`parallel.mesh_rules`, exactly as `dlm_jax.trainer.setup` builds it. Parameters are random (only the speed is
+`parallel.mesh_rules`, exactly as `dlm_jax.training.setup` builds it. Parameters are random (only the speed is
 measured); rows are full `<s> prompt response </s>` sequences (half prompt, half response, no padding), so every
 token is real.
 
@@ -13,7 +13,7 @@ MFU = useful training FLOPs per second / (peak per device x devices). Useful FLO
 `train_flops_per_step(cfg, length, rows, masked)` (3 x forward: the body's matmuls, attention's two L^2 products,
 the MLM head at the positions actually masked, read from the step's `num_masked`): padding of the head's static
 capacity (`--head-capacity`) and recomputation under remat do not count. The peak is the datasheet dense 16-bit
-figure for the device kind (`dlm_jax.step.PEAK_TFLOPS`, H100 SXM: 989 TFLOP/s) or `--peak-tflops`; the bf16
+figure for the device kind (`dlm_jax.training.step.PEAK_TFLOPS`, H100 SXM: 989 TFLOP/s) or `--peak-tflops`; the bf16
 matrix-product rate measured here (8192^3) is printed beside it. XLA's own FLOP count of the compiled step is
 printed beside the model count (on GPUs it leaves out the cuBLAS / cuDNN library calls, so there it is lower).
 The peak-memory column is the process's peak so far (JAX cannot reset it): a row's own figure only for the first
@@ -47,7 +47,7 @@ from dlm_jax import parallel  # noqa: E402
 from dlm_jax.diffusion import RDMConfig  # noqa: E402
 from dlm_jax.model import MaskedLM, get_config  # noqa: E402
 from dlm_jax.model.axes import DEFAULT_RULES  # noqa: E402
-from dlm_jax.step import (diffusion_loss_fn, make_train_step, peak_flops_per_device,  # noqa: E402
+from dlm_jax.training.step import (diffusion_loss_fn, make_train_step, peak_flops_per_device,  # noqa: E402
                           train_flops_per_step)
 
 

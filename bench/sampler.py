@@ -90,13 +90,13 @@ XLMR_SHAPES = {"xlmr-base": dict(hidden_size=768, num_hidden_layers=12, num_atte
 def hf_model(shape: str, workdir: Path):
     """(torch model, HF dir) for the shape: the bundled BERT, or a random XLM-R base / large saved to `workdir`."""
     import torch
-    import transformers as T
+    import transformers
     if shape == "bert-tiny":
         d = dlm_jax.bundled_bert_dir()
-        return T.BertForMaskedLM.from_pretrained(str(d)).eval(), d
+        return transformers.BertForMaskedLM.from_pretrained(str(d)).eval(), d
     if shape in XLMR_SHAPES:
         torch.manual_seed(0)
-        m = T.XLMRobertaForMaskedLM(T.XLMRobertaConfig(
+        m = transformers.XLMRobertaForMaskedLM(transformers.XLMRobertaConfig(
             vocab_size=250_002, max_position_embeddings=514, type_vocab_size=1, pad_token_id=1,
             layer_norm_eps=1e-5, **XLMR_SHAPES[shape])).eval()
         m.save_pretrained(workdir / shape)

@@ -30,14 +30,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
 import dlm_jax  # noqa: E402
 from bench.sampler import hf_model, print_header  # noqa: E402
-from configs.common import base_config  # noqa: E402
+from dlm_jax.config import base_config, parse  # noqa: E402
 from dlm_jax.diffusion import RDMConfig, corrupt, rdm_loss  # noqa: E402
-from dlm_jax.step import build_optimizer, diffusion_loss_fn, make_train_step  # noqa: E402
+from dlm_jax.training.step import build_optimizer, diffusion_loss_fn, make_train_step  # noqa: E402
 
 T = 50
 
@@ -121,9 +120,9 @@ def main() -> None:
                                       torch.tensor(np.asarray(t))))
 
             # dlm_jax: the trainer's step.
-            opt = ml_collections.ConfigDict(base_config().optimizer)
-            opt.lr, opt.warmup_steps = 1e-4, 1
-            tx, sched = build_optimizer(opt, 1000)
+            c = base_config()
+            c.optimizer.lr, c.optimizer.warmup_steps = 1e-4, 1
+            tx, sched = build_optimizer(parse(c, num_devices=1, num_processes=1).optimizer, 1000)
             step = jax.jit(make_train_step(diffusion_loss_fn(model, rdm), tx, sched, grad_accum=1, seed=0),
                            donate_argnums=(0,))
             state = {"step": jnp.zeros((), jnp.int32), "params": pre.params, "opt_state": tx.init(pre.params),

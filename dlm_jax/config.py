@@ -143,9 +143,14 @@ def _merge(node: ml_collections.ConfigDict, values: Mapping[str, Any]) -> None:
         if isinstance(value, Mapping) and isinstance(node.get(key), ml_collections.ConfigDict):
             _merge(node[key], value)
         elif isinstance(node.get(key), tuple) and isinstance(value, list):
-            node[key] = tuple(tuple(v) if isinstance(v, list) else v for v in value)
+            node[key] = _tuples(value)
         else:
             node[key] = value
+
+
+def _tuples(value: Any) -> Any:
+    """JSON lists back to the tuples they were saved from (nested)."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -100,3 +100,37 @@ def test_multiple_choice_is_scored_generatively_and_by_rank_classification(train
     assert set(res["metrics"]) == {"accuracy", "rank_accuracy", "rank_accuracy_macro"}
     assert res["sampler"]["steps"] == 1 and res["num_examples"] == 6
     assert 0.0 <= res["metrics"]["rank_accuracy"] <= 100.0
+
+
+@pytest.mark.slow
+def test_generate_takes_the_sampler_from_config_overrides(trained):
+    r = _run("dlm_jax.generate", "--workdir", str(trained), "--prompt", "Das Haus ist klein.", "--length", "6",
+             "--config.sampler.strategy=adaptive", "--config.sampler.threshold=0.5", "--config.sampler.steps=6")
+    assert r.returncode == 0, r.stderr[-3000:]
+    evals = int(re.search(r"\((\d+) model evaluations\)", r.stdout).group(1))
+    assert 1 <= evals <= 6  # adaptive: at most `steps`, threshold taken from the command line
+    r = _run("dlm_jax.generate", "--workdir", str(trained), "--prompt", "Hallo", "--length", "3",
+             "--config.sampler.strategy=adaptive")  # no threshold: one line naming the fix
+    assert r.returncode == 2 and "threshold" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_restore_reads_params_only_straight_into_a_mesh(trained, monkeypatch):
+    import jax
+    import numpy as np
+    from dlm_jax import pretrained
+    from dlm_jax.inference import restore_run
+    from dlm_jax.parallel import make_mesh
+    from dlm_jax.training import step
+
+    def forbidden(*a, **k):
+        raise AssertionError("inference must not load a HuggingFace checkpoint or build an optimizer")
+    monkeypatch.setattr(pretrained, "load_pretrained", forbidden)
+    monkeypatch.setattr(step, "build_optimizer", forbidden)
+    one = restore_run(trained)
+    mesh = make_mesh({"data": 1, "fsdp": 2, "tensor": 1}, devices=jax.devices()[:2])  # the tiny MLP is 37 wide
+    sharded = restore_run(trained, mesh=mesh)
+    kernel = sharded.params["layers_0"]["mlp"]["wo"]["kernel"]
+    assert kernel.sharding.mesh.shape == mesh.shape and "fsdp" in str(kernel.sharding.spec)
+    assert one.step == sharded.step == 8
+    for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(sharded.params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

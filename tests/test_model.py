@@ -17,11 +17,11 @@ TINY = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_he
 
 def _hf_model(family: str, seed: int = 0):
     torch = torch_or_skip()
-    import transformers as T
+    import transformers
     torch.manual_seed(seed)
-    cls, cfg_cls = {"bert": (T.BertForMaskedLM, T.BertConfig),
-                    "roberta": (T.XLMRobertaForMaskedLM, T.XLMRobertaConfig),
-                    "xlmr-xl": (T.XLMRobertaXLForMaskedLM, T.XLMRobertaXLConfig)}[family]
+    cls, cfg_cls = {"bert": (transformers.BertForMaskedLM, transformers.BertConfig),
+                    "roberta": (transformers.XLMRobertaForMaskedLM, transformers.XLMRobertaConfig),
+                    "xlmr-xl": (transformers.XLMRobertaXLForMaskedLM, transformers.XLMRobertaXLConfig)}[family]
     kw = dict(TINY, pad_token_id=0 if family == "bert" else 1)
     model = cls(cfg_cls(**kw)).eval()
     # Random (not init-default) LayerNorm / bias values so a misplaced LayerNorm cannot hide.
@@ -61,13 +61,13 @@ def test_parity_with_hf_pytorch(family, tmp_path):
 
 def test_bundled_pretrained_bert_matches_hf():
     torch = torch_or_skip()
-    import transformers as T
+    import transformers
     d = dlm_jax.bundled_bert_dir()
     pre = dlm_jax.load_pretrained(d)
     enc = pre.tokenizer(["the capital of france is [MASK] .", "a b"], padding=True, return_tensors="np")
     ours = np.asarray(pre.model.apply({"params": pre.params}, jnp.asarray(enc["input_ids"]),
                                       attention_mask=jnp.asarray(enc["attention_mask"])))
-    hf = T.BertForMaskedLM.from_pretrained(str(d)).eval()
+    hf = transformers.BertForMaskedLM.from_pretrained(str(d)).eval()
     with torch.no_grad():
         ref = hf(input_ids=torch.tensor(enc["input_ids"]),
                  attention_mask=torch.tensor(enc["attention_mask"])).logits.numpy()
@@ -85,9 +85,9 @@ def test_export_round_trip_is_exact(family, tmp_path):
     for x, y in zip(jax.tree.leaves(pre.params), jax.tree.leaves(again.params)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
     # and HF itself loads the export with identical logits
-    import transformers as T
-    hf_a = T.AutoModelForMaskedLM.from_pretrained(tmp_path / "a").eval()
-    hf_b = T.AutoModelForMaskedLM.from_pretrained(tmp_path / "b").eval()
+    import transformers
+    hf_a = transformers.AutoModelForMaskedLM.from_pretrained(tmp_path / "a").eval()
+    hf_b = transformers.AutoModelForMaskedLM.from_pretrained(tmp_path / "b").eval()
     ids = torch_or_skip().tensor([[0, 5, 6, 7, 2]])
     np.testing.assert_array_equal(hf_a(input_ids=ids).logits.detach().numpy(),
                                   hf_b(input_ids=ids).logits.detach().numpy())

@@ -176,6 +176,21 @@ def cross_entropy(logits: jax.Array, targets: jax.Array, label_smoothing: float 
     return cross_entropy_and_hits(logits, targets, label_smoothing)[0]
 
 
+def _examples(response: jax.Array, t: jax.Array, seg: jax.Array | None) -> tuple[jax.Array, ...]:
+    """Per-example bookkeeping of [rows, L] inputs: (example id per position, response length per position,
+    t per position, t per example, 1.0 per example present). An example is a row, or with packing a (row,
+    segment id) with its own t and response length."""
+    rows, length = response.shape
+    if seg is None:  # one example per row
+        example = jnp.broadcast_to(jnp.arange(rows)[:, None], (rows, length))
+        n_resp = response.sum(1).astype(jnp.float32)
+        return example, n_resp[:, None], t[:, None], t, jnp.ones((rows,), jnp.float32)
+    example = jnp.arange(rows)[:, None] * length + seg
+    counts = jax.ops.segment_sum(response.ravel().astype(jnp.float32), example.ravel(), rows * length)
+    example_t = jax.ops.segment_max(t.ravel(), example.ravel(), rows * length)
+    return example, counts[example], t, example_t, (counts > 0).astype(jnp.float32)
+
+
 def rdm_loss(logits_fn: LogitsAtFn, batch: dict[str, jax.Array], rng: jax.Array, config: RDMConfig
              ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """The RDM loss: sum over masked response tokens of lambda(t) * CE, / #response tokens, mean over sequences.
@@ -212,16 +227,7 @@ def rdm_loss(logits_fn: LogitsAtFn, batch: dict[str, jax.Array], rng: jax.Array,
     at = lambda x: jnp.take_along_axis(x.reshape(groups, pool * length), positions, axis=1)  # noqa: E731
     targets = at(tokens)
     ce, hits = cross_entropy_and_hits(logits, targets, config.label_smoothing)
-    if seg is None:  # one example per row
-        example = jnp.broadcast_to(jnp.arange(rows)[:, None], (rows, length))
-        n_resp = response.sum(1).astype(jnp.float32)
-        n_tok, t_tok, example_t, present = n_resp[:, None], t[:, None], t, jnp.ones((rows,), jnp.float32)
-    else:  # packed rows: an example is a (row, segment id), with its own t and response length
-        example = jnp.arange(rows)[:, None] * length + seg
-        counts = jax.ops.segment_sum(response.ravel().astype(jnp.float32), example.ravel(), rows * length)
-        n_tok, t_tok = counts[example], t
-        example_t = jax.ops.segment_max(t.ravel(), example.ravel(), rows * length)
-        present = (counts > 0).astype(jnp.float32)
+    example, n_tok, t_tok, example_t, present = _examples(response, t, seg)
     # Each predicted position weighs lambda(t) / (its example's response length); the loss is the mean over
     # examples of the weighted CE sum (RDM: one sequence, one t).
     w_tok = jnp.broadcast_to(loss_weight(t_tok, config) / jnp.maximum(n_tok, 1.0), (rows, length))

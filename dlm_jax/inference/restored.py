@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 from jax.sharding import Mesh
 
@@ -49,9 +48,8 @@ class RestoredRun:
 
     def with_length_head(self, length_workdir: str | Path, *, step: int | None = None) -> "RestoredRun":
         """Adds the length predictor trained in `length_workdir` (a run of configs/length_predictor.py)."""
-        head = LengthPredictor(self.model.cfg, num_classes=self.model.cfg.max_positions)
-        dummy = jnp.zeros((1, 4, self.model.cfg.hidden_size)), jnp.ones((1, 4), jnp.int32)
-        abstract = jax.eval_shape(lambda: head.init(jax.random.key(0), *dummy)["params"])
+        head = LengthPredictor.for_backbone(self.model.cfg)
+        abstract = jax.eval_shape(head.init_params, jax.random.key(0))  # replicated, as the length stage trains it
         params, _ = RunDir(length_workdir).restore_params(
             sharded_abstract(abstract, self.mesh, self.run.mesh.rules), step)
         return dataclasses.replace(self, length_model=head, length_params=params)

@@ -19,6 +19,16 @@ class LengthPredictor(nn.Module):
     cfg: ModelConfig
     num_classes: int
 
+    @classmethod
+    def for_backbone(cls, cfg: ModelConfig) -> "LengthPredictor":
+        """The head of a backbone: one class per position of its table (the paper's 514 for XLM-R)."""
+        return cls(cfg, num_classes=cfg.max_positions)
+
+    def init_params(self, rng: jax.Array) -> dict:
+        """Unboxed params (call under `jax.eval_shape` for their shapes alone)."""
+        dummy = jnp.zeros((1, 4, self.cfg.hidden_size)), jnp.ones((1, 4), jnp.int32)
+        return nn.unbox(self.init(rng, *dummy)["params"])
+
     @nn.compact
     def __call__(self, hidden: jax.Array, attention_mask: jax.Array, *, deterministic: bool = True) -> jax.Array:
         """hidden [batch, length, embed] (prompt only), attention_mask [batch, length] -> logits [batch, classes]."""

@@ -11,7 +11,6 @@ import dataclasses
 import logging
 from typing import Any, Callable
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -122,9 +121,8 @@ def _loss_and_trainable(run: RunConfig, model: MaskedLM, params: Any, mask_id: i
     """(loss_fn, trainable params, frozen params) of the run's stage."""
     if run.stage == "diffusion":
         return diffusion_loss_fn(model, run.diffusion.rdm(mask_id)), params, None
-    head = LengthPredictor(model.cfg, num_classes=model.cfg.max_positions)
-    dummy = jnp.zeros((1, 4, model.cfg.hidden_size)), jnp.ones((1, 4), jnp.int32)
-    trainable = jax.jit(lambda k: nn.unbox(head.init(k, *dummy)["params"]))(jax.random.key(run.seed + 1))
+    head = LengthPredictor.for_backbone(model.cfg)
+    trainable = jax.jit(head.init_params)(jax.random.key(run.seed + 1))
     return length_loss_fn(model, head), trainable, params
 
 

@@ -1,0 +1,116 @@
+"""The package's shape: imports run one way down the layers written in the README, no module imports itself back
+through a cycle, every module says what it owns, and no function is longer than 60 lines."""
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "dlm_jax"
+
+# Lowest first; a module may import its own package (same layer) and any lower layer, never a higher one.
+# Siblings on one layer (parallel, diffusion, data) do not import each other.
+LAYERS = [
+    ["dlm_jax.errors", "dlm_jax.visualize"],
+    ["dlm_jax.model"],
+    ["dlm_jax.parallel", "dlm_jax.diffusion", "dlm_jax.data"],
+    ["dlm_jax.hf_io"],
+    ["dlm_jax.pretrained"],
+    ["dlm_jax.config"],
+    ["dlm_jax.rundir"],
+    ["dlm_jax.inference"],
+    ["dlm_jax.training"],
+    ["dlm_jax.cli"],
+    ["dlm_jax.train", "dlm_jax.evaluate", "dlm_jax.generate", "dlm_jax.data.show", "dlm_jax.data.prepare"],
+    ["dlm_jax"],
+]
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for f in PACKAGE.rglob("*.py"):
+        parts = f.relative_to(PACKAGE.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        out[name] = f
+    return out
+
+
+def _unit(module: str) -> tuple[int, str]:
+    """(layer, unit) of a module: the longest prefix named in LAYERS."""
+    best = None
+    for i, layer in enumerate(LAYERS):
+        for unit in layer:
+            if (module == unit or module.startswith(unit + ".")) and (best is None or len(unit) > len(best[1])):
+                best = (i, unit)
+    assert best is not None, f"{module} is in no layer: add it to LAYERS and to the README's layout"
+    return best
+
+
+def _imports(path: Path, known: set[str]) -> set[str]:
+    """dlm_jax modules imported anywhere in the file (top level or inside functions)."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:  # `from pkg import submodule` imports the submodule
+            names = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in known else node.module
+                     for a in node.names]
+        for n in names:
+            if n.startswith("dlm_jax"):
+                while n not in known:
+                    n = n.rsplit(".", 1)[0]
+                out.add(n)
+    return out
+
+
+def test_imports_run_down_the_layers_without_cycles():
+    mods = _modules()
+    graph = {m: _imports(p, set(mods)) - {m} for m, p in mods.items()}
+    upward, sideways = [], []
+    for m, deps in graph.items():
+        layer, unit = _unit(m)
+        for d in deps:
+            d_layer, d_unit = _unit(d)
+            if d_layer > layer:
+                upward.append(f"{m} (layer {layer}) imports {d} (layer {d_layer})")
+            elif d_layer == layer and d_unit != unit and layer != len(LAYERS) - 1:
+                sideways.append(f"{m} imports its sibling {d}")
+    assert not upward, "\n".join(upward)
+    assert not sideways, "\n".join(sideways)
+    # cycles among modules (package __init__ files re-exporting their own submodules are not edges back)
+    state: dict[str, int] = {}
+
+    def visit(m: str, stack: list[str]) -> None:
+        state[m] = 1
+        for d in sorted(graph[m]):
+            if d.startswith(m + "."):
+                continue
+            if state.get(d) == 1:
+                raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(d):] + [d]))
+            if d not in state:
+                visit(d, stack + [d])
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [m])
+
+
+def test_the_layer_check_catches_an_upward_import(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("def f():\n    from dlm_jax.training import loop\n")
+    assert "dlm_jax.training.loop" in _imports(bad, set(_modules()))
+    assert _unit("dlm_jax.training.loop")[0] > _unit("dlm_jax.model.encoder")[0]
+
+
+def test_every_module_says_what_it_owns_and_functions_stay_short():
+    long, undocumented = [], []
+    for name, path in _modules().items():
+        tree = ast.parse(path.read_text())
+        if not ast.get_docstring(tree):
+            undocumented.append(name)
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = node.end_lineno - node.lineno + 1
+                if n > 60:
+                    long.append(f"{name}.{node.name}: {n} lines")
+    assert not undocumented, f"modules without a docstring: {undocumented}"
+    assert not long, "functions over 60 lines:\n" + "\n".join(long)

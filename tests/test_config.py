@@ -1,0 +1,68 @@
+"""The run config: parsed once into typed settings, data parallelism from the rules, saved configs read back."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dlm_jax import config as config_lib
+from dlm_jax.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from configs import demo, tiny  # noqa: E402
+
+
+def test_parse_gives_typed_settings_once():
+    run = config_lib.parse(demo.get_config(), num_devices=1, num_processes=1)
+    assert run.sampler.steps == 10 and run.sampler.strategy == "reparam-uncond-deterministic-cosine"
+    assert run.optimizer.lr == 2e-3 and run.optimizer.schedule == "warmup_cosine"
+    assert run.diffusion.pool_rows == 64  # 0 resolves to one pool per data shard's micro-batch
+    assert run.diffusion.rdm(mask_id=103).max_predictions == 1024
+    assert run.model.overrides["hidden_dropout"] == 0.0 and run.mesh.data_parallel_size == 1
+    assert run.data.train_limit is None and run.peak_tflops is None
+
+
+def test_data_parallel_size_follows_the_rules_not_the_axis_names():
+    c = tiny.get_config()
+    c.batch_size = 4
+    c.mesh.shape.data, c.mesh.shape.fsdp = 4, 2
+    with pytest.raises(ConfigError, match="data-parallel size 8"):  # default rules: batch over (data, fsdp)
+        config_lib.parse(c, num_devices=8, num_processes=1)
+    c.mesh.rules = (("batch", "data"),)  # batch over data only: 4 ways
+    assert config_lib.parse(c, num_devices=8, num_processes=1).mesh.data_parallel_size == 4
+
+
+def test_saved_config_reads_back_over_the_defaults():
+    c = tiny.get_config()
+    c.mesh.rules = (("batch", ("data", "fsdp")), ("vocab", None))
+    saved = json.loads(c.to_json_best_effort())
+    del saved["prng_impl"]  # a key an older run did not save
+    back = config_lib.load_saved(json.dumps(saved))
+    assert back.prng_impl == "threefry2x32" and back.mesh.rules == (("batch", ("data", "fsdp")), ("vocab", None))
+    run = config_lib.parse(back, num_devices=8, num_processes=1)
+    assert run == config_lib.parse(c, num_devices=8, num_processes=1)
+
+
+def test_unknown_override_field_and_bad_values_name_the_key():
+    c = tiny.get_config()
+    c.model.overrides.hidden_sise = 3
+    with pytest.raises(ConfigError, match="model.overrides.*hidden_sise"):
+        config_lib.parse(c, num_devices=1, num_processes=1)
+    c = tiny.get_config()
+    c.optimizer.schedule = "cosine"
+    with pytest.raises(ConfigError, match="optimizer.schedule='cosine'"):
+        config_lib.parse(c, num_devices=1, num_processes=1)
+    c = tiny.get_config()
+    c.batch_size = 6
+    with pytest.raises(ConfigError, match="number of processes"):
+        config_lib.parse(c, num_devices=1, num_processes=4)
+
+
+def test_dump_prints_the_config_and_trains_nothing(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "dlm_jax.train", "--config", "configs/iwslt14.py:large", "--dump",
+                        "--config.optimizer.lr=1e-4"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    dumped = json.loads(r.stdout)
+    assert dumped["model"]["name"] == "xlmr-large" and dumped["optimizer"]["lr"] == 1e-4

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from typing import Any, Mapping
 
 import jax
@@ -27,7 +28,7 @@ from dlm_jax.parallel import data_parallel_size, resolve_mesh_shape
 
 PRNG_IMPLS = ("threefry2x32", "rbg", "unsafe_rbg")
 STAGES = ("diffusion", "length")
-SCHEDULES = ("inverse_sqrt", "warmup_cosine", "constant")
+SCHEDULES = ("log_warmup_constant", "inverse_sqrt", "warmup_cosine", "constant")
 WORKDIR_INIT = "workdir:"
 
 
@@ -96,8 +97,11 @@ def _data_block() -> ml_collections.ConfigDict:
 def _optimizer_block() -> ml_collections.ConfigDict:
     o = ml_collections.ConfigDict()
     o.lr = 5e-5
-    o.schedule = "inverse_sqrt"  # the paper code's; or warmup_cosine, constant
+    # log_warmup_constant: what the released code runs (DeepSpeed WarmupLR: log warm-up, then constant);
+    # inverse_sqrt (fairseq), warmup_cosine, constant (linear warm-up, then constant)
+    o.schedule = "inverse_sqrt"
     o.warmup_steps = 1000
+    o.warmup_ratio = 0.0  # > 0: warm-up over ceil(ratio * num_train_steps) steps instead (HF's warmup_ratio)
     o.warmup_init_lr = 1e-7
     o.end_lr = 0.0
     o.b1 = 0.9
@@ -113,8 +117,10 @@ def _diffusion_block() -> ml_collections.ConfigDict:
     d = ml_collections.ConfigDict()
     d.num_timesteps = 50
     d.weighting = "linear"
-    d.coupled = False
+    d.coupled = False  # the released trainer always couples (two masks per sequence: the batch doubles)
+    d.loss_scale = 1.0  # the released weight T - (t - 1) is T * lambda(t): loss_scale = num_timesteps
     d.label_smoothing = 0.0  # 0.1 from scratch
+    d.smoothing_weighting = "lambda"  # "constant": the released smoothing term's weight (not lambda(t))
     d.max_predictions = 0  # head evaluations per pool of rows; 0: every position
     d.pool_rows = 1  # rows whose masked positions share max_predictions; 0: one pool per data shard
     return d
@@ -213,7 +219,7 @@ class OptimizerConfig:
 
     lr: float
     schedule: str
-    warmup_steps: int
+    warmup_steps: int  # resolved: from warmup_ratio when that is set
     warmup_init_lr: float
     end_lr: float
     b1: float
@@ -231,14 +237,17 @@ class DiffusionSettings:
     num_timesteps: int
     weighting: str
     coupled: bool
+    loss_scale: float
     label_smoothing: float
+    smoothing_weighting: str
     max_predictions: int | None
     pool_rows: int  # resolved: 0 in the config means the rows of one data shard's micro-batch
 
     def rdm(self, mask_id: int) -> RDMConfig:
         return RDMConfig(mask_id=mask_id, num_timesteps=self.num_timesteps, weighting=self.weighting,
-                         coupled=self.coupled, label_smoothing=self.label_smoothing,
-                         max_predictions=self.max_predictions, pool_rows=self.pool_rows)
+                         coupled=self.coupled, loss_scale=self.loss_scale, label_smoothing=self.label_smoothing,
+                         smoothing_weighting=self.smoothing_weighting, max_predictions=self.max_predictions,
+                         pool_rows=self.pool_rows)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -335,7 +344,9 @@ def _optimizer(c: ml_collections.ConfigDict) -> OptimizerConfig:
           f"batch_size={c.batch_size} is not divisible by optimizer.grad_accum={o.grad_accum}")
     _need(o.lr > 0, f"optimizer.lr={o.lr} must be positive")
     _need(o.schedule in SCHEDULES, f"optimizer.schedule={o.schedule!r}; choose one of {list(SCHEDULES)}")
-    return OptimizerConfig(lr=float(o.lr), schedule=o.schedule, warmup_steps=max(int(o.warmup_steps), 0),
+    _need(0.0 <= o.warmup_ratio < 1.0, f"optimizer.warmup_ratio={o.warmup_ratio} must be in [0, 1)")
+    warmup = math.ceil(o.warmup_ratio * c.num_train_steps) if o.warmup_ratio else max(int(o.warmup_steps), 0)
+    return OptimizerConfig(lr=float(o.lr), schedule=o.schedule, warmup_steps=warmup,
                            warmup_init_lr=float(o.warmup_init_lr), end_lr=float(o.end_lr), b1=float(o.b1),
                            b2=float(o.b2), eps=float(o.eps), weight_decay=float(o.weight_decay),
                            clip_norm=float(o.clip_norm or 0.0), grad_accum=int(o.grad_accum))
@@ -361,7 +372,8 @@ def _diffusion(c: ml_collections.ConfigDict, mesh: MeshSettings) -> DiffusionSet
           f"diffusion.pool_rows={pool} must divide the rows each data shard gets per micro-batch ({micro // dp}); "
           "use 0 for one pool per shard, or 1 for per-row head capacity")
     out = DiffusionSettings(num_timesteps=d.num_timesteps, weighting=d.weighting, coupled=bool(d.coupled),
-                            label_smoothing=float(d.label_smoothing), max_predictions=d.max_predictions or None,
+                            loss_scale=float(d.loss_scale), label_smoothing=float(d.label_smoothing),
+                            smoothing_weighting=d.smoothing_weighting, max_predictions=d.max_predictions or None,
                             pool_rows=pool or micro // dp)
     out.rdm(mask_id=0)  # RDMConfig's own checks
     return out

@@ -193,11 +193,11 @@ def _flan2022_fixture(src: Path):
             if prefix == "t0" and tmpl == "fs_opt":
                 continue  # there is no t0_fs_opt file upstream
             rows = []
-            for k in range(3):
+            for k in ("0", "1", "2") + (("3ii",) if prefix in ("cot", "dialog") else ()):  # FLAN's CoT-II / Dialog-II
                 n = int(rng.integers(2, 12))
                 words = f"{prefix} {tmpl.replace('_', ' ')} t{k}"
                 rows += [{"inputs": f"{words} in {i}", "targets": f"{words} out {i}",
-                          "task": f"{prefix}_task{k}"} for i in range(n)]
+                          "task": f"{prefix}_task{k}".replace("ii", "_ii")} for i in range(n)]
             with gzip.open(src / f"{prefix}_{tmpl}_train.jsonl.gz", "wt") as f:
                 f.write("\n".join(json.dumps(r) for r in rows))
 
@@ -211,8 +211,8 @@ def _sample_tasks(name: str, n: int, bert_vocab) -> list[str]:
     rows = ds.take(n).map(lambda ex: ex["inputs"]).padded_batch(1000, padding_values=bert_vocab.pad_id)
     for batch in rows.as_numpy_iterator():
         for text in bert_vocab.tokenizer.batch_decode(batch, skip_special_tokens=True):
-            w = text.split()  # e.g. "cot zs opt t1 out 3" (inverted: inputs are targets)
-            out.append((f"{w[0]}_task{w[3][1:]}" + ("_inverted" if w[4] == "out" else ""), "_".join(w[:3])))
+            w = text.split()  # e.g. "cot zs opt t1 in 3", "cot zs opt t3ii in 0" (the task cot_task3_ii)
+            out.append((f"{w[0]}_task{w[3][1:]}".replace("ii", "_ii"), "_".join(w[:3])))
     assert len(out) == n
     return out
 
@@ -224,7 +224,8 @@ def test_flan2022_mixture_ratios_within_three_standard_errors(data_root, tmp_pat
     counts = prepare_flan2022(src, data_root / "flan2022")
     monkeypatch.setitem(registry.FLAN2022_CAPS, "flan2021", 6)  # small caps so capping is exercised by the fixture
     assert registry.register_flan2022(registry._Registrar(bert_vocab), data_root)
-    # expected probability of every leaf task: top rate x equal template split x min(cap, n) (x 0.3 if inverted)
+    # expected probability of every leaf task: top rate x equal template split x min(cap, n) (x 0.3 for FLAN's
+    # input-inversion tasks "..._ii" of CoT and Dialog; no other inverted copies are made)
     expected: dict[str, float] = {}
     for submix, templates in registry.FLAN2022_TEMPLATES.items():
         stems = [f"{registry.FLAN2022_FILE_PREFIX[submix]}_{t}" for t in templates if
@@ -233,9 +234,7 @@ def test_flan2022_mixture_ratios_within_three_standard_errors(data_root, tmp_pat
             rates = {}
             for task, n in counts[stem].items():
                 r = min(registry.FLAN2022_CAPS[submix], n)
-                rates[(stem, task)] = r
-                if submix in ("cot", "dialog"):
-                    rates[(stem, task + "_inverted")] = 0.3 * r
+                rates[(stem, task)] = r * (0.3 if task.endswith("_ii") else 1.0)
             tot = sum(rates.values())
             for key, r in rates.items():
                 expected[key] = expected.get(key, 0) + registry.FLAN2022_TOP[submix] / len(stems) * r / tot
@@ -260,7 +259,8 @@ def test_flan2022_mixture_ratios_within_three_standard_errors(data_root, tmp_pat
     # the paper's file-level ratios
     stems = [stem for _, stem in _sample_tasks("flan2022_paper", n, bert_vocab)]
     present = {k: v for k, v in registry.FLAN2022_PAPER_RATES.items() if k in counts}
-    assert "t0_fs_opt" not in present and len(present) == 17
+    assert "t0_fs_opt" not in present and len(present) == 13  # the released flan_2022_ratio.json's 13 files
+    assert not any(k.startswith(("cot_", "dialog_")) and "noopt" in k for k in registry.FLAN2022_PAPER_RATES)
     for stem, rate in present.items():
         p = rate / sum(present.values())
         se = np.sqrt(p * (1 - p) / n)

@@ -75,7 +75,7 @@ def test_no_checkpoint_in_workdir(trained, tmp_path):
 @pytest.mark.slow
 def test_length_stage_and_length_beam(trained, tmp_path):
     length_wd = tmp_path / "length"
-    r = _run("dlm_jax.train", "--config", f"configs/length_predictor.py:{trained}", "--workdir", str(length_wd),
+    r = _run("dlm_jax.train", "--config", f"configs/length_predictor.py:{trained},fast", "--workdir", str(length_wd),
              "--config.num_train_steps=4", "--config.batch_size=8", "--config.data.train_limit=64")
     assert r.returncode == 0, r.stderr[-3000:]
     rows = [json.loads(l) for l in (length_wd / "metrics.jsonl").read_text().splitlines()]

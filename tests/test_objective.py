@@ -68,16 +68,68 @@ def test_masking_rate_follows_t():
     assert abs(slope - 1) < 0.05
 
 
-def test_coupled_samples_are_nested():
+def test_coupled_samples_are_nested_and_independent_when_t1_equals_t2():
     batch = _batch()
     cfg = RDMConfig(mask_id=MASK, num_timesteps=10, coupled=True)
     for seed in range(20):
         noised, masked, t = corrupt(batch["tokens"], batch["response_mask"], jax.random.key(seed), cfg)
-        m = np.asarray(masked)
+        m, t = np.asarray(masked), np.asarray(t)
         assert m.shape == (4, 9) and (t[:2] >= t[2:]).all()
-        assert not (m[2:] & ~m[:2]).any()
+        strictly = t[:2] > t[2:]  # t1 > t2: x_t2 masks a subset of x_t1's masks
+        assert not (m[2:][strictly] & ~m[:2][strictly]).any()
+    # t1 == t2 (the released q_sample_coupled): a fresh mask at rate t/T, not a copy of the first
+    cfg = RDMConfig(mask_id=MASK, num_timesteps=1, coupled=True, num_t_buckets=1)  # T = 1: t1 == t2 == 1, every token masked...
+    _, masked, _ = corrupt(jnp.zeros((200, 50), jnp.int32), jnp.ones((200, 50), bool), jax.random.key(1), cfg)
+    assert np.asarray(masked).all()  # ... in both halves
+    cfg = RDMConfig(mask_id=MASK, num_timesteps=2, coupled=True, num_t_buckets=1)
+    _, masked, t = corrupt(jnp.zeros((4000, 50), jnp.int32), jnp.ones((4000, 50), bool), jax.random.key(2), cfg)
+    m, t = np.asarray(masked), np.asarray(t)
+    both1 = (t[:4000] == 1) & (t[4000:] == 1)  # p = 1/2 in each half, independently: they differ half the time
+    differ = (m[:4000][both1] != m[4000:][both1]).mean()
+    assert abs(differ - 0.5) < 0.02, differ
+    assert abs(m[4000:][both1].mean() - 0.5) < 0.02
     loss, metrics = rdm_loss(lambda n, p: jnp.zeros(p.shape + (V,)), batch, jax.random.key(0), cfg)
     assert np.isfinite(float(loss)) and float(metrics["t_bucket_count"].sum()) == 4
+
+
+def test_loss_scale_is_the_released_weight_T_minus_t_plus_one():
+    """The released trainer weighs each masked token by T - (t - 1) = T * lambda(t): loss_scale = T."""
+    batch = _batch()
+    logits = jnp.asarray(np.random.default_rng(3).normal(size=(2, 9, V)))
+    fn = lambda n, p: jnp.take_along_axis(logits, p[..., None], axis=1)  # noqa: E731
+    T = 10
+    scaled, _ = rdm_loss(fn, batch, jax.random.key(5), RDMConfig(mask_id=MASK, num_timesteps=T, loss_scale=T))
+    _, masked, t = corrupt(batch["tokens"], batch["response_mask"], jax.random.key(5), RDMConfig(MASK, T))
+    logp = np.asarray(jax.nn.log_softmax(logits))
+    ce = -np.take_along_axis(logp, np.asarray(batch["tokens"])[..., None], -1)[..., 0]
+    released = [(T - (int(t[b]) - 1)) * (ce[b] * np.asarray(masked[b])).sum() / 4 for b in range(2)]
+    np.testing.assert_allclose(float(scaled), np.mean(released), rtol=1e-5)
+
+
+def test_constant_smoothing_weight_is_the_released_one():
+    """Released: (1 - e) * (T - t + 1) * CE + e * T * mean_v(-log p), per masked token / response length."""
+    batch = _batch()
+    logits = jnp.asarray(np.random.default_rng(4).normal(size=(2, 9, V)))
+    fn = lambda n, p: jnp.take_along_axis(logits, p[..., None], axis=1)  # noqa: E731
+    T, e = 10, 0.1
+    cfg = RDMConfig(mask_id=MASK, num_timesteps=T, loss_scale=T, label_smoothing=e, smoothing_weighting="constant")
+    loss, _ = rdm_loss(fn, batch, jax.random.key(6), cfg)
+    _, masked, t = corrupt(batch["tokens"], batch["response_mask"], jax.random.key(6), cfg)
+    logp = np.asarray(jax.nn.log_softmax(logits))
+    ce = -np.take_along_axis(logp, np.asarray(batch["tokens"])[..., None], -1)[..., 0]
+    smooth = -logp.mean(-1)
+    m = np.asarray(masked)
+    want = [((1 - e) * (T - int(t[b]) + 1) * ce[b] + e * T * smooth[b])[m[b]].sum() / 4 for b in range(2)]
+    np.testing.assert_allclose(float(loss), np.mean(want), rtol=1e-5)
+    # and its gradient matches autodiff of that expression
+    def by_hand(lg):
+        lp = jax.nn.log_softmax(lg)
+        c = -jnp.take_along_axis(lp, batch["tokens"][..., None], -1)[..., 0]
+        w = (T - t.astype(jnp.float32) + 1)[:, None]
+        return jnp.mean((((1 - e) * w * c + e * T * -lp.mean(-1)) * masked).sum(1) / 4)
+    g = jax.grad(lambda lg: rdm_loss(lambda n, p: jnp.take_along_axis(lg, p[..., None], axis=1), batch,
+                                     jax.random.key(6), cfg)[0])(logits)
+    np.testing.assert_allclose(np.asarray(g), np.asarray(jax.grad(by_hand)(logits)), atol=1e-5)
 
 
 def test_label_smoothing_and_buckets():

@@ -130,7 +130,7 @@ def test_exactly_s_model_evaluations():
 
 
 @pytest.mark.parametrize("strategy", ["reparam-uncond-deterministic-cosine", "reparam-cond-deterministic-linear",
-                                      "cmlm"])
+                                      "mask-predict"])
 def test_deterministic_strategy_is_batch_composition_invariant(strategy):
     tokens, resp = _batch()
     cfg = SamplerConfig(steps=6, strategy=strategy)
@@ -160,14 +160,34 @@ def test_stochastic_and_sampling_are_reproducible():
     assert len(outs) > 1
 
 
-def test_cmlm_keeps_decoded_tokens_and_finishes():
+def test_mask_predict_keeps_decoded_tokens_and_finishes():
     tokens, resp = _batch()
     rng = np.random.default_rng(5)
     target = rng.integers(3, 20, tokens.shape)
     conf = (rng.permutation(tokens.size).reshape(tokens.shape).astype(np.float32) + 1) / 4
     out = sample(fixed_logits(target, conf), jnp.asarray(tokens), jnp.asarray(resp), jax.random.key(0),
-                 SamplerConfig(steps=4, strategy="cmlm-linear"), mask_id=MASK)
+                 SamplerConfig(steps=4, strategy="mask-predict-linear"), mask_id=MASK)
     np.testing.assert_array_equal(np.asarray(out.tokens), np.where(resp, target, tokens))
+
+
+def test_released_cmlm_unmasks_each_masked_position_with_probability_one_over_steps_left():
+    """After step i of S, P(still masked) = prod_{j<i} (1 - 1/(S-j)) = (S-i)/S; the last step unmasks the rest and
+    nothing is ever remasked."""
+    S, n, rows = 5, 400, 8
+    tokens = np.full((rows, n + 2), 7, np.int32)
+    resp = np.zeros_like(tokens, bool)
+    resp[:, 1:-1] = True
+    target = np.full(tokens.shape, 9)
+    out = sample(fixed_logits(target, np.ones(tokens.shape, np.float32)), jnp.asarray(tokens), jnp.asarray(resp),
+                 jax.random.key(3), SamplerConfig(steps=S, strategy="cmlm", record_trajectory=True), mask_id=MASK)
+    traj = np.asarray(out.trajectory)  # [S, rows, L]
+    masked = (traj == MASK).sum((1, 2)) / (rows * n)
+    for i in range(1, S):
+        p = (S - i) / S
+        se = math.sqrt(p * (1 - p) / (rows * n))
+        assert abs(masked[i - 1] - p) < 4 * se, (i, masked[i - 1], p)
+    assert masked[-1] == 0 and (np.asarray(out.tokens)[resp] == 9).all()
+    assert ((traj[1:] == MASK) <= (traj[:-1] == MASK)).all()  # once unmasked, never remasked
 
 
 def test_adaptive_commits_confident_tokens_early():
@@ -214,7 +234,7 @@ def test_length_beam_helpers():
         build_inputs([[5] * 8], [4], bos_id=BOS, pad_id=PAD, mask_id=MASK, max_len=10)
 
 
-@pytest.mark.parametrize("config", [SamplerConfig(steps=5), SamplerConfig(steps=4, strategy="cmlm"),
+@pytest.mark.parametrize("config", [SamplerConfig(steps=5), SamplerConfig(steps=4, strategy="mask-predict"),
                                     SamplerConfig(steps=5, strategy="reparam-cond-stochastic1.0-linear"),
                                     SamplerConfig(strategy="adaptive", threshold=0.5)])
 def test_head_at_response_positions_only_gives_the_same_output(config):

@@ -131,14 +131,23 @@ FLAN2022_TEMPLATES = {"flan2021": ("zs_opt", "fs_opt", "zs_noopt", "fs_noopt"),
                       "t0": ("zs_opt", "fs_opt", "zs_noopt", "fs_noopt"),
                       "niv2": ("zs_opt", "fs_opt"), "cot": ("zs_opt", "fs_opt"), "dialog": ("zs_opt", "fs_opt")}
 FLAN2022_CAPS = {"flan2021": 30_000, "t0": 20_000, "niv2": 5_000, "cot": 100_000, "dialog": 200_000}
-INVERSION_RATE = 0.3  # CoT and Dialog add input-inverted tasks at 0.3 x the task's rate
+# FLAN's CoT-II / Dialog-II: input-inversion tasks with their own (inverted) templates, mixed at 0.3 x the rate
+# of CoT / Dialog (flan/v2/mixtures.py). They are tasks of the exported cot_* / dialog_* files already, named
+# "..._ii" or "..._input_inversion..." (flan/v2/task_configs.py); dlm_jax weighs them, it makes none itself.
+INVERSION_RATE = 0.3
+# The paper's file-level ratios: the released scripts/flan_2022_ratio.json (13 files; CoT and Dialog opt only).
 FLAN2022_PAPER_RATES = {
     **{f"flan_{t}": 0.1 for t in ("zs_opt", "fs_opt", "zs_noopt", "fs_noopt")},
     "t0_fs_noopt": 0.106, "t0_zs_noopt": 0.107, "t0_zs_opt": 0.107,
     "niv2_fs_opt": 0.1, "niv2_zs_opt": 0.1,
-    **{f"cot_{t}": 0.025 for t in ("zs_opt", "fs_opt", "zs_noopt", "fs_noopt")},
-    **{f"dialog_{t}": 0.015 for t in ("zs_opt", "fs_opt", "zs_noopt", "fs_noopt")},
+    "cot_fs_opt": 0.025, "cot_zs_opt": 0.025,
+    "dialog_fs_opt": 0.015, "dialog_zs_opt": 0.015,
 }
+
+
+def is_input_inversion(task: str) -> bool:
+    """FLAN's input-inversion tasks (CoT-II, Dialog-II): "cot_gsm8k_ii", "wiki_dialog_input_inversion"."""
+    return task.endswith("_ii") or "input_inversion" in task
 
 
 def _flan2022_template_mix(reg: _Registrar, root: Path, submix: str, stem: str, counts: dict[str, int]) -> bool:
@@ -147,13 +156,11 @@ def _flan2022_template_mix(reg: _Registrar, root: Path, submix: str, stem: str, 
     for task, n in sorted(counts.items()):
         path = sources.flan2022_task_file(root, stem, task)
         rate = float(min(FLAN2022_CAPS[submix], n))
+        if submix in ("cot", "dialog") and is_input_inversion(task):
+            rate *= INVERSION_RATE
         name = f"flan2022:{stem}:{sources.safe_name(task)}"
-        reg.task(name, _function_source(functools.partial(sources.flan2022_task_rows, path, False), ["train"]))
+        reg.task(name, _function_source(functools.partial(sources.flan2022_task_rows, path), ["train"]))
         entries.append((name, rate))
-        if submix in ("cot", "dialog"):
-            reg.task(name + "_inverted",
-                     _function_source(functools.partial(sources.flan2022_task_rows, path, True), ["train"]))
-            entries.append((name + "_inverted", INVERSION_RATE * rate))
     if entries:
         reg.mixture(f"flan2022:{stem}", entries)
     return bool(entries)
@@ -183,7 +190,7 @@ def register_flan2022(reg: _Registrar, root: Path | None = None) -> bool:
         if stem in counts:
             paths = tuple(sources.flan2022_task_file(root, stem, t) for t in sorted(counts[stem]))
             reg.task(f"flan2022_file:{stem}", _function_source(
-                lambda s, ps=paths: [r for p in ps for r in sources.flan2022_task_rows(p, False, s)], ["train"]))
+                lambda s, ps=paths: [r for p in ps for r in sources.flan2022_task_rows(p, s)], ["train"]))
             files.append((f"flan2022_file:{stem}", rate))
     reg.mixture("flan2022_paper", files)
     return True

@@ -140,13 +140,9 @@ def flan2022_task_file(root: Path, stem: str, task: str) -> Path:
     return root / "by_task" / stem / f"{safe_name(task)}.jsonl"
 
 
-def flan2022_task_rows(path: Path, invert: bool, split: str) -> list[dict]:
+def flan2022_task_rows(path: Path, split: str) -> list[dict]:
     require([path], "huggingface.co/datasets/SirNeural/flan_v2", "python -m dlm_jax.data.prepare flan2022 --src DIR")
-    rows = read_jsonl(path)
-    if invert:
-        rows = [{"inputs": r["targets"], "targets": r["inputs"], "task": r.get("task", "") + "_inverted"}
-                for r in rows]
-    return rows
+    return read_jsonl(path)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -26,9 +26,14 @@ class RDMConfig:
       mask_id: the `<mask>` token id.
       num_timesteps: T; t ~ Uniform{1..T} per sequence, each response token masked with probability t/T.
       weighting: lambda(t): "linear" 1 - (t-1)/T (the paper), "constant" 1, "reciprocal" 1/t.
-      coupled: draw t1 >= t2 and build x_t2 from a subset of x_t1's masks (keep-probability t2/t1); both halves are
-        trained on (the batch doubles), as the paper's public code does.
+      coupled: draw t1 >= t2 and build x_t2 from a subset of x_t1's masks (keep-probability t2/t1), or, when
+        t1 == t2, from an independent mask; both halves are trained on (the batch doubles), as the paper's released
+        trainer always does (`q_sample_coupled`).
+      loss_scale: a constant factor on the loss; the released trainer's weight is `T - (t - 1)` = T * lambda(t),
+        i.e. loss_scale = T (the paper configs), which matters for where gradient clipping engages.
       label_smoothing: 0.1 from scratch, 0 from a pretrained MLM.
+      smoothing_weighting: the weight of the label-smoothing term: "lambda" (like the CE term, lambda(t)) or
+        "constant" (1, times loss_scale: the released trainer's `num_timesteps * logit_loss`).
       max_predictions: static number P of positions the head is evaluated at, per pool of `pool_rows` rows;
         masked tokens beyond it are dropped from the loss and counted (`num_dropped`). None: every position.
       pool_rows: masked positions are pooled over this many consecutive rows before the head, so the head's
@@ -42,7 +47,9 @@ class RDMConfig:
     num_timesteps: int = 50
     weighting: str = "linear"
     coupled: bool = False
+    loss_scale: float = 1.0
     label_smoothing: float = 0.0
+    smoothing_weighting: str = "lambda"
     max_predictions: int | None = None
     pool_rows: int = 1
     num_t_buckets: int = 5
@@ -52,6 +59,10 @@ class RDMConfig:
             raise ConfigError(f"unknown weighting {self.weighting!r}; choose one of {list(WEIGHTINGS)}")
         if self.num_timesteps < 1:
             raise ConfigError(f"num_timesteps must be >= 1, got {self.num_timesteps}")
+        if self.smoothing_weighting not in ("lambda", "constant"):
+            raise ConfigError(f"smoothing_weighting={self.smoothing_weighting!r}; choose 'lambda' or 'constant'")
+        if self.loss_scale <= 0:
+            raise ConfigError(f"loss_scale must be positive, got {self.loss_scale}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.pool_rows < 1:
@@ -105,7 +116,11 @@ def corrupt(tokens: jax.Array, response_mask: jax.Array, rng: jax.Array, cfg: RD
     t2 = draw_t(k_t2)
     t1, t2 = jnp.maximum(t1, t2), jnp.minimum(t1, t2)
     m1 = response_mask & (u1 < per_token(t1) / T)
-    m2 = m1 & (jax.random.uniform(k_u2, (b, length)) < per_token(t2 / t1))
+    nested = m1 & (jax.random.uniform(k_u2, (b, length)) < per_token(t2 / t1))
+    # t1 == t2: an independent second mask (not a copy of the first), as the released q_sample_coupled draws it;
+    # the key is derived from k_u2 so the uncoupled stream above stays as it was
+    fresh = response_mask & (jax.random.uniform(jax.random.fold_in(k_u2, 1), (b, length)) < per_token(t1) / T)
+    m2 = jnp.where(per_token(t1 == t2), fresh, nested)
     masked = jnp.concatenate([m1, m2])
     tokens2 = jnp.concatenate([tokens, tokens])
     return jnp.where(masked, cfg.mask_id, tokens2), masked, jnp.concatenate([t1, t2])
@@ -120,9 +135,13 @@ def masked_positions(masked: jax.Array, num: int) -> tuple[jax.Array, jax.Array]
     return order.astype(jnp.int32), jnp.take_along_axis(masked, order, axis=1)
 
 
-def cross_entropy_and_hits(logits: jax.Array, targets: jax.Array, label_smoothing: float = 0.0
-                           ) -> tuple[jax.Array, jax.Array]:
+def cross_entropy_and_hits(logits: jax.Array, targets: jax.Array, label_smoothing: float = 0.0,
+                           smoothing_scale: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
     """Per-position CE [..] (float32) and whether the target has the top logit [..] (bool), from logits [.., vocab].
+
+    With label smoothing e the CE is (1 - e) * (-log p_target) + e * r * mean_v(-log p_v), where r is
+    `smoothing_scale` [..] (default 1: the usual smoothed one-hot; the RDM loss passes 1 / lambda(t) to give the
+    smoothing term a constant weight, as the released trainer does).
 
     Written for a vocab-sized head. Logits may be float32 or the compute dtype (the RDM loss calls the model with
     `logits_dtype=None`): the reductions run in float32 either way, and the gradient comes back in the logits'
@@ -132,10 +151,11 @@ def cross_entropy_and_hits(logits: jax.Array, targets: jax.Array, label_smoothin
     with only the logits and the logsumexp saved. (On an H100 the xlmr-large step measured the same speed as with
     the autodiff gradient: bench/RESULTS.md.)
     """
-    return _cross_entropy(logits, targets, float(label_smoothing))
+    scale = jnp.ones(targets.shape, jnp.float32) if smoothing_scale is None else smoothing_scale
+    return _cross_entropy(logits, targets, scale.astype(jnp.float32), float(label_smoothing))
 
 
-def _ce_forward(logits: jax.Array, targets: jax.Array, label_smoothing: float
+def _ce_forward(logits: jax.Array, targets: jax.Array, scale: jax.Array, label_smoothing: float
                 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     x = logits.astype(jnp.float32)
     top = x.max(-1)
@@ -143,29 +163,31 @@ def _ce_forward(logits: jax.Array, targets: jax.Array, label_smoothing: float
     target_logit = jnp.where(jnp.arange(x.shape[-1]) == targets[..., None], x, 0.0).sum(-1)
     nll = lse - target_logit
     if label_smoothing:  # mean over the vocabulary of -log p = lse - mean(logits)
-        nll = (1.0 - label_smoothing) * nll + label_smoothing * (lse - x.mean(-1))
+        nll = (1.0 - label_smoothing) * nll + label_smoothing * scale * (lse - x.mean(-1))
     return nll, target_logit >= top, lse
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _cross_entropy(logits: jax.Array, targets: jax.Array, label_smoothing: float) -> tuple[jax.Array, jax.Array]:
-    nll, hits, _ = _ce_forward(logits, targets, label_smoothing)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _cross_entropy(logits: jax.Array, targets: jax.Array, scale: jax.Array, label_smoothing: float
+                   ) -> tuple[jax.Array, jax.Array]:
+    nll, hits, _ = _ce_forward(logits, targets, scale, label_smoothing)
     return nll, hits
 
 
-def _cross_entropy_fwd(logits, targets, label_smoothing):
-    nll, hits, lse = _ce_forward(logits, targets, label_smoothing)
-    return (nll, hits), (logits, targets, lse)
+def _cross_entropy_fwd(logits, targets, scale, label_smoothing):
+    nll, hits, lse = _ce_forward(logits, targets, scale, label_smoothing)
+    return (nll, hits), (logits, targets, scale, lse)
 
 
 def _cross_entropy_bwd(label_smoothing, residuals, cotangents):
-    logits, targets, lse = residuals
+    logits, targets, scale, lse = residuals
     g = cotangents[0].astype(jnp.float32)[..., None]  # the hits output is boolean: no gradient
     vocab = logits.shape[-1]
     onehot = jnp.arange(vocab) == targets[..., None]
     probs = jnp.exp(logits.astype(jnp.float32) - lse[..., None])
-    d = probs - jnp.where(onehot, 1.0 - label_smoothing, 0.0) - label_smoothing / vocab
-    return (d * g).astype(logits.dtype), None
+    smooth = label_smoothing * scale[..., None]
+    d = probs * (1.0 - label_smoothing + smooth) - jnp.where(onehot, 1.0 - label_smoothing, 0.0) - smooth / vocab
+    return (d * g).astype(logits.dtype), None, None
 
 
 _cross_entropy.defvjp(_cross_entropy_fwd, _cross_entropy_bwd)
@@ -226,26 +248,23 @@ def rdm_loss(logits_fn: LogitsAtFn, batch: dict[str, jax.Array], rng: jax.Array,
     logits = logits_fn(noised, positions)  # [G, P, vocab]
     at = lambda x: jnp.take_along_axis(x.reshape(groups, pool * length), positions, axis=1)  # noqa: E731
     targets = at(tokens)
-    ce, hits = cross_entropy_and_hits(logits, targets, config.label_smoothing)
     example, n_tok, t_tok, example_t, present = _examples(response, t, seg)
+    lam = jnp.broadcast_to(loss_weight(t_tok, config), (rows, length))
+    # lambda(t) weighs the CE term; "constant" smoothing scales its term by 1 / lambda(t) to undo that
+    smoothing_scale = (1.0 / at(lam) if config.label_smoothing and config.smoothing_weighting == "constant"
+                       else None)
+    ce, hits = cross_entropy_and_hits(logits, targets, config.label_smoothing, smoothing_scale)
     # Each predicted position weighs lambda(t) / (its example's response length); the loss is the mean over
     # examples of the weighted CE sum (RDM: one sequence, one t).
-    w_tok = jnp.broadcast_to(loss_weight(t_tok, config) / jnp.maximum(n_tok, 1.0), (rows, length))
+    w_tok = config.loss_scale * lam / jnp.maximum(jnp.broadcast_to(n_tok, (rows, length)), 1.0)
     contrib = at(w_tok) * valid * ce  # [G, P]
     loss = contrib.sum() / (rows if seg is None else jnp.maximum(present.sum(), 1.0))
     per_example = jax.ops.segment_sum(contrib.ravel(), at(example).ravel(), present.shape[0])
-    correct = hits & valid
     bucket = ((jnp.maximum(example_t, 1) - 1) * config.num_t_buckets) // config.num_timesteps
     onehot = jax.nn.one_hot(bucket, config.num_t_buckets, dtype=jnp.float32) * present[:, None]  # [examples, nb]
-    metrics = {
-        "loss": loss,
-        "accuracy": correct.sum() / jnp.maximum(valid.sum(), 1),
-        "num_masked": valid.sum(),
-        "num_dropped": masked.sum() - valid.sum(),
-        "t_bucket_loss": onehot.T @ per_example,
-        "t_bucket_count": onehot.sum(0),
-    }
-    return loss, metrics
+    return loss, {"loss": loss, "accuracy": (hits & valid).sum() / jnp.maximum(valid.sum(), 1),
+                  "num_masked": valid.sum(), "num_dropped": masked.sum() - valid.sum(),
+                  "t_bucket_loss": onehot.T @ per_example, "t_bucket_count": onehot.sum(0)}
 
 
 def bucket_names(config: RDMConfig) -> list[str]:

@@ -3,7 +3,10 @@
 Strategies (strings as in the paper's public code):
 - `reparam-<cond|uncond>-<deterministic|stochasticX>-<cosine|linear>`: after step t of S, the
   k = floor(N * rate(t)) lowest-scoring response positions are (re)masked, rate = cos(pi/2 t/S) or 1 - t/S.
-- `cmlm[-cosine|-linear]`: mask-predict; only masked positions are re-predicted, then the k lowest stored scores are
+- `mask-predict[-cosine|-linear]`: only masked positions are re-predicted, then the k lowest stored scores are
+  remasked (Ghazvininejad et al.'s mask-predict; called `cmlm` here before).
+- `cmlm`: the released code's `cmlm` strategy: at step s (0-based) of S every still-masked position is unmasked
+  with probability 1 / (S - s) to its prediction, independently (so the last step unmasks the rest); nothing is
   remasked.
 - `adaptive`: each step commits every masked position whose probability is >= `threshold` (at least one per row) and
   the loop stops once nothing is masked (`lax.while_loop`), so easy outputs need fewer model evaluations.
@@ -26,9 +29,9 @@ from dlm_jax.errors import ConfigError
 
 LogitsFn = Callable[[jax.Array], jax.Array]
 _REPARAM = re.compile(r"^reparam-(cond|uncond)-(deterministic|stochastic(\d+(?:\.\d+)?))-(cosine|linear)$")
-_CMLM = re.compile(r"^cmlm(?:-(cosine|linear))?$")
+_MASK_PREDICT = re.compile(r"^mask-predict(?:-(cosine|linear))?$")
 STRATEGY_HELP = ("reparam-<cond|uncond>-<deterministic|stochasticX>-<cosine|linear> (e.g. "
-                 "reparam-uncond-deterministic-cosine, reparam-cond-stochastic1.0-linear), cmlm, cmlm-linear, "
+                 "reparam-uncond-deterministic-cosine, reparam-cond-stochastic1.0-linear), mask-predict, mask-predict-linear, cmlm, "
                  "adaptive (needs threshold)")
 
 
@@ -70,9 +73,9 @@ class SamplerConfig:
     def kind(self) -> str | None:
         if _REPARAM.match(self.strategy):
             return "reparam"
-        if _CMLM.match(self.strategy):
-            return "cmlm"
-        return "adaptive" if self.strategy == "adaptive" else None
+        if _MASK_PREDICT.match(self.strategy):
+            return "mask-predict"
+        return self.strategy if self.strategy in ("cmlm", "adaptive") else None
 
     @property
     def cond(self) -> bool:
@@ -89,7 +92,7 @@ class SamplerConfig:
         m = _REPARAM.match(self.strategy)
         if m:
             return m.group(4)
-        m = _CMLM.match(self.strategy)
+        m = _MASK_PREDICT.match(self.strategy)
         return (m.group(1) if m else None) or "cosine"
 
 
@@ -180,14 +183,23 @@ def _reparam_step(state: tuple, cur_tok: jax.Array, cur_score: jax.Array, k: jax
     return tokens, scores, (is_masked | not_v1) & low
 
 
-def _cmlm_step(state: tuple, cur_tok: jax.Array, cur_score: jax.Array, k: jax.Array, response: jax.Array,
-               mask_id: int) -> tuple:
+def _mask_predict_step(state: tuple, cur_tok: jax.Array, cur_score: jax.Array, k: jax.Array, response: jax.Array,
+                       mask_id: int) -> tuple:
     """Mask-predict: fill masked positions, then remask the k lowest stored scores."""
     tokens, scores, is_masked = state
     tokens = jnp.where(is_masked, cur_tok, tokens)
     scores = jnp.where(is_masked, cur_score, scores)
     low = lowest_k(scores, response, k)
     return jnp.where(low, mask_id, tokens), jnp.where(low, -jnp.inf, scores), low
+
+
+def _cmlm_step(state: tuple, cur_tok: jax.Array, cur_score: jax.Array, steps_left: jax.Array, rng: jax.Array,
+               response: jax.Array) -> tuple:
+    """The released `cmlm`: each masked position is unmasked to its prediction with probability 1 / steps_left;
+    the scores become the current prediction's (as the released generator overwrites them)."""
+    tokens, scores, is_masked = state
+    change = is_masked & (jax.random.uniform(rng, is_masked.shape) < 1.0 / steps_left)
+    return (jnp.where(change, cur_tok, tokens), jnp.where(response, cur_score, scores), is_masked & ~change)
 
 
 def _fixed_schedule(logits_fn: LogitsFn, tokens: jax.Array, response: jax.Array, rng: jax.Array,
@@ -205,8 +217,12 @@ def _fixed_schedule(logits_fn: LogitsFn, tokens: jax.Array, response: jax.Array,
         k_pred, k_noise = jax.random.split(jax.random.fold_in(rng, i))
         cur_tok, cur_score = _predict(logits_fn, toks, k_pred, config, mask_id, positions)
         k = table[i, n_resp]
-        if config.kind == "cmlm":
-            toks, scores, is_masked = _cmlm_step((toks, scores, is_masked), cur_tok, cur_score, k, response, mask_id)
+        if config.kind == "mask-predict":
+            toks, scores, is_masked = _mask_predict_step((toks, scores, is_masked), cur_tok, cur_score, k, response,
+                                                         mask_id)
+        elif config.kind == "cmlm":
+            toks, scores, is_masked = _cmlm_step((toks, scores, is_masked), cur_tok, cur_score, S - i, k_noise,
+                                                 response)
         else:
             toks, scores, is_masked = _reparam_step((toks, scores, is_masked), cur_tok, cur_score, k, rates[i],
                                                     k_noise, response, config, mask_id)

@@ -36,13 +36,14 @@ class Block(nn.Module):
     """One transformer block; `cfg.family` picks post-LN or pre-LN. Returns (x, None) so it can be scanned."""
 
     cfg: ModelConfig
+    activation: str = "gelu"  # the MLP's: exact gelu (BERT / XLM-R); "relu" for the length predictor's layer
 
     @nn.compact
     def __call__(self, x: jax.Array, mask_bias: jax.Array, deterministic: bool) -> tuple[jax.Array, None]:
         cfg, dt = self.cfg, _dtypes(self.cfg)
         attn = SelfAttention(cfg.num_heads, cfg.head_dim, cfg.attention_dropout, deterministic, **dt,
                              implementation=cfg.attention, name="attention")
-        mlp = Mlp(cfg.intermediate_size, **dt, name="mlp")
+        mlp = Mlp(cfg.intermediate_size, **dt, activation=self.activation, name="mlp")
         drop = functools.partial(nn.Dropout(cfg.hidden_dropout), deterministic=deterministic)
         ln_attn = LayerNorm(cfg.layer_norm_eps, **dt, name="attention_ln")
         ln_mlp = LayerNorm(cfg.layer_norm_eps, **dt, name="mlp_ln")

@@ -167,19 +167,23 @@ class SelfAttention(nn.Module):
                       name="out")(ctx)
 
 
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {"gelu": lambda h: gelu_exact(h), "relu": jax.nn.relu}
+
+
 class Mlp(nn.Module):
-    """dense -> exact gelu -> dense."""
+    """dense -> activation (exact gelu, or relu) -> dense."""
 
     intermediate_size: int
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+    activation: str = "gelu"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         e = x.shape[-1]
         h = Einsum(shape=(e, self.intermediate_size), kernel_axes=(axes.EMBED, axes.MLP), eq="ble,em->blm",
                    bias_axes=(axes.MLP,), dtype=self.dtype, param_dtype=self.param_dtype, name="wi")(x)
-        h = nn.with_logical_constraint(gelu_exact(h), (axes.BATCH, axes.LENGTH, axes.MLP))
+        h = nn.with_logical_constraint(ACTIVATIONS[self.activation](h), (axes.BATCH, axes.LENGTH, axes.MLP))
         return Einsum(shape=(self.intermediate_size, e), kernel_axes=(axes.MLP, axes.EMBED), eq="blm,me->ble",
                       bias_axes=(axes.EMBED,), dtype=self.dtype, param_dtype=self.param_dtype, name="wo")(h)
 

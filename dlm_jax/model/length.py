@@ -1,7 +1,11 @@
 """The length predictor: backbone hidden states of the prompt -> a distribution over response lengths.
 
-One post-LN transformer layer on the (stop-gradient) prompt states, mean pool over non-pad tokens, then
-Linear -> tanh -> Linear to `num_classes` (the position-table size). Trained as a separate stage, backbone frozen.
+As the released model (`src/model/dd_model.py`: `length_trm`, `length_predictor`): one post-LN transformer layer
+(torch's `nn.TransformerEncoderLayer` defaults: ReLU MLP of the backbone's intermediate size, dropout, LayerNorm
+eps 1e-5) on the (stop-gradient) prompt states, mean pool over non-pad tokens, then Linear(hidden ->
+intermediate) -> tanh -> Linear to `num_classes` (the position-table size, 514 for XLM-R). Trained as a separate
+stage with the backbone frozen. Class c is the response length c incl. `</s>` (the released labels are shifted by
+two, excl. `</s>` and minus one; the decoded lengths are the same).
 """
 from __future__ import annotations
 
@@ -32,15 +36,16 @@ class LengthPredictor(nn.Module):
     @nn.compact
     def __call__(self, hidden: jax.Array, attention_mask: jax.Array, *, deterministic: bool = True) -> jax.Array:
         """hidden [batch, length, embed] (prompt only), attention_mask [batch, length] -> logits [batch, classes]."""
-        cfg = self.cfg.replace(family="roberta", remat="none", scan_layers=False)
+        cfg = self.cfg.replace(family="roberta", remat="none", scan_layers=False, layer_norm_eps=1e-5,
+                               attention="einsum")
         x = jax.lax.stop_gradient(hidden).astype(jnp.dtype(cfg.dtype))
-        x, _ = Block(cfg, name="layer")(x, padding_bias(attention_mask), deterministic)
+        x, _ = Block(cfg, activation="relu", name="layer")(x, padding_bias(attention_mask), deterministic)
         m = attention_mask.astype(jnp.float32)[..., None]
         pooled = (x.astype(jnp.float32) * m).sum(1) / jnp.maximum(m.sum(1), 1.0)
-        h = jnp.tanh(Einsum(shape=(cfg.hidden_size, cfg.hidden_size), kernel_axes=(axes.EMBED, None),
+        h = jnp.tanh(Einsum(shape=(cfg.hidden_size, cfg.intermediate_size), kernel_axes=(axes.EMBED, None),
                             eq="be,ef->bf", bias_axes=(None,), name="dense")(pooled))
-        return Einsum(shape=(cfg.hidden_size, self.num_classes), kernel_axes=(None, axes.CLASSES), eq="bf,fc->bc",
-                      bias_axes=(axes.CLASSES,), name="out")(h).astype(jnp.float32)
+        return Einsum(shape=(cfg.intermediate_size, self.num_classes), kernel_axes=(None, axes.CLASSES),
+                      eq="bf,fc->bc", bias_axes=(axes.CLASSES,), name="out")(h).astype(jnp.float32)
 
 
 def length_loss(logits: jax.Array, target_lengths: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:

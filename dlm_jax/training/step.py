@@ -7,6 +7,7 @@ flax / optax installed.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 import jax
@@ -25,9 +26,22 @@ State = dict[str, Any]  # the keys are `dlm_jax.rundir.STATE_KEYS`
 # Optimizer
 # --------------------------------------------------------------------------------------------------------------
 def learning_rate_schedule(opt: OptimizerConfig, total_steps: int) -> optax.Schedule:
-    """`inverse_sqrt` (fairseq): linear warmup from warmup_init_lr, then lr*sqrt(warmup/step); `warmup_cosine`:
+    """The learning rate at (0-based) update `step`.
+
+    `log_warmup_constant`: what the paper's released code runs. Its scripts ask the HF Trainer for inverse_sqrt
+    with 1% warm-up, but scripts/ds_config_zero2.json declares DeepSpeed's `WarmupLR`, which then replaces it:
+    lr * log(step + 1) / log(W) for step < W = max(2, warmup_steps), then lr (DeepSpeed's default warmup_type
+    "log"; HF fills warmup_min_lr=0, warmup_max_lr=lr, warmup_num_steps=ceil(warmup_ratio * steps)).
+    `inverse_sqrt` (fairseq): linear warmup from warmup_init_lr, then lr*sqrt(warmup/step); `warmup_cosine`:
     linear warmup then cosine decay to end_lr; `constant`: linear warmup then constant."""
     lr, warm = opt.lr, max(opt.warmup_steps, 1)
+    if opt.schedule == "log_warmup_constant":
+        w = max(2, opt.warmup_steps)
+
+        def log_warmup(step):
+            step = jnp.asarray(step, jnp.float32)
+            return jnp.where(step < w, lr * jnp.log(step + 1.0) / math.log(w), lr)
+        return log_warmup
     if opt.schedule == "inverse_sqrt":
         init = opt.warmup_init_lr
 

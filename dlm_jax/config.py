@@ -24,7 +24,7 @@ from dlm_jax.diffusion import RDMConfig, SamplerConfig
 from dlm_jax.errors import ConfigError
 from dlm_jax.model import ModelConfig, get_config as get_model_config
 from dlm_jax.model.axes import DEFAULT_RULES
-from dlm_jax.parallel import data_parallel_size, resolve_mesh_shape
+from dlm_jax.parallel import batch_mesh_axes, data_parallel_size, resolve_mesh_shape
 
 PRNG_IMPLS = ("threefry2x32", "rbg", "unsafe_rbg")
 STAGES = ("diffusion", "length")
@@ -365,7 +365,7 @@ def _diffusion(c: ml_collections.ConfigDict, mesh: MeshSettings) -> DiffusionSet
     micro = c.batch_size // c.optimizer.grad_accum
     dp = mesh.data_parallel_size
     _need(micro % dp == 0, f"batch_size={c.batch_size} (micro-batch {micro}) is not divisible by the data-parallel "
-                           f"size {dp} (the mesh axes {list(mesh.sizes)} that the rules split the batch over); "
+                           f"size {dp} (mesh axes {list(batch_mesh_axes(mesh.rules))}, which the rules split the batch over); "
                            "change batch_size or mesh.shape")
     pool = d.pool_rows
     _need(pool >= 0 and (pool == 0 or (micro // dp) % pool == 0),

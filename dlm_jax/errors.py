@@ -18,6 +18,10 @@ class MissingDataError(UserError, FileNotFoundError):
     """Data files a task reads are missing (the message names them and how to prepare them)."""
 
 
+class ModelFilesError(UserError, FileNotFoundError):
+    """A model directory, its config.json or its weights are missing (or cannot be fetched)."""
+
+
 class NoCheckpointError(UserError, FileNotFoundError):
     """A workdir has no config or no complete checkpoint."""
 

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from dlm_jax.errors import CheckpointMismatchError, ConfigError
+from dlm_jax.errors import CheckpointMismatchError, ModelFilesError
 from dlm_jax.model import configs as model_configs
 from dlm_jax.model.axes import DEFAULT_RULES
 from dlm_jax.model.configs import ModelConfig
@@ -217,12 +217,12 @@ def read_state_dict(model_dir: Path) -> dict[str, np.ndarray]:
         try:
             import torch
         except ImportError as e:
-            raise ConfigError(
+            raise ModelFilesError(
                 f"{model_dir} has only pytorch_model.bin; reading it needs torch (pip install torch), or convert it "
                 "to model.safetensors") from e
         sd = torch.load(str(bin_file), map_location="cpu", weights_only=True)
         return {k: v.float().numpy() if v.dtype == torch.bfloat16 else v.numpy() for k, v in sd.items()}
-    raise ConfigError(
+    raise ModelFilesError(
         f"no weights in {model_dir}: expected model.safetensors, model.safetensors.index.json (+ shards) or "
         f"pytorch_model.bin; found {sorted(p.name for p in model_dir.iterdir())}")
 
@@ -232,17 +232,17 @@ def resolve_model_dir(path_or_hub_id: str | os.PathLike[str]) -> Path:
     p = Path(path_or_hub_id).expanduser()
     if p.is_dir():
         if not (p / "config.json").exists():
-            raise ConfigError(f"{p} has no config.json; point at a HuggingFace model directory")
+            raise ModelFilesError(f"{p} has no config.json; point at a HuggingFace model directory")
         return p
     s = str(path_or_hub_id)
     looks_local = s.startswith((".", "/", "~")) or os.sep in s and s.count("/") != 1
     if looks_local or p.exists():
-        raise ConfigError(f"model directory {p} does not exist")
+        raise ModelFilesError(f"model directory {p} does not exist")
     try:
         from huggingface_hub import snapshot_download
         return Path(snapshot_download(s, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"]))
     except Exception as e:  # offline, unknown id, auth
-        raise ConfigError(
+        raise ModelFilesError(
             f"{s!r} is not a local directory and could not be fetched from the HuggingFace Hub ({type(e).__name__}: "
             f"{e}). Download it elsewhere and pass the directory.") from e
 

@@ -18,7 +18,8 @@ LAYERS = [
     ["dlm_jax.inference"],
     ["dlm_jax.training"],
     ["dlm_jax.cli"],
-    ["dlm_jax.train", "dlm_jax.evaluate", "dlm_jax.generate", "dlm_jax.data.show", "dlm_jax.data.prepare"],
+    ["dlm_jax.train", "dlm_jax.evaluate", "dlm_jax.generate", "dlm_jax.export", "dlm_jax.data.show",
+     "dlm_jax.data.prepare"],
     ["dlm_jax"],
 ]
 

@@ -165,6 +165,15 @@ def test_translation_fixtures_and_missing_data_message(data_root, bert_vocab):
     ex = pipeline.load_examples("iwslt14_de_en_prompt", "test", spec, bert_vocab)
     assert ex.inputs[0] == "Translate the sentences into English. German: das ist gut . English: "
     assert ex.targets[0] == "that is good ."
+    _write(data_root / "wmt14_en_de" / "test.en", "the house is sm@@ all .\n")
+    _write(data_root / "wmt14_en_de" / "test.de", "das Haus ist klein .\n")
+    w = pipeline.load_examples("wmt14_en_de_prompt", "test", spec, bert_vocab)  # fairseq's prepare-wmt14en2de.sh
+    assert w.inputs[0] == "Translate the sentences into German. English: the house is small . German: "
+    assert w.targets[0] == "das Haus ist klein ." and registry.eval_spec("wmt14_en_de").bleu_tokenize == "intl"
+    _write(data_root / "gigaword_10k" / "test.src", "a long article\n")
+    _write(data_root / "gigaword_10k" / "test.tgt", "a title\n")
+    g = pipeline.load_examples("gigaword_10k", "test", spec, bert_vocab)  # the LGEB files, not TFDS
+    assert (g.inputs, g.targets) == (["a long article"], ["a title"])
     with pytest.raises(MissingDataError, match=r"(?s)train\.de.*prepare-iwslt14"):
         pipeline.load_examples("iwslt14_de_en", "train", spec, bert_vocab)
     with pytest.raises(ValueError, match="unknown task or mixture 'nope'"):

@@ -134,3 +134,28 @@ def test_restore_reads_params_only_straight_into_a_mesh(trained, monkeypatch):
     assert one.step == sharded.step == 8
     for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(sharded.params)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.slow
+def test_export_unprunes_to_a_huggingface_model_that_computes_the_same(trained, tmp_path):
+    import jax.numpy as jnp
+    import numpy as np
+    from tests.conftest import torch_or_skip
+    torch = torch_or_skip()
+    import transformers
+    from dlm_jax.inference import restore_run
+    r = _run("dlm_jax.export", "--workdir", str(trained), "--out", str(tmp_path / "hf"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    run = restore_run(trained)
+    vmap = run.vocab_map
+    assert vmap is not None and vmap.size < len(vmap.old_to_new)  # the tiny config prunes
+    hf = transformers.AutoModelForMaskedLM.from_pretrained(tmp_path / "hf").eval()
+    assert hf.config.vocab_size == len(vmap.old_to_new)
+    old = np.asarray(vmap.new_to_old)[np.random.default_rng(0).integers(0, vmap.size, (2, 12))]
+    old[:, 0] = run.vocab.bos_id
+    with torch.no_grad():
+        theirs = hf(torch.as_tensor(old, dtype=torch.long)).logits.numpy()
+    ours = np.asarray(run.model.apply({"params": run.params}, jnp.asarray(vmap.to_new(old))))
+    np.testing.assert_allclose(theirs[..., vmap.new_to_old], ours, atol=1e-4)
+    unkept = np.setdiff1d(np.arange(len(vmap.old_to_new)), vmap.new_to_old)
+    assert theirs[..., unkept].max() < -1e8  # never predicted: the full softmax equals the pruned one

@@ -223,3 +223,20 @@ def test_fused_attention_errors_name_the_fix():
     params = MaskedLM(cfg).init(jax.random.key(0), ids)["params"]
     with pytest.raises(ValueError, match="attention_dropout=0"):
         MaskedLM(cfg).apply({"params": params}, ids, deterministic=False, rngs={"dropout": jax.random.key(1)})
+
+
+def test_pruned_ids_and_tied_head_stay_consistent_and_unprune_inverts():
+    from dlm_jax.model.prune import VocabMap, prune_params, unprune_params
+    cfg = get_config("tiny-test", vocab_size=40, hidden_dropout=0.0, attention_dropout=0.0)
+    model = MaskedLM(cfg)
+    ids = jnp.asarray(np.random.default_rng(0).choice([0, 1, 2, 5, 7, 9, 11, 20], (2, 9)))
+    params = __import__("flax").linen.unbox(model.init(jax.random.key(0), ids)["params"])
+    vmap = VocabMap.build([5, 7, 9, 11, 20], 40, unk_id=3, specials=[0, 1, 2])
+    pruned, pcfg = prune_params(params, cfg, vmap)
+    full = np.asarray(model.apply({"params": params}, ids))
+    small = np.asarray(MaskedLM(pcfg).apply({"params": pruned}, jnp.asarray(vmap.to_new(np.asarray(ids)))))
+    np.testing.assert_allclose(small, full[..., vmap.new_to_old], atol=1e-5)  # same rows in and out (tied)
+    back, bcfg = unprune_params(pruned, pcfg, vmap)
+    again = np.asarray(MaskedLM(bcfg).apply({"params": back}, ids))
+    np.testing.assert_allclose(again[..., vmap.new_to_old], small, atol=1e-5)
+    assert bcfg.vocab_size == 40 and again[..., np.setdiff1d(np.arange(40), vmap.new_to_old)].max() < -1e8

@@ -219,3 +219,77 @@ def test_step_flops_count_the_head_at_masked_positions():
     head = 2 * (h * h + v * h)
     assert train_flops_per_sequence(cfg, L, 0) == 3 * fwd_body
     assert train_flops_per_step(cfg, L, rows=32, predicted=4000) == 3 * (32 * fwd_body + 4000 * head)
+
+
+def test_released_schedule_is_log_warmup_then_constant():
+    """scripts/ds_config_zero2.json's WarmupLR (log warm-up over ceil(1% of the steps), then constant) wins over
+    the scripts' --lr_scheduler_type inverse_sqrt."""
+    c = _cfg(num_train_steps=1000)
+    c.optimizer.schedule, c.optimizer.warmup_ratio, c.optimizer.lr = "log_warmup_constant", 0.01, 5e-5
+    opt = parse(c).optimizer
+    assert opt.warmup_steps == 10
+    _, sched = build_optimizer(opt, 1000)
+    import math
+    for step, want in [(0, 0.0), (1, 5e-5 * math.log(2) / math.log(10)), (4, 5e-5 * math.log(5) / math.log(10)),
+                       (9, 5e-5), (10, 5e-5), (999, 5e-5)]:
+        np.testing.assert_allclose(float(sched(step)), want, rtol=1e-6, atol=1e-12)
+
+
+def test_paper_configs_use_the_released_recipe():
+    from configs import flan2022, iwslt14
+    for arg in ("base", "xxl"):
+        run = parse(iwslt14.get_config(arg), num_devices=4, num_processes=1)  # 500 sequences a step
+        o, d = run.optimizer, run.diffusion
+        assert (o.schedule, o.eps, o.b1, o.b2, o.weight_decay, o.clip_norm) == ("log_warmup_constant", 1e-8, 0.9,
+                                                                                0.98, 0.01, 1.0)
+        assert o.warmup_steps == {"base": 1500, "xxl": 300}[arg]  # ceil(1% of 150k / 30k steps)
+        assert d.coupled and d.loss_scale == 50.0 and d.smoothing_weighting == "constant"
+        assert run.model.prune_vocab
+    scratch = parse(iwslt14.get_config("base,scratch"), num_devices=4, num_processes=1)
+    assert scratch.diffusion.label_smoothing == 0.1
+    flan = parse(flan2022.get_config("base"), num_devices=8, num_processes=1)
+    assert flan.data.overlong == "truncate_prompt" and not flan.model.prune_vocab and flan.optimizer.lr == 1e-5
+
+
+def test_flan_left_truncation_keeps_the_target_whole():
+    from configs import flan2022
+    from dlm_jax.data import features
+    run = parse(flan2022.get_config("base"), num_devices=8, num_processes=1)
+    spec = features.FeatureSpec(max_length=run.data.max_length, bos_id=0, eos_id=2, pad_id=1,
+                                overlong=run.data.overlong)
+    prompt, target = list(range(10, 610)), list(range(700, 800))  # 600 + 100 tokens: 190 of the prompt go
+    row = features.layout(prompt, target, spec)
+    n = int(row["padding_mask"].sum())
+    assert n == 512 and list(row["tokens"][row["response_mask"]]) == target + [2]
+    assert list(row["tokens"][1:411]) == prompt[-410:]  # <s>, the last 410 prompt tokens, the target, </s>
+
+
+def test_length_head_is_the_released_structure_and_the_backbone_gets_no_gradient():
+    from dlm_jax.model.length import LengthPredictor, length_loss
+    from dlm_jax.training.step import length_loss_fn
+    mcfg = get_config("tiny-test", vocab_size=50, hidden_size=32, num_heads=4, intermediate_size=48,
+                      max_positions=40)
+    head = LengthPredictor.for_backbone(mcfg)
+    params = head.init_params(jax.random.key(0))
+    assert params["dense"]["kernel"].shape == (32, 48) and params["out"]["kernel"].shape == (48, 40)
+    assert params["layer"]["mlp"]["wi"]["kernel"].shape == (32, 48)
+    h = jnp.asarray(np.random.default_rng(0).normal(size=(2, 5, 32)), jnp.float32)
+    mask = jnp.ones((2, 5), jnp.int32)
+    logits = head.apply({"params": params}, h, mask)
+    assert logits.shape == (2, 40) and np.isfinite(np.asarray(logits)).all()
+    model = MaskedLM(mcfg)
+    batch = _tiny_batch(b=4, vocab=50)
+    batch = {**jax.tree.map(jnp.asarray, batch), "prompt_length": jnp.full((4,), 5), "response_length": jnp.full((4,), 5)}
+    backbone = model.init(jax.random.key(1), batch["tokens"])["params"]
+    loss_fn = length_loss_fn(model, head)
+    g_backbone = jax.grad(lambda fb: loss_fn(params, fb, batch, jax.random.key(2))[0])(backbone)
+    assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(g_backbone))
+    g_head = jax.grad(lambda p: loss_fn(p, backbone, batch, jax.random.key(2))[0])(params)
+    assert any(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(g_head))
+    assert float(length_loss(logits, jnp.asarray([3, 4]))[0]) > 0
+
+
+def test_pruned_vocabulary_counts_every_id_of_the_shard():
+    from dlm_jax.training.setup import token_counts
+    tokens = np.array([[5, 5, 7, 1], [9, 1, 1, 1]])
+    np.testing.assert_array_equal(token_counts(tokens, 12), [0, 4, 0, 0, 0, 2, 0, 1, 0, 1, 0, 0])

@@ -100,21 +100,26 @@ def _tfds_gigaword(ds: tf.data.Dataset) -> tf.data.Dataset:
 
 
 def register_translation_tasks(reg: _Registrar) -> None:
+    """The paper's sources by default (Appendix A: fairseq's prepare scripts, LGEB's Gigaword-10K); the TFDS
+    versions as `*_tfds` alternatives."""
     splits = ["train", "validation", "test"]
-    for suffix, tmpl in (("", None), ("_prompt", sources.DE_EN_PROMPT)):
-        for base, pairs in (("ding_de_en", sources.ding_pairs), ("iwslt14_de_en", sources.iwslt_pairs)):
+    for suffix, de_en, en_de in (("", None, None), ("_prompt", sources.DE_EN_PROMPT, sources.EN_DE_PROMPT)):
+        for base, pairs, tmpl, src, spec in (
+                ("ding_de_en", sources.ding_pairs, de_en, "de", eval_specs.TRANSLATION),
+                ("iwslt14_de_en", sources.iwslt_pairs, de_en, "de", eval_specs.TRANSLATION),
+                ("wmt14_en_de", sources.wmt14_pairs, en_de, "en", eval_specs.TRANSLATION_INTL)):
             name = base + suffix
             reg.task(name, _function_source(
-                lambda s, t=tmpl, n=name, p=pairs: sources.pairs_to_rows(p(s), n, t, "de"), splits),
-                metric_fns=[metrics.bleu], spec=eval_specs.TRANSLATION)
-        reg.task(f"wmt14_en_de{suffix}", seqio.TfdsDataSource(tfds_name="wmt14_translate/de-en:1.0.0"),
-                 preprocessors=[_tfds_translation("en", "de", sources.EN_DE_PROMPT if tmpl else None)],
+                lambda s, t=tmpl, n=name, p=pairs, k=src: sources.pairs_to_rows(p(s), n, t, k), splits),
+                metric_fns=[metrics.bleu_intl if spec is eval_specs.TRANSLATION_INTL else metrics.bleu], spec=spec)
+        reg.task(f"wmt14_en_de_tfds{suffix}", seqio.TfdsDataSource(tfds_name="wmt14_translate/de-en:1.0.0"),
+                 preprocessors=[_tfds_translation("en", "de", en_de)],
                  metric_fns=[metrics.bleu_intl], spec=eval_specs.TRANSLATION_INTL)
-    reg.task("gigaword_10k", seqio.TfdsDataSource(
+    reg.task("gigaword_10k", _function_source(sources.gigaword_local_rows, splits),
+             metric_fns=[metrics.rouge_l], spec=eval_specs.SUMMARIZATION)
+    reg.task("gigaword_10k_tfds", seqio.TfdsDataSource(
         tfds_name="gigaword:1.2.0", splits={"train": "train[:10000]", "validation": "validation", "test": "test"}),
         preprocessors=[_tfds_gigaword], metric_fns=[metrics.rouge_l], spec=eval_specs.SUMMARIZATION)
-    reg.task("gigaword_10k_local", _function_source(sources.gigaword_local_rows, splits),
-             metric_fns=[metrics.rouge_l], spec=eval_specs.SUMMARIZATION)
 
 
 def register_flan2021(reg: _Registrar) -> None:

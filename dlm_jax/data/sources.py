@@ -70,16 +70,29 @@ def ding_pairs(split: str) -> list[tuple[str, str]]:
         return [tuple(line.rstrip("\n").split("\t", 1)) for line in f if "\t" in line]  # type: ignore[misc]
 
 
-def iwslt_pairs(split: str) -> list[tuple[str, str]]:
-    """IWSLT14 DE-EN as fairseq's prepare-iwslt14.sh leaves it, BPE removed."""
+def _unbpe(text: str) -> str:
+    return re.sub(r"(@@ )|(@@ ?$)", "", text.strip())
+
+
+def _fairseq_pairs(folder: str, split: str, src: str, tgt: str, script: str) -> list[tuple[str, str]]:
+    """(source, target) lines of a fairseq examples/translation prepare script's output folder, BPE removed."""
     name = SPLIT_FILE_NAMES[split]
-    root = data_dir() / "iwslt14.tokenized.de-en"
-    de, en = root / f"{name}.de", root / f"{name}.en"
-    require([de, en], "fairseq examples/translation/prepare-iwslt14.sh (IWSLT'14 German-English)",
-            f"bash prepare-iwslt14.sh && mv iwslt14.tokenized.de-en {data_dir()}/")
-    unbpe = lambda s: re.sub(r"(@@ )|(@@ ?$)", "", s.strip())  # noqa: E731
-    with open(de, encoding="utf-8") as fd, open(en, encoding="utf-8") as fe:
-        return [(unbpe(a), unbpe(b)) for a, b in zip(fd, fe)]
+    root = data_dir() / folder
+    a, b = root / f"{name}.{src}", root / f"{name}.{tgt}"
+    require([a, b], f"fairseq examples/translation/{script}", f"bash {script} && mv {folder} {data_dir()}/")
+    with open(a, encoding="utf-8") as fa, open(b, encoding="utf-8") as fb:
+        return [(_unbpe(x), _unbpe(y)) for x, y in zip(fa, fb)]
+
+
+def iwslt_pairs(split: str) -> list[tuple[str, str]]:
+    """IWSLT14 DE-EN as fairseq's prepare-iwslt14.sh leaves it (`iwslt14.tokenized.de-en`), BPE removed."""
+    return _fairseq_pairs("iwslt14.tokenized.de-en", split, "de", "en", "prepare-iwslt14.sh")
+
+
+def wmt14_pairs(split: str) -> list[tuple[str, str]]:
+    """WMT14 EN-DE as fairseq's prepare-wmt14en2de.sh leaves it (`wmt14_en_de`), BPE removed: the paper's
+    source (Appendix A)."""
+    return _fairseq_pairs("wmt14_en_de", split, "en", "de", "prepare-wmt14en2de.sh")
 
 
 def gigaword_local_rows(split: str) -> list[dict]:

@@ -61,3 +61,23 @@ def prune_params(params: Any, cfg: ModelConfig, vmap: VocabMap) -> tuple[Any, Mo
     out["word"] = {"embedding": jnp.take(params["word"]["embedding"], idx, axis=0)}
     out["head_bias"] = jnp.take(params["head_bias"], idx, axis=0)
     return out, cfg.replace(vocab_size=vmap.size)
+
+
+# A logit bias that no kept token's logit can come near: an un-kept id's probability is exp(-1e9) = 0.
+UNKEPT_BIAS = -1e9
+
+
+def unprune_params(params: Any, cfg: ModelConfig, vmap: VocabMap) -> tuple[Any, ModelConfig]:
+    """The pruned model in the original vocabulary, computing exactly what the pruned model computes.
+
+    An id that was not kept reads the `<unk>` row (the pruned model sees `<unk>` for it) and gets the output bias
+    `UNKEPT_BIAS`, so it is never predicted; kept ids keep their rows and biases. Logits at kept ids equal the
+    pruned model's, and the softmax over the full vocabulary equals the pruned one.
+    """
+    old_to_new = jnp.asarray(vmap.old_to_new)
+    kept = jnp.zeros(len(vmap.old_to_new), bool).at[jnp.asarray(vmap.new_to_old)].set(True)
+    out = jax.tree.map(lambda x: x, params)
+    out["word"] = {"embedding": jnp.take(params["word"]["embedding"], old_to_new, axis=0)}
+    bias = jnp.take(params["head_bias"], old_to_new, axis=0)
+    out["head_bias"] = jnp.where(kept, bias, jnp.asarray(UNKEPT_BIAS, bias.dtype))
+    return out, cfg.replace(vocab_size=len(vmap.old_to_new))

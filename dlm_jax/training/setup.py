@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
 
 from dlm_jax import parallel
 from dlm_jax.config import RunConfig
@@ -85,6 +86,15 @@ def build_model(run: RunConfig, mesh: Any) -> _Model:
     return _Model(model, params, tokenizer)
 
 
+def token_counts(tokens: np.ndarray, vocab_size: int) -> np.ndarray:
+    """How often each id occurs in the training set: this host's shard, summed over every process, so that every
+    host prunes to the same vocabulary (one per run, saved with it)."""
+    counts = np.bincount(tokens.ravel(), minlength=vocab_size).astype(np.int64)
+    if jax.process_count() > 1:
+        counts = np.asarray(multihost_utils.process_allgather(counts)).sum(0)
+    return counts
+
+
 def prune_vocabulary(run: RunConfig, built: _Model, vocab: HFVocabulary,
                      train: pipeline.Examples | None) -> _Model:
     """The pruned model (`model.prune_vocab`: only ids seen `prune_min_count` times in the training set) or the
@@ -93,8 +103,8 @@ def prune_vocabulary(run: RunConfig, built: _Model, vocab: HFVocabulary,
     if vmap is None and run.model.prune_vocab:
         if train is None:
             raise ConfigError("model.prune_vocab needs data.cache=True (the kept ids are read from the training set)")
-        ids, counts = np.unique(train.rows["tokens"], return_counts=True)
-        used = ids[counts >= run.model.prune_min_count]  # rarer ids become <unk>
+        counts = token_counts(train.rows["tokens"], built.model.cfg.vocab_size)
+        used = np.flatnonzero(counts >= run.model.prune_min_count)  # rarer ids become <unk>
         vmap = VocabMap.build(used, built.model.cfg.vocab_size, unk_id=vocab.unk_id,
                               specials=[vocab.bos_id, vocab.eos_id, vocab.pad_id, vocab.mask_id])
         params, cfg = prune_params(built.params, built.model.cfg, vmap)

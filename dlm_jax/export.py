@@ -1,0 +1,40 @@
+"""Entry point: python -m dlm_jax.export --workdir DIR --out HF_DIR [--checkpoint STEP]
+
+Writes a trained run as a HuggingFace masked-LM directory (config.json, model.safetensors, tokenizer) that
+`transformers.AutoModelForMaskedLM` loads. A run with a pruned vocabulary is exported in the tokenizer's full
+vocabulary (`model.prune.unprune_params`): the exported model computes what the pruned one computes.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from absl import flags
+
+from dlm_jax import cli, hf_io
+from dlm_jax.inference import restore_run
+from dlm_jax.model.prune import unprune_params
+
+flags.DEFINE_string("workdir", None, "The trained run's directory.")
+flags.DEFINE_string("out", None, "The HuggingFace directory to write.")
+flags.DEFINE_integer("checkpoint", None, "Checkpoint step (default: the latest).")
+flags.mark_flags_as_required(["workdir", "out"])
+FLAGS = flags.FLAGS
+
+
+def export(workdir: str | Path, out: str | Path, *, step: int | None = None) -> Path:
+    restored = restore_run(workdir, step=step)
+    params, cfg = restored.params, restored.model.cfg
+    if restored.vocab_map is not None:
+        params, cfg = unprune_params(params, cfg, restored.vocab_map)
+    return hf_io.save_hf(params, cfg.replace(dtype="float32"), out, tokenizer=restored.vocab.tokenizer)
+
+
+def main(argv: list[str]) -> int:
+    del argv
+    cli.quiet_logs()
+    print(f"wrote {export(FLAGS.workdir, FLAGS.out, step=FLAGS.checkpoint)}")
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -313,8 +313,8 @@ def test_pack_keeps_examples_whole_and_deterministic():
 def test_packed_batches_depend_only_on_seed_and_step(bert_vocab):
     spec = features.FeatureSpec(max_length=48, bos_id=101, eos_id=102, pad_id=0)
     ex = pipeline.load_examples("ding_de_en", "validation", spec, bert_vocab, limit=200)
-    a = pipeline.PackedBatches(ex, 8, seed=3, max_length=48, pad_id=0)
-    b = pipeline.PackedBatches(ex, 8, seed=3, max_length=48, pad_id=0)
+    a = pipeline.PackedBatches(ex, pipeline.HostSlice(8), seed=3, max_length=48, pad_id=0)
+    b = pipeline.PackedBatches(ex, pipeline.HostSlice(8), seed=3, max_length=48, pad_id=0)
     per_epoch = a.batches_in(0)
     for step in (0, 5, per_epoch, per_epoch + 2):  # b jumps straight there (a resumed run)
         x, y = a.batch(step), b.batch(step)
@@ -323,14 +323,33 @@ def test_packed_batches_depend_only_on_seed_and_step(bert_vocab):
     assert a.batches_in(0) * 8 < 200
 
 
+def test_global_batches_do_not_depend_on_the_process_count(bert_vocab):
+    """Two processes' slices of global batch s, side by side, are one process's batch s (cached, packed, stream)."""
+    spec = features.FeatureSpec(max_length=48, bos_id=101, eos_id=102, pad_id=0)
+    ex = pipeline.load_examples("ding_de_en", "validation", spec, bert_vocab, limit=120)
+    makers = [lambda h: pipeline.CachedBatches(ex, h, seed=1),
+              lambda h: pipeline.PackedBatches(ex, h, seed=1, max_length=48, pad_id=0),
+              lambda h: pipeline.StreamedBatches("ding_de_en", spec, bert_vocab, h, seed=1, split="validation")]
+    for make in makers:
+        one = make(pipeline.HostSlice(8)).iterate(3)
+        halves = [make(pipeline.HostSlice(8, i, 2)).iterate(3) for i in range(2)]
+        for _ in range(2):
+            whole, parts = next(one), [next(h) for h in halves]
+            for k in whole:
+                np.testing.assert_array_equal(whole[k], np.concatenate([p[k] for p in parts]))
+    with pytest.raises(ValueError, match="not divisible by the 3 processes"):
+        pipeline.HostSlice(8, 0, 3)
+
+
 def test_streamed_batches_resume_exactly_past_skipped_examples(bert_vocab):
     spec = features.FeatureSpec(max_length=20, bos_id=101, eos_id=102, pad_id=0)  # short: many examples do not fit
-    s = pipeline.StreamedBatches("ding_de_en", spec, bert_vocab, host_batch=8, seed=5, split="validation")
+    s = pipeline.StreamedBatches("ding_de_en", spec, bert_vocab, pipeline.HostSlice(8), seed=5, split="validation")
     it = s.iterate(0)
     full = [next(it) for _ in range(6)]
     it.close()
     assert s.counters.seen == 48 and s.counters.skipped == 0  # the length filter ran inside tf.data
-    resumed = pipeline.StreamedBatches("ding_de_en", spec, bert_vocab, host_batch=8, seed=5, split="validation").iterate(4)
+    resumed = pipeline.StreamedBatches("ding_de_en", spec, bert_vocab, pipeline.HostSlice(8), seed=5,
+                                       split="validation").iterate(4)
     for want in full[4:]:
         got = next(resumed)
         assert all((got[k] == want[k]).all() for k in want)
@@ -345,7 +364,8 @@ def test_an_open_stream_does_not_hang_the_interpreter_at_exit(tmp_path):
     script = ("import dlm_jax\nfrom dlm_jax.data import features, pipeline\nfrom dlm_jax.data.vocab import HFVocabulary\n"
               "vocab = HFVocabulary(dlm_jax.load_tokenizer('bundled'))\n"
               "spec = features.FeatureSpec(max_length=48, bos_id=101, eos_id=102, pad_id=0)\n"
-              "it = pipeline.StreamedBatches('ding_de_en', spec, vocab, 4, seed=0, split='test').iterate(1)\n"
+              "it = pipeline.StreamedBatches('ding_de_en', spec, vocab, pipeline.HostSlice(4), seed=0,"
+              " split='test').iterate(1)\n"
               "print(next(it)['tokens'].shape)\n")  # `it` stays open until the interpreter exits
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
                        cwd=Path(__file__).resolve().parents[1])

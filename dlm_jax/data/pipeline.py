@@ -1,7 +1,8 @@
 """From a seqio task / mixture to laid-out numpy batches for training and evaluation.
 
-Training reads a per-host shard (`seqio.ShardInfo`) and yields host-local batches in a deterministic order that is a
-function of (seed, step) only, so a resumed run continues exactly where it stopped:
+Training batches are global: every process computes global batch `step` as a function of (seed, step) alone and
+feeds its slice of rows (`HostSlice`), so a run gives the same batches on any number of processes and a resumed run
+continues exactly where it stopped:
 - finite tasks that fit in memory (`cache=True`): tokenized once, then one seeded permutation per epoch;
 - mixtures / large tasks: seqio's seeded shuffled stream, skipping the examples already consumed.
 """
@@ -60,8 +61,31 @@ def load_examples(name: str, split: str, spec: features.FeatureSpec, vocab: HFVo
     return Examples(features.stack(rows), ins, tgts, tasks, counters)
 
 
-def host_shard() -> seqio.ShardInfo:
-    return seqio.ShardInfo(index=jax.process_index(), num_shards=jax.process_count())
+@dataclasses.dataclass(frozen=True)
+class HostSlice:
+    """The rows of every global batch that this process feeds: [index * n, (index + 1) * n), n = global / count.
+
+    Every process computes the same global batch (a function of (seed, step) alone) and keeps its slice, so the
+    global batch does not depend on how many processes there are.
+    """
+
+    global_batch: int
+    index: int = 0
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        if self.global_batch % self.count:
+            raise InputError(f"batch_size={self.global_batch} is not divisible by the {self.count} processes; "
+                             "choose a batch size that is")
+
+    @classmethod
+    def this_process(cls, global_batch: int) -> "HostSlice":
+        return cls(global_batch, jax.process_index(), jax.process_count())
+
+    @property
+    def rows(self) -> slice:
+        n = self.global_batch // self.count
+        return slice(self.index * n, (self.index + 1) * n)
 
 
 class _StepBatches:
@@ -69,9 +93,14 @@ class _StepBatches:
 
     seed: int
     n: int
+    host: HostSlice
+
+    def global_rows(self, step: int) -> dict[str, np.ndarray]:
+        raise NotImplementedError
 
     def batch(self, step: int) -> dict[str, np.ndarray]:
-        raise NotImplementedError
+        """This process's rows of global batch `step`."""
+        return {k: v[self.host.rows] for k, v in self.global_rows(step).items()}
 
     def epoch_order(self, epoch: int) -> np.ndarray:
         """The seeded permutation of the examples for `epoch`."""
@@ -85,20 +114,21 @@ class _StepBatches:
 
 
 class CachedBatches(_StepBatches):
-    """Host-local batches from an in-memory split; batch `step` depends only on (seed, step)."""
+    """Batches from an in-memory split (every process holds all of it); global batch `step` is the slice `step` of
+    epoch e's seeded permutation."""
 
-    def __init__(self, examples: Examples, host_batch: int, seed: int):
-        self.rows, self.host_batch, self.seed = examples.rows, host_batch, seed
+    def __init__(self, examples: Examples, host: HostSlice, seed: int):
+        self.rows, self.host, self.seed = examples.rows, host, seed
         self.n = len(next(iter(self.rows.values())))
-        if self.n < host_batch:
-            raise InputError(f"only {self.n} training examples on this host, fewer than its batch {host_batch}")
-        self.per_epoch = self.n // host_batch
+        if self.n < host.global_batch:
+            raise InputError(f"only {self.n} training examples, fewer than the batch {host.global_batch}")
+        self.per_epoch = self.n // host.global_batch
 
-    def batch(self, step: int) -> dict[str, np.ndarray]:
+    def global_rows(self, step: int) -> dict[str, np.ndarray]:
         epoch, i = divmod(step, self.per_epoch)
-        idx = self.epoch_order(epoch)[i * self.host_batch:(i + 1) * self.host_batch]
+        g = self.host.global_batch
+        idx = self.epoch_order(epoch)[i * g:(i + 1) * g]
         return {k: v[idx] for k, v in self.rows.items()}
-
 
 
 class PackedBatches(_StepBatches):
@@ -107,14 +137,14 @@ class PackedBatches(_StepBatches):
     Epoch e packs the examples in the seeded permutation of e; batch `step` is a function of (seed, step) only.
     """
 
-    def __init__(self, examples: Examples, host_batch: int, seed: int, max_length: int, pad_id: int):
-        self.rows, self.host_batch, self.seed = examples.rows, host_batch, seed
+    def __init__(self, examples: Examples, host: HostSlice, seed: int, max_length: int, pad_id: int):
+        self.rows, self.host, self.seed = examples.rows, host, seed
         self.max_length, self.pad_id = max_length, pad_id
         self.n = len(next(iter(self.rows.values())))
         self._epochs: list[int] = []  # batches in each epoch so far
         self._cache: tuple[int, dict[str, np.ndarray]] | None = None
         if self.batches_in(0) < 1:
-            raise InputError(f"{self.n} training examples pack into fewer rows than the host batch {host_batch}; "
+            raise InputError(f"{self.n} training examples pack into fewer rows than the batch {host.global_batch}; "
                              "lower batch_size or turn off data.pack")
 
     def _packed(self, epoch: int) -> dict[str, np.ndarray]:
@@ -125,30 +155,31 @@ class PackedBatches(_StepBatches):
     def batches_in(self, epoch: int) -> int:
         while len(self._epochs) <= epoch:
             rows = self._packed(len(self._epochs))
-            self._epochs.append(len(rows["tokens"]) // self.host_batch)
+            self._epochs.append(len(rows["tokens"]) // self.host.global_batch)
         return self._epochs[epoch]
 
-    def batch(self, step: int) -> dict[str, np.ndarray]:
+    def global_rows(self, step: int) -> dict[str, np.ndarray]:
         epoch = 0
         while step >= self.batches_in(epoch):
             step -= self.batches_in(epoch)
             epoch += 1
-        rows = self._packed(epoch)
-        return {k: v[step * self.host_batch:(step + 1) * self.host_batch] for k, v in rows.items()}
-
+        rows, g = self._packed(epoch), self.host.global_batch
+        return {k: v[step * g:(step + 1) * g] for k, v in rows.items()}
 
 
 class StreamedBatches:
-    """Host-local batches from seqio's seeded, shuffled, repeated stream (mixtures, large tasks).
+    """Batches from seqio's seeded, shuffled, repeated stream (mixtures, large tasks).
 
-    Resuming at step s skips the s * host_batch examples already consumed inside tf.data, after the same length
-    filter `features.layout` applies, so the stream continues exactly where it stopped without laying out (or
-    handing to Python) what it skips. `counters` counts the examples that reached Python.
+    Every process reads the whole stream and keeps its rows of each global batch, so the global batch is the same
+    whatever the process count (at the cost of every host tokenizing every example). Resuming at step s skips the
+    s * global_batch examples already consumed inside tf.data, after the same length filter `features.layout`
+    applies, so the stream continues exactly where it stopped without laying out (or handing to Python) what it
+    skips. `counters` counts the examples that reached Python.
     """
 
-    def __init__(self, name: str, spec: features.FeatureSpec, vocab: HFVocabulary, host_batch: int, seed: int,
+    def __init__(self, name: str, spec: features.FeatureSpec, vocab: HFVocabulary, host: HostSlice, seed: int,
                  split: str = "train"):
-        self.name, self.spec, self.vocab, self.host_batch, self.seed = name, spec, vocab, host_batch, seed
+        self.name, self.spec, self.vocab, self.host, self.seed = name, spec, vocab, host, seed
         self.split = split
         self.counters = features.Counters()
 
@@ -158,13 +189,14 @@ class StreamedBatches:
         return gen
 
     def _iterate(self, start_step: int) -> Iterator[dict[str, np.ndarray]]:
+        g = self.host.global_batch
         ds = get_task_or_mixture(self.name, self.vocab).get_dataset(
-            sequence_length=None, split=self.split, shuffle=True, seed=self.seed, num_epochs=None,
-            shard_info=host_shard())
-        ds = ds.filter(lambda ex: features.fits_tf(ex, self.spec)).skip(start_step * self.host_batch)
+            sequence_length=None, split=self.split, shuffle=True, seed=self.seed, num_epochs=None)
+        ds = ds.filter(lambda ex: features.fits_tf(ex, self.spec)).skip(start_step * g)
         it = features.convert(ds.as_numpy_iterator(), self.spec, self.counters)
         while True:
-            yield features.stack([next(it) for _ in range(self.host_batch)])
+            rows = [next(it) for _ in range(g)]
+            yield features.stack(rows[self.host.rows])
 
 
 # A tf.data iterator over a pipeline with py_function (the tokenizer) that is still open when the interpreter

@@ -4,6 +4,8 @@ from __future__ import annotations
 import logging
 import math
 import os
+import socket
+import time
 from typing import Mapping, Sequence
 
 import jax
@@ -62,17 +64,60 @@ def initialize_distributed() -> None:
     """Calls `jax.distributed.initialize()` on multi-process launches (TPU pods, SLURM, env-configured GPUs).
 
     On a TPU VM pod and under SLURM, JAX discovers the coordinator itself. Elsewhere set
-    JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID. A single process does nothing.
+    JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID (`launch/local_multiprocess.py` does; on CPU also
+    JAX_CPU_COLLECTIVES_IMPLEMENTATION=gloo). A single process does nothing. A coordinator that does not answer
+    within DLM_DISTRIBUTED_TIMEOUT_S seconds (default 300) is a `ConfigError` naming the address and the fix.
     """
     env = os.environ
     multi = ("JAX_COORDINATOR_ADDRESS" in env or int(env.get("SLURM_NTASKS", "1")) > 1
              or "TPU_WORKER_HOSTNAMES" in env and "," in env.get("TPU_WORKER_HOSTNAMES", ""))
     if not multi:
         return
-    kwargs = {}
+    kwargs: dict = {"initialization_timeout": int(env.get("DLM_DISTRIBUTED_TIMEOUT_S", "300"))}
     if "JAX_COORDINATOR_ADDRESS" in env:
-        kwargs = dict(coordinator_address=env["JAX_COORDINATOR_ADDRESS"],
+        kwargs.update(coordinator_address=env["JAX_COORDINATOR_ADDRESS"],
                       num_processes=int(env["JAX_NUM_PROCESSES"]), process_id=int(env["JAX_PROCESS_ID"]))
-    jax.distributed.initialize(**kwargs)
+    if "coordinator_address" in kwargs:  # jax's own client aborts the process on a timeout: check first
+        _check_coordinator(kwargs["coordinator_address"], kwargs["process_id"], kwargs["initialization_timeout"])
+    if env.get("JAX_CPU_COLLECTIVES_IMPLEMENTATION"):
+        jax.config.update("jax_cpu_collectives_implementation", env["JAX_CPU_COLLECTIVES_IMPLEMENTATION"])
+    try:
+        jax.distributed.initialize(**kwargs)
+    except Exception as e:  # the coordinator never came up, a wrong address, a process id out of range
+        where = kwargs.get("coordinator_address", "the auto-detected coordinator")
+        raise ConfigError(
+            f"jax.distributed could not start ({type(e).__name__}: {str(e).splitlines()[0][:300]}): coordinator "
+            f"{where}, {kwargs.get('num_processes', '?')} processes, timeout {kwargs['initialization_timeout']} s. "
+            "Start every process with the same JAX_COORDINATOR_ADDRESS and JAX_NUM_PROCESSES (or use "
+            "launch/local_multiprocess.py), check that process 0 is reachable there, or raise "
+            "DLM_DISTRIBUTED_TIMEOUT_S") from None
     logging.info("jax.distributed: process %d of %d, %d local / %d global devices", jax.process_index(),
                  jax.process_count(), jax.local_device_count(), jax.device_count())
+
+
+def _check_coordinator(address: str, process_id: int, timeout_s: float) -> None:
+    """Process 0 must be able to bind the coordinator's port; the others must reach it within `timeout_s`.
+
+    Raises `ConfigError` naming the address and the fix (jax's client would abort the process instead)."""
+    host, _, port = address.rpartition(":")
+    if process_id == 0:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, int(port)))
+            except OSError as e:
+                raise ConfigError(f"the coordinator port {address} cannot be used ({e.strerror}): another run may "
+                                  "hold it; choose another JAX_COORDINATOR_ADDRESS port") from None
+        return
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            socket.create_connection((host, int(port)), timeout=1.0).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise ConfigError(
+                    f"process {process_id} could not reach the coordinator at {address} within {timeout_s:.0f} s: "
+                    "start process 0 too (same JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES; "
+                    "launch/local_multiprocess.py starts all of them), check the address, or raise "
+                    "DLM_DISTRIBUTED_TIMEOUT_S") from None
+            time.sleep(0.5)

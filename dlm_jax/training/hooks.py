@@ -108,7 +108,9 @@ class MetricsLogger:
             jax.block_until_ready(metrics["loss"])
             self.compile_s = time.perf_counter() - self.t_window
             logging.info("first step (compile + run): %.1fs", self.compile_s)
-            self.last = {"loss": float(metrics["loss"])}
+            self.last = {**average_metrics([metrics], self.names), "compile_time_s": self.compile_s}
+            if is_due(step, self.every, self.total):  # logged like any step, without throughput figures
+                self.log.write(step, self.last)
             self.restart_window()
         else:
             self.pending.append(metrics)

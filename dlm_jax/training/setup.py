@@ -15,7 +15,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.experimental import multihost_utils
 
 from dlm_jax import parallel
 from dlm_jax.config import RunConfig
@@ -87,12 +86,9 @@ def build_model(run: RunConfig, mesh: Any) -> _Model:
 
 
 def token_counts(tokens: np.ndarray, vocab_size: int) -> np.ndarray:
-    """How often each id occurs in the training set: this host's shard, summed over every process, so that every
-    host prunes to the same vocabulary (one per run, saved with it)."""
-    counts = np.bincount(tokens.ravel(), minlength=vocab_size).astype(np.int64)
-    if jax.process_count() > 1:
-        counts = np.asarray(multihost_utils.process_allgather(counts)).sum(0)
-    return counts
+    """How often each id occurs in the training set. Every process holds the whole cached split, so every process
+    prunes to the same vocabulary (one per run, saved with it)."""
+    return np.bincount(tokens.ravel(), minlength=vocab_size).astype(np.int64)
 
 
 def prune_vocabulary(run: RunConfig, built: _Model, vocab: HFVocabulary,
@@ -117,14 +113,15 @@ def prune_vocabulary(run: RunConfig, built: _Model, vocab: HFVocabulary,
 
 def build_train_data(run: RunConfig, train: pipeline.Examples | None, spec: FeatureSpec, vocab: HFVocabulary,
                      vocab_map: VocabMap | None) -> Any:
-    """Host-local batches addressed by step: packed or plain from the cached split, or a seeded stream."""
-    host_batch = run.batch_size // jax.process_count()
+    """Batches addressed by step (this process's rows of each global batch): packed or plain from the cached
+    split, or a seeded stream."""
+    host = pipeline.HostSlice.this_process(run.batch_size)
     if run.data.pack:
         pad = int(vocab_map.old_to_new[vocab.pad_id]) if vocab_map else vocab.pad_id
-        return pipeline.PackedBatches(train, host_batch, run.seed, spec.max_length, pad)
+        return pipeline.PackedBatches(train, host, run.seed, spec.max_length, pad)
     if train is not None:
-        return pipeline.CachedBatches(train, host_batch, run.seed)
-    return pipeline.StreamedBatches(run.data.task, spec, vocab, host_batch, run.seed)
+        return pipeline.CachedBatches(train, host, run.seed)
+    return pipeline.StreamedBatches(run.data.task, spec, vocab, host, run.seed)
 
 
 def _loss_and_trainable(run: RunConfig, model: MaskedLM, params: Any, mask_id: int) -> tuple[Callable, Any, Any]:
@@ -143,8 +140,7 @@ def setup(run: RunConfig) -> Setup:
     spec = run.data.feature_spec(vocab, built.model.cfg.max_length)
     train = None
     if run.data.cache:
-        train = pipeline.load_examples(run.data.task, "train", spec, vocab, shard=pipeline.host_shard(),
-                                       limit=run.data.train_limit)
+        train = pipeline.load_examples(run.data.task, "train", spec, vocab, limit=run.data.train_limit)
     eval_examples = None
     if run.eval_every_steps and run.data.eval_split:
         eval_examples = pipeline.load_examples(run.data.task, run.data.eval_split, spec, vocab,

@@ -1,0 +1,90 @@
+"""Real multi-process runs on this CPU (gloo collectives): the code path of a pod or a multi-node GPU job.
+
+2 processes x 2 simulated devices must train exactly what 1 process x 4 devices trains: the same logged losses
+and the same final params, with data and fsdp meshes; and the launcher's bad inputs fail in one line.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+LAUNCHER = [sys.executable, str(REPO / "launch" / "local_multiprocess.py")]
+TRAIN = ["-m", "dlm_jax.train", "--config", "configs/tiny.py", "--config.num_train_steps=4",
+         "--config.log_every_steps=1", "--config.checkpoint_every_steps=4", "--config.batch_size=8",
+         "--config.data.train_limit=64"]
+
+
+def _env(devices: int) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_COORDINATOR")}
+    env.update(JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+               DLM_DISTRIBUTED_TIMEOUT_S="60")
+    return env
+
+
+def _losses(workdir: Path) -> dict[int, float]:
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in rows}
+
+
+def _params(workdir: Path) -> list[np.ndarray]:
+    script = ("import jax, numpy as np, sys\nfrom dlm_jax.inference import restore_run\n"
+              "p = restore_run(sys.argv[1]).params\n"
+              "np.savez(sys.argv[2], *[np.asarray(x) for x in jax.tree.leaves(p)])\n")
+    out = workdir / "params.npz"
+    r = subprocess.run([sys.executable, "-c", script, str(workdir), str(out)], cwd=REPO, env=_env(1),
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    z = np.load(out)
+    return [z[k] for k in sorted(z.files, key=lambda k: int(k.split("_")[1]))]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mesh", ["data", "fsdp"])
+def test_two_processes_train_what_one_process_trains(tmp_path, mesh):
+    flags = [f"--config.mesh.shape.{mesh}=-1"] + (["--config.mesh.shape.data=1"] if mesh == "fsdp" else [])
+    one, two = tmp_path / "one", tmp_path / "two"
+    r = subprocess.run([sys.executable, *TRAIN, "--workdir", str(one), *flags], cwd=REPO, env=_env(4),
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = subprocess.run([*LAUNCHER, "--num_processes", "2", "--devices_per_process", "2", "--log_dir",
+                        str(tmp_path / "logs"), "--", *TRAIN, "--workdir", str(two), *flags], cwd=REPO,
+                       env=_env(2), capture_output=True, text=True, timeout=600)
+    logs = "".join(p.read_text() for p in (tmp_path / "logs").glob("*.log"))
+    assert r.returncode == 0, r.stderr[-3000:] + logs[-2000:]
+    a, b = _losses(one), _losses(two)
+    assert sorted(a) == sorted(b) == [1, 2, 3, 4]
+    np.testing.assert_allclose([a[s] for s in a], [b[s] for s in a], rtol=1e-5)
+    assert (one / "vocab_map.npz").read_bytes() == (two / "vocab_map.npz").read_bytes()  # one vocabulary
+    for x, y in zip(_params(one), _params(two)):
+        np.testing.assert_allclose(x, y, atol=1e-5)
+
+
+def test_launcher_bad_inputs_fail_in_one_line(tmp_path):
+    import socket
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        r = subprocess.run([*LAUNCHER, "--num_processes", "2", "--port", str(port), "--", "-c", "print(1)"],
+                           cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and f"port {port} is in use" in r.stderr and "Traceback" not in r.stderr
+    # a batch the processes cannot split: one line from every process, exit 2, no traceback
+    r = subprocess.run([*LAUNCHER, "--num_processes", "2", "--log_dir", str(tmp_path), "--", *TRAIN, "--workdir",
+                        str(tmp_path / "w"), "--config.batch_size=7"], cwd=REPO, env=_env(1), capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 2 and "number of processes (2)" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_coordinator_that_never_comes_up_is_a_bounded_one_line_error(tmp_path):
+    env = _env(1)
+    env.update(JAX_COORDINATOR_ADDRESS="localhost:1", JAX_NUM_PROCESSES="2", JAX_PROCESS_ID="1",
+               DLM_DISTRIBUTED_TIMEOUT_S="5", JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo")
+    r = subprocess.run([sys.executable, *TRAIN, "--workdir", str(tmp_path / "w")], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "could not reach the coordinator at localhost:1 within 5 s" in r.stderr
+    assert "Traceback" not in r.stderr

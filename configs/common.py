@@ -57,6 +57,7 @@ def paper_finetune(size: str, *, task: str, tokens_per_batch: int, mean_tokens: 
     c.checkpoint_every_steps = 2000
     c.eval_every_steps = 5000
     c.sampler.steps = 50
+    c.sampler.fixed_eos = True  # the released canvas: [prompt, <mask> x L, </s>], </s> fixed
     c.mesh.shape = ml_collections.ConfigDict(MESH_FOR_SIZE[size])
     return c
 

@@ -13,13 +13,13 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Callable
+from typing import Any, Callable
 
 from absl import app, flags
 from ml_collections import config_dict, config_flags
 
-from dlm_jax import config as config_lib
-from dlm_jax.errors import UserError
+from dlm_jax import config as config_lib, parallel
+from dlm_jax.errors import ConfigError, UserError
 
 FLAGS = flags.FLAGS
 
@@ -51,6 +51,19 @@ def apply_overrides(saved: config_dict.ConfigDict) -> config_dict.ConfigDict:
             node = node[part]
         node[last] = value
     return out
+
+
+def inference_mesh(spec: str | None) -> Any:
+    """`--mesh data=1,fsdp=4,tensor=2` -> a device mesh for restoring and sampling (None: one device)."""
+    if not spec:
+        return None
+    shape = {}
+    for part in spec.split(","):
+        axis, _, size = part.partition("=")
+        if not size.lstrip("-").isdigit():
+            raise ConfigError(f"--mesh {spec!r}: write axis=size pairs, e.g. --mesh data=1,fsdp=4,tensor=2")
+        shape[axis.strip()] = int(size)
+    return parallel.make_mesh(shape)
 
 
 def quiet_logs() -> None:

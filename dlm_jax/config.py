@@ -134,6 +134,7 @@ def _sampler_block() -> ml_collections.ConfigDict:
     s.temperature = 1.0
     s.threshold = ml_collections.FieldReference(None, field_type=float)
     s.record_trajectory = False
+    s.fixed_eos = False  # True: the released canvas, [prompt, <mask> x (L-1), </s>] with </s> fixed
     return s
 
 

@@ -20,6 +20,8 @@ from dlm_jax.rundir import EVAL_DIR, RunDir
 
 cli.define_config_override_flag()
 flags.DEFINE_string("workdir", None, "The trained run's directory.")
+flags.DEFINE_string("mesh", None, "Restore and sample on a device mesh, e.g. data=1,fsdp=4,tensor=2 (params go "
+                    "straight into their shards; default: one device).")
 flags.DEFINE_integer("checkpoint", None, "Checkpoint step (default: the latest).")
 flags.DEFINE_list("tasks", None, "Tasks to evaluate (default: the training task).")
 flags.DEFINE_string("split", None, "Split (default: each task's evaluation split).")
@@ -53,7 +55,8 @@ def main(argv: list[str]) -> int:
     cli.quiet_logs()
     rundir = RunDir(FLAGS.workdir)
     request = request_from_flags()
-    restored = restore_run(rundir.path, config=cli.apply_overrides(rundir.read_config()), step=FLAGS.checkpoint)
+    restored = restore_run(rundir.path, config=cli.apply_overrides(rundir.read_config()),
+                           mesh=cli.inference_mesh(FLAGS.mesh), step=FLAGS.checkpoint)
     if request.length == "beam":
         restored = restored.with_length_head(FLAGS.length_workdir)
     tasks = FLAGS.tasks or [restored.run.data.task]

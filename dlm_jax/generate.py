@@ -25,6 +25,8 @@ from dlm_jax.rundir import RunDir
 
 cli.define_config_override_flag()
 flags.DEFINE_string("workdir", None, "The trained run's directory.")
+flags.DEFINE_string("mesh", None, "Restore and sample on a device mesh, e.g. data=1,fsdp=4,tensor=2 (params go "
+                    "straight into their shards; default: one device).")
 flags.DEFINE_string("prompt", None, "One prompt.")
 flags.DEFINE_string("input", None, "JSONL file with a 'prompt' (or 'inputs') field per line.")
 flags.DEFINE_string("input_task", None, "Take prompts (and oracle lengths) from a task's split.")
@@ -114,7 +116,8 @@ def main(argv: list[str]) -> int:
     if FLAGS.length_beam and not FLAGS.length_workdir:
         raise ConfigError("--length_beam needs --length_workdir (a run of configs/length_predictor.py)")
     rundir = RunDir(FLAGS.workdir)
-    restored = restore_run(rundir.path, config=cli.apply_overrides(rundir.read_config()))
+    restored = restore_run(rundir.path, config=cli.apply_overrides(rundir.read_config()),
+                           mesh=cli.inference_mesh(FLAGS.mesh))
     if FLAGS.length_beam:
         restored = restored.with_length_head(FLAGS.length_workdir)
     items = task_items(restored) if FLAGS.input_task else text_items(restored)

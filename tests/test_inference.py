@@ -36,3 +36,16 @@ def test_rank_options_picks_the_likeliest_option():
     picks = gen.rank_options([[3], [4, 5], [6]], [[[4], [LIKED]], [[LIKED], [9], [3]], [[8], [9], [LIKED]]],
                              jax.random.key(1), num_samples=8)
     np.testing.assert_array_equal(picks, [1, 0, 2])
+
+
+def test_fixed_eos_canvas_keeps_the_final_eos_and_generates_the_rest():
+    from dlm_jax.diffusion import SamplerConfig
+    gen = _gen()
+    prompts, lengths = [[3, 4], [5]], [4, 3]  # response lengths incl. </s>
+    fixed = gen.generate(prompts, lengths, SamplerConfig(steps=3, fixed_eos=True), jax.random.key(0))
+    free = gen.generate(prompts, lengths, SamplerConfig(steps=3), jax.random.key(0))
+    for i, (p, n) in enumerate(zip(prompts, lengths)):
+        last = 1 + len(p) + n - 1
+        assert fixed["tokens"][i, last] == EOS and not fixed["response_mask"][i, last]
+        assert fixed["response_mask"][i].sum() == n - 1 and free["response_mask"][i].sum() == n
+        assert (fixed["tokens"][i][fixed["response_mask"][i]] == LIKED).all()  # the model's favourite, not </s>

@@ -37,3 +37,22 @@ def test_exact_match_accuracy_and_numbers():
     assert metrics.last_number("so 3 + 4 = 7, the answer is 1,234.50") == "1234.5"
     assert metrics.number_match(["72", "10"], ["... is 72.", "It is 11"])["accuracy"] == 50.0
     assert metrics.last_number("no digits") == ""
+
+
+def test_paper_numbers_are_keyed_by_task_model_length_and_shots():
+    from dlm_jax.data.paper_results import PAPER, paper_value
+    assert paper_value("iwslt14_de_en", "xlmr-base", "beam10", 0) == 34.10
+    assert paper_value("iwslt14_de_en", "xlmr-xxl", "oracle", 0) == 40.65
+    assert paper_value("mmlu", "xlmr-xxl", "fixed2", 2) == 42.06  # multiple choice: any fixed length
+    assert paper_value("tydiqa_goldp", "xlmr-base", "beam3", 1) == 10.24
+    assert paper_value("mmlu", "xlmr-base", "fixed2", 5) is None  # the paper has no 5-shot MMLU
+    assert len(PAPER) == 6 * 4 + 6 + 4 + 16 * 4  # Tables 5, 1 (scratch), 2 (strict Flan 2021), 6
+
+
+def test_bleu_both_ways_is_case_insensitive_as_the_paper_and_cased_beside_it():
+    refs, hyps = ["The cat sat on the Mat ."], ["the cat sat on the mat ."]
+    scores, sigs = metrics.bleu_both_ways(refs, hyps)
+    assert scores["bleu"] == pytest.approx(100.0)  # the released decoder lower-cases both sides
+    assert scores["bleu_cased"] < 100.0
+    assert scores["bleu_cased"] == pytest.approx(sacrebleu.corpus_bleu(hyps, [refs]).score)
+    assert "case:lc" in sigs["bleu"] and "case:mixed" in sigs["bleu_cased"]

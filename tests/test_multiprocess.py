@@ -88,3 +88,29 @@ def test_a_coordinator_that_never_comes_up_is_a_bounded_one_line_error(tmp_path)
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "could not reach the coordinator at localhost:1 within 5 s" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.slow
+def test_sigterm_stops_every_process_at_one_step_and_the_rerun_resumes(tmp_path):
+    import signal
+    import time
+    wd = tmp_path / "w"
+    cmd = [*LAUNCHER, "--num_processes", "2", "--devices_per_process", "1", "--log_dir", str(tmp_path / "logs"),
+           "--", *TRAIN, "--workdir", str(wd), "--config.num_train_steps=100000",
+           "--config.checkpoint_every_steps=100000"]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=_env(1), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while time.time() < deadline and not ((wd / "metrics.jsonl").exists() and
+                                          len((wd / "metrics.jsonl").read_text().splitlines()) >= 3):
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(240) == 0, proc.stderr.read().decode()[-3000:]
+    saved = sorted(int(p.name) for p in (wd / "checkpoints").iterdir() if p.name.isdigit())
+    assert len(saved) == 1  # one consistent checkpoint, written by both processes
+    stop = saved[0]
+    r = subprocess.run([*LAUNCHER, "--num_processes", "2", "--devices_per_process", "1", "--", *TRAIN,
+                        "--workdir", str(wd), f"--config.num_train_steps={stop + 2}"], cwd=REPO, env=_env(1),
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    steps = [json.loads(line)["step"] for line in (wd / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, stop + 3))  # no step repeated or missing across the restart

@@ -24,6 +24,7 @@ class EvalSpec:
       bleu_tokenize: sacreBLEU tokenizer when the metric is BLEU ("13a", "intl"); None: the task's metric_fns.
       choices: multiple choice (also scored by rank classification).
       beam: the paper's length-beam size for the task, where it fixes one.
+      shots: demonstrations in each prompt.
     """
 
     steps: int = 50
@@ -32,6 +33,7 @@ class EvalSpec:
     bleu_tokenize: str | None = None
     choices: bool = False
     beam: int | None = None
+    shots: int = 0
 
 
 TRANSLATION = EvalSpec(steps=50, length="beam", bleu_tokenize="13a")

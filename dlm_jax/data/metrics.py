@@ -30,6 +30,16 @@ def bleu_signature(tokenize: str = "13a", lowercase: bool = False) -> str:
     return str(metric.get_signature())
 
 
+def bleu_both_ways(targets: Sequence[str], predictions: Sequence[str], tokenize: str = "13a"
+                   ) -> tuple[dict[str, float], dict[str, str]]:
+    """Case-insensitive BLEU as `bleu` (the paper's: the released decoder lower-cases hypotheses and references)
+    and cased BLEU as `bleu_cased`, with each one's sacreBLEU signature."""
+    scores = {"bleu": bleu(targets, predictions, tokenize=tokenize, lowercase=True)["bleu"],
+              "bleu_cased": bleu(targets, predictions, tokenize=tokenize)["bleu"]}
+    signatures = {"bleu": bleu_signature(tokenize, True), "bleu_cased": bleu_signature(tokenize, False)}
+    return scores, signatures
+
+
 def bleu_intl(targets: Sequence[str], predictions: Sequence[str]) -> dict[str, float]:
     return bleu(targets, predictions, tokenize="intl")
 

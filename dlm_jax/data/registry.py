@@ -11,6 +11,7 @@ registered when the prepared `counts.json` is found.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from pathlib import Path
@@ -222,7 +223,7 @@ EVAL_TASKS: dict[str, tuple[Callable, int, Callable, EvalSpec]] = {
 def register_eval_tasks(reg: _Registrar) -> None:
     for name, (reader, shots, metric, spec) in EVAL_TASKS.items():
         reg.task(name, _function_source(lambda s, f=reader, k=shots: f(s, k), [spec.split]), metric_fns=[metric],
-                 spec=spec)
+                 spec=dataclasses.replace(spec, shots=shots))
     reg.mixture("flan_eval_zero_shot", [(n, 1.0) for n in ("mmlu", "bbh_nlp", "tydiqa_goldp", "gsm8k", "mgsm_de")])
     reg.mixture("flan_eval_few_shot", [(n, 1.0) for n in ("mmlu_5shot", "bbh_nlp_3shot", "tydiqa_goldp_1shot",
                                                            "gsm8k_8shot", "mgsm_de_8shot")])

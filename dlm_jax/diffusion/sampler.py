@@ -46,6 +46,9 @@ class SamplerConfig:
       temperature: softmax temperature when sampling.
       threshold: probability threshold tau of the `adaptive` strategy.
       record_trajectory: also return the tokens after every step.
+      fixed_eos: the canvas (read by `inference.Generator`, not by `sample`): True places the final `</s>` and
+        never changes it, `[prompt, <mask> x (L-1), </s>]` as the released code's canvas; False generates the
+        `</s>` slot too and the output ends at the first `</s>`.
     """
 
     steps: int = 50
@@ -54,6 +57,7 @@ class SamplerConfig:
     temperature: float = 1.0
     threshold: float | None = None
     record_trajectory: bool = False
+    fixed_eos: bool = False
 
     def __post_init__(self) -> None:
         if self.kind is None:

@@ -16,18 +16,12 @@ import numpy as np
 from dlm_jax.data import eval_specs, metrics, pipeline
 from dlm_jax.data.eval_specs import EvalSpec
 from dlm_jax.data.features import FeatureSpec
+from dlm_jax.data.paper_results import paper_value
 from dlm_jax.data.registry import eval_spec, get_task_or_mixture
 from dlm_jax.data.vocab import HFVocabulary
 from dlm_jax.diffusion import SamplerConfig
 from dlm_jax.errors import ConfigError
 from dlm_jax.inference.generator import Generator, decode_responses, prompts_of
-
-# The paper's numbers (Tables 1, 5, 6) keyed by (task, model, length setting).
-PAPER = {("iwslt14_de_en", "xlmr-base", "oracle"): 35.78, ("iwslt14_de_en", "xlmr-base", "beam10"): 34.10,
-         ("iwslt14_de_en", "xlmr-xxl", "oracle"): 40.65, ("iwslt14_de_en", "xlmr-xxl", "beam10"): 38.57,
-         ("wmt14_en_de", "xlmr-base", "oracle"): 26.65, ("wmt14_en_de", "xlmr-base", "beam10"): 26.72,
-         ("gigaword_10k", "xlmr-base", "oracle"): 28.83, ("gigaword_10k", "xlmr-base", "beam10"): 27.52}
-
 
 @dataclasses.dataclass(frozen=True)
 class EvalRequest:
@@ -102,11 +96,14 @@ class Evaluator:
         return out, "oracle" if fixed is None else f"fixed{fixed}"
 
     def _metrics(self, task: str, spec: EvalSpec, ex: pipeline.Examples, hyps: list[str]) -> dict[str, Any]:
-        """BLEU with the paper's tokenizer (case-insensitive for uncased models), else the task's metric_fns."""
+        """BLEU with the paper's tokenizer both ways (`bleu`: case-insensitive, the paper's; `bleu_cased`), else the
+        task's metric_fns."""
         if spec.bleu_tokenize:
-            lowercase = metrics.tokenizer_lowercases(self.vocab.tokenizer)
-            return {"metrics": metrics.bleu(ex.targets, hyps, tokenize=spec.bleu_tokenize, lowercase=lowercase),
-                    "signature": metrics.bleu_signature(spec.bleu_tokenize, lowercase)}
+            scores, signatures = metrics.bleu_both_ways(ex.targets, hyps, spec.bleu_tokenize)
+            cased_note = ("meaningless: the tokenizer lower-cases" if metrics.tokenizer_lowercases(
+                self.vocab.tokenizer) else "cased")
+            return {"metrics": scores, "signature": signatures["bleu"], "signature_cased": signatures["bleu_cased"],
+                    "paper_comparable": "bleu", "bleu_cased_note": cased_note}
         out: dict[str, float] = {}
         for fn in get_task_or_mixture(task, self.vocab).metric_fns:
             out.update(fn(ex.targets, hyps))
@@ -124,11 +121,14 @@ class Evaluator:
 
 
 def table_rows(task: str, model_name: str, result: dict[str, Any]) -> list[str]:
-    """Markdown rows of one task's result, with the paper's number where the setting matches."""
+    """Markdown rows of one task's result, with the paper's number where the setting (model, length mode, shots)
+    matches (`dlm_jax.data.paper_results`)."""
     rows = []
     for k, v in result["metrics"].items():
-        paper = PAPER.get((task, model_name, result["length"]))
-        rows.append(f"| {task} | {k} | {v:.2f} | {paper if paper is not None else '-'} | {result['length']} | "
+        paper = paper_value(task, model_name, result["length"], eval_spec(task).shots)
+        paper = paper if k == result.get("paper_comparable", k) else None
+        mark = " (paper's)" if k == result.get("paper_comparable") else ""
+        rows.append(f"| {task} | {k}{mark} | {v:.2f} | {paper if paper is not None else '-'} | {result['length']} | "
                     f"{result['sampler']['steps']} | {result['num_examples']} |")
     return rows
 

@@ -66,11 +66,16 @@ class Generator:
         return self._jitted[key]
 
     def _batch_inputs(self, prompts: Sequence[Sequence[int]], lengths: Sequence[int], batch_size: int, *,
-                      pad_batch: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                      pad_batch: bool, fixed_eos: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """`build_inputs` cut to a bucketed width (bounds recompiles); with `pad_batch` the last row is repeated up
-        to `batch_size` rows, so a last partial batch reuses the compiled shape."""
+        to `batch_size` rows, so a last partial batch reuses the compiled shape. `fixed_eos`: each response's last
+        slot holds `</s>` and is not generated (the released canvas)."""
         tokens, resp, attn = build_inputs(prompts, lengths, bos_id=self.bos_id, pad_id=self.pad_id,
                                           mask_id=self.mask_id, max_len=self.max_length)
+        if fixed_eos:
+            last = np.asarray([len(p) + int(n) for p, n in zip(prompts, lengths)])  # <s> + prompt + n - 1
+            tokens[np.arange(len(last)), last] = self.eos_id
+            resp[np.arange(len(last)), last] = False
         width = _bucket(int(attn.sum(1).max()), self.max_length)
         arrays = [tokens[:, :width], resp[:, :width], attn[:, :width]]
         pad_rows = batch_size - len(prompts) if pad_batch else 0
@@ -91,7 +96,7 @@ class Generator:
         for start in range(0, len(prompts), batch_size):
             p = prompts[start:start + batch_size]
             tokens, resp, attn = self._batch_inputs(p, lengths[start:start + batch_size], batch_size,
-                                                    pad_batch=len(prompts) > batch_size)
+                                                    pad_batch=len(prompts) > batch_size, fixed_eos=config.fixed_eos)
             mtok = self.vocab_map.to_new(tokens) if self.vocab_map is not None else tokens
             max_response = _bucket(int(resp.sum(1).max()), tokens.shape[1])
             out = self._fn(config, max_response)(self.params, jnp.asarray(mtok), jnp.asarray(resp), jnp.asarray(attn),

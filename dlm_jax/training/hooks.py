@@ -22,6 +22,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from clu import metric_writers
+from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from dlm_jax.errors import TrainingError
@@ -31,10 +32,16 @@ from dlm_jax.training.step import train_flops_per_step
 
 
 class Preemption:
-    """Turns SIGTERM into a flag the loop checks after each step."""
+    """Turns SIGTERM into a flag the loop checks after each step.
+
+    With several processes, `sync()` makes them agree after every step (any process signalled -> all stop at that
+    step), so every process saves the same checkpoint: processes signalled a step apart would otherwise enter the
+    collective save at different steps and hang.
+    """
 
     def __init__(self) -> None:
-        self.requested = False
+        self.signalled = False
+        self.requested = False  # agreed by every process (`sync`)
         try:
             signal.signal(signal.SIGTERM, self._handle)
         except ValueError:  # not the main thread
@@ -42,7 +49,15 @@ class Preemption:
 
     def _handle(self, signum, frame) -> None:
         logging.warning("SIGTERM: saving a checkpoint and exiting")
-        self.requested = True
+        self.signalled = True
+
+    def sync(self) -> bool:
+        if jax.process_count() == 1:
+            self.requested = self.signalled
+        else:
+            flags = multihost_utils.process_allgather(np.int32(self.signalled))
+            self.requested = bool(np.asarray(flags).any())
+        return self.requested
 
 
 class MetricsLog:

@@ -91,6 +91,7 @@ def run(run_config: RunConfig, workdir: str | Path) -> dict[str, float]:
                 state, metrics = s.step_fn(state, parallel.global_batch(local, s.mesh, run_config.mesh.rules),
                                            s.frozen)
                 done = step + 1
+                preemption.sync()  # before the hooks: the checkpointer saves at once when preempted
                 for hook in step_hooks:
                     hook(done, state, metrics, local)
                 if preemption.requested:

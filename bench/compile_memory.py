@@ -8,6 +8,7 @@ the sizes of that device's arguments, outputs, temporaries and aliased (donated)
     python bench/compile_memory.py --devices 8                     # xlmr-xxl, 8-way FSDP
     python bench/compile_memory.py --devices 64 --grad-accum 4     # 64-way FSDP, micro-batch 512
     python bench/compile_memory.py --model xlmr-base --devices 8 --batch 64 --remat none --no-scan
+    python bench/compile_memory.py --mode sample --devices 8 --batch 64      # the sampler's jitted loop, xxl
 
 Defaults are the paper's XXL instruction-tuning run (configs/flan2022.py:xxl): 2,048 sequences per step of up
 to 512 tokens, bf16 compute with fp32 params and Adam state, full remat, scanned layers. Peak per device is
@@ -41,7 +42,55 @@ def _parse() -> argparse.Namespace:
     ap.add_argument("--no-scan", action="store_true", help="unrolled layers instead of nn.scan")
     ap.add_argument("--dtype", default="bfloat16")
     ap.add_argument("--budget-gib", type=float, default=16.0)
+    ap.add_argument("--mode", choices=["train", "sample"], default="train",
+                    help="sample: the inference sampler (inference.Generator's jitted fori_loop), params only")
+    ap.add_argument("--steps", type=int, default=50, help="sampler steps (--mode sample)")
+    ap.add_argument("--response", type=int, default=256, help="response positions per row (--mode sample)")
     return ap.parse_args()
+
+
+def sample_memory(args, mesh, model, params, report) -> None:
+    """AOT-compiles the sampler exactly as `inference.Generator` jits it (params an argument, the head at the
+    response positions, S steps in a fori_loop) for a batch of `args.batch` rows of `args.length` tokens."""
+    import jax
+    import jax.numpy as jnp
+
+    from dlm_jax import parallel
+    from dlm_jax.diffusion import SamplerConfig, sample
+    from dlm_jax.model.axes import DEFAULT_RULES
+
+    config = SamplerConfig(steps=args.steps)
+    bsh = parallel.batch_sharding(mesh, DEFAULT_RULES, ndim=2)
+    B, L = args.batch, args.length
+
+    def run(params, tokens, response, attn, rng):
+        def logits_fn(t, positions):
+            return model.apply({"params": params}, t, attention_mask=attn, output_positions=positions)
+        return sample(logits_fn, tokens, response, rng, config, mask_id=model.cfg.vocab_size - 1,
+                      max_response=args.response)
+
+    abstract = (params, jax.ShapeDtypeStruct((B, L), jnp.int32, sharding=bsh),
+                jax.ShapeDtypeStruct((B, L), jnp.bool_, sharding=bsh),
+                jax.ShapeDtypeStruct((B, L), jnp.int32, sharding=bsh), jax.random.key(0))
+    print(f"# sampler: batch {B} x {L} tokens, {args.response} response positions per row, S={args.steps}, "
+          f"params only (no optimizer state)", flush=True)
+    t0 = time.perf_counter()
+    with parallel.mesh_rules(mesh, DEFAULT_RULES):
+        compiled = jax.jit(run).lower(*abstract).compile()
+    report(compiled, time.perf_counter() - t0, sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(params)))
+
+
+def report_memory(args, compiled, seconds: float, resident_bytes: float) -> None:
+    m = compiled.memory_analysis()
+    gib = 1024 ** 3
+    arg, out, tmp, alias = (m.argument_size_in_bytes, m.output_size_in_bytes, m.temp_size_in_bytes,
+                            m.alias_size_in_bytes)
+    peak = arg + out - alias + tmp
+    print(f"lower + compile {seconds:.1f}s")
+    print(f"per device: arguments {arg / gib:.2f} GiB (params / state ~{resident_bytes / args.devices / gib:.2f} "
+          f"GiB), outputs {out / gib:.2f} GiB, aliased {alias / gib:.2f} GiB, temporaries {tmp / gib:.2f} GiB")
+    verdict = "fits" if peak <= args.budget_gib * gib else "does NOT fit"
+    print(f"peak per device ~ {peak / gib:.2f} GiB -> {verdict} in {args.budget_gib:g} GiB")
 
 
 def main() -> None:
@@ -77,6 +126,11 @@ def main() -> None:
     pshard = parallel.logical_to_shardings(boxed, mesh, rules)
     params = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), nn.unbox(boxed), pshard)
     n_params = sum(x.size for x in jax.tree.leaves(params))
+    if args.mode == "sample":
+        print(f"# {args.model}: {n_params / 1e9:.2f}B params; mesh fsdp={dp} x tensor={args.tensor} "
+              f"({args.devices} simulated CPU devices); dtype={args.dtype}", flush=True)
+        sample_memory(args, mesh, model, params, lambda c, s, b: report_memory(args, c, s, b))
+        return
 
     opt = parse(base_config(), num_devices=1, num_processes=1).optimizer
     tx, schedule = build_optimizer(dataclasses.replace(opt, grad_accum=args.grad_accum), 4000)
@@ -107,18 +161,8 @@ def main() -> None:
         t_lower = time.perf_counter() - t0
         compiled = lowered.compile()
     t_compile = time.perf_counter() - t0 - t_lower
-    m = compiled.memory_analysis()
-    gib = 1024 ** 3
-    arg, out, tmp, alias = (m.argument_size_in_bytes, m.output_size_in_bytes, m.temp_size_in_bytes,
-                            m.alias_size_in_bytes)
-    peak = arg + out - alias + tmp
-    state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state)) / args.devices
     print(f"lower {t_lower:.1f}s, compile {t_compile:.1f}s")
-    print(f"per device: arguments {arg / gib:.2f} GiB (train state ~{state_bytes / gib:.2f} GiB), outputs "
-          f"{out / gib:.2f} GiB, aliased {alias / gib:.2f} GiB, temporaries {tmp / gib:.2f} GiB")
-    verdict = "fits" if peak <= args.budget_gib * gib else "does NOT fit"
-    print(f"peak per device ~ {peak / gib:.2f} GiB -> {verdict} in {args.budget_gib:g} GiB")
-
+    report_memory(args, compiled, t_lower + t_compile, sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state)))
 
 if __name__ == "__main__":
     main()

@@ -50,3 +50,14 @@ def test_input_pipeline_bench_checks_ids_and_prints_rates(capsys):
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.startswith("| seqio") or line.startswith("| batched")]
     assert len(rows) == 3 and len({r.split("|")[2] for r in rows}) == 1  # every variant read the same examples
+
+
+def test_compile_memory_sample_mode_reports_the_samplers_memory():
+    import subprocess
+    r = subprocess.run([sys.executable, "bench/compile_memory.py", "--mode", "sample", "--model", "tiny-test",
+                        "--devices", "4", "--batch", "8", "--length", "32", "--response", "16", "--remat", "none",
+                        "--no-scan", "--dtype", "float32", "--steps", "4"],
+                       cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300,
+                       env={**__import__("os").environ, "XLA_FLAGS": ""})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "# sampler: batch 8 x 32 tokens" in r.stdout and "peak per device" in r.stdout and "fits" in r.stdout

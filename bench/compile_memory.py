@@ -41,6 +41,7 @@ def _parse() -> argparse.Namespace:
     ap.add_argument("--remat", default="full", help="none | full | dots | minimal")
     ap.add_argument("--no-scan", action="store_true", help="unrolled layers instead of nn.scan")
     ap.add_argument("--dtype", default="bfloat16")
+    ap.add_argument("--param-dtype", default="float32", help="parameter storage (bfloat16 halves inference memory)")
     ap.add_argument("--budget-gib", type=float, default=16.0)
     ap.add_argument("--mode", choices=["train", "sample"], default="train",
                     help="sample: the inference sampler (inference.Generator's jitted fori_loop), params only")
@@ -114,7 +115,8 @@ def main() -> None:
         raise SystemExit(f"--devices {args.devices} is not divisible by --tensor {args.tensor}")
     mesh = parallel.make_mesh({"data": 1, "fsdp": args.devices // args.tensor, "tensor": args.tensor})
     rules = DEFAULT_RULES
-    cfg = get_config(args.model, dtype=args.dtype, remat=args.remat, scan_layers=not args.no_scan)
+    cfg = get_config(args.model, dtype=args.dtype, remat=args.remat, scan_layers=not args.no_scan,
+                     param_dtype=args.param_dtype)
     model = MaskedLM(cfg)
     L = args.length
     micro = args.batch // args.grad_accum

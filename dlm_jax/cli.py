@@ -20,6 +20,8 @@ from ml_collections import config_dict, config_flags
 
 from dlm_jax import config as config_lib, parallel
 from dlm_jax.errors import ConfigError, UserError
+from dlm_jax.inference import RestoredRun, restore_run
+from dlm_jax.rundir import RunDir
 
 FLAGS = flags.FLAGS
 
@@ -51,6 +53,28 @@ def apply_overrides(saved: config_dict.ConfigDict) -> config_dict.ConfigDict:
             node = node[part]
         node[last] = value
     return out
+
+
+def define_inference_flags() -> None:
+    """The flags `evaluate` and `generate` share: config overrides, the run, its mesh, the length predictor."""
+    define_config_override_flag()
+    flags.DEFINE_string("workdir", None, "The trained run's directory.")
+    flags.DEFINE_string("mesh", None, "Restore and sample on a device mesh, e.g. data=1,fsdp=4,tensor=2 (params "
+                        "go straight into their shards; default: one device).")
+    flags.DEFINE_integer("length_beam", None, "Length beam size (needs --length_workdir).")
+    flags.DEFINE_string("length_workdir", None, "Run directory of the length-predictor stage.")
+    flags.mark_flags_as_required(["workdir"])
+
+
+def restore_from_flags(step: int | None = None) -> RestoredRun:
+    """The run of `--workdir` (its saved config with the `--config.*` overrides) restored into `--mesh`, with the
+    length predictor of `--length_workdir` when `--length_beam` is given."""
+    if FLAGS.length_beam and not FLAGS.length_workdir:
+        raise ConfigError("--length_beam needs --length_workdir (a run of configs/length_predictor.py)")
+    rundir = RunDir(FLAGS.workdir)
+    restored = restore_run(rundir.path, config=apply_overrides(rundir.read_config()),
+                           mesh=inference_mesh(FLAGS.mesh), step=step)
+    return restored.with_length_head(FLAGS.length_workdir) if FLAGS.length_beam else restored
 
 
 def inference_mesh(spec: str | None) -> Any:

@@ -14,26 +14,20 @@ from absl import flags
 from dlm_jax import cli
 from dlm_jax.data.registry import get_task_or_mixture
 from dlm_jax.errors import ConfigError
-from dlm_jax.inference import EvalRequest, Evaluator, restore_run
+from dlm_jax.inference import EvalRequest, Evaluator
 from dlm_jax.inference.evaluator import TABLE_HEADER, table_rows
 from dlm_jax.rundir import EVAL_DIR, RunDir
 
-cli.define_config_override_flag()
-flags.DEFINE_string("workdir", None, "The trained run's directory.")
-flags.DEFINE_string("mesh", None, "Restore and sample on a device mesh, e.g. data=1,fsdp=4,tensor=2 (params go "
-                    "straight into their shards; default: one device).")
+cli.define_inference_flags()
 flags.DEFINE_integer("checkpoint", None, "Checkpoint step (default: the latest).")
 flags.DEFINE_list("tasks", None, "Tasks to evaluate (default: the training task).")
 flags.DEFINE_string("split", None, "Split (default: each task's evaluation split).")
 flags.DEFINE_bool("oracle_length", False, "Decode with the reference response length.")
-flags.DEFINE_integer("length_beam", None, "Length beam size (needs --length_workdir).")
-flags.DEFINE_string("length_workdir", None, "Run directory of the length-predictor stage.")
 flags.DEFINE_integer("limit", None, "Evaluate only the first N examples.")
 flags.DEFINE_integer("batch_size", 64, "Sequences per sampler call.")
 flags.DEFINE_integer("rank_samples", 8, "Monte Carlo ELBO samples per option for rank classification of "
                      "multiple-choice tasks (0: generative scoring only).")
 flags.DEFINE_integer("seed", 0, "Sampling seed.")
-flags.mark_flags_as_required(["workdir"])
 FLAGS = flags.FLAGS
 
 
@@ -41,9 +35,6 @@ def request_from_flags() -> EvalRequest:
     overrides = cli.config_overrides()
     if FLAGS.length_beam and FLAGS.oracle_length:
         raise ConfigError("--oracle_length and --length_beam exclude each other; choose one")
-    if FLAGS.length_beam and not FLAGS.length_workdir:
-        raise ConfigError("--length_beam needs --length_workdir (a run of configs/length_predictor.py); or use "
-                          "--oracle_length")
     length = "beam" if FLAGS.length_beam else "oracle" if FLAGS.oracle_length else "task"
     return EvalRequest(length=length, beam=FLAGS.length_beam or 0, steps=overrides.get("sampler.steps"),
                        split=FLAGS.split, limit=FLAGS.limit, batch_size=FLAGS.batch_size,
@@ -53,12 +44,9 @@ def request_from_flags() -> EvalRequest:
 def main(argv: list[str]) -> int:
     del argv
     cli.quiet_logs()
-    rundir = RunDir(FLAGS.workdir)
     request = request_from_flags()
-    restored = restore_run(rundir.path, config=cli.apply_overrides(rundir.read_config()),
-                           mesh=cli.inference_mesh(FLAGS.mesh), step=FLAGS.checkpoint)
-    if request.length == "beam":
-        restored = restored.with_length_head(FLAGS.length_workdir)
+    restored = cli.restore_from_flags(step=FLAGS.checkpoint)
+    rundir = RunDir(FLAGS.workdir)
     tasks = FLAGS.tasks or [restored.run.data.task]
     for t in tasks:
         get_task_or_mixture(t, restored.vocab)  # unknown names fail here, before any decoding

@@ -20,13 +20,9 @@ from absl import flags
 from dlm_jax import cli, visualize
 from dlm_jax.data import pipeline
 from dlm_jax.errors import ConfigError, InputError
-from dlm_jax.inference import RestoredRun, decode_responses, prompts_of, restore_run
-from dlm_jax.rundir import RunDir
+from dlm_jax.inference import RestoredRun, decode_responses, prompts_of
 
-cli.define_config_override_flag()
-flags.DEFINE_string("workdir", None, "The trained run's directory.")
-flags.DEFINE_string("mesh", None, "Restore and sample on a device mesh, e.g. data=1,fsdp=4,tensor=2 (params go "
-                    "straight into their shards; default: one device).")
+cli.define_inference_flags()
 flags.DEFINE_string("prompt", None, "One prompt.")
 flags.DEFINE_string("input", None, "JSONL file with a 'prompt' (or 'inputs') field per line.")
 flags.DEFINE_string("input_task", None, "Take prompts (and oracle lengths) from a task's split.")
@@ -34,12 +30,9 @@ flags.DEFINE_string("split", "test", "With --input_task: the split.")
 flags.DEFINE_integer("index", 0, "With --input_task: the first example.")
 flags.DEFINE_integer("num_examples", 1, "With --input_task: how many examples.")
 flags.DEFINE_integer("length", None, "Response length in tokens, incl. </s>.")
-flags.DEFINE_integer("length_beam", None, "Length beam size (needs --length_workdir).")
-flags.DEFINE_string("length_workdir", None, "Run directory of the length-predictor stage.")
 flags.DEFINE_integer("seed", 0, "Sampling seed.")
 flags.DEFINE_bool("show_steps", False, "Print the sequence after every step.")
 flags.DEFINE_string("trajectory", None, "Write an HTML page of the denoising (first example).")
-flags.mark_flags_as_required(["workdir"])
 FLAGS = flags.FLAGS
 
 
@@ -113,13 +106,7 @@ def main(argv: list[str]) -> int:
     cli.quiet_logs()
     if sum(x is not None for x in (FLAGS.prompt, FLAGS.input, FLAGS.input_task)) != 1:
         raise ConfigError("give exactly one of --prompt, --input, --input_task")
-    if FLAGS.length_beam and not FLAGS.length_workdir:
-        raise ConfigError("--length_beam needs --length_workdir (a run of configs/length_predictor.py)")
-    rundir = RunDir(FLAGS.workdir)
-    restored = restore_run(rundir.path, config=cli.apply_overrides(rundir.read_config()),
-                           mesh=cli.inference_mesh(FLAGS.mesh))
-    if FLAGS.length_beam:
-        restored = restored.with_length_head(FLAGS.length_workdir)
+    restored = cli.restore_from_flags()
     items = task_items(restored) if FLAGS.input_task else text_items(restored)
     t0 = time.perf_counter()
     out = decode(restored, items)

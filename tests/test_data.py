@@ -138,6 +138,7 @@ def test_eval_task_fixtures_render(data_root, bert_vocab):
     assert len(b.inputs) == 48 and b.targets[0] == "A"
     ty = pipeline.load_examples("tydiqa_goldp", "validation", spec, bert_vocab)
     assert ty.inputs[0].startswith("Please answer each of the question according to the given context in english.")
+    assert ty.targets == ["Paris"]  # the first gold answer (it also sets the oracle length), as released
     g = pipeline.load_examples("gsm8k", "test", spec, bert_vocab)
     assert g.inputs[0] == " Question: 1+1? Step-by-Step Answer: " and g.targets[0] == "2"
     mg = pipeline.load_examples("mgsm_de", "test", spec, bert_vocab)

@@ -56,3 +56,14 @@ def test_bleu_both_ways_is_case_insensitive_as_the_paper_and_cased_beside_it():
     assert scores["bleu_cased"] < 100.0
     assert scores["bleu_cased"] == pytest.approx(sacrebleu.corpus_bleu(hyps, [refs]).score)
     assert "case:lc" in sigs["bleu"] and "case:mixed" in sigs["bleu_cased"]
+
+
+def test_tydiqa_is_raw_lowercased_exact_match_over_the_non_english_languages():
+    targets = ["Paris", "Dar es Salaam", "the Nile", "42"]
+    preds = ["paris", "Dar es Salaam.", "Nile", "41"]
+    groups = ["tydiqa:finnish", "tydiqa:swahili", "tydiqa:arabic", "tydiqa:english"]
+    m = metrics.tydiqa_exact_match(targets, preds, groups)
+    assert m["exact_match"] == pytest.approx(100 / 3)  # only "paris" matches raw (lower-cased); English left out
+    assert m["exact_match_squad"] == pytest.approx(100.0)  # punctuation and articles normalised away
+    assert m["f1_squad"] == pytest.approx(100.0)
+    assert metrics.token_f1("the big cat", "big dog") == pytest.approx(0.5)

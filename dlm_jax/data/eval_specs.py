@@ -6,7 +6,6 @@ functions here are the ones multiple-choice and QA tasks carry as seqio `metric_
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 from typing import Sequence
 
@@ -43,11 +42,6 @@ MULTIPLE_CHOICE = EvalSpec(steps=1, length=2, split="validation", choices=True)
 SHORT_QA = EvalSpec(steps=10, length="beam", split="validation", beam=3)
 REASONING = EvalSpec(steps=50, length=60, split="test")
 DEFAULT = EvalSpec()
-
-
-def tydiqa_exact_match(targets: Sequence[str], predictions: Sequence[str]) -> dict[str, float]:
-    """Exact match against any of the JSON-encoded gold answers."""
-    return metrics.exact_match([json.loads(t) for t in targets], predictions)
 
 
 _OPTION_LETTER = re.compile(r"\(([A-J])\)")

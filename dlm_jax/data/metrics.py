@@ -69,6 +69,30 @@ def exact_match(targets: Sequence[str | Sequence[str]], predictions: Sequence[st
     return {"exact_match": 100.0 * float(np.mean(hits)) if hits else 0.0}
 
 
+def token_f1(target: str, prediction: str) -> float:
+    """SQuAD token F1 between two normalised answers."""
+    t, p = normalize_answer(target).split(), normalize_answer(prediction).split()
+    common = sum(min(t.count(w), p.count(w)) for w in set(t))
+    if not t or not p or not common:
+        return float(t == p)
+    precision, recall = common / len(p), common / len(t)
+    return 2 * precision * recall / (precision + recall)
+
+
+def tydiqa_exact_match(targets: Sequence[str], predictions: Sequence[str], groups: Sequence[str]
+                       ) -> dict[str, float]:
+    """TyDiQA as released (`scripts/metric_instruct.py` eval_tydiqa after `dd_generator.decode`): raw lower-cased
+    exact match against the first gold answer, micro-averaged over the non-English languages (`groups` are
+    "tydiqa:<language>"). SQuAD-style normalised EM and token F1 over the same examples are reported beside it."""
+    kept = [(t, p) for t, p, g in zip(targets, predictions, groups) if g != "tydiqa:english"]
+    if not kept:
+        return {"exact_match": 0.0, "exact_match_squad": 0.0, "f1_squad": 0.0}
+    return {"exact_match": 100.0 * float(np.mean([t.strip().lower() == p.strip().lower() for t, p in kept])),
+            "exact_match_squad": 100.0 * float(np.mean([normalize_answer(t) == normalize_answer(p)
+                                                        for t, p in kept])),
+            "f1_squad": 100.0 * float(np.mean([token_f1(t, p) for t, p in kept]))}
+
+
 def accuracy(targets: Sequence[str], predictions: Sequence[str]) -> dict[str, float]:
     hits = [str(t).strip() == str(p).strip() for t, p in zip(targets, predictions)]
     return {"accuracy": 100.0 * float(np.mean(hits)) if hits else 0.0}

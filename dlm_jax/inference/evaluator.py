@@ -7,6 +7,7 @@ what the caller overrides. Multiple-choice tasks are also scored by rank classif
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import time
 from typing import Any
 
@@ -105,8 +106,9 @@ class Evaluator:
             return {"metrics": scores, "signature": signatures["bleu"], "signature_cased": signatures["bleu_cased"],
                     "paper_comparable": "bleu", "bleu_cased_note": cased_note}
         out: dict[str, float] = {}
-        for fn in get_task_or_mixture(task, self.vocab).metric_fns:
-            out.update(fn(ex.targets, hyps))
+        for fn in get_task_or_mixture(task, self.vocab).metric_fns:  # some also take each example's subtask
+            groups = {"groups": ex.tasks} if "groups" in inspect.signature(fn).parameters else {}
+            out.update(fn(ex.targets, hyps, **groups))
         return {"metrics": out}
 
     def _rank_classification(self, ex: pipeline.Examples, request: EvalRequest, rng: jax.Array) -> dict[str, float]:

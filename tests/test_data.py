@@ -142,7 +142,20 @@ def test_eval_task_fixtures_render(data_root, bert_vocab):
     g = pipeline.load_examples("gsm8k", "test", spec, bert_vocab)
     assert g.inputs[0] == " Question: 1+1? Step-by-Step Answer: " and g.targets[0] == "2"
     mg = pipeline.load_examples("mgsm_de", "test", spec, bert_vocab)
-    assert mg.targets == ["2", "4"]
+    assert mg.targets == ["2", "4"] and mg.inputs[0] == " Frage: Was ist 1+1? Schritt-für-Schritt-Antwort: "
+    _write(data_root / "mgsm" / "exemplars_de.tsv", "".join(
+        f"Demo {i}?\tSchritt {i}. Die Antwort ist {i}.\n" for i in range(5)))
+    mg3 = pipeline.load_examples("mgsm_de_3shot", "test", spec, bert_vocab)
+    assert mg3.inputs[0] == (" Frage: Demo 0? Schritt-für-Schritt-Antwort: Schritt 0. Die Antwort ist 0."
+                             " Frage: Demo 1? Schritt-für-Schritt-Antwort: Schritt 1. Die Antwort ist 1."
+                             " Frage: Demo 2? Schritt-für-Schritt-Antwort: Schritt 2. Die Antwort ist 2."
+                             " Frage: Was ist 1+1? Schritt-für-Schritt-Antwort: ")
+    assert "Was ist 2+2" not in mg3.inputs[0]  # demonstrations never come from the evaluated questions
+    _write(data_root / "mgsm" / "mgsm_en.tsv", "What is 3+3?\t6\n")
+    en = pipeline.load_examples("mgsm_en", "test", spec, bert_vocab)  # the paper's "GSM8K"
+    assert en.inputs == [" Question: What is 3+3? Step-by-Step Answer: "] and en.targets == ["6"]
+    with pytest.raises(MissingDataError, match="exemplars_en.tsv"):
+        pipeline.load_examples("mgsm_en_3shot", "test", spec, bert_vocab)
     for name, exs in (("mmlu", m), ("bbh_nlp", b), ("tydiqa", ty), ("gsm8k", g), ("mgsm_de", mg)):
         print(f"{name}: {exs.inputs[0]!r} => {exs.targets[0]!r}")
     assert set(seqio.get_mixture_or_task("flan_eval_zero_shot").tasks) >= {seqio.get_mixture_or_task("mmlu")}

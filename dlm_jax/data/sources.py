@@ -259,18 +259,27 @@ def gsm8k_rows(split: str, shots: int, seed: int = 0) -> list[dict]:
     return rows
 
 
-def mgsm_de_rows(split: str, shots: int, seed: int = 0) -> list[dict]:
+GSM_PROMPTS = {"en": " Question: {q} Step-by-Step Answer: ", "de": " Frage: {q} Schritt-für-Schritt-Antwort: "}
+
+
+def mgsm_rows(split: str, shots: int, lang: str) -> list[dict]:
+    """MGSM in language `lang` (the paper's "GSM8K" is MGSM's English split, 250 questions): the released prompt
+    words per language (`data/instruct/mgsm/<k>-shot/<lang>.jsonl`), demonstrations from the chain-of-thought
+    exemplars of Shi et al. (2022) in that language, never from the evaluated questions.
+
+    Files: `mgsm/mgsm_<lang>.tsv` (question, answer number; github google-research/url-nlp `mgsm/`) and, for
+    shots > 0, `mgsm/exemplars_<lang>.tsv` (question, step-by-step answer ending in its answer sentence).
+    """
     root = data_dir() / "mgsm"
-    test = root / "mgsm_de.tsv"
-    require([test], "github google-research/url-nlp mgsm/mgsm_de.tsv", f"copy mgsm_de.tsv into {root}")
-    exs = [line.rstrip("\n").split("\t") for line in test.read_text(encoding="utf-8").splitlines() if line]
-    rng = random.Random(seed)
-    rows = []
-    for i, (q, a) in enumerate(exs):
-        prompt = gsm_prompt(q)
-        if shots:
-            demos = rng.sample([e for j, e in enumerate(exs) if j != i], shots)
-            prompt = few_shot_prompt([(gsm_prompt(dq), f"The answer is {da}.") for dq, da in demos], prompt,
-                                     joiner="")
-        rows.append({"inputs": prompt, "targets": a, "task": "mgsm_de"})
-    return rows
+    test, demos_file = root / f"mgsm_{lang}.tsv", root / f"exemplars_{lang}.tsv"
+    require([test] + ([demos_file] if shots else []),
+            "github google-research/url-nlp mgsm/ (mgsm_<lang>.tsv; the exemplars of Shi et al. 2022)",
+            f"copy mgsm_{lang}.tsv into {root}" + (f" and write exemplars_{lang}.tsv (question<TAB>answer)"
+                                                    if shots else ""))
+    template = GSM_PROMPTS[lang]
+    read_tsv = lambda f: [line.split("\t") for line in f.read_text(encoding="utf-8").splitlines() if line]  # noqa
+    demos = [(template.format(q=q), a) for q, a, *_ in read_tsv(demos_file)[:shots]] if shots else []
+    if len(demos) < shots:
+        raise MissingDataError(f"{demos_file} has {len(demos)} exemplars; {shots} are needed")
+    return [{"inputs": few_shot_prompt(demos, template.format(q=q), joiner="") if shots else template.format(q=q),
+             "targets": a, "task": f"mgsm_{lang}"} for q, a, *_ in read_tsv(test)]

@@ -50,8 +50,7 @@ def main(argv: list[str]) -> int:
     tasks = FLAGS.tasks or [restored.run.data.task]
     for t in tasks:
         get_task_or_mixture(t, restored.vocab)  # unknown names fail here, before any decoding
-    evaluator = Evaluator(restored.generator(), restored.vocab, restored.run.sampler,
-                          restored.run.data.feature_spec(restored.vocab, restored.model.cfg.max_length, overlong="skip"),
+    evaluator = Evaluator(restored.generator(), restored.vocab, restored.run.sampler, restored.feature_spec(),
                           checkpoint_step=restored.step)
     rows = []
     for t in tasks:

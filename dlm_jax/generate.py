@@ -45,7 +45,7 @@ class Item:
 
 
 def task_items(restored: RestoredRun) -> list[Item]:
-    spec = restored.run.data.feature_spec(restored.vocab, restored.model.cfg.max_length, overlong="skip")
+    spec = restored.feature_spec()
     ex = pipeline.load_examples(FLAGS.input_task, FLAGS.split, spec, restored.vocab,
                                 limit=FLAGS.index + FLAGS.num_examples)
     prompts = prompts_of(ex.rows)

@@ -15,6 +15,7 @@ import ml_collections
 from jax.sharding import Mesh
 
 from dlm_jax import config as config_lib
+from dlm_jax.data.features import FeatureSpec
 from dlm_jax.data.vocab import HFVocabulary
 from dlm_jax.inference.generator import Generator
 from dlm_jax.model import MaskedLM, ModelConfig, abstract_params
@@ -38,9 +39,14 @@ class RestoredRun:
     length_model: LengthPredictor | None = None
     length_params: Any = None
 
+    def feature_spec(self) -> FeatureSpec:
+        """The row layout for evaluation: the run's length (at most the model's), overlong examples skipped as in
+        the paper."""
+        return self.run.data.feature_spec(self.vocab, self.model.cfg.max_length, overlong="skip")
+
     @property
     def max_length(self) -> int:
-        return min(self.run.data.max_length, self.model.cfg.max_length)
+        return self.feature_spec().max_length
 
     def generator(self) -> Generator:
         return Generator.with_vocab(self.model, self.params, self.vocab, self.max_length, vocab_map=self.vocab_map,

@@ -43,7 +43,9 @@ def validation_metrics(s: Setup, params: Any) -> dict[str, float]:
     return {f"eval_{k}": v for k, v in out["metrics"].items()}
 
 
-def _hooks(s: Setup, rundir: RunDir, mngr: Any, start: int, preemption: hooks.Preemption) -> list:
+def _hooks(s: Setup, rundir: RunDir, mngr: Any, start: int, preemption: hooks.Preemption
+           ) -> tuple[hooks.MetricsLogger, list]:
+    """The metrics logger (whose last metrics `run` returns) and every hook, in the order they run."""
     run = s.run
     log = hooks.MetricsLog(rundir.path)
     # Useful FLOPs of a logged step: the body on every row (coupled sampling trains two corruptions of each) and
@@ -61,7 +63,7 @@ def _hooks(s: Setup, rundir: RunDir, mngr: Any, start: int, preemption: hooks.Pr
                                       restart_window=metrics.restart_window))
     out.append(hooks.Checkpointer(mngr, every=run.checkpoint_every_steps, total=run.num_train_steps,
                                   batch_size=run.batch_size, preemption=preemption))
-    return out
+    return metrics, out
 
 
 def run(run_config: RunConfig, workdir: str | Path) -> dict[str, float]:
@@ -81,7 +83,7 @@ def run(run_config: RunConfig, workdir: str | Path) -> dict[str, float]:
         state, data_state, start = restored
         logging.info("resuming at step %d (data position %s)", start, data_state)
     preemption = hooks.Preemption()
-    step_hooks = _hooks(s, rundir, mngr, start, preemption)
+    logger, step_hooks = _hooks(s, rundir, mngr, start, preemption)
     batches = s.train_data.iterate(start)
     done = start
     try:
@@ -99,7 +101,7 @@ def run(run_config: RunConfig, workdir: str | Path) -> dict[str, float]:
     finally:
         mngr.wait_until_finished()
         mngr.close()
-        step_hooks[0].close()
+        logger.close()
     if preemption.requested:
         logging.warning("preempted: checkpoint saved at step %d; rerun the same command to resume", done)
-    return step_hooks[0].last
+    return logger.last

@@ -91,6 +91,9 @@ def _data_block() -> ml_collections.ConfigDict:
     d.train_limit = 0
     d.eval_split = "validation"
     d.eval_examples = 200
+    # periodic evaluation: "" = the training task on eval_split (oracle length, the run's sampler steps); else
+    # comma-separated tasks / mixtures, each with its own protocol (split, steps, length rule, metric)
+    d.eval_tasks = ""
     return d
 
 
@@ -206,6 +209,7 @@ class DataSettings:
     train_limit: int | None
     eval_split: str
     eval_examples: int
+    eval_tasks: tuple[str, ...] = ()
 
     def feature_spec(self, vocab: Any, model_max_length: int, *, overlong: str | None = None) -> FeatureSpec:
         """Row layout for this run: at most the model's position limit, the tokenizer's special ids; `overlong`
@@ -335,7 +339,8 @@ def _data(c: ml_collections.ConfigDict) -> DataSettings:
     FeatureSpec(max_length=d.max_length, bos_id=0, eos_id=0, pad_id=0, overlong=d.overlong)  # checks both
     return DataSettings(task=d.task, max_length=d.max_length, overlong=d.overlong, cache=bool(d.cache),
                         pack=bool(d.pack), train_limit=d.train_limit or None, eval_split=d.eval_split,
-                        eval_examples=d.eval_examples)
+                        eval_examples=d.eval_examples,
+                        eval_tasks=tuple(t.strip() for t in d.get("eval_tasks", "").split(",") if t.strip()))
 
 
 def _optimizer(c: ml_collections.ConfigDict) -> OptimizerConfig:

@@ -1,21 +1,23 @@
 """Entry point: python -m dlm_jax.evaluate --workdir DIR [--tasks a,b] [--oracle_length | --length_beam B
    --length_workdir DIR2] [--limit N] [--config.sampler.steps=S --config.sampler.strategy=NAME ...]
 
-restore (params only) -> for each task: examples -> sampler -> metrics -> DIR/eval/TASK.json, and a markdown
-table with the paper's numbers beside ours where the setting matches. Each task runs with its own steps and
-length rule unless `--config.sampler.steps` (or `--oracle_length` / `--length_beam`) overrides them.
+restore (params only) -> for each task (a mixture: each of its tasks) seqio.Evaluator with the sampler as its
+predict_fn -> DIR/eval/TASK.json, DIR/eval/MIXTURE.json for a mixture, and a markdown table with the paper's numbers
+beside ours where the setting matches. Each task runs with its own steps, length rule, canvas and metric unless
+`--config.sampler.steps` (or `--oracle_length` / `--length_beam`) overrides them. The paper's own eval sets:
+`--tasks paper_zero_shot` / `--tasks paper_few_shot` (after `python -m dlm_jax.data.prepare diffusionllm_instruct`).
 """
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from absl import flags
 
 from dlm_jax import cli
-from dlm_jax.data.registry import get_task_or_mixture
 from dlm_jax.errors import ConfigError
 from dlm_jax.inference import EvalRequest, Evaluator
-from dlm_jax.inference.evaluator import TABLE_HEADER, table_rows
+from dlm_jax.inference.evaluator import TABLE_HEADER, check_available, mixture_summary, table_rows, task_names
 from dlm_jax.rundir import EVAL_DIR, RunDir
 
 cli.define_inference_flags()
@@ -41,25 +43,37 @@ def request_from_flags() -> EvalRequest:
                        rank_samples=FLAGS.rank_samples, seed=FLAGS.seed)
 
 
+def result_file(rundir: RunDir, name: str) -> Path:
+    """eval/NAME.json (":" of task names such as "paper:mmlu:0shot" becomes ".")."""
+    return rundir.path / EVAL_DIR / f"{name.replace(':', '.')}.json"
+
+
 def main(argv: list[str]) -> int:
     del argv
     cli.quiet_logs()
     request = request_from_flags()
     restored = cli.restore_from_flags(step=FLAGS.checkpoint)
     rundir = RunDir(FLAGS.workdir)
-    tasks = FLAGS.tasks or [restored.run.data.task]
-    for t in tasks:
-        get_task_or_mixture(t, restored.vocab)  # unknown names fail here, before any decoding
+    requested = FLAGS.tasks or [restored.run.data.task]
+    expanded = {name: task_names(name, restored.vocab) for name in requested}  # unknown names fail here
+    tasks = list(dict.fromkeys(t for ts in expanded.values() for t in ts))
+    check_available(tasks, restored.vocab, FLAGS.split)  # every missing file of every task, before decoding
     evaluator = Evaluator(restored.generator(), restored.vocab, restored.run.sampler, restored.feature_spec(),
                           checkpoint_step=restored.step)
-    rows = []
+    (rundir.path / EVAL_DIR).mkdir(exist_ok=True)
+    results, rows = {}, []
     for t in tasks:
-        result = evaluator.run_task(t, request)
-        (rundir.path / EVAL_DIR).mkdir(exist_ok=True)
-        (rundir.path / EVAL_DIR / f"{t}.json").write_text(json.dumps(result, indent=2, default=str))
-        rows += table_rows(t, restored.run.model.name, result)
+        results[t] = evaluator.run_task(t, request)
+        result_file(rundir, t).write_text(json.dumps(results[t], indent=2, default=str))
+        rows += table_rows(t, restored.run.model.name, results[t])
     print(TABLE_HEADER)
     print("\n".join(rows))
+    for name, ts in expanded.items():
+        if ts != [name]:  # a mixture: the per-task summary and its mean
+            summary = mixture_summary(name, {t: results[t] for t in ts})
+            result_file(rundir, name).write_text(json.dumps(summary, indent=2))
+            print(f"{name}: macro average {summary['macro_average']:.2f} over {len(ts)} tasks "
+                  f"({result_file(rundir, name)})")
     return 0
 
 

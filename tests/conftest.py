@@ -24,3 +24,31 @@ import pytest  # noqa: E402
 def torch_or_skip():
     """Imports torch or skips the calling test (parity tests need it; the library never does)."""
     return pytest.importorskip("torch", reason="torch is not installed; parity tests need `pip install torch==2.13.0`")
+
+
+@pytest.fixture(scope="session")
+def tiny_trained(tmp_path_factory):
+    """A tiny run trained for 8 steps by the real CLI (configs/tiny.py), shared by the end-to-end tests."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    wd = tmp_path_factory.mktemp("e2e")
+    cache = tmp_path_factory.mktemp("xla_cache")  # the config key, not the test session's cache (env var unset)
+    r = subprocess.run([sys.executable, "-m", "dlm_jax.train", "--config", "configs/tiny.py", "--workdir", str(wd),
+                        "--config.num_train_steps=8", f"--config.compilation_cache_dir={cache}"],
+                       cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "XLA_FLAGS": "", "JAX_COMPILATION_CACHE_DIR": ""})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert any(cache.iterdir()), "compilation_cache_dir was not used"
+    return wd
+
+
+@pytest.fixture(scope="module")
+def bert_vocab():
+    """The bundled BERT's vocabulary with every task registered over it."""
+    import dlm_jax
+    from dlm_jax.data import registry
+    from dlm_jax.data.vocab import HFVocabulary
+    vocab = HFVocabulary(dlm_jax.load_tokenizer("bundled"))
+    registry.register_all(vocab)
+    return vocab

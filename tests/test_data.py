@@ -1,6 +1,7 @@
 """Data: vocabulary ids and round trips, features, task fixtures in upstream formats, Flan mixture ratios."""
 import gzip
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -14,11 +15,6 @@ from dlm_jax.data.vocab import HFVocabulary, tokenize_in_batches
 from dlm_jax.errors import MissingDataError
 
 
-@pytest.fixture(scope="module")
-def bert_vocab():
-    vocab = HFVocabulary(dlm_jax.load_tokenizer("bundled"))
-    registry.register_all(vocab)
-    return vocab
 
 
 def _xlmr_like_tokenizer(tmp_path):
@@ -98,7 +94,7 @@ def test_ding_de_en_task_renders(bert_vocab):
     assert ex.inputs[0] and ex.targets[0]
     print("ding_de_en:", ex.inputs[0], "=>", ex.targets[0])
     exp = pipeline.load_examples("ding_de_en_prompt", "test", spec, bert_vocab, limit=1)
-    assert exp.inputs[0].startswith("Translate the sentences into English. German: ")
+    assert exp.inputs[0].startswith("Translate the sentences into English.  German: ")  # released: two spaces
     assert exp.inputs[0].endswith(" English: ")
     assert len(open(sources.REPO_DATA / "ding_de_en" / "test.tsv").readlines()) > 900
 
@@ -121,8 +117,14 @@ def test_eval_task_fixtures_render(data_root, bert_vocab):
         {"question": f"{i}+1?", "subject": "elementary_mathematics", "choices": ["1", "2", "3", "4"], "answer": 0})
         for i in range(5)))
     for t in sources.BBH_NLP:
-        _write(data_root / "bbh" / f"{t}.json", json.dumps({"examples": [
-            {"input": f"{t} question {i}? Options: (A) x (B) y", "target": "(A)"} for i in range(4)]}))
+        lettered = [{"input": f"{t} question {i}?\nOptions:\n(A) x\n(B) y", "target": "(A)"} for i in range(4)]
+        worded = [{"input": f"Is {t} {i} valid?", "target": ["valid", "invalid"][i % 2]} for i in range(4)]
+        _write(data_root / "bbh" / f"{t}.json", json.dumps({"examples": worded if t == "formal_fallacies"
+                                                            else lettered}))
+        _write(data_root / "bbh" / "cot-prompts" / f"{t}.txt", "Task description.\n\n" + "\n\n".join(
+            f"Q: demo {t} {j}?\nOptions:\n(A) p\n(B) q\nA: Let's think step by step. So the answer is (B)."
+            if t != "formal_fallacies" else f"Q: Is demo {j} valid?\nA: Let's think. So the answer is invalid."
+            for j in range(3)))
     _write(data_root / "tydiqa_goldp" / "validation.jsonl", json.dumps(
         {"context": "Paris is the capital of France.", "question": "What is the capital of France?",
          "answers": ["Paris"], "language": "english"}))
@@ -136,6 +138,13 @@ def test_eval_task_fixtures_render(data_root, bert_vocab):
     assert m5.inputs[0].count(" | ") == 5 and m5.inputs[0].endswith(m.inputs[0])
     b = pipeline.load_examples("bbh_nlp", "validation", spec, bert_vocab)
     assert len(b.inputs) == 48 and b.targets[0] == "A"
+    # lettered as released: " Q: {question}\nA: (A) .. (B) .. A:"; word answers become lettered options too
+    assert b.inputs[0] == " Q: causal_judgement question 0?\nA: (A) x (B) y A:"
+    ff = [(x, y) for x, y, g in zip(b.inputs, b.targets, b.tasks) if g == "bbh:formal_fallacies"]
+    assert ff[0] == (" Q: Is formal_fallacies 0 valid?\nA: (A) invalid (B) valid A:", "B") and ff[1][1] == "A"
+    b2 = pipeline.load_examples("bbh_nlp_2shot", "validation", spec, bert_vocab)
+    assert b2.inputs[0] == (" Q: demo causal_judgement 0?\nA: (A) p (B) q A: B | Q: demo causal_judgement 1?\n"
+                            "A: (A) p (B) q A: B | Q: causal_judgement question 0?\nA: (A) x (B) y A:")
     ty = pipeline.load_examples("tydiqa_goldp", "validation", spec, bert_vocab)
     assert ty.inputs[0].startswith("Please answer each of the question according to the given context in english.")
     assert ty.targets == ["Paris"]  # the first gold answer (it also sets the oracle length), as released
@@ -168,28 +177,38 @@ def test_choice_options_for_rank_classification():
     opts = eval_specs.choice_options([mmlu, few, "a\n\nb (A) x (B) y (C) z A:", *yes_no], ["B", "B", "C", "Yes", "No", "valid"],
                             ["mmlu:m", "mmlu:m", "bbh:h", "bbh:sports", "bbh:sports", "bbh:formal"])
     assert opts == [list("ABCD"), list("ABCD"), list("ABC"), ["No", "Yes"], ["No", "Yes"], ["valid"]]
-    acc = eval_specs.choice_accuracy(["B", "Yes", "valid", "C"], ["(B) 4", "yes, it is", "invalid", "A"])
-    assert acc == {"accuracy": 50.0}
+    acc = eval_specs.choice_accuracy(["B", "Yes", "valid", "C"], ["(B) 4", "yes, it is", "invalid", "A"],
+                                     ["a", "a", "b", "b"])
+    assert acc == {"accuracy": 50.0, "accuracy_macro": 50.0}
 
 
 def test_translation_fixtures_and_missing_data_message(data_root, bert_vocab):
-    _write(data_root / "iwslt14.tokenized.de-en" / "test.de", "das ist gu@@ t .\n")
-    _write(data_root / "iwslt14.tokenized.de-en" / "test.en", "that is go@@ od .\n")
+    _write(data_root / "iwslt14.tokenized.de-en" / "test.de", "das ist gu@@ t , oder ?\n")
+    _write(data_root / "iwslt14.tokenized.de-en" / "test.en", "it &apos;s go@@ od , isn &apos;t it ?\n")
     spec = features.FeatureSpec(max_length=64, bos_id=101, eos_id=102, pad_id=0)
     ex = pipeline.load_examples("iwslt14_de_en_prompt", "test", spec, bert_vocab)
-    assert ex.inputs[0] == "Translate the sentences into English. German: das ist gut . English: "
-    assert ex.targets[0] == "that is good ."
+    # the released text: BPE removed, Moses-detokenised and unescaped, the instruction followed by two spaces
+    assert ex.inputs[0] == "Translate the sentences into English.  German: das ist gut, oder? English: "
+    assert ex.targets[0] == "it's good, isn't it?"
+    _write(data_root / "iwslt14.tokenized.de-en" / "train.de", "ein hund .\nzwei katzen .\ndrei m@@ äuse .\n")
+    _write(data_root / "iwslt14.tokenized.de-en" / "train.en", "a dog .\ntwo cats .\nthree mice .\n")
+    two = pipeline.load_examples("iwslt14_de_en_prompt_2shot", "test", spec, bert_vocab)
+    demos = re.findall(r"German: (.*?) English: (.*?)(?= German:)", two.inputs[0])
+    assert two.inputs[0].startswith("Translate the sentences into English.  German: ") and len(demos) == 2
+    assert all(d in [("ein hund.", "a dog."), ("zwei katzen.", "two cats."), ("drei mäuse.", "three mice.")]
+               for d in demos)  # demonstrations from the train split, never the evaluated one
+    assert two.inputs[0].endswith(" German: das ist gut, oder? English: ")
     _write(data_root / "wmt14_en_de" / "test.en", "the house is sm@@ all .\n")
     _write(data_root / "wmt14_en_de" / "test.de", "das Haus ist klein .\n")
     w = pipeline.load_examples("wmt14_en_de_prompt", "test", spec, bert_vocab)  # fairseq's prepare-wmt14en2de.sh
-    assert w.inputs[0] == "Translate the sentences into German. English: the house is small . German: "
+    assert w.inputs[0] == "Translate the sentences into German.  English: the house is small . German: "
     assert w.targets[0] == "das Haus ist klein ." and registry.eval_spec("wmt14_en_de").bleu_tokenize == "intl"
     _write(data_root / "gigaword_10k" / "test.src", "a long article\n")
     _write(data_root / "gigaword_10k" / "test.tgt", "a title\n")
     g = pipeline.load_examples("gigaword_10k", "test", spec, bert_vocab)  # the LGEB files, not TFDS
     assert (g.inputs, g.targets) == (["a long article"], ["a title"])
-    with pytest.raises(MissingDataError, match=r"(?s)train\.de.*prepare-iwslt14"):
-        pipeline.load_examples("iwslt14_de_en", "train", spec, bert_vocab)
+    with pytest.raises(MissingDataError, match=r"(?s)valid\.de.*prepare-iwslt14"):
+        pipeline.load_examples("iwslt14_de_en", "validation", spec, bert_vocab)
     with pytest.raises(ValueError, match="unknown task or mixture 'nope'"):
         registry.get_task_or_mixture("nope", bert_vocab)
 

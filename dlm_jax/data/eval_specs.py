@@ -24,6 +24,12 @@ class EvalSpec:
       choices: multiple choice (also scored by rank classification).
       beam: the paper's length-beam size for the task, where it fixes one.
       shots: demonstrations in each prompt.
+      fixed_eos: the sampler canvas for this task (True: the released `[prompt, <mask> x L, </s>]`); None: the
+        run's `sampler.fixed_eos`.
+      paper_metric: the metric key the paper reports (marked as the paper's in the JSON and the table).
+      paper_key: the task's name in `dlm_jax.data.paper_results` (default: the task's own name).
+      length_free: the paper's number has no length setting (multiple choice, reasoning): it is printed beside
+        ours whatever length rule we used.
     """
 
     steps: int = 50
@@ -33,15 +39,33 @@ class EvalSpec:
     choices: bool = False
     beam: int | None = None
     shots: int = 0
+    fixed_eos: bool | None = None
+    paper_metric: str | None = None
+    paper_key: str | None = None
+    length_free: bool = False
 
 
-TRANSLATION = EvalSpec(steps=50, length="beam", bleu_tokenize="13a")
-TRANSLATION_INTL = EvalSpec(steps=50, length="beam", bleu_tokenize="intl")
-SUMMARIZATION = EvalSpec(steps=50, length="beam")
-MULTIPLE_CHOICE = EvalSpec(steps=1, length=2, split="validation", choices=True)
-SHORT_QA = EvalSpec(steps=10, length="beam", split="validation", beam=3)
-REASONING = EvalSpec(steps=50, length=60, split="test")
+TRANSLATION = EvalSpec(steps=50, length="beam", bleu_tokenize="13a", paper_metric="bleu")
+TRANSLATION_INTL = EvalSpec(steps=50, length="beam", bleu_tokenize="intl", paper_metric="bleu")
+SUMMARIZATION = EvalSpec(steps=50, length="beam", paper_metric="rougeL")
+MULTIPLE_CHOICE = EvalSpec(steps=1, length=2, split="validation", choices=True, paper_metric="accuracy",
+                           length_free=True)
+SHORT_QA = EvalSpec(steps=10, length="beam", split="validation", beam=3, paper_metric="exact_match")
+REASONING = EvalSpec(steps=50, length=60, split="test", paper_metric="accuracy", length_free=True)
 DEFAULT = EvalSpec()
+
+# The released files (`data/instruct`): the released canvas, the oracle length of the released target (MGSM's
+# targets are `#`-padded to 60 tokens, so that is the released reasoning canvas), the released metric's key.
+BBH = dataclasses.replace(MULTIPLE_CHOICE, paper_metric="accuracy_macro")
+
+PAPER_TRANSLATION = dataclasses.replace(TRANSLATION, fixed_eos=True, split="test")
+PAPER_TRANSLATION_INTL = dataclasses.replace(TRANSLATION_INTL, fixed_eos=True, split="test")
+PAPER_MMLU = EvalSpec(steps=1, length="beam", split="validation", choices=True, fixed_eos=True,
+                      paper_metric="exact_match", length_free=True)
+PAPER_BBH = dataclasses.replace(PAPER_MMLU, paper_metric="exact_match_macro")
+PAPER_TYDIQA = dataclasses.replace(SHORT_QA, fixed_eos=True)
+PAPER_MGSM = EvalSpec(steps=50, length="beam", split="test", fixed_eos=True, paper_metric="accuracy",
+                      length_free=True)
 
 
 _OPTION_LETTER = re.compile(r"\(([A-J])\)")
@@ -50,28 +74,29 @@ _OPTION_LETTER = re.compile(r"\(([A-J])\)")
 def choice_options(inputs: Sequence[str], targets: Sequence[str], groups: Sequence[str]) -> list[list[str]]:
     """The answer options of each multiple-choice example, for rank classification.
 
-    Lettered questions (MMLU, most BBH tasks: "(A) ... (B) ...") get the letters of their last question (few-shot
-    prompts hold earlier questions too); others (BBH yes/no, valid/invalid, ...) get every distinct target of their
-    subtask (`groups`, e.g. "bbh:sports_understanding"), in sorted order.
+    Lettered questions (MMLU, BBH as released: "(A) ... (B) ...") get the letters of their last question (few-shot
+    prompts hold earlier questions too); others get every distinct target of their subtask (`groups`), sorted.
     """
     by_group: dict[str, set[str]] = {}
     for t, g in zip(targets, groups):
         by_group.setdefault(g, set()).add(t)
     out = []
     for x, g in zip(inputs, groups):
-        last = re.split(r"\n\n| \| ", x)[-1]
+        last = re.split(r"\n\n| \| ?", x)[-1]
         letters = sorted(set(_OPTION_LETTER.findall(last)))
         out.append(letters if len(letters) >= 2 else sorted(by_group[g]))
     return out
 
 
-def choice_accuracy(targets: Sequence[str], predictions: Sequence[str]) -> dict[str, float]:
+def choice_accuracy(targets: Sequence[str], predictions: Sequence[str], groups: Sequence[str]) -> dict[str, float]:
     """Letter targets ("B") compare with the letter the prediction starts with; word targets ("Yes", "valid")
-    with the prediction's first word, case-insensitively."""
+    with the prediction's first word, case-insensitively. Micro (`accuracy`) and macro over the subtasks
+    (`accuracy_macro`: BBH-nlp's reported average) in %."""
     def pick(t: str, p: str) -> str:
         if re.fullmatch(r"[A-J]", t.strip()):
             return metrics.extract_choice(p)
         words = metrics.normalize_answer(p).split()
         return words[0] if words else ""
-    return metrics.accuracy([t if re.fullmatch(r"[A-J]", t.strip()) else metrics.normalize_answer(t)
-                             for t in targets], [pick(t, p) for t, p in zip(targets, predictions)])
+    gold = [t.strip() if re.fullmatch(r"[A-J]", t.strip()) else metrics.normalize_answer(t) for t in targets]
+    acc = metrics.accuracy_micro_macro(gold, [pick(t, p) for t, p in zip(targets, predictions)], groups)
+    return {"accuracy": acc["accuracy_micro"], "accuracy_macro": acc["accuracy_macro"]}

@@ -4,9 +4,10 @@ Each metric takes (targets, predictions) lists of strings, as seqio metric_fns d
 """
 from __future__ import annotations
 
+import inspect
 import re
 import string
-from typing import Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 
@@ -141,3 +142,93 @@ def tokenizer_lowercases(tokenizer) -> bool:
     """True for uncased tokenizers (their output can never match mixed-case references)."""
     ids = tokenizer("Paris", add_special_tokens=False)["input_ids"]
     return tokenizer.decode(ids).strip() == "paris"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The released scoring of `scripts/metric_instruct.py` (yegcjs/DiffusionLLM): the paper's own numbers
+# ----------------------------------------------------------------------------------------------------------
+def released_exact_match(targets: Sequence[str], predictions: Sequence[str], groups: Sequence[str]
+                         ) -> dict[str, float]:
+    """`eval_mmlu` / `eval_bbh_nlp` / `eval_tydiqa`: the whole stripped, lower-cased hypothesis equals the reference
+    (the released decoder lower-cases both), micro (`exact_match`, the "full" entry: MMLU, TyDiQA) and macro over
+    the groups (`exact_match_macro`, "full_macro": BBH-nlp) in %; also the letter a multiple-choice answer starts
+    with (`choice_accuracy`), which forgives trailing text."""
+    hits = np.array([t.strip().lower() == p.strip().lower() for t, p in zip(targets, predictions)], float)
+    letters = np.array([t.strip().upper() == extract_choice(p.upper()) for t, p in zip(targets, predictions)], float)
+    g = np.asarray(groups)
+    macro = [hits[g == k].mean() for k in np.unique(g)] if len(hits) else [0.0]
+    out = {"exact_match": 100.0 * float(hits.mean() if len(hits) else 0.0),
+           "exact_match_macro": 100.0 * float(np.mean(macro))}
+    if len(letters) and all(re.fullmatch(r"[A-J]", t.strip()) for t in targets):
+        out["choice_accuracy"] = 100.0 * float(letters.mean())
+    return out
+
+
+_RELEASED_NUMBER = re.compile(r"(\d+(,\d+)*)")
+
+
+def released_number(text: str) -> int | None:
+    """`eval_gsm`'s answer: the last run of digits (commas inside removed) as an int; None if there is none.
+    Signs and decimals are ignored, as released ("-3" -> 3, "2.5" -> 5)."""
+    found = _RELEASED_NUMBER.findall(text)
+    return int(found[-1][0].replace(",", "")) if found else None
+
+
+def released_number_match(targets: Sequence[str], predictions: Sequence[str]) -> dict[str, float]:
+    """MGSM / the paper's GSM8K as released: the last integer of the hypothesis equals the reference's (whose
+    `#`-padding holds no digit). `accuracy_signed` (the last signed decimal number, `number_match`) beside it."""
+    hits = [released_number(p) is not None and released_number(p) == released_number(t)
+            for t, p in zip(targets, predictions)]
+    return {"accuracy": 100.0 * float(np.mean(hits)) if hits else 0.0,
+            "accuracy_signed": number_match(targets, predictions)["accuracy"]}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# seqio glue: targets that know their example's subtask, metric functions over them
+# ----------------------------------------------------------------------------------------------------------
+class Target(NamedTuple):
+    """A postprocessed target as the tasks' metric functions receive it: the text and the example's subtask
+    (e.g. "mmlu:anatomy", "tydiqa:arabic"), for macro averages and per-language filters."""
+
+    text: str
+    group: str
+
+
+def target_with_group(text: str, example: dict | None = None, is_target: bool = False) -> Any:
+    """The tasks' seqio `postprocess_fn`: a target becomes a `Target`; a prediction stays its text."""
+    if not is_target:
+        return text
+    group = example.get("task", b"") if example is not None else b""
+    return Target(text, group.decode("utf-8") if isinstance(group, bytes) else str(group))
+
+
+def seqio_metric(fn: Callable[..., dict[str, float]]) -> Callable[[Sequence[Any], Sequence[str]], dict]:
+    """`fn(targets, predictions[, groups])` over strings as a seqio metric function over `Target`s."""
+    takes_groups = "groups" in inspect.signature(fn).parameters
+
+    def metric(targets: Sequence[Any], predictions: Sequence[str]) -> dict[str, float]:
+        texts = [t.text if isinstance(t, Target) else t for t in targets]
+        if takes_groups:
+            return fn(texts, predictions, groups=[t.group if isinstance(t, Target) else "" for t in targets])
+        return fn(texts, predictions)
+
+    metric.__name__ = fn.__name__
+    return metric
+
+
+def bleu_cased_and_uncased(tokenize: str) -> Callable[[Sequence[str], Sequence[str]], dict[str, float]]:
+    """A metric function giving `bleu` (case-insensitive, the paper's) and `bleu_cased` with tokenizer `tokenize`."""
+    def bleu_both(targets: Sequence[str], predictions: Sequence[str]) -> dict[str, float]:
+        return bleu_both_ways(targets, predictions, tokenize)[0]
+    bleu_both.__name__ = f"bleu_both_{tokenize}"
+    return bleu_both
+
+
+def rank_classification(targets: Sequence[Any], scores: Sequence[Any]) -> dict[str, float]:
+    """Multiple choice by likelihood, as a seqio score metric: each score is the option the model's Monte Carlo
+    ELBO ranks first (None everywhere when rank classification is off: no metric)."""
+    picks = [None if s is None else str(s) for s in list(scores)]
+    if not picks or any(p is None or p == "None" for p in picks):
+        return {}
+    acc = accuracy_micro_macro([t.text for t in targets], picks, [t.group for t in targets])
+    return {"rank_accuracy": acc["accuracy_micro"], "rank_accuracy_macro": acc["accuracy_macro"]}

@@ -17,6 +17,7 @@ from typing import Iterator
 import jax
 import numpy as np
 import seqio
+import tensorflow as tf
 
 from dlm_jax.data import features
 from dlm_jax.data.registry import get_task_or_mixture
@@ -59,6 +60,26 @@ def load_examples(name: str, split: str, spec: features.FeatureSpec, vocab: HFVo
         logging.info("%s/%s: skipped %d of %d examples longer than %d tokens", name, split, counters.skipped,
                      counters.seen, spec.max_length)
     return Examples(features.stack(rows), ins, tgts, tasks, counters)
+
+
+class EvalFeatureConverter(seqio.FeatureConverter):
+    """The evaluation's feature converter for `seqio.Evaluator`: examples pass through whole (ids of any length,
+    the `*_pretokenized` strings and the subtask); the evaluator's predict_fn lays them out itself."""
+
+    TASK_FEATURES = {"inputs": seqio.FeatureConverter.FeatureSpec(dtype=tf.int32),
+                     "targets": seqio.FeatureConverter.FeatureSpec(dtype=tf.int32)}
+    MODEL_FEATURES = {**TASK_FEATURES, **{k: seqio.FeatureConverter.FeatureSpec(dtype=tf.string, rank=0)
+                                          for k in ("inputs_pretokenized", "targets_pretokenized", "task")}}
+    PACKING_FEATURE_DTYPES: dict = {}
+
+    def __init__(self) -> None:
+        super().__init__(pack=False, use_custom_packing_ops=False, apply_length_check=False)
+
+    def _convert_features(self, ds: tf.data.Dataset, task_feature_lengths: dict[str, int]) -> tf.data.Dataset:
+        return ds.map(lambda ex: {k: ex[k] for k in self.MODEL_FEATURES})
+
+    def get_model_feature_lengths(self, task_feature_lengths: dict[str, int]) -> dict[str, int]:
+        return {k: task_feature_lengths.get(k, 0) for k in self.MODEL_FEATURES}
 
 
 @dataclasses.dataclass(frozen=True)

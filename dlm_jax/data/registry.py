@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import re
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -26,7 +27,8 @@ from dlm_jax.data.vocab import HFVocabulary, tokenize_in_batches
 from dlm_jax.errors import ConfigError
 
 _EVAL_SPECS: dict[str, EvalSpec] = {}
-_REGISTERED_WITH: list[HFVocabulary] = []  # the vocabulary the registry's tasks currently use
+_REGISTERED_WITH: list[HFVocabulary] = []
+_MIXTURE_ORDER: dict[str, list[str]] = {}  # a mixture's members as listed (seqio sorts them by name)  # the vocabulary the registry's tasks currently use
 
 
 def eval_spec(name: str) -> EvalSpec:
@@ -57,8 +59,21 @@ def _function_source(load: Callable[[str], list[dict]], splits: Sequence[str]) -
     return seqio.FunctionDataSource(dataset_fn, splits=list(splits))
 
 
+def skip_overlong(ds: tf.data.Dataset, sequence_length: dict[str, int] | None = None) -> tf.data.Dataset:
+    """Drops examples whose `<s> inputs targets </s>` row exceeds `sequence_length["targets"]` (the evaluator's
+    row length), as the paper skipped them; without a sequence length (training, `pipeline`) keeps everything."""
+    if not sequence_length or not sequence_length.get("targets"):
+        return ds
+    limit = int(sequence_length["targets"])
+    return ds.filter(lambda ex: tf.size(ex["inputs"]) + tf.size(ex["targets"]) + 2 <= limit)
+
+
 class _Registrar:
-    """Adds tasks and mixtures over one vocabulary (replacing earlier registrations of the same names)."""
+    """Adds tasks and mixtures over one vocabulary (replacing earlier registrations of the same names).
+
+    Every task's targets are postprocessed to `metrics.Target` (text + the example's subtask) and its metric
+    functions see them through `metrics.seqio_metric`, so macro averages and per-language filters run inside
+    `seqio.Evaluator`."""
 
     def __init__(self, vocab: HFVocabulary):
         self.features = _output_features(vocab)
@@ -67,10 +82,14 @@ class _Registrar:
              preprocessors: Sequence[Callable] = (), spec: EvalSpec | None = None) -> None:
         if name in seqio.TaskRegistry.names():
             seqio.TaskRegistry.remove(name)
+        metric_fns = [metrics.seqio_metric(f) for f in metric_fns]
+        if spec is not None and spec.choices:
+            metric_fns.append(metrics.rank_classification)  # a score metric: the evaluator's score_fn ranks
         seqio.TaskRegistry.add(
             name, source=source,
-            preprocessors=[*preprocessors, tokenize_in_batches, seqio.CacheDatasetPlaceholder()],
-            output_features=self.features, metric_fns=list(metric_fns))
+            preprocessors=[*preprocessors, tokenize_in_batches, seqio.CacheDatasetPlaceholder(), skip_overlong],
+            output_features=self.features, postprocess_fn=metrics.target_with_group,
+            metric_fns=metric_fns)
         if spec is not None:
             _EVAL_SPECS[name] = spec
 
@@ -79,6 +98,7 @@ class _Registrar:
         if name in seqio.MixtureRegistry.names():
             seqio.MixtureRegistry.remove(name)
         seqio.MixtureRegistry.add(name, list(tasks))
+        _MIXTURE_ORDER[name] = [t for t, _ in tasks]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -112,10 +132,10 @@ def register_translation_tasks(reg: _Registrar) -> None:
             name = base + suffix
             reg.task(name, _function_source(
                 lambda s, t=tmpl, n=name, p=pairs, k=src: sources.pairs_to_rows(p(s), n, t, k), splits),
-                metric_fns=[metrics.bleu_intl if spec is eval_specs.TRANSLATION_INTL else metrics.bleu], spec=spec)
+                metric_fns=[metrics.bleu_cased_and_uncased(spec.bleu_tokenize)], spec=spec)
         reg.task(f"wmt14_en_de_tfds{suffix}", seqio.TfdsDataSource(tfds_name="wmt14_translate/de-en:1.0.0"),
                  preprocessors=[_tfds_translation("en", "de", en_de)],
-                 metric_fns=[metrics.bleu_intl], spec=eval_specs.TRANSLATION_INTL)
+                 metric_fns=[metrics.bleu_cased_and_uncased("intl")], spec=eval_specs.TRANSLATION_INTL)
     reg.task("gigaword_10k", _function_source(sources.gigaword_local_rows, splits),
              metric_fns=[metrics.rouge_l], spec=eval_specs.SUMMARIZATION)
     reg.task("gigaword_10k_tfds", seqio.TfdsDataSource(
@@ -209,12 +229,12 @@ EVAL_TASKS: dict[str, tuple[Callable, int, Callable, EvalSpec]] = {
     # name: (reader, shots, metric, evaluation policy)
     "mmlu": (sources.mmlu_rows, 0, eval_specs.choice_accuracy, eval_specs.MULTIPLE_CHOICE),
     "mmlu_5shot": (sources.mmlu_rows, 5, eval_specs.choice_accuracy, eval_specs.MULTIPLE_CHOICE),
-    "bbh_nlp": (sources.bbh_rows, 0, eval_specs.choice_accuracy, eval_specs.MULTIPLE_CHOICE),
-    "bbh_nlp_3shot": (sources.bbh_rows, 3, eval_specs.choice_accuracy, eval_specs.MULTIPLE_CHOICE),
+    "bbh_nlp": (sources.bbh_rows, 0, eval_specs.choice_accuracy, eval_specs.BBH),
+    "bbh_nlp_3shot": (sources.bbh_rows, 3, eval_specs.choice_accuracy, eval_specs.BBH),
     "tydiqa_goldp": (sources.tydiqa_rows, 0, metrics.tydiqa_exact_match, eval_specs.SHORT_QA),
     "tydiqa_goldp_1shot": (sources.tydiqa_rows, 1, metrics.tydiqa_exact_match, eval_specs.SHORT_QA),
     "mmlu_2shot": (sources.mmlu_rows, 2, eval_specs.choice_accuracy, eval_specs.MULTIPLE_CHOICE),
-    "bbh_nlp_2shot": (sources.bbh_rows, 2, eval_specs.choice_accuracy, eval_specs.MULTIPLE_CHOICE),
+    "bbh_nlp_2shot": (sources.bbh_rows, 2, eval_specs.choice_accuracy, eval_specs.BBH),
     "gsm8k": (sources.gsm8k_rows, 0, metrics.number_match, eval_specs.REASONING),  # the full GSM8K test set
     "gsm8k_8shot": (sources.gsm8k_rows, 8, metrics.number_match, eval_specs.REASONING),
     # the paper's "GSM8K" is MGSM's English split; MGSM-de with the German prompt; Table 6: 0 and 3 shots
@@ -230,11 +250,52 @@ EVAL_TASKS: dict[str, tuple[Callable, int, Callable, EvalSpec]] = {
 def register_eval_tasks(reg: _Registrar) -> None:
     for name, (reader, shots, metric, spec) in EVAL_TASKS.items():
         reg.task(name, _function_source(lambda s, f=reader, k=shots: f(s, k), [spec.split]), metric_fns=[metric],
-                 spec=dataclasses.replace(spec, shots=shots))
-    # Table 6's tasks and shots (IWSLT14 few-shot is not built from source yet: docs/FIDELITY.md E1)
-    reg.mixture("flan_eval_zero_shot", [(n, 1.0) for n in ("mmlu", "bbh_nlp", "tydiqa_goldp", "mgsm_en", "mgsm_de")])
-    reg.mixture("flan_eval_few_shot", [(n, 1.0) for n in ("mmlu_2shot", "bbh_nlp_2shot", "tydiqa_goldp_1shot",
-                                                           "mgsm_en_3shot", "mgsm_de_3shot")])
+                 spec=dataclasses.replace(spec, shots=shots, paper_key=re.sub(r"_\d+shot$", "", name)))
+    reg.task("iwslt14_de_en_prompt_2shot", _function_source(
+        lambda s: sources.iwslt_few_shot_rows(s, 2, "iwslt14_de_en_prompt_2shot"), ["test", "validation"]),
+        metric_fns=[metrics.bleu_cased_and_uncased("13a")],
+        spec=dataclasses.replace(eval_specs.TRANSLATION, shots=2, paper_key="iwslt14_de_en_prompt"))
+    # Table 6's tasks and shots, built from the original datasets
+    reg.mixture("flan_eval_zero_shot", [(n, 1.0) for n in ("iwslt14_de_en_prompt", "mmlu", "bbh_nlp", "tydiqa_goldp",
+                                                           "mgsm_en", "mgsm_de")])
+    reg.mixture("flan_eval_few_shot", [(n, 1.0) for n in ("iwslt14_de_en_prompt_2shot", "mmlu_2shot",
+                                                          "bbh_nlp_2shot", "tydiqa_goldp_1shot", "mgsm_en_3shot",
+                                                          "mgsm_de_3shot")])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The paper's own evaluation files (`python -m dlm_jax.data.prepare diffusionllm_instruct`)
+# ----------------------------------------------------------------------------------------------------------
+PAPER_EVAL: dict[str, tuple[EvalSpec, Callable, str]] = {
+    # released set: (evaluation policy, metric as `scripts/metric_instruct.py` computes it, key in paper_results)
+    "iwslt14_deen": (eval_specs.PAPER_TRANSLATION, metrics.bleu_cased_and_uncased("13a"), "iwslt14_de_en_prompt"),
+    "iwslt14_ende": (eval_specs.PAPER_TRANSLATION_INTL, metrics.bleu_cased_and_uncased("intl"), "iwslt14_en_de"),
+    "mmlu": (eval_specs.PAPER_MMLU, metrics.released_exact_match, "mmlu"),
+    "bbh_nlp": (eval_specs.PAPER_BBH, metrics.released_exact_match, "bbh_nlp"),
+    "tydiqa": (eval_specs.PAPER_TYDIQA, metrics.released_exact_match, "tydiqa_goldp"),
+    **{f"mgsm_{lang}": (eval_specs.PAPER_MGSM, metrics.released_number_match, f"mgsm_{lang}")
+       for lang in ("en", "de", "zh")},
+}
+# scripts/eval_instruct.sh's list with Table 6's shots
+PAPER_ZERO_SHOT = ("iwslt14_deen", "mmlu", "bbh_nlp", "tydiqa", "mgsm_en", "mgsm_de")
+PAPER_FEW_SHOT = {"iwslt14_deen": 2, "mmlu": 2, "bbh_nlp": 2, "tydiqa": 1, "mgsm_en": 3, "mgsm_de": 3}
+
+
+def paper_task(name: str, shots: int) -> str:
+    return f"paper:{name}:{shots}shot"
+
+
+def register_paper_tasks(reg: _Registrar) -> None:
+    """`paper:<set>:<k>shot` for every released set and shot count, and the `paper_zero_shot` /
+    `paper_few_shot` mixtures (Table 6's shots)."""
+    for name, ps in sources.PAPER_SETS.items():
+        spec, metric, key = PAPER_EVAL[name]
+        for k in ps.shots:
+            reg.task(paper_task(name, k), _function_source(
+                lambda s, n=name, kk=k: sources.paper_rows(n, kk, s), list(ps.splits)), metric_fns=[metric],
+                spec=dataclasses.replace(spec, shots=k, paper_key=key))
+    reg.mixture("paper_zero_shot", [(paper_task(n, 0), 1.0) for n in PAPER_ZERO_SHOT])
+    reg.mixture("paper_few_shot", [(paper_task(n, k), 1.0) for n, k in PAPER_FEW_SHOT.items()])
 
 
 def register_all(vocab: HFVocabulary, *, flan2022_root: Path | None = None) -> None:
@@ -243,8 +304,14 @@ def register_all(vocab: HFVocabulary, *, flan2022_root: Path | None = None) -> N
     register_translation_tasks(reg)
     register_flan2021(reg)
     register_eval_tasks(reg)
+    register_paper_tasks(reg)
     register_flan2022(reg, flan2022_root)
     _REGISTERED_WITH[:] = [vocab]
+
+
+def mixture_members(name: str) -> list[str]:
+    """The members of registered mixture `name` (tasks or mixtures) in the order they were listed."""
+    return list(_MIXTURE_ORDER.get(name, [t.name for t in seqio.get_mixture_or_task(name).tasks]))
 
 
 def get_task_or_mixture(name: str, vocab: HFVocabulary) -> seqio.Task | seqio.Mixture:

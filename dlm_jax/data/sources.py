@@ -7,6 +7,7 @@ they come from and the command that prepares them.
 """
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import os
@@ -49,8 +50,11 @@ def safe_name(name: str) -> str:
 # ----------------------------------------------------------------------------------------------------------
 # Translation and summarisation
 # ----------------------------------------------------------------------------------------------------------
-DE_EN_PROMPT = "Translate the sentences into English. German: {de} English: "
-EN_DE_PROMPT = "Translate the sentences into German. English: {en} German: "
+# The released prompts (data/instruct/iwslt14/0-shot/*/deen.jsonl, ende.jsonl), two spaces after the instruction
+DE_EN_INSTRUCTION, DE_EN_TURN = "Translate the sentences into English. ", " German: {de} English: "
+EN_DE_INSTRUCTION, EN_DE_TURN = "Translate the sentences into German. ", " English: {en} German: "
+DE_EN_PROMPT = DE_EN_INSTRUCTION + DE_EN_TURN
+EN_DE_PROMPT = EN_DE_INSTRUCTION + EN_DE_TURN
 
 
 def pairs_to_rows(pairs: Iterable[tuple[str, str]], task: str, template: str | None, src_key: str) -> list[dict]:
@@ -74,19 +78,41 @@ def _unbpe(text: str) -> str:
     return re.sub(r"(@@ )|(@@ ?$)", "", text.strip())
 
 
-def _fairseq_pairs(folder: str, split: str, src: str, tgt: str, script: str) -> list[tuple[str, str]]:
-    """(source, target) lines of a fairseq examples/translation prepare script's output folder, BPE removed."""
+def _fairseq_pairs(folder: str, split: str, src: str, tgt: str, script: str, *, detokenize: bool = False
+                   ) -> list[tuple[str, str]]:
+    """(source, target) lines of a fairseq examples/translation prepare script's output folder, BPE removed, and
+    with `detokenize` Moses-detokenised and unescaped (`&apos;` -> `'`)."""
     name = SPLIT_FILE_NAMES[split]
     root = data_dir() / folder
     a, b = root / f"{name}.{src}", root / f"{name}.{tgt}"
     require([a, b], f"fairseq examples/translation/{script}", f"bash {script} && mv {folder} {data_dir()}/")
     with open(a, encoding="utf-8") as fa, open(b, encoding="utf-8") as fb:
-        return [(_unbpe(x), _unbpe(y)) for x, y in zip(fa, fb)]
+        pairs = [(_unbpe(x), _unbpe(y)) for x, y in zip(fa, fb)]
+    if not detokenize:
+        return pairs
+    from sacremoses import MosesDetokenizer
+    ds, dt = MosesDetokenizer(src), MosesDetokenizer(tgt)
+    return [(ds.detokenize(x.split()), dt.detokenize(y.split())) for x, y in pairs]
 
 
 def iwslt_pairs(split: str) -> list[tuple[str, str]]:
-    """IWSLT14 DE-EN as fairseq's prepare-iwslt14.sh leaves it (`iwslt14.tokenized.de-en`), BPE removed."""
-    return _fairseq_pairs("iwslt14.tokenized.de-en", split, "de", "en", "prepare-iwslt14.sh")
+    """IWSLT14 DE-EN as fairseq's prepare-iwslt14.sh leaves it (`iwslt14.tokenized.de-en`: lower-cased), BPE
+    removed, Moses-detokenised and unescaped, as the released evaluation text is
+    (`data/instruct/iwslt14/0-shot/test/deen.jsonl`: "you know, one of ...")."""
+    return _fairseq_pairs("iwslt14.tokenized.de-en", split, "de", "en", "prepare-iwslt14.sh", detokenize=True)
+
+
+def iwslt_few_shot_rows(split: str, shots: int, task: str, seed: int = 0) -> list[dict]:
+    """IWSLT14 DE->EN with `shots` demonstrations from the train split (never the evaluated one), in the released
+    layout: the instruction once, then " German: d English: e" per demonstration, then the question."""
+    pool = iwslt_pairs("train")
+    rng = random.Random(seed)
+    rows = []
+    for de, en in iwslt_pairs(split):
+        demos = rng.sample(pool, shots)
+        turns = "".join(DE_EN_TURN.format(de=d) + e for d, e in demos)
+        rows.append({"inputs": DE_EN_INSTRUCTION + turns + DE_EN_TURN.format(de=de), "targets": en, "task": task})
+    return rows
 
 
 def wmt14_pairs(split: str) -> list[tuple[str, str]]:
@@ -195,21 +221,59 @@ def mmlu_rows(split: str, shots: int, seed: int = 0) -> list[dict]:
     return rows
 
 
+_BBH_OPTION = re.compile(r"^\(([A-R])\)\s*(.*)$")
+
+
+def bbh_lettered(question: str, target: str, words: Sequence[str]) -> tuple[str, str]:
+    """One BBH example recast as the released files have it: " Q: {question}\nA: (A) .. (B) .. A:" and the letter.
+
+    Tasks with options ("Options:\n(A) ..") keep their letters; tasks with word answers (Yes/No, valid/invalid)
+    get `words` (the task's answers, sorted) as the options. The released option order came from BIG-bench's
+    files and is not recoverable from BBH's (docs/FIDELITY.md E4)."""
+    stem, sep, opts = question.partition("\nOptions:\n")
+    if sep:
+        parsed = [_BBH_OPTION.match(line.strip()) for line in opts.splitlines() if line.strip()]
+        options = [(m.group(1), m.group(2)) for m in parsed if m]
+        letter = target.strip().strip("()")
+    else:
+        options = [(LETTERS[i], w) for i, w in enumerate(words)]
+        letter = LETTERS[list(words).index(target.strip())]
+    listed = " ".join(f"({k}) {v}" for k, v in options)
+    return f" Q: {stem}\nA: {listed} A:", letter
+
+
+def bbh_demos(path: Path) -> list[tuple[str, str]]:
+    """(question, answer) of BBH's chain-of-thought prompt file (`cot-prompts/<task>.txt`: three worked
+    demonstrations per task, none of them an evaluated example); the answer is the one after "So the answer is"."""
+    out = []
+    for block in path.read_text(encoding="utf-8").split("\n\nQ: ")[1:]:
+        question = block.split("\nA:")[0].strip()
+        m = re.search(r"So the answer is (.+?)\.?\s*$", block.strip())
+        if m:
+            out.append((question, m.group(1).strip()))
+    return out
+
+
 def bbh_rows(split: str, shots: int, seed: int = 0) -> list[dict]:
+    """BBH's 12 NLP tasks as lettered multiple choice (the released layout: `bbh_lettered`); demonstrations from
+    BBH's `cot-prompts/<task>.txt` (answers only), joined by " |" as released; at most 3 shots."""
     root = data_dir() / "bbh"
     files = [root / f"{t}.json" for t in BBH_NLP]
-    require(files, "github suzgunmirac/BIG-Bench-Hard bbh/*.json (or huggingface lukaemon/bbh)",
-            f"copy the 12 NLP task files into {root}")
-    rng = random.Random(seed)
+    demo_files = [root / "cot-prompts" / f"{t}.txt" for t in BBH_NLP] if shots else []
+    require(files + demo_files, "github suzgunmirac/BIG-Bench-Hard (bbh/*.json, cot-prompts/*.txt)",
+            f"copy the 12 NLP task files into {root} and their cot-prompts/ files into {root / 'cot-prompts'}")
     rows = []
-    for t, f in zip(BBH_NLP, files):
+    for i, (t, f) in enumerate(zip(BBH_NLP, files)):
         exs = json.loads(f.read_text())["examples"]
-        for i, ex in enumerate(exs):
-            prompt = f"{ex['input']} A:"
-            if shots:
-                demos = rng.sample([e for j, e in enumerate(exs) if j != i], min(shots, len(exs) - 1))
-                prompt = few_shot_prompt([(f"{d['input']} A:", d["target"]) for d in demos], prompt)
-            rows.append({"inputs": prompt, "targets": ex["target"].strip("()"), "task": f"bbh:{t}"})
+        demos = bbh_demos(demo_files[i])[:shots] if shots else []
+        if len(demos) < shots:
+            raise MissingDataError(f"{demo_files[i]} has {len(demos)} demonstrations; {shots} are needed")
+        words = sorted({e["target"].strip() for e in exs} | {a for _, a in demos})
+        demo_text = [bbh_lettered(q, a, words) for q, a in demos]
+        for ex in exs:
+            prompt, letter = bbh_lettered(ex["input"], ex["target"], words)
+            rows.append({"inputs": few_shot_prompt(demo_text, prompt, joiner=" |"), "targets": letter,
+                         "task": f"bbh:{t}"})
     return rows
 
 
@@ -283,3 +347,91 @@ def mgsm_rows(split: str, shots: int, lang: str) -> list[dict]:
         raise MissingDataError(f"{demos_file} has {len(demos)} exemplars; {shots} are needed")
     return [{"inputs": few_shot_prompt(demos, template.format(q=q), joiner="") if shots else template.format(q=q),
              "targets": a, "task": f"mgsm_{lang}"} for q, a, *_ in read_tsv(test)]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The paper's own evaluation files (yegcjs/DiffusionLLM `data/instruct/`), read as released
+# ----------------------------------------------------------------------------------------------------------
+PAPER_DIR = "diffusionllm_instruct"
+PAPER_SOURCE = "the paper's repository, github yegcjs/DiffusionLLM (data/instruct/)"
+PAPER_PREPARE = "python -m dlm_jax.data.prepare diffusionllm_instruct --src CLONE/data/instruct"
+
+
+@dataclasses.dataclass(frozen=True)
+class PaperSet:
+    """One released evaluation set: `<folder>/<k>-shot/<split folder>/<file>` JSONL {inputs, targets}, with the
+    subtask of each line in `groups` (a JSON list, line by line) where the set has subtasks, and the examples
+    dropped at 512 tokens counted in `<folder>/<k>-shot.maxlength-<n>.skipped.json`.
+
+    Attributes:
+      folder, file, groups: where the lines and their subtasks are.
+      shots: the k-shot variants released.
+      splits: our split name -> the released split folder ("" where there is none).
+    """
+
+    folder: str
+    file: str
+    shots: tuple[int, ...]
+    splits: dict[str, str]
+    groups: str | None = None
+
+
+PAPER_SETS: dict[str, PaperSet] = {
+    # scripts/eval_instruct.sh: mmlu/<k>/val, bbh-nlp/<k>/validation, iwslt14/<k>/test/deen.jsonl,
+    # tydiqa/<k>/validation (the Flan 2022 file: 8 languages, no English), mgsm/<k>/<lang>.jsonl
+    "iwslt14_deen": PaperSet("iwslt14", "deen.jsonl", (0, 1, 2, 3), {"test": "test", "validation": "validation"}),
+    "iwslt14_ende": PaperSet("iwslt14", "ende.jsonl", (0, 1, 2, 3), {"test": "test", "validation": "validation"}),
+    "mmlu": PaperSet("mmlu", "full.jsonl", (0, 1, 2, 3), {"validation": "val", "test": "test"},
+                     "index2subject.json"),
+    "bbh_nlp": PaperSet("bbh-nlp", "full.jsonl", (0, 1, 2, 3), {"validation": "validation"}, "index2subject.json"),
+    "tydiqa": PaperSet("tydiqa", "flan2022.jsonl", (0, 1), {"validation": "validation"},
+                       "flan2022_index2lang.json"),
+    **{f"mgsm_{lang}": PaperSet("mgsm", f"{lang}.jsonl", (0, 1, 3, 8), {"test": ""}) for lang in ("en", "de", "zh")},
+}
+
+
+def paper_root() -> Path:
+    return data_dir() / PAPER_DIR
+
+
+def paper_files(name: str, shots: int, split: str) -> list[Path]:
+    """The files released set `name`'s `shots`-shot `split` is read from (lines, then subtasks)."""
+    ps = PAPER_SETS[name]
+    folder = paper_root() / ps.folder / f"{shots}-shot" / ps.splits[split]
+    return [folder / ps.file] + ([folder / ps.groups] if ps.groups else [])
+
+
+def paper_skipped(name: str, shots: int, split: str) -> tuple[int, Path | None]:
+    """How many examples the released skip list says were dropped from this set at its maximum length (0 and
+    None where no list is released)."""
+    ps = PAPER_SETS[name]
+    lists = sorted((paper_root() / ps.folder).glob(f"{shots}-shot.maxlength-*.skipped.json"))
+    if not lists:
+        return 0, None
+    counts = json.loads(lists[0].read_text())
+    by_split = counts.get(ps.splits[split]) or counts.get(split) or {}
+    files = paper_files(name, shots, split)
+    if ps.groups and files[1].exists():  # per-subtask counts ("_" where index files have " "), of this file's ones
+        present = {g.replace(" ", "_") for g in json.loads(files[1].read_text())} or set(by_split)
+        return int(sum(v for k, v in by_split.items() if k in present)), lists[0]
+    return int(by_split.get(Path(ps.file).stem, 0)), lists[0]
+
+
+def paper_rows(name: str, shots: int, split: str) -> list[dict]:
+    """Released set `name` exactly as in its files: inputs and targets untouched, the subtask of line i from the
+    index file ("mmlu:abstract algebra"), or `name` itself."""
+    files = paper_files(name, shots, split)
+    require(files, PAPER_SOURCE, PAPER_PREPARE)
+    rows = read_jsonl(files[0])
+    groups = json.loads(files[1].read_text()) if len(files) > 1 else [""] * len(rows)
+    if len(groups) != len(rows):
+        raise MissingDataError(f"{files[1]} lists {len(groups)} subtasks for the {len(rows)} lines of {files[0]}; "
+                               f"the two must come from the same release ({PAPER_PREPARE})")
+    if not rows:
+        n, skip_list = paper_skipped(name, shots, split)
+        raise MissingDataError(f"{files[0]} holds no example: the released skip list "
+                               f"{skip_list or '(none released)'} drops {n} examples of this set at its maximum "
+                               "length; evaluate another shot count or split")
+    base = name.split("_")[0] if name.startswith("mgsm") else name
+    return [{"inputs": r["inputs"], "targets": r["targets"], "task": f"{base}:{g}" if g else name}
+            for r, g in zip(rows, groups)]

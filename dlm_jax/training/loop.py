@@ -38,9 +38,14 @@ def validation_metrics(s: Setup, params: Any) -> dict[str, float]:
         return {}
     gen = Generator.with_vocab(s.model, params, s.vocab, s.spec.max_length, vocab_map=s.vocab_map)
     evaluator = Evaluator(gen, s.vocab, s.run.sampler, s.spec)
-    request = EvalRequest(length="oracle", steps=s.run.sampler.steps, rank_samples=0, seed=s.run.seed)
-    out = evaluator.evaluate(s.run.data.task, s.eval_examples, request, split=s.run.data.eval_split)
-    return {f"eval_{k}": v for k, v in out["metrics"].items()}
+    own = bool(s.run.data.eval_tasks)  # configured tasks: each task's own protocol
+    request = EvalRequest(length="task" if own else "oracle", steps=None if own else s.run.sampler.steps,
+                          rank_samples=0, seed=s.run.seed)
+    out: dict[str, float] = {}
+    for data in s.eval_data:
+        prefix = f"eval/{data.task}/" if own else "eval_"
+        out.update({prefix + k: v for k, v in evaluator.evaluate(data, request)["metrics"].items()})
+    return out
 
 
 def _hooks(s: Setup, rundir: RunDir, mngr: Any, start: int, preemption: hooks.Preemption
@@ -58,7 +63,7 @@ def _hooks(s: Setup, rundir: RunDir, mngr: Any, start: int, preemption: hooks.Pr
             run.peak_tflops))
     out: list = [metrics, hooks.NonFiniteGuard(mngr, rundir, every=run.log_every_steps, total=run.num_train_steps,
                                                 max_bad=run.max_bad_steps)]
-    if s.eval_examples is not None and run.eval_every_steps:
+    if s.eval_data and run.eval_every_steps:
         out.append(hooks.PeriodicEval(lambda p: validation_metrics(s, p), log, every=run.eval_every_steps,
                                       restart_window=metrics.restart_window))
     out.append(hooks.Checkpointer(mngr, every=run.checkpoint_every_steps, total=run.num_train_steps,

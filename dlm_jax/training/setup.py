@@ -23,6 +23,7 @@ from dlm_jax.data.features import FeatureSpec
 from dlm_jax.data.vocab import HFVocabulary
 from dlm_jax.errors import ConfigError
 from dlm_jax.inference import restore_run
+from dlm_jax.inference.evaluator import EvalRequest, TaskData, check_available, load_task_data, task_names
 from dlm_jax.model import MaskedLM, get_config as get_model_config
 from dlm_jax.model.length import LengthPredictor
 from dlm_jax.model.prune import VocabMap, prune_params
@@ -43,7 +44,7 @@ class Setup:
     state: State
     frozen: Any
     train_data: Any
-    eval_examples: pipeline.Examples | None
+    eval_data: list[TaskData]
     step_fn: Callable
     schedule: optax.Schedule
 
@@ -133,6 +134,20 @@ def _loss_and_trainable(run: RunConfig, model: MaskedLM, params: Any, mask_id: i
     return length_loss_fn(model, head), trainable, params
 
 
+def periodic_eval_data(run: RunConfig, vocab: HFVocabulary, spec: FeatureSpec) -> list[TaskData]:
+    """The cached evaluation splits of the periodic evaluation: `data.eval_tasks` (mixtures expanded; each task's
+    own split) or the training task's `data.eval_split`; the first `data.eval_examples` of each."""
+    if run.data.eval_tasks:
+        names, split = [t for n in run.data.eval_tasks for t in task_names(n, vocab)], None
+    elif run.data.eval_split:
+        names, split = [run.data.task], run.data.eval_split
+    else:
+        return []
+    check_available(names, vocab, split)
+    request = EvalRequest(split=split, limit=run.data.eval_examples or None)
+    return [load_task_data(n, vocab, spec, request) for n in names]
+
+
 def setup(run: RunConfig) -> Setup:
     mesh = parallel.make_mesh(dict(run.mesh.shape))
     built = build_model(run, mesh)
@@ -141,10 +156,7 @@ def setup(run: RunConfig) -> Setup:
     train = None
     if run.data.cache:
         train = pipeline.load_examples(run.data.task, "train", spec, vocab, limit=run.data.train_limit)
-    eval_examples = None
-    if run.eval_every_steps and run.data.eval_split:
-        eval_examples = pipeline.load_examples(run.data.task, run.data.eval_split, spec, vocab,
-                                               limit=run.data.eval_examples)
+    eval_data = periodic_eval_data(run, vocab, spec) if run.eval_every_steps else []
     built = prune_vocabulary(run, built, vocab, train)
     vmap = built.vocab_map
     train_data = build_train_data(run, train, spec, vocab, vmap)
@@ -157,4 +169,4 @@ def setup(run: RunConfig) -> Setup:
     step_fn = make_train_step(loss_fn, tx, schedule, grad_accum=run.optimizer.grad_accum, seed=run.seed)
     jitted = parallel.jit_train_step(step_fn, state, mesh, run.mesh.rules)
     return Setup(run, mesh, built.model, built.tokenizer, vocab, spec, vmap, state, frozen, train_data,
-                 eval_examples, jitted, schedule)
+                 eval_data, jitted, schedule)

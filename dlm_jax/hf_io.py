@@ -50,7 +50,12 @@ def _out_kernel(x: np.ndarray, cfg: ModelConfig) -> np.ndarray:  # [e, h*d] -> [
     return x.T.reshape(cfg.num_heads, cfg.head_dim, cfg.hidden_size)
 
 
+def _geglu_in(x: np.ndarray, cfg: ModelConfig) -> np.ndarray:  # Wi [2m, e] (input rows, then gate) -> [e, 2, m]
+    return x.T.reshape(cfg.hidden_size, 2, cfg.intermediate_size)
+
+
 _INVERSE: dict[Callable, Callable[[np.ndarray, ModelConfig], np.ndarray]] = {
+    _geglu_in: lambda x, c: x.reshape(c.hidden_size, -1).T,
     _ident: lambda x, c: x,
     _linear: lambda x, c: x.T,
     _qkv_kernel: lambda x, c: x.reshape(c.hidden_size, -1).T,
@@ -64,6 +69,7 @@ class Rule:
     hf: str  # regex over the HF key ({i} = layer index); canonical spelling first for export
     flax: str  # "/"-joined param path ({i} = layer index)
     transform: Callable[[np.ndarray, ModelConfig], np.ndarray] = _ident
+    first_layer: int = 0  # layers below this one have no such parameter (ModernBERT's layer 0 attention norm)
 
     def export_key(self) -> str:
         """The canonical HF key (first alternative of each group)."""
@@ -71,8 +77,55 @@ class Rule:
         return key.replace("\\.", ".")
 
 
+def _modernbert_table() -> list[Rule]:
+    """ModernBertForMaskedLM. The fused `attn.Wqkv` is split into q / k / v rows before matching (`_split_fused`)."""
+    L = r"model\.layers\.{i}"
+    rules = [Rule(r"model\.embeddings\.tok_embeddings\.weight", "word/embedding"),
+             Rule(r"model\.embeddings\.norm\.weight", "embed_ln/scale"),
+             Rule(rf"{L}\.attn_norm\.weight", "layers_{i}/attention_ln/scale", first_layer=1),
+             *[Rule(rf"{L}\.attn\.Wqkv\.{n}\.weight", f"layers_{{i}}/attention/{n}/kernel", _qkv_kernel)
+               for n in ("query", "key", "value")],
+             Rule(rf"{L}\.attn\.Wo\.weight", "layers_{i}/attention/out/kernel", _out_kernel),
+             Rule(rf"{L}\.mlp_norm\.weight", "layers_{i}/mlp_ln/scale"),
+             Rule(rf"{L}\.mlp\.Wi\.weight", "layers_{i}/mlp/wi/kernel", _geglu_in),
+             Rule(rf"{L}\.mlp\.Wo\.weight", "layers_{i}/mlp/wo/kernel", _linear),
+             Rule(r"model\.final_norm\.weight", "final_ln/scale"),
+             Rule(r"head\.dense\.weight", "head_dense/kernel", _linear),
+             Rule(r"head\.norm\.weight", "head_ln/scale"),
+             Rule(r"decoder\.bias", "head_bias")]
+    return rules
+
+
+_FUSED_QKV = re.compile(r"(model\.layers\.\d+\.attn\.Wqkv)\.weight$")
+
+
+def _split_fused(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """ModernBERT's `Wqkv.weight` [3 e, e] -> `Wqkv.{query,key,value}.weight` [e, e] (rows in that order)."""
+    out = {}
+    for k, v in state.items():
+        m = _FUSED_QKV.match(k)
+        if m:
+            for name, part in zip(("query", "key", "value"), np.split(np.asarray(v), 3, axis=0)):
+                out[f"{m.group(1)}.{name}.weight"] = part
+        else:
+            out[k] = v
+    return out
+
+
+def _merge_fused(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The inverse of `_split_fused`, for export."""
+    out = {k: v for k, v in state.items() if ".Wqkv." not in k}
+    for k in state:
+        if k.endswith(".Wqkv.query.weight"):
+            stem = k[:-len(".query.weight")]
+            out[f"{stem}.weight"] = np.concatenate([state[f"{stem}.{n}.weight"] for n in ("query", "key", "value")])
+    return out
+
+
 def key_table(cfg: ModelConfig) -> list[Rule]:
     """The HF <-> flax mapping for `cfg.family`."""
+    if cfg.family == "modernbert":
+        return _modernbert_table()
     base = "bert" if cfg.family == "bert" else "roberta"
     e, L = rf"{base}\.embeddings", rf"{base}\.encoder\.layer\.{{i}}"
     rules = [
@@ -115,7 +168,7 @@ def key_table(cfg: ModelConfig) -> list[Rule]:
 
 # Keys that carry no extra information (tied copies, buffers, heads we do not use).
 _IGNORED = [r".*\.position_ids$", r".*pooler\..*", r"cls\.seq_relationship\..*", r".*predictions\.decoder\.(weight|bias)$",
-            r"lm_head\.decoder\.(weight|bias)$", r".*embeddings\.token_type_ids$"]
+            r"lm_head\.decoder\.(weight|bias)$", r".*embeddings\.token_type_ids$", r"decoder\.weight$"]
 
 
 
@@ -124,7 +177,7 @@ def _expand(rules: list[Rule], num_layers: int) -> list[tuple[re.Pattern[str], s
     out = []
     for r in rules:
         if "{i}" in r.flax:
-            for i in range(num_layers):
+            for i in range(r.first_layer, num_layers):
                 out.append((re.compile(r.hf.replace("{i}", str(i)) + "$"), r.flax.replace("{i}", str(i)), r))
         else:
             out.append((re.compile(r.hf + "$"), r.flax, r))
@@ -136,6 +189,8 @@ def convert_hf_state(state: dict[str, np.ndarray], cfg: ModelConfig) -> dict[str
     expected = {"/".join(k): v for k, v in traverse_util.flatten_dict(nn.unbox(abstract_params(cfg.replace(
         scan_layers=False)))).items()}
     table = _expand(key_table(cfg), cfg.num_layers)
+    if cfg.family == "modernbert":
+        state = _split_fused(state)
     flat: dict[str, np.ndarray] = {}
     unexpected, mismatched, mismatched_paths = [], [], set()
     for key, value in state.items():
@@ -279,7 +334,7 @@ def export_state_dict(params: Any, cfg: ModelConfig) -> dict[str, np.ndarray]:
         if m:
             hf_key = hf_key.replace("{i}", m.group(1))
         out[hf_key] = np.ascontiguousarray(_INVERSE[rule.transform](flat[path], cfg))
-    return out
+    return _merge_fused(out) if cfg.family == "modernbert" else out
 
 
 def save_hf(params: Any, cfg: ModelConfig, out_dir: str | os.PathLike[str], *, tokenizer: Any = None,

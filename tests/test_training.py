@@ -295,3 +295,20 @@ def test_pruned_vocabulary_counts_every_id_of_the_shard():
     from dlm_jax.training.setup import token_counts
     tokens = np.array([[5, 5, 7, 1], [9, 1, 1, 1]])
     np.testing.assert_array_equal(token_counts(tokens, 12), [0, 4, 0, 0, 0, 2, 0, 1, 0, 1, 0, 0])
+
+
+@pytest.mark.slow
+def test_periodic_evaluation_runs_the_configured_tasks_through_the_evaluator(tmp_path):
+    wd = tmp_path / "run"
+    # two tasks, each with its own protocol (ding_de_en: 50 steps, oracle length), logged per task
+    cfg = _cfg(num_train_steps=2, eval_every_steps=2, **{"data.eval_tasks": "ding_de_en,ding_de_en_prompt",
+                                                         "data.eval_examples": 3})
+    loop.run(parse(cfg), wd)
+    rows = [json.loads(l) for l in (wd / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in rows if any(k.startswith("eval/") for k in r)]
+    assert len(evals) == 1 and evals[0]["step"] == 2
+    assert {"eval/ding_de_en/bleu", "eval/ding_de_en/bleu_cased", "eval/ding_de_en_prompt/bleu"} <= set(evals[0])
+    # the default: the training task on data.eval_split, as "eval_<metric>"
+    loop.run(parse(_cfg(num_train_steps=2, eval_every_steps=2, **{"data.eval_examples": 3})), tmp_path / "b")
+    rows = [json.loads(l) for l in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert any("eval_bleu" in r for r in rows)

@@ -77,7 +77,7 @@ def prepare_diffusionllm_instruct(src: Path, out: Path) -> dict[str, dict]:
     present = [(key, rel) for key, rel in wanted if (src / rel).exists()]
     if not present:
         raise MissingDataError(f"no released evaluation file under {src}; pass --src CLONE/data/instruct of "
-                               "github yegcjs/DiffusionLLM (git lfs pull if its large files are pointers)")
+                               "github yegcjs/DiffusionLLM")
     manifest: dict[str, dict] = {}
     for key, rel in present:
         (out / rel).parent.mkdir(parents=True, exist_ok=True)

@@ -78,7 +78,9 @@ def restore_run(workdir: str | Path, *, config: ml_collections.ConfigDict | None
     config.mesh.shape = dict(mesh.shape)  # the inference mesh, not the one the run trained on
     run = config_lib.parse(config, num_devices=mesh.size)
     step = rundir.checkpoint_step(step)
-    model_config: ModelConfig = run.model.apply(rundir.read_model_config())
+    saved = rundir.read_model_config()
+    # the saved vocabulary size wins (a pruned run's is the pruned one, whatever `model.overrides` says)
+    model_config: ModelConfig = run.model.apply(saved).replace(vocab_size=saved.vocab_size)
     params, got = rundir.restore_params(sharded_abstract(abstract_params(model_config), mesh, run.mesh.rules), step)
     return RestoredRun(run, MaskedLM(model_config), params, HFVocabulary(rundir.read_tokenizer()),
                        rundir.read_vocab_map(), got, mesh)

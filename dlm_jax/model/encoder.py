@@ -1,8 +1,12 @@
-"""BERT / RoBERTa / XLM-R (post-LN) and XLM-R XL / XXL (pre-LN) masked language models in Flax.
+"""BERT / RoBERTa / XLM-R (post-LN), XLM-R XL / XXL (pre-LN) and ModernBERT masked language models in Flax.
 
-Layouts follow HuggingFace's `modeling_bert.py`, `modeling_xlm_roberta.py` and `modeling_xlm_roberta_xl.py`:
+Layouts follow HuggingFace's `modeling_bert.py`, `modeling_xlm_roberta.py`, `modeling_xlm_roberta_xl.py` and
+`modeling_modernbert.py`:
 - post-LN (bert, roberta): emb -> LN -> dropout; per block x = LN(x + attn(x)); x = LN(x + mlp(x)).
 - pre-LN (xlmr-xl): emb -> dropout (no LN); per block x = x + attn(LN(x)); x = x + mlp(LN(x)); final LN.
+- modernbert: token emb -> LN -> dropout (no position table); per block x = x + attn(LN(x)) (no LN before the
+  first layer's attention; RoPE; global or sliding-window attention by `cfg.layer_types`), x = x + GeGLU(LN(x));
+  final LN; no biases anywhere but the decoder's.
 - MLM head: dense -> exact gelu -> LN -> tied decoder (word embeddings^T) + bias.
 """
 from __future__ import annotations
@@ -56,6 +60,29 @@ class Block(nn.Module):
         return nn.with_logical_constraint(x, _ACT), None
 
 
+class ModernBlock(nn.Module):
+    """One ModernBERT layer (`index` picks global or sliding-window attention and its RoPE base). Returns (x, None)."""
+
+    cfg: ModelConfig
+    index: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array, mask_bias: jax.Array, positions: jax.Array, deterministic: bool
+                 ) -> tuple[jax.Array, None]:
+        cfg, dt = self.cfg, _dtypes(self.cfg)
+        local = cfg.attention_kinds[self.index] == "sliding_attention"
+        attn = SelfAttention(cfg.num_heads, cfg.head_dim, cfg.attention_dropout, deterministic, **dt,
+                             implementation=cfg.attention, use_bias=False,
+                             rope_theta=cfg.local_rope_theta if local else cfg.rope_theta,
+                             window=cfg.local_window // 2 if local else None, name="attention")
+        mlp = Mlp(cfg.intermediate_size, **dt, gated=True, use_bias=False, name="mlp")
+        drop = functools.partial(nn.Dropout(cfg.hidden_dropout), deterministic=deterministic)
+        h = x if self.index == 0 else LayerNorm(cfg.layer_norm_eps, **dt, use_bias=False, name="attention_ln")(x)
+        x = x + drop(attn(h, mask_bias, positions))
+        x = x + drop(mlp(LayerNorm(cfg.layer_norm_eps, **dt, use_bias=False, name="mlp_ln")(x)))
+        return nn.with_logical_constraint(x, _ACT), None
+
+
 class MaskedLM(nn.Module):
     """A masked LM. `__call__` returns float32 logits [batch, length or P, vocab].
 
@@ -68,33 +95,40 @@ class MaskedLM(nn.Module):
 
     def setup(self) -> None:
         cfg, dt = self.cfg, _dtypes(self.cfg)
+        modern = cfg.family == "modernbert"
         self.word = Embed(cfg.vocab_size, cfg.hidden_size, axes.VOCAB, **dt)
-        self.position = Embed(cfg.max_positions, cfg.hidden_size, axes.POSITIONS, **dt)
+        if not modern:
+            self.position = Embed(cfg.max_positions, cfg.hidden_size, axes.POSITIONS, **dt)
         if cfg.type_vocab_size > 0:
             self.token_type = Embed(cfg.type_vocab_size, cfg.hidden_size, axes.CLASSES, **dt)
         if cfg.family != "xlmr-xl":
-            self.embed_ln = LayerNorm(cfg.layer_norm_eps, **dt)
-        else:
-            self.final_ln = LayerNorm(cfg.layer_norm_eps, **dt)
+            self.embed_ln = LayerNorm(cfg.layer_norm_eps, **dt, use_bias=not modern)
+        if cfg.family in ("xlmr-xl", "modernbert"):
+            self.final_ln = LayerNorm(cfg.layer_norm_eps, **dt, use_bias=not modern)
         self.head_dense = Einsum(shape=(cfg.hidden_size, cfg.hidden_size), kernel_axes=(axes.EMBED, None),
-                                 eq="...e,ef->...f", bias_axes=(None,), **dt)
-        self.head_ln = LayerNorm(cfg.layer_norm_eps, **dt)
+                                 eq="...e,ef->...f", bias_axes=None if modern else (None,), **dt)
+        self.head_ln = LayerNorm(cfg.layer_norm_eps, **dt, use_bias=not modern)
         self.dropout = nn.Dropout(cfg.hidden_dropout)
-        block = Block
+        self.layers = self._layers(cfg)
+        self.head_bias = self.param("head_bias", nn.with_logical_partitioning(nn.initializers.zeros, (axes.VOCAB,)),
+                                    (cfg.vocab_size,), jnp.dtype(cfg.param_dtype))
+
+    @staticmethod
+    def _layers(cfg: ModelConfig) -> Any:
+        block = ModernBlock if cfg.family == "modernbert" else Block
         if cfg.remat != "none":
             if cfg.remat not in REMAT_POLICIES:
                 raise ConfigError(f"unknown remat policy {cfg.remat!r}; choose one of {['none', *REMAT_POLICIES]}")
-            # static_argnums counts `self`: (self, x, mask_bias, deterministic).
-            block = nn.remat(Block, policy=REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers,
-                             static_argnums=(3,))
+            # static_argnums counts `self`: (self, x, mask_bias, [positions,] deterministic).
+            block = nn.remat(block, policy=REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers,
+                             static_argnums=(4,) if block is ModernBlock else (3,))
         if cfg.scan_layers:
-            self.layers = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
-                                  in_axes=(nn.broadcast, nn.broadcast), length=cfg.num_layers,
-                                  metadata_params={nn.PARTITION_NAME: axes.LAYERS})(cfg)
-        else:
-            self.layers = [block(cfg, name=f"layers_{i}") for i in range(cfg.num_layers)]
-        self.head_bias = self.param("head_bias", nn.with_logical_partitioning(nn.initializers.zeros, (axes.VOCAB,)),
-                                    (cfg.vocab_size,), jnp.dtype(cfg.param_dtype))
+            return nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
+                           in_axes=(nn.broadcast, nn.broadcast), length=cfg.num_layers,
+                           metadata_params={nn.PARTITION_NAME: axes.LAYERS})(cfg)
+        if cfg.family == "modernbert":
+            return [block(cfg, i, name=f"layers_{i}") for i in range(cfg.num_layers)]
+        return [block(cfg, name=f"layers_{i}") for i in range(cfg.num_layers)]
 
     def position_ids(self, attention_mask: jax.Array, segment_ids: jax.Array | None = None) -> jax.Array:
         """[batch, length] positions: arange for BERT; cumsum(mask) * mask + padding_idx for (XLM-)RoBERTa.
@@ -124,7 +158,9 @@ class MaskedLM(nn.Module):
         cfg = self.cfg
         if attention_mask is None:
             attention_mask = (input_ids != cfg.pad_token_id).astype(jnp.int32)
-        x = self.word(input_ids) + self.position(self.position_ids(attention_mask, segment_ids))
+        x = self.word(input_ids)
+        if cfg.family != "modernbert":
+            x = x + self.position(self.position_ids(attention_mask, segment_ids))
         if cfg.type_vocab_size > 0:
             tt = jnp.zeros_like(input_ids) if token_type_ids is None else token_type_ids
             x = x + self.token_type(tt)
@@ -138,12 +174,17 @@ class MaskedLM(nn.Module):
             bias = padding_bias(attention_mask)
         else:  # the fused kernels take key lengths (rows are right-padded)
             bias = padding_lengths(attention_mask)
-        if self.cfg.scan_layers:
+        if cfg.family == "modernbert":  # RoPE positions: 0.. per row (HF's arange), or per packed example
+            pos = (positions_in_segment(segment_ids) if segment_ids is not None
+                   else jnp.broadcast_to(jnp.arange(input_ids.shape[1]), input_ids.shape))
+            for layer in self.layers:
+                x, _ = layer(x, bias, pos, deterministic)
+        elif self.cfg.scan_layers:
             x, _ = self.layers(x, bias, deterministic)
         else:
             for layer in self.layers:
                 x, _ = layer(x, bias, deterministic)
-        if cfg.family == "xlmr-xl":
+        if cfg.family in ("xlmr-xl", "modernbert"):
             x = self.final_ln(x)
         return x
 

@@ -53,24 +53,28 @@ class Einsum(nn.Module):
 
 
 class LayerNorm(nn.Module):
-    """LayerNorm computed in float32 (HF eps), with logically named scale and bias."""
+    """LayerNorm computed in float32 (HF eps), with logically named scale and (unless `use_bias=False`, as
+    ModernBERT's) bias."""
 
     eps: float = 1e-5
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+    use_bias: bool = True
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         d = x.shape[-1]
         scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, (axes.NORM,)), (d,),
                            self.param_dtype)
-        bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, (axes.NORM,)), (d,),
-                          self.param_dtype)
         xf = x.astype(jnp.float32)
         mean = xf.mean(-1, keepdims=True)
         var = jnp.square(xf - mean).mean(-1, keepdims=True)
-        y = (xf - mean) * jax.lax.rsqrt(var + self.eps)
-        return (y * scale.astype(jnp.float32) + bias.astype(jnp.float32)).astype(self.dtype)
+        y = (xf - mean) * jax.lax.rsqrt(var + self.eps) * scale.astype(jnp.float32)
+        if self.use_bias:
+            bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, (axes.NORM,)), (d,),
+                              self.param_dtype)
+            y = y + bias.astype(jnp.float32)
+        return y.astype(self.dtype)
 
 
 class Embed(nn.Module):
@@ -117,11 +121,33 @@ class Embed(nn.Module):
         return y[..., :self.num_embeddings] if table.shape[0] != self.num_embeddings else y
 
 
+def apply_rope(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
+    """Rotary position embedding of [batch, length, heads, dim] `x` at [batch, length] `positions` (HF's
+    rotate-half layout: the first and second halves of each head are the two components), in float32."""
+    d = x.shape[-1]
+    inv_freq = 1.0 / (theta ** (jnp.arange(0, d, 2, dtype=jnp.float32) / d))
+    freqs = positions[..., None].astype(jnp.float32) * inv_freq
+    emb = jnp.concatenate([freqs, freqs], axis=-1)[:, :, None, :]
+    xf = x.astype(jnp.float32)
+    rotated = jnp.concatenate([-xf[..., d // 2:], xf[..., :d // 2]], axis=-1)
+    return (xf * jnp.cos(emb) + rotated * jnp.sin(emb)).astype(x.dtype)
+
+
+def window_bias(length: int, window: int) -> jax.Array:
+    """[1, 1, length, length] additive bias keeping keys within `window` positions of the query (|q - k| <=
+    window, HF's bidirectional sliding window); the einsum path's only dense local mask."""
+    idx = jnp.arange(length)
+    near = jnp.abs(idx[:, None] - idx[None, :]) <= window
+    return jnp.where(near, 0.0, jnp.finfo(jnp.float32).min).astype(jnp.float32)[None, None]
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention with a padding mask; q/k/v kernels are [embed, heads, kv].
 
     `implementation`: "einsum" (explicit einsums, float32 softmax, attention dropout), or "xla" / "cudnn" for
     `jax.nn.dot_product_attention` (cudnn: the fused flash kernel on NVIDIA GPUs; no attention dropout).
+    ModernBERT options: `use_bias=False`, `rope_theta` (rotary embedding of q and k at the given positions) and
+    `window` (sliding-window attention: the fused kernels take it as `local_window_size`, no L x L mask).
     """
 
     num_heads: int
@@ -131,23 +157,31 @@ class SelfAttention(nn.Module):
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
     implementation: str = "einsum"
+    use_bias: bool = True
+    rope_theta: float | None = None
+    window: int | None = None
 
     @nn.compact
-    def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, mask: jax.Array, positions: jax.Array | None = None) -> jax.Array:
         """x: [batch, length, embed].
 
         mask: [batch, 1, 1 or length, length] additive bias (0 or very negative, `padding_bias` / `segment_bias`);
         the fused implementations also take [batch] int key lengths of right-padded rows (`padding_lengths`).
+        positions: [batch, length] (RoPE only).
         """
         e = x.shape[-1]
         proj = dict(shape=(e, self.num_heads, self.head_dim), kernel_axes=(axes.EMBED, axes.HEADS, axes.KV),
-                    eq="ble,ehd->blhd", bias_axes=(axes.HEADS, axes.KV), dtype=self.dtype,
-                    param_dtype=self.param_dtype)
+                    eq="ble,ehd->blhd", bias_axes=(axes.HEADS, axes.KV) if self.use_bias else None,
+                    dtype=self.dtype, param_dtype=self.param_dtype)
         q = Einsum(**proj, name="query")(x)
         k = Einsum(**proj, name="key")(x)
         v = Einsum(**proj, name="value")(x)
+        if self.rope_theta is not None:
+            q, k = apply_rope(q, positions, self.rope_theta), apply_rope(k, positions, self.rope_theta)
         q = nn.with_logical_constraint(q, (axes.BATCH, axes.LENGTH, axes.HEADS, axes.KV))
         if self.implementation == "einsum":
+            if self.window is not None:
+                mask = mask + window_bias(x.shape[1], self.window) if mask.ndim == 4 else mask
             scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / jnp.sqrt(self.head_dim)
             probs = jax.nn.softmax(scores + mask, axis=-1)
             if self.dropout > 0 and not self.deterministic:
@@ -157,35 +191,47 @@ class SelfAttention(nn.Module):
             if self.dropout > 0 and not self.deterministic:
                 raise ConfigError(f"attention {self.implementation!r} has no attention-probability dropout; set "
                                  "--config.model.attention_dropout=0 (or model.attention='einsum')")
+            window = None if self.window is None else (self.window, self.window)
             if mask.ndim == 1:  # right padding: keys beyond each row's length are masked
-                ctx = jax.nn.dot_product_attention(q, k, v, key_value_seq_lengths=mask,
+                ctx = jax.nn.dot_product_attention(q, k, v, key_value_seq_lengths=mask, local_window_size=window,
                                                    implementation=self.implementation)
             else:
-                ctx = jax.nn.dot_product_attention(q, k, v, mask=mask == 0, implementation=self.implementation)
+                ctx = jax.nn.dot_product_attention(q, k, v, mask=mask == 0, local_window_size=window,
+                                                   implementation=self.implementation)
         return Einsum(shape=(self.num_heads, self.head_dim, e), kernel_axes=(axes.HEADS, axes.KV, axes.EMBED),
-                      eq="blhd,hde->ble", bias_axes=(axes.EMBED,), dtype=self.dtype, param_dtype=self.param_dtype,
-                      name="out")(ctx)
+                      eq="blhd,hde->ble", bias_axes=(axes.EMBED,) if self.use_bias else None, dtype=self.dtype,
+                      param_dtype=self.param_dtype, name="out")(ctx)
 
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {"gelu": lambda h: gelu_exact(h), "relu": jax.nn.relu}
 
 
 class Mlp(nn.Module):
-    """dense -> activation (exact gelu, or relu) -> dense."""
+    """dense -> activation (exact gelu, or relu) -> dense; `gated`: ModernBERT's GeGLU, act(x W_in) * (x W_gate)
+    with the two input projections as one [embed, 2, mlp] kernel (HF's `Wi`, chunked in that order)."""
 
     intermediate_size: int
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
     activation: str = "gelu"
+    gated: bool = False
+    use_bias: bool = True
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        e = x.shape[-1]
-        h = Einsum(shape=(e, self.intermediate_size), kernel_axes=(axes.EMBED, axes.MLP), eq="ble,em->blm",
-                   bias_axes=(axes.MLP,), dtype=self.dtype, param_dtype=self.param_dtype, name="wi")(x)
-        h = nn.with_logical_constraint(ACTIVATIONS[self.activation](h), (axes.BATCH, axes.LENGTH, axes.MLP))
-        return Einsum(shape=(self.intermediate_size, e), kernel_axes=(axes.MLP, axes.EMBED), eq="blm,me->ble",
-                      bias_axes=(axes.EMBED,), dtype=self.dtype, param_dtype=self.param_dtype, name="wo")(h)
+        e, m = x.shape[-1], self.intermediate_size
+        dt = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        if self.gated:
+            h = Einsum(shape=(e, 2, m), kernel_axes=(axes.EMBED, None, axes.MLP), eq="ble,egm->blgm",
+                       bias_axes=(None, axes.MLP) if self.use_bias else None, **dt, name="wi")(x)
+            h = ACTIVATIONS[self.activation](h[..., 0, :]) * h[..., 1, :]
+        else:
+            h = Einsum(shape=(e, m), kernel_axes=(axes.EMBED, axes.MLP), eq="ble,em->blm",
+                       bias_axes=(axes.MLP,) if self.use_bias else None, **dt, name="wi")(x)
+            h = ACTIVATIONS[self.activation](h)
+        h = nn.with_logical_constraint(h, (axes.BATCH, axes.LENGTH, axes.MLP))
+        return Einsum(shape=(m, e), kernel_axes=(axes.MLP, axes.EMBED), eq="blm,me->ble",
+                      bias_axes=(axes.EMBED,) if self.use_bias else None, **dt, name="wo")(h)
 
 
 def padding_bias(attention_mask: jax.Array) -> jax.Array:

@@ -9,6 +9,8 @@ the sizes of that device's arguments, outputs, temporaries and aliased (donated)
     python bench/compile_memory.py --devices 64 --grad-accum 4     # 64-way FSDP, micro-batch 512
     python bench/compile_memory.py --model xlmr-base --devices 8 --batch 64 --remat none --no-scan
     python bench/compile_memory.py --mode sample --devices 8 --batch 64      # the sampler's jitted loop, xxl
+    python bench/compile_memory.py --model modernbert-large --length 8192 --batch 8 --no-scan \
+        --max-predictions 1024 --attention xla                     # ModernBERT-large, 8k tokens, 8-way FSDP
 
 Defaults are the paper's XXL instruction-tuning run (configs/flan2022.py:xxl): 2,048 sequences per step of up
 to 512 tokens, bf16 compute with fp32 params and Adam state, full remat, scanned layers. Peak per device is
@@ -45,6 +47,8 @@ def _parse() -> argparse.Namespace:
     ap.add_argument("--budget-gib", type=float, default=16.0)
     ap.add_argument("--mode", choices=["train", "sample"], default="train",
                     help="sample: the inference sampler (inference.Generator's jitted fori_loop), params only")
+    ap.add_argument("--attention", default="einsum", help="einsum | xla | cudnn (model.attention; einsum and the "
+                    "CPU's xla path hold [heads, L, L] scores, cudnn's flash kernel does not)")
     ap.add_argument("--steps", type=int, default=50, help="sampler steps (--mode sample)")
     ap.add_argument("--response", type=int, default=256, help="response positions per row (--mode sample)")
     return ap.parse_args()
@@ -116,7 +120,7 @@ def main() -> None:
     mesh = parallel.make_mesh({"data": 1, "fsdp": args.devices // args.tensor, "tensor": args.tensor})
     rules = DEFAULT_RULES
     cfg = get_config(args.model, dtype=args.dtype, remat=args.remat, scan_layers=not args.no_scan,
-                     param_dtype=args.param_dtype)
+                     param_dtype=args.param_dtype, attention=args.attention, attention_dropout=0.0)
     model = MaskedLM(cfg)
     L = args.length
     micro = args.batch // args.grad_accum

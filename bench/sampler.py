@@ -9,7 +9,10 @@ direct transcription of the paper code's `_reparam_decoding` loop around the Hug
     python bench/sampler.py --shapes bert-tiny --steps 10,50 --batch-sizes 1,8,32 --lengths 32,64
 
 Shapes: `bert-tiny` uses the bundled pretrained BERT (real weights); `xlmr-base` a randomly initialised
-XLMRobertaForMaskedLM of the real size (12 layers, hidden 768, 250,002-id head). Each row of a batch has a prompt
+XLMRobertaForMaskedLM of the real size (12 layers, hidden 768, 250,002-id head); `modernbert-base` a randomly
+initialised ModernBertForMaskedLM of the real size (22 layers, hidden 768, window 128, eager attention):
+
+    python bench/sampler.py --shapes modernbert-base --steps 10 --lengths 64,256 --xlmr-batch-sizes 1,4 Each row of a batch has a prompt
 of about half the sequence and a response of the rest, with lengths varied across rows (padding included).
 tokens/s counts generated (response) tokens per second of wall time, after compilation / warm-up.
 """
@@ -87,8 +90,14 @@ XLMR_SHAPES = {"xlmr-base": dict(hidden_size=768, num_hidden_layers=12, num_atte
                                   intermediate_size=4096)}
 
 
+MODERNBERT_SHAPES = {"modernbert-base": dict(hidden_size=768, num_hidden_layers=22, num_attention_heads=12,
+                                             intermediate_size=1152)}
+SPECIAL = {"bert-tiny": (101, 0), "xlmr-base": (0, 1), "xlmr-large": (0, 1), "modernbert-base": (50281, 50283)}
+
+
 def hf_model(shape: str, workdir: Path):
-    """(torch model, HF dir) for the shape: the bundled BERT, or a random XLM-R base / large saved to `workdir`."""
+    """(torch model, HF dir) for the shape: the bundled BERT, or a random XLM-R base / large or ModernBERT-base
+    (eager attention, with its sliding window) saved to `workdir`."""
     import torch
     import transformers
     if shape == "bert-tiny":
@@ -101,7 +110,14 @@ def hf_model(shape: str, workdir: Path):
             layer_norm_eps=1e-5, **XLMR_SHAPES[shape])).eval()
         m.save_pretrained(workdir / shape)
         return m, workdir / shape
-    raise SystemExit(f"unknown shape {shape!r}; choose bert-tiny, xlmr-base or xlmr-large")
+    if shape in MODERNBERT_SHAPES:
+        torch.manual_seed(0)
+        cfg = transformers.ModernBertConfig(vocab_size=50_368, **MODERNBERT_SHAPES[shape])
+        cfg._attn_implementation = "eager"
+        m = transformers.ModernBertForMaskedLM(cfg).eval()
+        m.save_pretrained(workdir / shape)
+        return m, workdir / shape
+    raise SystemExit(f"unknown shape {shape!r}; choose bert-tiny, xlmr-base, xlmr-large or modernbert-base")
 
 
 def print_header(columns: list[str]) -> None:
@@ -148,8 +164,8 @@ def main() -> None:
             tmodel = tmodel.to(dev)
             pre = dlm_jax.load_pretrained(d)
             cfg = pre.config
-            mask_id = tmodel.config.vocab_size - 1 if shape in XLMR_SHAPES else 103
-            pad, bos = cfg.pad_token_id, (101 if shape == "bert-tiny" else 0)
+            mask_id = 103 if shape == "bert-tiny" else tmodel.config.vocab_size - 1
+            bos, pad = SPECIAL[shape]
             model = pre.model
 
             def make_run(config: SamplerConfig, max_response: int | None):
@@ -167,7 +183,7 @@ def main() -> None:
                 config = SamplerConfig(steps=steps, strategy=STRATEGY)
                 for length in map(int, args.lengths.split(",")):
                     for b in map(int, batches.split(",")):
-                        prompts, lens = make_batch(b, length, 30_000 if shape == "bert-tiny" else 250_000, 1000)
+                        prompts, lens = make_batch(b, length, min(tmodel.config.vocab_size - 400, 250_000), 1000)
                         tokens, resp, attn = build_inputs(prompts, lens, bos_id=bos, pad_id=pad, mask_id=mask_id,
                                                           max_len=length)
                         n_resp = int(resp.sum())

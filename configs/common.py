@@ -22,9 +22,21 @@ def parse_arg(arg: str | None, **defaults):
 
 
 HUB_IDS = {"base": "FacebookAI/xlm-roberta-base", "large": "FacebookAI/xlm-roberta-large",
-           "xl": "facebook/xlm-roberta-xl", "xxl": "facebook/xlm-roberta-xxl"}
+           "xl": "facebook/xlm-roberta-xl", "xxl": "facebook/xlm-roberta-xxl",
+           "modernbert-base": "answerdotai/ModernBERT-base", "modernbert-large": "answerdotai/ModernBERT-large"}
 MESH_FOR_SIZE = {"base": {"data": -1, "fsdp": 1, "tensor": 1}, "large": {"data": -1, "fsdp": 1, "tensor": 1},
-                 "xl": {"data": 1, "fsdp": -1, "tensor": 1}, "xxl": {"data": 1, "fsdp": -1, "tensor": 1}}
+                 "xl": {"data": 1, "fsdp": -1, "tensor": 1}, "xxl": {"data": 1, "fsdp": -1, "tensor": 1},
+                 "modernbert-base": {"data": -1, "fsdp": 1, "tensor": 1},
+                 "modernbert-large": {"data": -1, "fsdp": 1, "tensor": 1}}
+# ModernBERT runs take the recipe of the XLM-R size with the closest parameter count (the paper has no ModernBERT);
+# their rows are 2,048 tokens by default (`,max_length=8192` for the full context).
+RECIPE_OF = {"modernbert-base": "base", "modernbert-large": "large"}
+MODERNBERT_MAX_LENGTH = 2048
+
+
+def model_name(size: str) -> str:
+    """The named model config of a size: xlmr-<size>, or the ModernBERT name itself."""
+    return size if size.startswith("modernbert") else f"xlmr-{size}"
 
 
 def paper_finetune(size: str, *, task: str, tokens_per_batch: int, mean_tokens: int, lr: float, steps: int,
@@ -39,7 +51,7 @@ def paper_finetune(size: str, *, task: str, tokens_per_batch: int, mean_tokens: 
         raise ValueError(f"unknown size {size!r}; choose one of {sorted(HUB_IDS)}")
     c = base_config()
     c.model.init = HUB_IDS[size]
-    c.model.name = f"xlmr-{size}"
+    c.model.name = model_name(size)
     c.model.dtype = "bfloat16"
     c.model.remat = "full" if size in ("xl", "xxl") else "none"
     c.model.scan_layers = size in ("xl", "xxl")
@@ -69,9 +81,10 @@ def task_finetune(arg: str | None, *, task: str, table: dict, mean_tokens: int) 
     scratch = "scratch" in parts
     sizes = [p for p in parts if p != "scratch"]
     size = sizes[0] if sizes else "base"
-    if size not in table:
-        raise ValueError(f"unknown size {size!r} in {arg!r}; choose one of {sorted(table)} (optionally ',scratch')")
-    tokens, lr, steps = table[size]
+    if RECIPE_OF.get(size, size) not in table:
+        raise ValueError(f"unknown size {size!r} in {arg!r}; choose one of {sorted([*table, *RECIPE_OF])} "
+                         "(optionally ',scratch')")
+    tokens, lr, steps = table[RECIPE_OF.get(size, size)]
     c = paper_finetune(size, task=task, tokens_per_batch=tokens, mean_tokens=mean_tokens, lr=lr, steps=steps)
     c.model.prune_vocab = True  # the released remove_redundant_embeddings: the training set's ids (paper A.1)
     if scratch:
@@ -84,9 +97,13 @@ def instruction_finetune(arg: str | None, *, task: str, table: dict) -> ml_colle
     """An instruction-finetuning config on a streamed mixture (paper Table 4): `table` maps size ->
     (batch in sequences, lr, steps). Examples over 512 tokens lose the left of their prompt, as the released
     Flan loader (`src/data/dd_data.py` FlanV2Dataset) left-truncates them; the response stays whole."""
-    a = parse_arg(arg or "base", variant="base")
-    batch, lr, steps = table[a.variant]
-    c = paper_finetune(a.variant, task=task, tokens_per_batch=batch, mean_tokens=1, lr=lr, steps=steps)
+    a = parse_arg(arg or "base", variant="base", max_length=0)
+    if RECIPE_OF.get(a.variant, a.variant) not in table:
+        raise ValueError(f"unknown variant {a.variant!r} in {arg!r}; choose one of {sorted([*table, *RECIPE_OF])}")
+    batch, lr, steps = table[RECIPE_OF.get(a.variant, a.variant)]
+    max_length = a.max_length or (MODERNBERT_MAX_LENGTH if a.variant in RECIPE_OF else 512)
+    c = paper_finetune(a.variant, task=task, tokens_per_batch=batch, mean_tokens=1, lr=lr, steps=steps,
+                       max_length=max_length)
     c.batch_size = batch
     c.data.cache = False  # stream the mixture (seeded, resumable)
     c.data.overlong = "truncate_prompt"

@@ -1,7 +1,8 @@
 """Instruction finetuning on the Flan 2022 mixture (FLAN's rates; `--config.data.task=flan2022_paper` for the paper's file ratios).
 
     python -m dlm_jax.train --config configs/flan2022.py:base --workdir runs/flan2022_base
-    variants: base, large, xl, xxl (paper Table 4: batch in sequences, lr, steps)
+    variants: base, large, xl, xxl (paper Table 4: batch in sequences, lr, steps); modernbert-base,
+    modernbert-large (the base / large recipe, 2,048-token rows; `modernbert-large,max_length=8192` for the full context)
 
 Paper: 0-shot MMLU base 31.28 -> xxl 42.13; BBH-nlp 41.86 -> 40.70; TyDiQA (OL) 44.68 -> 52.06; IWSLT14 (OL) 21.26 -> 29.59
 """

@@ -231,21 +231,36 @@ def _reshapable(value: Any, rule: Rule, cfg: ModelConfig) -> bool:
         return False
 
 
-def stack_layers(flat: dict[str, np.ndarray], num_layers: int) -> dict[str, np.ndarray]:
-    """layers_{i}/... entries -> layers/... with a leading layer axis (the nn.scan layout)."""
+def stack_layers(flat: dict[str, np.ndarray], cfg: ModelConfig) -> dict[str, np.ndarray]:
+    """layers_{i}/... entries -> the scanned layout: layers/... with a leading layer axis, or for ModernBERT
+    layers_0/... plus groups/block_{j}/... with a leading group axis (`ModelConfig.scan_groups`)."""
+    if cfg.family == "modernbert":
+        groups, size = cfg.scan_groups()
+        out = {k: v for k, v in flat.items() if not k.startswith("layers_") or k.startswith("layers_0/")}
+        names = {k.split("/", 1)[1] for k in flat if k.startswith("layers_1/")}
+        for j in range(size):
+            for n in names:
+                out[f"groups/block_{j}/{n}"] = np.stack([flat[f"layers_{1 + g * size + j}/{n}"] for g in range(groups)])
+        return out
     out = {k: v for k, v in flat.items() if not k.startswith("layers_")}
     names = {k.split("/", 1)[1] for k in flat if k.startswith("layers_")}
     for n in names:
-        out[f"layers/{n}"] = np.stack([flat[f"layers_{i}/{n}"] for i in range(num_layers)])
+        out[f"layers/{n}"] = np.stack([flat[f"layers_{i}/{n}"] for i in range(cfg.num_layers)])
     return out
 
 
-def unstack_layers(flat: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    out = {k: v for k, v in flat.items() if not k.startswith("layers/")}
+def unstack_layers(flat: dict[str, np.ndarray], cfg: ModelConfig) -> dict[str, np.ndarray]:
+    """The inverse of `stack_layers`."""
+    out = {k: v for k, v in flat.items() if not k.startswith(("layers/", "groups/"))}
     for k, v in flat.items():
         if k.startswith("layers/"):
             for i in range(v.shape[0]):
                 out[f"layers_{i}/{k.split('/', 1)[1]}"] = v[i]
+        elif k.startswith("groups/"):
+            _, block, name = k.split("/", 2)
+            j, size = int(block.split("_")[1]), cfg.scan_groups()[1]
+            for g in range(v.shape[0]):
+                out[f"layers_{1 + g * size + j}/{name}"] = v[g]
     return out
 
 
@@ -313,7 +328,7 @@ def place(flat: dict[str, np.ndarray], shardings: Any | None, dtype: Any) -> Any
 def load_params(model_dir: Path, cfg: ModelConfig, *, mesh: Any = None, rules: Any = DEFAULT_RULES) -> Any:
     flat = convert_hf_state(read_state_dict(model_dir), cfg)
     if cfg.scan_layers:
-        flat = stack_layers(flat, cfg.num_layers)
+        flat = stack_layers(flat, cfg)
     shardings = None
     if mesh is not None:
         shardings = logical_to_shardings(abstract_params(cfg), mesh, rules)
@@ -326,7 +341,7 @@ def export_state_dict(params: Any, cfg: ModelConfig) -> dict[str, np.ndarray]:
     flat = {"/".join(k): np.asarray(jax.device_get(v), np.float32)
             for k, v in traverse_util.flatten_dict(nn.unbox(params)).items()}
     if cfg.scan_layers:
-        flat = unstack_layers(flat)
+        flat = unstack_layers(flat, cfg)
     out = {}
     for _, path, rule in _expand(key_table(cfg), cfg.num_layers):
         hf_key = rule.export_key()

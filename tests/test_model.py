@@ -93,13 +93,16 @@ def test_export_round_trip_is_exact(family, tmp_path):
                                   hf_b(input_ids=ids).logits.detach().numpy())
 
 
-def test_scan_and_remat_match_unrolled(tmp_path):
-    cfg = get_config("tiny-test", hidden_dropout=0.0, attention_dropout=0.0)
+@pytest.mark.parametrize("name", ["tiny-test", "modernbert-tiny-test"])
+def test_scan_and_remat_match_unrolled(tmp_path, name):
+    cfg = get_config(name, hidden_dropout=0.0, attention_dropout=0.0, **(
+        dict(num_layers=7) if name.startswith("modernbert") else {}))  # layer 0 + 2 scanned groups of 3
     ids = jnp.asarray(_padded_batch(1)[0] % 99)
     params = MaskedLM(cfg).init(jax.random.key(0), ids)["params"]
     flat = {"/".join(k): np.asarray(v) for k, v in
             __import__("flax").traverse_util.flatten_dict(__import__("flax").linen.unbox(params)).items()}
-    stacked = hf_io.place(hf_io.stack_layers(flat, cfg.num_layers), None, jnp.float32)
+    stacked = hf_io.place(hf_io.stack_layers(flat, cfg.replace(scan_layers=True)), None, jnp.float32)
+    assert hf_io.unstack_layers(hf_io.stack_layers(flat, cfg.replace(scan_layers=True)), cfg).keys() == flat.keys()
     ref = MaskedLM(cfg).apply({"params": params}, ids)
     for kw in (dict(scan_layers=True), dict(scan_layers=True, remat="full"), dict(remat="dots")):
         c = cfg.replace(**kw)

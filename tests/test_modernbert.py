@@ -81,6 +81,9 @@ def test_both_config_spellings_are_one_model():
         from_hf_dict({"model_type": "modernbert", **TINY, "norm_bias": True})
     with pytest.raises(ConfigError, match="layer_types"):
         get_config("modernbert-tiny-test", layer_types=("full_attention",))
+    with pytest.raises(ConfigError, match="repeat one pattern"):  # 3 layers after the first, groups of 2
+        get_config("modernbert-tiny-test", global_every=2, scan_layers=True)
+    assert get_config("modernbert-large", scan_layers=True).scan_groups() == (9, 3)
     base = get_config("modernbert-base")
     assert base.attention_kinds[:4] == ("full_attention", "sliding_attention", "sliding_attention", "full_attention")
     assert base.max_length == 8192

@@ -225,42 +225,46 @@ def register_flan2022(reg: _Registrar, root: Path | None = None) -> bool:
 # ----------------------------------------------------------------------------------------------------------
 # Evaluation tasks
 # ----------------------------------------------------------------------------------------------------------
-EVAL_TASKS: dict[str, tuple[Callable, int, Callable, EvalSpec]] = {
-    # name: (reader, shots, metric, evaluation policy)
-    "mmlu": (sources.mmlu_rows, 0, eval_specs.choice_accuracy, eval_specs.MULTIPLE_CHOICE),
-    "mmlu_5shot": (sources.mmlu_rows, 5, eval_specs.choice_accuracy, eval_specs.MULTIPLE_CHOICE),
-    "bbh_nlp": (sources.bbh_rows, 0, eval_specs.choice_accuracy, eval_specs.BBH),
-    "bbh_nlp_3shot": (sources.bbh_rows, 3, eval_specs.choice_accuracy, eval_specs.BBH),
-    "tydiqa_goldp": (sources.tydiqa_rows, 0, metrics.tydiqa_exact_match, eval_specs.SHORT_QA),
-    "tydiqa_goldp_1shot": (sources.tydiqa_rows, 1, metrics.tydiqa_exact_match, eval_specs.SHORT_QA),
-    "mmlu_2shot": (sources.mmlu_rows, 2, eval_specs.choice_accuracy, eval_specs.MULTIPLE_CHOICE),
-    "bbh_nlp_2shot": (sources.bbh_rows, 2, eval_specs.choice_accuracy, eval_specs.BBH),
-    "gsm8k": (sources.gsm8k_rows, 0, metrics.number_match, eval_specs.REASONING),  # the full GSM8K test set
-    "gsm8k_8shot": (sources.gsm8k_rows, 8, metrics.number_match, eval_specs.REASONING),
-    # the paper's "GSM8K" is MGSM's English split; MGSM-de with the German prompt; Table 6: 0 and 3 shots
-    "mgsm_en": (functools.partial(sources.mgsm_rows, lang="en"), 0, metrics.number_match, eval_specs.REASONING),
-    "mgsm_en_3shot": (functools.partial(sources.mgsm_rows, lang="en"), 3, metrics.number_match,
-                      eval_specs.REASONING),
-    "mgsm_de": (functools.partial(sources.mgsm_rows, lang="de"), 0, metrics.number_match, eval_specs.REASONING),
-    "mgsm_de_3shot": (functools.partial(sources.mgsm_rows, lang="de"), 3, metrics.number_match,
-                      eval_specs.REASONING),
+EVAL_SETS: dict[str, tuple[Callable, Callable, EvalSpec, int]] = {
+    # base name: (reader(split, shots), metric, evaluation policy, most demonstrations the source provides)
+    "mmlu": (sources.mmlu_rows, eval_specs.choice_accuracy, eval_specs.MULTIPLE_CHOICE, 5),  # MMLU dev: 5/subject
+    "bbh_nlp": (sources.bbh_rows, eval_specs.choice_accuracy, eval_specs.BBH, 3),  # BBH cot-prompts: 3 per task
+    "tydiqa_goldp": (sources.tydiqa_rows, metrics.tydiqa_exact_match, eval_specs.SHORT_QA, 8),
+    "gsm8k": (sources.gsm8k_rows, metrics.number_match, eval_specs.REASONING, 8),  # the full GSM8K test set
+    # the paper's "GSM8K" is MGSM's English split; MGSM-de with the German prompt (Shi et al.: 8 exemplars)
+    "mgsm_en": (functools.partial(sources.mgsm_rows, lang="en"), metrics.number_match, eval_specs.REASONING, 8),
+    "mgsm_de": (functools.partial(sources.mgsm_rows, lang="de"), metrics.number_match, eval_specs.REASONING, 8),
 }
+MAX_SHOTS = 8  # few-shot variants `<set>_<k>shot` for k = 1..8 (as far as the source has demonstrations)
+
+
+def eval_task_name(base: str, shots: int) -> str:
+    return base if shots == 0 else f"{base}_{shots}shot"
 
 
 def register_eval_tasks(reg: _Registrar) -> None:
-    for name, (reader, shots, metric, spec) in EVAL_TASKS.items():
-        reg.task(name, _function_source(lambda s, f=reader, k=shots: f(s, k), [spec.split]), metric_fns=[metric],
-                 spec=dataclasses.replace(spec, shots=shots, paper_key=re.sub(r"_\d+shot$", "", name)))
-    reg.task("iwslt14_de_en_prompt_2shot", _function_source(
-        lambda s: sources.iwslt_few_shot_rows(s, 2, "iwslt14_de_en_prompt_2shot"), ["test", "validation"]),
-        metric_fns=[metrics.bleu_cased_and_uncased("13a")],
-        spec=dataclasses.replace(eval_specs.TRANSLATION, shots=2, paper_key="iwslt14_de_en_prompt"))
+    """The from-source evaluation sets with 0..8 demonstrations (`mmlu`, `mmlu_2shot`, ...), IWSLT14 few-shot
+    prompts, Table 6's mixtures and `flan_eval_<k>shot` mixtures for long-context models (ModernBERT)."""
+    for base, (reader, metric, spec, most) in EVAL_SETS.items():
+        for k in range(0, min(most, MAX_SHOTS) + 1):
+            reg.task(eval_task_name(base, k), _function_source(lambda s, f=reader, kk=k: f(s, kk), [spec.split]),
+                     metric_fns=[metric], spec=dataclasses.replace(spec, shots=k, paper_key=base))
+    for k in range(1, MAX_SHOTS + 1):
+        name = f"iwslt14_de_en_prompt_{k}shot"
+        reg.task(name, _function_source(lambda s, kk=k, n=name: sources.iwslt_few_shot_rows(s, kk, n),
+                                        ["test", "validation"]),
+                 metric_fns=[metrics.bleu_cased_and_uncased("13a")],
+                 spec=dataclasses.replace(eval_specs.TRANSLATION, shots=k, paper_key="iwslt14_de_en_prompt"))
     # Table 6's tasks and shots, built from the original datasets
     reg.mixture("flan_eval_zero_shot", [(n, 1.0) for n in ("iwslt14_de_en_prompt", "mmlu", "bbh_nlp", "tydiqa_goldp",
                                                            "mgsm_en", "mgsm_de")])
     reg.mixture("flan_eval_few_shot", [(n, 1.0) for n in ("iwslt14_de_en_prompt_2shot", "mmlu_2shot",
                                                           "bbh_nlp_2shot", "tydiqa_goldp_1shot", "mgsm_en_3shot",
                                                           "mgsm_de_3shot")])
+    for k in range(1, MAX_SHOTS + 1):  # k demonstrations everywhere (BBH: at most its 3)
+        reg.mixture(f"flan_eval_{k}shot", [(eval_task_name(b, min(k, EVAL_SETS[b][3])), 1.0)
+                                           for b in ("mmlu", "bbh_nlp", "tydiqa_goldp", "mgsm_en", "mgsm_de")]
+                    + [(f"iwslt14_de_en_prompt_{k}shot", 1.0)])
 
 
 # ----------------------------------------------------------------------------------------------------------

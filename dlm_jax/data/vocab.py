@@ -53,12 +53,12 @@ class HFVocabulary(seqio.Vocabulary):
 
     # -- ids -------------------------------------------------------------------------------------------------
     @property
-    def bos_id(self) -> int:  # <s> / [CLS]
-        return self._id("bos_token_id", "cls_token_id")
+    def bos_id(self) -> int:  # <s> / [CLS]; [CLS] first: ModernBERT's tokenizer is GPT-NeoX's, whose bos is not it
+        return self._id("cls_token_id", "bos_token_id")
 
     @property
-    def eos_id(self) -> int:  # </s> / [SEP]
-        return self._id("eos_token_id", "sep_token_id")
+    def eos_id(self) -> int:  # </s> / [SEP] ([SEP] first, as [CLS])
+        return self._id("sep_token_id", "eos_token_id")
 
     @property
     def pad_id(self) -> int:

@@ -67,9 +67,7 @@ class ModelConfig:
         if self.family == "modernbert" and self.global_every < 1:
             raise ConfigError(f"model.global_every must be at least 1, got {self.global_every}")
         if self.family == "modernbert" and self.scan_layers:
-            raise ConfigError("model.scan_layers=True is not supported for ModernBERT (its layers differ: global / "
-                              "sliding window, no norm before the first attention); set --config.model.scan_layers="
-                              "False")
+            self.scan_groups()  # raises when the layers after the first do not repeat
         if self.family not in FAMILIES:
             raise ConfigError(f"unknown model family {self.family!r}; choose one of {list(FAMILIES)}")
         if self.attention not in ATTENTION_IMPLS:
@@ -91,6 +89,18 @@ class ModelConfig:
         """Each layer's attention: `layer_types`, or a global layer every `global_every` (layer 0 global)."""
         return self.layer_types or tuple("sliding_attention" if i % self.global_every else "full_attention"
                                          for i in range(self.num_layers))
+
+    def scan_groups(self) -> tuple[int, int]:
+        """ModernBERT with `scan_layers`: layer 0 stays apart (it has no norm before its attention) and the rest
+        are scanned as (groups, group size) repeats of one attention pattern, e.g. 27 layers as 9 x (sliding,
+        sliding, full) for ModernBERT-large."""
+        kinds, size = self.attention_kinds, self.global_every
+        rest = kinds[1:]
+        if not rest or len(rest) % size or any(rest[i] != rest[i % size] for i in range(len(rest))):
+            raise ConfigError(f"model.scan_layers=True needs layers 1..{self.num_layers - 1} to repeat one pattern of "
+                              f"{size} (model.global_every) layers; got {list(kinds)}. Set "
+                              "--config.model.scan_layers=False")
+        return len(rest) // size, size
 
     @property
     def head_dim(self) -> int:

@@ -83,6 +83,32 @@ class ModernBlock(nn.Module):
         return nn.with_logical_constraint(x, _ACT), None
 
 
+class ModernGroup(nn.Module):
+    """`size` consecutive ModernBERT layers starting at layer 1 (`cfg.scan_groups()`): one step of the scan over
+    layer groups, each layer with its own attention kind. Returns (x, None)."""
+
+    cfg: ModelConfig
+    size: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array, mask_bias: jax.Array, positions: jax.Array, deterministic: bool
+                 ) -> tuple[jax.Array, None]:
+        block = _maybe_remat(ModernBlock, self.cfg)
+        for j in range(self.size):
+            x, _ = block(self.cfg, 1 + j, name=f"block_{j}")(x, mask_bias, positions, deterministic)
+        return x, None
+
+
+def _maybe_remat(block: Any, cfg: ModelConfig) -> Any:
+    if cfg.remat == "none":
+        return block
+    if cfg.remat not in REMAT_POLICIES:
+        raise ConfigError(f"unknown remat policy {cfg.remat!r}; choose one of {['none', *REMAT_POLICIES]}")
+    # static_argnums counts `self`: (self, x, mask_bias, [positions,] deterministic).
+    return nn.remat(block, policy=REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers,
+                    static_argnums=(4,) if block is ModernBlock else (3,))
+
+
 class MaskedLM(nn.Module):
     """A masked LM. `__call__` returns float32 logits [batch, length or P, vocab].
 
@@ -115,13 +141,15 @@ class MaskedLM(nn.Module):
 
     @staticmethod
     def _layers(cfg: ModelConfig) -> Any:
-        block = ModernBlock if cfg.family == "modernbert" else Block
-        if cfg.remat != "none":
-            if cfg.remat not in REMAT_POLICIES:
-                raise ConfigError(f"unknown remat policy {cfg.remat!r}; choose one of {['none', *REMAT_POLICIES]}")
-            # static_argnums counts `self`: (self, x, mask_bias, [positions,] deterministic).
-            block = nn.remat(block, policy=REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers,
-                             static_argnums=(4,) if block is ModernBlock else (3,))
+        """The blocks: a list (`layers_{i}`), or one scanned module (`layers`, a leading layer axis); scanned
+        ModernBERT is `layers_0` plus `groups` (`ModernGroup`, a leading group axis)."""
+        if cfg.family == "modernbert" and cfg.scan_layers:
+            groups, size = cfg.scan_groups()
+            scanned = nn.scan(ModernGroup, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
+                              in_axes=(nn.broadcast, nn.broadcast, nn.broadcast), length=groups,
+                              metadata_params={nn.PARTITION_NAME: axes.LAYERS})(cfg, size, name="groups")
+            return [_maybe_remat(ModernBlock, cfg)(cfg, 0, name="layers_0"), scanned]
+        block = _maybe_remat(ModernBlock if cfg.family == "modernbert" else Block, cfg)
         if cfg.scan_layers:
             return nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
                            in_axes=(nn.broadcast, nn.broadcast), length=cfg.num_layers,

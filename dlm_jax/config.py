@@ -87,6 +87,10 @@ def _data_block() -> ml_collections.ConfigDict:
     d.max_length = 512
     d.overlong = "skip"  # or truncate_prompt
     d.cache = True  # tokenize the train split once (finite tasks); False streams (mixtures)
+    # streams (cache=False): "indexed" samples tasks and examples by index (constant-time resume, pipeline.
+    # IndexedBatches), "seqio" reads seqio's shuffled stream (resuming re-reads what was consumed), "auto": indexed
+    # where every task allows random access
+    d.stream = "auto"
     d.pack = False  # several examples per row (segment ids; attention and positions stay per example)
     d.train_limit = 0
     d.eval_split = "validation"
@@ -210,6 +214,7 @@ class DataSettings:
     eval_split: str
     eval_examples: int
     eval_tasks: tuple[str, ...] = ()
+    stream: str = "auto"
 
     def feature_spec(self, vocab: Any, model_max_length: int, *, overlong: str | None = None) -> FeatureSpec:
         """Row layout for this run: at most the model's position limit, the tokenizer's special ids; `overlong`
@@ -337,10 +342,13 @@ def _data(c: ml_collections.ConfigDict) -> DataSettings:
               "data.pack=True needs data.cache=True and stage='diffusion' (packing works on the in-memory training "
               "split; the length stage reads one prompt per row); set --config.data.pack=False")
     FeatureSpec(max_length=d.max_length, bos_id=0, eos_id=0, pad_id=0, overlong=d.overlong)  # checks both
+    _need(d.get("stream", "auto") in ("auto", "indexed", "seqio"),
+          f"data.stream={d.get('stream')!r}; choose auto, indexed or seqio")
     return DataSettings(task=d.task, max_length=d.max_length, overlong=d.overlong, cache=bool(d.cache),
                         pack=bool(d.pack), train_limit=d.train_limit or None, eval_split=d.eval_split,
                         eval_examples=d.eval_examples,
-                        eval_tasks=tuple(t.strip() for t in d.get("eval_tasks", "").split(",") if t.strip()))
+                        eval_tasks=tuple(t.strip() for t in d.get("eval_tasks", "").split(",") if t.strip()),
+                        stream=d.get("stream", "auto"))
 
 
 def _optimizer(c: ml_collections.ConfigDict) -> OptimizerConfig:

@@ -116,9 +116,10 @@ class RunDir:
         return ocp.CheckpointManager(self.path.resolve() / CHECKPOINT_DIR, options=options, item_names=ITEMS)
 
     @staticmethod
-    def save(mngr: ocp.CheckpointManager, step: int, state: State, *, examples_seen: int, force: bool = False
-             ) -> bool:
-        data = {"step": step, "examples_seen": examples_seen}
+    def save(mngr: ocp.CheckpointManager, step: int, state: State, *, examples_seen: int, force: bool = False,
+             position: dict[str, Any] | None = None) -> bool:
+        """`position`: the input stream's state at `step` (`pipeline.IndexedBatches.position`)."""
+        data = {"step": step, "examples_seen": examples_seen, "position": position or {}}
         saved = mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                         data=ocp.args.JsonSave(data)), force=force)
         if saved:

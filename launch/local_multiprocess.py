@@ -75,8 +75,10 @@ def wait_all(procs: list[subprocess.Popen], grace_s: float) -> int:
         bad = [p for p in procs if p.poll() not in (None, 0)]
         if bad and failed_at is None:
             failed_at = time.monotonic()
-            print(f"error: process {procs.index(bad[0])} exited with {bad[0].returncode}; stopping the others",
-                  file=sys.stderr)
+            code = bad[0].returncode
+            how = f"was killed by signal {-code}" if code < 0 else f"exited with {code}"
+            print(f"error: process {procs.index(bad[0])} {how}; stopping the others. Rerun the same command to "
+                  "resume from the last complete checkpoint", file=sys.stderr)
             for p in procs:
                 if p.poll() is None:
                     p.terminate()

@@ -307,6 +307,27 @@ def test_flan2022_mixture_ratios_within_three_standard_errors(data_root, tmp_pat
         p = rate / sum(present.values())
         se = np.sqrt(p * (1 - p) / n)
         assert abs(stems.count(stem) / n - p) < 3 * se, (stem, stems.count(stem) / n, p)
+    # the indexed stream (constant-time resume) samples the same flattened rates
+    spec = features.FeatureSpec(max_length=128, bos_id=101, eos_id=102, pad_id=0)
+    ix = pipeline.IndexedBatches("flan2022_submix", spec, bert_vocab, pipeline.HostSlice(4), seed=3)
+    picks = np.concatenate([np.random.default_rng([3, step]).choice(len(ix.names), 4, p=ix.probs)
+                            for step in range(n // 4)])
+    for task, p in exp_task.items():
+        got = sum(np.mean(picks == i) for i, name in enumerate(ix.names) if name.endswith(":" + task))
+        assert abs(got - p) < 3 * np.sqrt(p * (1 - p) / n) + 1e-9, (task, got, p)
+    it = ix.iterate(0)
+    full, positions = [], []
+    for _ in range(8):
+        full.append(next(it))
+        positions.append(ix.position())
+    again = pipeline.IndexedBatches("flan2022_submix", spec, bert_vocab, pipeline.HostSlice(4), seed=3)
+    resumed = again.iterate(5, positions[4])  # what a checkpoint at step 5 holds
+    for want in full[5:]:
+        got = next(resumed)
+        assert all((got[k] == want[k]).all() for k in want)
+    assert any((data_root / "flan2022" / "by_task").rglob("*.offsets.npy"))  # random access: line offsets kept
+    with pytest.raises(dlm_jax.errors.InputError, match="data.stream=seqio"):
+        next(again.iterate(5, {}))  # a checkpoint of a seqio-streamed run
 
 
 def test_show_cli_prints_examples(capsys, bert_vocab):

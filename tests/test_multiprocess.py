@@ -97,27 +97,49 @@ def test_a_coordinator_that_never_comes_up_is_a_bounded_one_line_error(tmp_path)
     assert "Traceback" not in r.stderr
 
 
-@pytest.mark.slow
-def test_sigterm_stops_every_process_at_one_step_and_the_rerun_resumes(tmp_path):
-    import signal
+def _run_until(cmd: list[str], wd: Path, rows: int) -> subprocess.Popen:
+    """Starts the launcher and returns once metrics.jsonl has `rows` rows."""
     import time
-    wd = tmp_path / "w"
-    cmd = [*LAUNCHER, "--num_processes", "2", "--devices_per_process", "1", "--log_dir", str(tmp_path / "logs"),
-           "--", *TRAIN, "--workdir", str(wd), "--config.num_train_steps=100000",
-           "--config.checkpoint_every_steps=100000"]
     proc = subprocess.Popen(cmd, cwd=REPO, env=_env(1), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 300
     while time.time() < deadline and not ((wd / "metrics.jsonl").exists() and
-                                          len((wd / "metrics.jsonl").read_text().splitlines()) >= 3):
-        time.sleep(0.5)
+                                          len((wd / "metrics.jsonl").read_text().splitlines()) >= rows):
+        time.sleep(0.3)
+    return proc
+
+
+def _checkpoints(wd: Path) -> list[int]:
+    return sorted(int(p.name) for p in (wd / "checkpoints").iterdir() if p.name.isdigit())
+
+
+@pytest.mark.slow
+def test_sigterm_then_sigkill_across_processes_and_every_step_logged_once(tmp_path):
+    """SIGTERM to the launcher: every process stops at one step, one consistent checkpoint, all exit 0. The rerun
+    resumes there; kill -9 of one process then stops the other within the launcher's grace period with a one-line
+    error; the next rerun resumes from the last complete checkpoint, and metrics.jsonl holds every step once."""
+    import signal
+    import time
+    wd = tmp_path / "w"
+    base = [*LAUNCHER, "--num_processes", "2", "--devices_per_process", "1", "--grace_s", "5", "--log_dir",
+            str(tmp_path / "logs"), "--", *TRAIN, "--workdir", str(wd), "--config.num_train_steps=100000"]
+    proc = _run_until([*base, "--config.checkpoint_every_steps=100000"], wd, 3)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(240) == 0, proc.stderr.read().decode()[-3000:]
-    saved = sorted(int(p.name) for p in (wd / "checkpoints").iterdir() if p.name.isdigit())
-    assert len(saved) == 1  # one consistent checkpoint, written by both processes
-    stop = saved[0]
+    assert len(_checkpoints(wd)) == 1  # one consistent checkpoint, written by both processes
+    first = _checkpoints(wd)[0]
+    proc = _run_until([*base, "--config.checkpoint_every_steps=2"], wd, first + 4)  # resumed: saves every 2 steps
+    pids = [int(p) for p in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
+                                           text=True).stdout.split()]
+    assert len(pids) == 2, pids
+    t0 = time.time()
+    os.kill(max(pids), signal.SIGKILL)  # process 1 (started second)
+    code, err = proc.wait(120), proc.stderr.read().decode()
+    assert code != 0 and time.time() - t0 < 60, err[-2000:]
+    assert "was killed by signal 9; stopping the others" in err and "Rerun the same command" in err
+    stop = _checkpoints(wd)[-1] + 2
     r = subprocess.run([*LAUNCHER, "--num_processes", "2", "--devices_per_process", "1", "--", *TRAIN,
-                        "--workdir", str(wd), f"--config.num_train_steps={stop + 2}"], cwd=REPO, env=_env(1),
+                        "--workdir", str(wd), f"--config.num_train_steps={stop}"], cwd=REPO, env=_env(1),
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     steps = [json.loads(line)["step"] for line in (wd / "metrics.jsonl").read_text().splitlines()]
-    assert steps == list(range(1, stop + 3))  # no step repeated or missing across the restart
+    assert steps == list(range(1, stop + 1))  # no step repeated or missing across both restarts

@@ -120,13 +120,14 @@ def _losses(workdir):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("pack", [False, True])
-def test_resume_gives_the_same_run(tmp_path, pack):
+@pytest.mark.parametrize("data", [{"data.pack": False}, {"data.pack": True},
+                                  {"data.cache": False, "data.stream": "indexed", "model.prune_vocab": False}])
+def test_resume_gives_the_same_run(tmp_path, data):
     full = tmp_path / "full"
-    loop.run(parse(_cfg(**{"data.pack": pack})), full)
+    loop.run(parse(_cfg(**data)), full)
     part = tmp_path / "part"
-    loop.run(parse(_cfg(num_train_steps=3, **{"data.pack": pack})), part)  # "killed" after step 3 (its checkpoint)
-    loop.run(parse(_cfg(**{"data.pack": pack})), part)  # the same command again resumes at step 3
+    loop.run(parse(_cfg(num_train_steps=3, **data)), part)  # "killed" after step 3 (its checkpoint)
+    loop.run(parse(_cfg(**data)), part)  # the same command again resumes at step 3
     # every step is logged once, the first (compiling) step of each run included: no hole at the restart
     a, b = _losses(full), _losses(part)
     assert sorted(a) == sorted(b) == [1, 2, 3, 4, 5, 6]

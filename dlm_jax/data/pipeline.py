@@ -12,7 +12,7 @@ import atexit
 import dataclasses
 import logging
 import weakref
-from typing import Iterator
+from typing import Any, Iterator
 
 import jax
 import numpy as np
@@ -20,7 +20,7 @@ import seqio
 import tensorflow as tf
 
 from dlm_jax.data import features
-from dlm_jax.data.registry import get_task_or_mixture
+from dlm_jax.data.registry import get_task_or_mixture, row_access
 from dlm_jax.data.vocab import HFVocabulary
 from dlm_jax.errors import InputError
 
@@ -127,11 +127,14 @@ class _StepBatches:
         """The seeded permutation of the examples for `epoch`."""
         return np.random.default_rng([self.seed, epoch]).permutation(self.n)
 
-    def iterate(self, start_step: int) -> Iterator[dict[str, np.ndarray]]:
+    def iterate(self, start_step: int, position: dict[str, Any] | None = None) -> Iterator[dict[str, np.ndarray]]:
         step = start_step
         while True:
             yield self.batch(step)
             step += 1
+
+    def position(self) -> dict[str, Any]:
+        return {}  # the step is the whole state
 
 
 class CachedBatches(_StepBatches):
@@ -204,10 +207,13 @@ class StreamedBatches:
         self.split = split
         self.counters = features.Counters()
 
-    def iterate(self, start_step: int) -> Iterator[dict[str, np.ndarray]]:
+    def iterate(self, start_step: int, position: dict[str, Any] | None = None) -> Iterator[dict[str, np.ndarray]]:
         gen = self._iterate(start_step)
         _OPEN_STREAMS.add(gen)
         return gen
+
+    def position(self) -> dict[str, Any]:
+        return {"sampler": "seqio"}  # the step is the state; resuming re-reads the skipped examples
 
     def _iterate(self, start_step: int) -> Iterator[dict[str, np.ndarray]]:
         g = self.host.global_batch
@@ -218,6 +224,80 @@ class StreamedBatches:
         while True:
             rows = [next(it) for _ in range(g)]
             yield features.stack(rows[self.host.rows])
+
+
+class IndexedBatches:
+    """A mixture (or task) sampled by index, resumable in constant time.
+
+    Row r of global batch `step` draws its task from the mixture's rates with a generator seeded by (seed, step)
+    (seqio's rates, flattened over sub-mixtures), and takes that task's next example in a seeded per-task,
+    per-epoch permutation. The only state is each task's count of examples taken: `position()` is saved with every
+    checkpoint, `iterate(step, position)` continues from it without reading anything it skips, so the time to the
+    first batch does not grow with the step. Examples that do not fit (`features.layout`) are skipped and counted,
+    the task's next one taken instead. Needs random access to every task's rows (`registry.row_access`: the
+    Flan 2022 per-task files and every in-memory source; not TFDS).
+    """
+
+    def __init__(self, name: str, spec: features.FeatureSpec, vocab: HFVocabulary, host: HostSlice, seed: int,
+                 split: str = "train"):
+        obj = get_task_or_mixture(name, vocab)
+        tasks = obj.tasks if isinstance(obj, seqio.Mixture) else [obj]
+        rates = np.asarray([obj.get_rate(t) if isinstance(obj, seqio.Mixture) else 1.0 for t in tasks], float)
+        missing = [t.name for t in tasks if row_access(t.name) is None]
+        if missing:
+            raise InputError(f"{name}: no random access to {missing[:5]} (TFDS or preprocessed tasks); set "
+                             "--config.data.stream=seqio")
+        self.names = [t.name for t in tasks]
+        self.probs = rates / rates.sum()
+        self.spec, self.vocab, self.host, self.seed, self.split = spec, vocab, host, seed, split
+        self._rows = [None] * len(tasks)
+        self._orders: dict[tuple[int, int], np.ndarray] = {}
+        self.taken = np.zeros(len(tasks), np.int64)
+        self.counters = features.Counters()
+
+    def rows(self, t: int) -> Any:
+        if self._rows[t] is None:
+            self._rows[t] = row_access(self.names[t])(self.split)
+            if not len(self._rows[t]):
+                raise InputError(f"task {self.names[t]} has no {self.split} examples")
+        return self._rows[t]
+
+    def _next_example(self, t: int) -> dict[str, np.ndarray]:
+        rows = self.rows(t)
+        while True:
+            epoch, i = divmod(int(self.taken[t]), len(rows))
+            if (t, epoch) not in self._orders:
+                self._orders = {k: v for k, v in self._orders.items() if k[0] != t}  # one epoch per task in memory
+                self._orders[(t, epoch)] = np.random.default_rng([self.seed, t, epoch]).permutation(len(rows))
+            ex = rows[int(self._orders[(t, epoch)][i])]
+            self.taken[t] += 1
+            row = features.layout(self.vocab.encode(ex["inputs"]), self.vocab.encode(ex["targets"]), self.spec,
+                                  self.counters)
+            if row is not None:
+                return row
+            if self.counters.skipped > 1000 and self.counters.skipped > self.counters.seen // 2:
+                raise InputError(f"over half of the examples do not fit in max_length={self.spec.max_length}")
+
+    def global_rows(self, step: int) -> dict[str, np.ndarray]:
+        picks = np.random.default_rng([self.seed, step]).choice(len(self.names), self.host.global_batch,
+                                                                 p=self.probs)
+        return features.stack([self._next_example(int(t)) for t in picks])
+
+    def position(self) -> dict[str, Any]:
+        """What a checkpoint saves: each task's count of examples taken so far."""
+        return {"sampler": "indexed", "taken": {n: int(c) for n, c in zip(self.names, self.taken)}}
+
+    def iterate(self, start_step: int, position: dict[str, Any] | None = None) -> Iterator[dict[str, np.ndarray]]:
+        if start_step and (not position or position.get("sampler") != "indexed"):
+            raise InputError(f"resuming at step {start_step}, but the checkpoint has no indexed-stream position "
+                             "(it was written with data.stream=seqio); resume with --config.data.stream=seqio")
+        self.taken[:] = 0
+        for i, n in enumerate(self.names):
+            self.taken[i] = (position or {}).get("taken", {}).get(n, 0)
+        step = start_step
+        while True:
+            yield {k: v[self.host.rows] for k, v in self.global_rows(step).items()}
+            step += 1
 
 
 # A tf.data iterator over a pipeline with py_function (the tokenizer) that is still open when the interpreter

@@ -28,7 +28,14 @@ from dlm_jax.errors import ConfigError
 
 _EVAL_SPECS: dict[str, EvalSpec] = {}
 _REGISTERED_WITH: list[HFVocabulary] = []
-_MIXTURE_ORDER: dict[str, list[str]] = {}  # a mixture's members as listed (seqio sorts them by name)  # the vocabulary the registry's tasks currently use
+_MIXTURE_ORDER: dict[str, list[str]] = {}  # a mixture's members as listed (seqio sorts them by name)
+# task -> split -> a random-access sequence of its {"inputs", "targets"} rows (tasks whose source allows it)
+_ROW_ACCESS: dict[str, Callable[[str], Sequence[dict]]] = {}
+
+
+def row_access(name: str) -> Callable[[str], Sequence[dict]] | None:
+    """split -> random-access rows of task `name` (`pipeline.IndexedBatches`), or None (e.g. TFDS tasks)."""
+    return _ROW_ACCESS.get(name)  # the vocabulary the registry's tasks currently use
 
 
 def eval_spec(name: str) -> EvalSpec:
@@ -56,7 +63,9 @@ def _function_source(load: Callable[[str], list[dict]], splits: Sequence[str]) -
         rows = load(split)  # raises MissingDataError before TF sees anything
         return _text_dataset(lambda: rows)
 
-    return seqio.FunctionDataSource(dataset_fn, splits=list(splits))
+    source = seqio.FunctionDataSource(dataset_fn, splits=list(splits))
+    source.dlm_rows = load  # the same rows as a Python list: random access for `pipeline.IndexedBatches`
+    return source
 
 
 def skip_overlong(ds: tf.data.Dataset, sequence_length: dict[str, int] | None = None) -> tf.data.Dataset:
@@ -79,9 +88,15 @@ class _Registrar:
         self.features = _output_features(vocab)
 
     def task(self, name: str, source: seqio.DataSource, *, metric_fns: Sequence[Callable] = (),
-             preprocessors: Sequence[Callable] = (), spec: EvalSpec | None = None) -> None:
+             preprocessors: Sequence[Callable] = (), spec: EvalSpec | None = None,
+             rows: Callable[[str], Sequence[dict]] | None = None) -> None:
+        """`rows`: split -> random-access rows of the same examples (no preprocessors), for indexed streams."""
         if name in seqio.TaskRegistry.names():
             seqio.TaskRegistry.remove(name)
+        _ROW_ACCESS.pop(name, None)
+        rows = rows or getattr(source, "dlm_rows", None)
+        if rows is not None and not preprocessors:
+            _ROW_ACCESS[name] = rows
         metric_fns = [metrics.seqio_metric(f) for f in metric_fns]
         if spec is not None and spec.choices:
             metric_fns.append(metrics.rank_classification)  # a score metric: the evaluator's score_fn ranks
@@ -185,7 +200,8 @@ def _flan2022_template_mix(reg: _Registrar, root: Path, submix: str, stem: str, 
         if submix in ("cot", "dialog") and is_input_inversion(task):
             rate *= INVERSION_RATE
         name = f"flan2022:{stem}:{sources.safe_name(task)}"
-        reg.task(name, _function_source(functools.partial(sources.flan2022_task_rows, path), ["train"]))
+        reg.task(name, _function_source(functools.partial(sources.flan2022_task_rows, path), ["train"]),
+                 rows=lambda split, p=path: sources.JsonlRows(p))
         entries.append((name, rate))
     if entries:
         reg.mixture(f"flan2022:{stem}", entries)
@@ -216,7 +232,8 @@ def register_flan2022(reg: _Registrar, root: Path | None = None) -> bool:
         if stem in counts:
             paths = tuple(sources.flan2022_task_file(root, stem, t) for t in sorted(counts[stem]))
             reg.task(f"flan2022_file:{stem}", _function_source(
-                lambda s, ps=paths: [r for p in ps for r in sources.flan2022_task_rows(p, s)], ["train"]))
+                lambda s, ps=paths: [r for p in ps for r in sources.flan2022_task_rows(p, s)], ["train"]),
+                rows=lambda split, ps=paths: sources.ConcatRows([sources.JsonlRows(p) for p in ps]))
             files.append((f"flan2022_file:{stem}", rate))
     reg.mixture("flan2022_paper", files)
     return True

@@ -179,6 +179,57 @@ def flan2022_task_file(root: Path, stem: str, task: str) -> Path:
     return root / "by_task" / stem / f"{safe_name(task)}.jsonl"
 
 
+class JsonlRows:
+    """Random access to the lines of a JSONL file: `rows[i]` seeks to line i (byte offsets found by one scan, kept
+    beside the file as `<file>.offsets.npy` when the folder is writable), so a resumed run reads only what it uses."""
+
+    def __init__(self, path: Path):
+        import numpy as np
+        self.path = path
+        cache = path.with_name(path.name + ".offsets.npy")
+        if cache.exists() and cache.stat().st_mtime >= path.stat().st_mtime:
+            self.offsets = np.load(cache)
+        else:
+            offsets, pos = [], 0
+            with open(path, "rb") as f:
+                for line in f:
+                    if line.strip():
+                        offsets.append(pos)
+                    pos += len(line)
+            self.offsets = np.asarray(offsets, np.int64)
+            try:
+                np.save(cache, self.offsets)
+            except OSError:
+                pass
+        self._file = None
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def __getitem__(self, i: int) -> dict:
+        if self._file is None:
+            self._file = open(self.path, "rb")
+        self._file.seek(int(self.offsets[i]))
+        return json.loads(self._file.readline())
+
+
+class ConcatRows:
+    """Several row sequences as one (the paper's file-level Flan 2022 tasks)."""
+
+    def __init__(self, parts: Sequence):
+        import numpy as np
+        self.parts = list(parts)
+        self.ends = np.cumsum([len(p) for p in self.parts])
+
+    def __len__(self) -> int:
+        return int(self.ends[-1]) if len(self.ends) else 0
+
+    def __getitem__(self, i: int) -> dict:
+        import numpy as np
+        k = int(np.searchsorted(self.ends, i, side="right"))
+        return self.parts[k][i - (int(self.ends[k - 1]) if k else 0)]
+
+
 def flan2022_task_rows(path: Path, split: str) -> list[dict]:
     require([path], "huggingface.co/datasets/SirNeural/flan_v2", "python -m dlm_jax.data.prepare flan2022 --src DIR")
     return read_jsonl(path)

@@ -61,14 +61,33 @@ class Preemption:
 
 
 class MetricsLog:
-    """metrics.jsonl in the workdir + TensorBoard (clu) on process 0."""
+    """metrics.jsonl in the workdir + TensorBoard (clu) on process 0.
 
-    def __init__(self, workdir: Path):
+    A run resumed at step `start` first moves the rows of later steps (logged by a run that died before
+    checkpointing them, e.g. a killed process) to `metrics.discarded.jsonl`: those steps are trained again, so
+    metrics.jsonl never holds a step twice.
+    """
+
+    def __init__(self, workdir: Path, start: int = 0):
         self.path = workdir / METRICS_FILE
         self.enabled = jax.process_index() == 0
         self.writer = None
         if self.enabled:
+            self._drop_after(start)
             self.writer = metric_writers.create_default_writer(str(workdir / TENSORBOARD_DIR), asynchronous=False)
+
+    def _drop_after(self, start: int) -> None:
+        if not self.path.exists():
+            return
+        lines = [line for line in self.path.read_text().splitlines() if line.strip()]
+        keep = [line for line in lines if json.loads(line).get("step", 0) <= start]
+        if len(keep) == len(lines):
+            return
+        with open(self.path.with_name("metrics.discarded.jsonl"), "a") as f:
+            f.write("".join(line + "\n" for line in lines if line not in keep))
+        self.path.write_text("".join(line + "\n" for line in keep))
+        logging.warning("resumed at step %d: moved %d logged rows of later steps to metrics.discarded.jsonl",
+                        start, len(lines) - len(keep))
 
     def write(self, step: int, scalars: dict[str, float]) -> None:
         if not self.enabled:
@@ -205,11 +224,12 @@ class Checkpointer:
     """Saves every `every` steps, at the last step and on preemption (those two forced, the loop then ends)."""
 
     def __init__(self, mngr: ocp.CheckpointManager, *, every: int, total: int, batch_size: int,
-                 preemption: Preemption):
+                 preemption: Preemption, position: Callable[[], dict] = dict):
         self.mngr, self.every, self.total, self.batch_size = mngr, every, total, batch_size
-        self.preemption = preemption
+        self.preemption, self.position = preemption, position
 
     def __call__(self, step: int, state: Any, metrics: Any, batch: Any) -> None:
         force = step == self.total or self.preemption.requested
         if step % self.every == 0 or force:
-            RunDir.save(self.mngr, step, state, examples_seen=step * self.batch_size, force=force)
+            RunDir.save(self.mngr, step, state, examples_seen=step * self.batch_size, force=force,
+                        position=self.position())

@@ -52,7 +52,7 @@ def _hooks(s: Setup, rundir: RunDir, mngr: Any, start: int, preemption: hooks.Pr
            ) -> tuple[hooks.MetricsLogger, list]:
     """The metrics logger (whose last metrics `run` returns) and every hook, in the order they run."""
     run = s.run
-    log = hooks.MetricsLog(rundir.path)
+    log = hooks.MetricsLog(rundir.path, start)
     # Useful FLOPs of a logged step: the body on every row (coupled sampling trains two corruptions of each) and
     # the head at the positions actually masked (the step's `num_masked`), not at its padded capacity.
     rows = run.batch_size * (2 if run.stage == "diffusion" and run.diffusion.coupled else 1)
@@ -67,7 +67,8 @@ def _hooks(s: Setup, rundir: RunDir, mngr: Any, start: int, preemption: hooks.Pr
         out.append(hooks.PeriodicEval(lambda p: validation_metrics(s, p), log, every=run.eval_every_steps,
                                       restart_window=metrics.restart_window))
     out.append(hooks.Checkpointer(mngr, every=run.checkpoint_every_steps, total=run.num_train_steps,
-                                  batch_size=run.batch_size, preemption=preemption))
+                                  batch_size=run.batch_size, preemption=preemption,
+                                  position=s.train_data.position))
     return metrics, out
 
 
@@ -82,14 +83,14 @@ def run(run_config: RunConfig, workdir: str | Path) -> dict[str, float]:
     s = setup(run_config)  # raises on what parsing cannot see (data, shapes x mesh) before the workdir is touched
     rundir.write_run(run_config, s.model.cfg, s.tokenizer, s.vocab_map)
     mngr = rundir.checkpoint_manager(max_to_keep=run_config.keep_checkpoints)
-    state, start = s.state, 0
+    state, start, data_state = s.state, 0, {}
     restored = RunDir.restore(mngr, abstract_like(s.state))
     if restored is not None:
         state, data_state, start = restored
         logging.info("resuming at step %d (data position %s)", start, data_state)
     preemption = hooks.Preemption()
     logger, step_hooks = _hooks(s, rundir, mngr, start, preemption)
-    batches = s.train_data.iterate(start)
+    batches = s.train_data.iterate(start, data_state.get("position"))
     done = start
     try:
         with parallel.mesh_rules(s.mesh, run_config.mesh.rules):

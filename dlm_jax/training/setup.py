@@ -21,7 +21,7 @@ from dlm_jax.config import RunConfig
 from dlm_jax.data import pipeline
 from dlm_jax.data.features import FeatureSpec
 from dlm_jax.data.vocab import HFVocabulary
-from dlm_jax.errors import ConfigError
+from dlm_jax.errors import ConfigError, InputError
 from dlm_jax.inference import restore_run
 from dlm_jax.inference.evaluator import EvalRequest, TaskData, check_available, load_task_data, task_names
 from dlm_jax.model import MaskedLM, get_config as get_model_config
@@ -122,7 +122,15 @@ def build_train_data(run: RunConfig, train: pipeline.Examples | None, spec: Feat
         return pipeline.PackedBatches(train, host, run.seed, spec.max_length, pad)
     if train is not None:
         return pipeline.CachedBatches(train, host, run.seed)
-    return pipeline.StreamedBatches(run.data.task, spec, vocab, host, run.seed)
+    if run.data.stream == "seqio":
+        return pipeline.StreamedBatches(run.data.task, spec, vocab, host, run.seed)
+    try:
+        return pipeline.IndexedBatches(run.data.task, spec, vocab, host, run.seed)
+    except InputError:
+        if run.data.stream == "indexed":
+            raise
+        logging.info("%s: not every task has random access; streaming through seqio", run.data.task)
+        return pipeline.StreamedBatches(run.data.task, spec, vocab, host, run.seed)
 
 
 def _loss_and_trainable(run: RunConfig, model: MaskedLM, params: Any, mask_id: int) -> tuple[Callable, Any, Any]:

@@ -16,7 +16,15 @@ Defaults are the paper's XXL instruction-tuning run (configs/flan2022.py:xxl): 2
 to 512 tokens, bf16 compute with fp32 params and Adam state, full remat, scanned layers. Peak per device is
 estimated as arguments + outputs - aliased + temporaries (donated state is reused in place).
 
-Caveat: this is the CPU backend's buffer assignment. GPU / TPU compilers fuse and schedule differently, so treat
+TPU pods without hardware (`pip install "jax[tpu]"`, as MaxText's train_compile.py): `--tpu v5p:4x4x4` compiles for
+that topology's chips with the TPU compiler itself (`jax.experimental.topologies`) and reports per-chip HBM against
+the chip's capacity, the compiler's FLOPs and bytes, and a roofline step time (max of FLOPs / peak and bytes / HBM
+bandwidth, per chip):
+
+    TPU_SKIP_MDS_QUERY=1 python bench/compile_memory.py --tpu v5p:4x4x4 --model xlmr-xxl --batch 2048
+    TPU_SKIP_MDS_QUERY=1 python bench/compile_memory.py --tpu v4:4x4x4 --model xlmr-large --batch 512 --remat none
+
+Caveat: without --tpu this is the CPU backend's buffer assignment. GPU / TPU compilers fuse and schedule differently, so treat
 the figure as an estimate within some tens of percent, mainly useful to compare settings.
 """
 from __future__ import annotations
@@ -27,6 +35,8 @@ import os
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 
 def _parse() -> argparse.Namespace:
@@ -49,6 +59,9 @@ def _parse() -> argparse.Namespace:
                     help="sample: the inference sampler (inference.Generator's jitted fori_loop), params only")
     ap.add_argument("--attention", default="einsum", help="einsum | xla | cudnn (model.attention; einsum and the "
                     "CPU's xla path hold [heads, L, L] scores, cudnn's flash kernel does not)")
+    ap.add_argument("--coupled", action="store_true", help="coupled masks (the paper configs): every row twice")
+    ap.add_argument("--tpu", default="", help="compile for a TPU topology (e.g. v4:4x4x4, v5p:4x4x4, v5e:16x16, "
+                    "v6e:4x4) instead of simulated CPU devices; needs `pip install \"jax[tpu]\"`")
     ap.add_argument("--steps", type=int, default=50, help="sampler steps (--mode sample)")
     ap.add_argument("--response", type=int, default=256, help="response positions per row (--mode sample)")
     return ap.parse_args()
@@ -85,7 +98,54 @@ def sample_memory(args, mesh, model, params, report) -> None:
     report(compiled, time.perf_counter() - t0, sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(params)))
 
 
-def report_memory(args, compiled, seconds: float, resident_bytes: float) -> None:
+# per chip: HBM GiB, bf16 peak TFLOP/s, HBM TB/s (Google Cloud TPU documentation)
+TPU_CHIPS = {"v4": (32, 275, 1.2), "v5p": (95, 459, 2.76), "v5e": (16, 197, 0.82), "v6e": (32, 918, 1.64)}
+
+
+def tpu_devices(topology: str) -> list:
+    """The chips of a TPU topology ("v5p:4x4x4"), compiled for on this host (no TPU needed)."""
+    os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")  # compile-only: no chip to lock
+    os.environ.setdefault("TPU_ACCELERATOR_TYPE", "v4-8")
+    os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
+    try:
+        from jax.experimental import topologies
+        return list(topologies.get_topology_desc(platform="tpu", topology_name=topology).devices)
+    except Exception as e:  # libtpu missing, unknown topology
+        raise SystemExit(f"error: cannot compile for TPU topology {topology!r} ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:200]}); `pip install \"jax[tpu]\"` and name a topology like "
+                         "v5p:4x4x4") from None
+
+
+def report_tpu(args, compiled, model_flops: float) -> None:
+    """Per-chip HBM against capacity, the compiler's FLOPs / bytes, and the roofline step time from the model's
+    FLOPs (XLA's cost analysis counts a scanned layer loop's body once, not once per layer: with scanned layers its
+    FLOPs are a lower bound, so the roofline uses the analytic count, `training.step.train_flops_per_step`)."""
+    hbm, tflops, _ = tpu_device_budget(args)
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    flops, nbytes = float(cost.get("flops", 0.0)), float(cost.get("bytes accessed", 0.0))
+    per_chip = model_flops / args.devices
+    t_compute = per_chip / (tflops * 1e12)
+    print(f"TPU {args.tpu}: {hbm:g} GiB HBM, {tflops:g} bf16 TFLOP/s per device; compiler: {flops / 1e12:.2f} TFLOP, "
+          f"{nbytes / 1e9:.1f} GB per device{' (scan body once)' if not args.no_scan else ''}; model: "
+          f"{per_chip / 1e12:.1f} TFLOP per device per step -> roofline step >= {t_compute:.3f} s at 100% MFU "
+          f"({args.batch * args.length / max(t_compute, 1e-9):,.0f} tokens/s)")
+
+
+def tpu_device_budget(args) -> tuple[float, float, float]:
+    """HBM GiB, peak TFLOP/s and HBM TB/s per JAX device of the topology (a v4 chip shows as 2 devices)."""
+    kind, dims = args.tpu.split(":")
+    chips = int(np.prod([int(d) for d in dims.split("x")]))
+    share = chips / args.devices
+    hbm, tflops, tbs = TPU_CHIPS[kind]
+    return hbm * share, tflops * share, tbs * share
+
+
+def report_memory(args, compiled, seconds: float, resident_bytes: float, model_flops: float = 0.0) -> None:
+    if args.tpu:
+        args.budget_gib = tpu_device_budget(args)[0]
+        report_tpu(args, compiled, model_flops)
     m = compiled.memory_analysis()
     gib = 1024 ** 3
     arg, out, tmp, alias = (m.argument_size_in_bytes, m.output_size_in_bytes, m.temp_size_in_bytes,
@@ -117,7 +177,12 @@ def main() -> None:
 
     if args.devices % args.tensor:
         raise SystemExit(f"--devices {args.devices} is not divisible by --tensor {args.tensor}")
-    mesh = parallel.make_mesh({"data": 1, "fsdp": args.devices // args.tensor, "tensor": args.tensor})
+    devices = None
+    if args.tpu:
+        devices = tpu_devices(args.tpu)
+        args.devices = len(devices)
+    mesh = parallel.make_mesh({"data": 1, "fsdp": args.devices // args.tensor, "tensor": args.tensor},
+                              devices=devices)
     rules = DEFAULT_RULES
     cfg = get_config(args.model, dtype=args.dtype, remat=args.remat, scan_layers=not args.no_scan,
                      param_dtype=args.param_dtype, attention=args.attention, attention_dropout=0.0)
@@ -154,21 +219,33 @@ def main() -> None:
              "padding_mask": jax.ShapeDtypeStruct((B, L), jnp.int32, sharding=bsh1),
              "prompt_length": jax.ShapeDtypeStruct((B,), jnp.int32, sharding=bsh1),
              "response_length": jax.ShapeDtypeStruct((B,), jnp.int32, sharding=bsh1)}
-    rdm = RDMConfig(mask_id=cfg.vocab_size - 1, max_predictions=args.max_predictions or None)
+    rdm = RDMConfig(mask_id=cfg.vocab_size - 1, max_predictions=args.max_predictions or None, coupled=args.coupled)
     step = make_train_step(diffusion_loss_fn(model, rdm), tx, schedule, grad_accum=args.grad_accum, seed=0)
 
+    where = f"TPU {args.tpu} devices" if args.tpu else "simulated CPU devices"
     print(f"# {args.model}: {n_params / 1e9:.2f}B params; mesh fsdp={dp} x tensor={args.tensor} "
-          f"({args.devices} simulated CPU devices); global batch {B} x {L} tokens, grad_accum {args.grad_accum} "
+          f"({args.devices} {where}); global batch {B} x {L} tokens, grad_accum {args.grad_accum} "
           f"(micro-batch {micro}, {micro // dp} sequences per device); remat={args.remat}, "
-          f"scan={not args.no_scan}, dtype={args.dtype}, max_predictions={args.max_predictions or L}", flush=True)
+          f"scan={not args.no_scan}, dtype={args.dtype}, max_predictions={args.max_predictions or L}, "
+          f"coupled={args.coupled}", flush=True)
     t0 = time.perf_counter()
     with parallel.mesh_rules(mesh, rules):
         lowered = parallel.jit_train_step(step, state, mesh, rules).lower(state, batch, None)
         t_lower = time.perf_counter() - t0
-        compiled = lowered.compile()
+        try:
+            compiled = lowered.compile()
+        except Exception as e:  # the TPU compiler refuses what does not fit a device's HBM
+            if "RESOURCE_EXHAUSTED" not in str(e):
+                raise
+            print(f"does NOT fit: the compiler says {str(e).splitlines()[0][:300]}")
+            return
     t_compile = time.perf_counter() - t0 - t_lower
     print(f"lower {t_lower:.1f}s, compile {t_compile:.1f}s")
-    report_memory(args, compiled, t_lower + t_compile, sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state)))
+    from dlm_jax.training.step import train_flops_per_step
+    rows = 2 * B if args.coupled else B  # coupled masks: every row is trained twice
+    flops = train_flops_per_step(cfg, L, rows, rows * (args.max_predictions or L) / 2)  # ~half the row is masked
+    report_memory(args, compiled, t_lower + t_compile, sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state)),
+                  flops)
 
 if __name__ == "__main__":
     main()

@@ -61,3 +61,16 @@ def test_compile_memory_sample_mode_reports_the_samplers_memory():
                        env={**__import__("os").environ, "XLA_FLAGS": ""})
     assert r.returncode == 0, r.stderr[-2000:]
     assert "# sampler: batch 8 x 32 tokens" in r.stdout and "peak per device" in r.stdout and "fits" in r.stdout
+
+
+def test_compile_memory_compiles_the_train_step_for_a_tpu_topology():
+    """The TPU compiler itself (libtpu, `pip install "jax[tpu]"`), no TPU: skipped where libtpu is not installed."""
+    import subprocess
+    pytest.importorskip("libtpu", reason="libtpu is not installed (optional: pip install \"jax[tpu]\")")
+    r = subprocess.run([sys.executable, "bench/compile_memory.py", "--tpu", "v5p:2x2x1", "--model", "tiny-test",
+                        "--batch", "16", "--length", "32", "--remat", "none", "--no-scan"],
+                       cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=600,
+                       env={**__import__("os").environ, "XLA_FLAGS": "", "TPU_SKIP_MDS_QUERY": "1"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "(4 TPU v5p:2x2x1 devices)" in r.stdout and "95 GiB HBM, 459 bf16 TFLOP/s per device" in r.stdout
+    assert "roofline step >=" in r.stdout and "fits in 95 GiB" in r.stdout

@@ -153,14 +153,11 @@ def released_exact_match(targets: Sequence[str], predictions: Sequence[str], gro
     (the released decoder lower-cases both), micro (`exact_match`, the "full" entry: MMLU, TyDiQA) and macro over
     the groups (`exact_match_macro`, "full_macro": BBH-nlp) in %; also the letter a multiple-choice answer starts
     with (`choice_accuracy`), which forgives trailing text."""
-    hits = np.array([t.strip().lower() == p.strip().lower() for t, p in zip(targets, predictions)], float)
-    letters = np.array([t.strip().upper() == extract_choice(p.upper()) for t, p in zip(targets, predictions)], float)
-    g = np.asarray(groups)
-    macro = [hits[g == k].mean() for k in np.unique(g)] if len(hits) else [0.0]
-    out = {"exact_match": 100.0 * float(hits.mean() if len(hits) else 0.0),
-           "exact_match_macro": 100.0 * float(np.mean(macro))}
-    if len(letters) and all(re.fullmatch(r"[A-J]", t.strip()) for t in targets):
-        out["choice_accuracy"] = 100.0 * float(letters.mean())
+    acc = accuracy_micro_macro([t.lower() for t in targets], [p.lower() for p in predictions], groups)
+    out = {"exact_match": acc["accuracy_micro"], "exact_match_macro": acc["accuracy_macro"]}
+    if targets and all(re.fullmatch(r"[A-J]", t.strip()) for t in targets):
+        out["choice_accuracy"] = accuracy([t.strip().upper() for t in targets],
+                                          [extract_choice(p.upper()) for p in predictions])["accuracy"]
     return out
 
 

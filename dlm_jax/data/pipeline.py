@@ -262,26 +262,38 @@ class IndexedBatches:
                 raise InputError(f"task {self.names[t]} has no {self.split} examples")
         return self._rows[t]
 
-    def _next_example(self, t: int) -> dict[str, np.ndarray]:
+    def _take(self, t: int) -> dict:
+        """Task `t`'s next row in its seeded permutation of the current epoch (and one more taken)."""
         rows = self.rows(t)
-        while True:
-            epoch, i = divmod(int(self.taken[t]), len(rows))
-            if (t, epoch) not in self._orders:
-                self._orders = {k: v for k, v in self._orders.items() if k[0] != t}  # one epoch per task in memory
-                self._orders[(t, epoch)] = np.random.default_rng([self.seed, t, epoch]).permutation(len(rows))
-            ex = rows[int(self._orders[(t, epoch)][i])]
-            self.taken[t] += 1
-            row = features.layout(self.vocab.encode(ex["inputs"]), self.vocab.encode(ex["targets"]), self.spec,
-                                  self.counters)
-            if row is not None:
-                return row
+        epoch, i = divmod(int(self.taken[t]), len(rows))
+        if (t, epoch) not in self._orders:
+            self._orders = {k: v for k, v in self._orders.items() if k[0] != t}  # one epoch per task in memory
+            self._orders[(t, epoch)] = np.random.default_rng([self.seed, t, epoch]).permutation(len(rows))
+        self.taken[t] += 1
+        return rows[int(self._orders[(t, epoch)][i])]
+
+    def _fitting(self, t: int, n: int) -> list[dict[str, np.ndarray]]:
+        """Task `t`'s next `n` examples that fit, laid out, in order (those that do not fit are taken and counted
+        as skipped); each round tokenizes what it takes in one `encode_batch` call per feature."""
+        out: list[dict[str, np.ndarray]] = []
+        while len(out) < n:
+            exs = [self._take(t) for _ in range(n - len(out))]
+            for a, b in zip(self.vocab.encode_batch([e["inputs"] for e in exs]),
+                            self.vocab.encode_batch([e["targets"] for e in exs])):
+                row = features.layout(a, b, self.spec, self.counters)
+                if row is not None:
+                    out.append(row)
             if self.counters.skipped > 1000 and self.counters.skipped > self.counters.seen // 2:
                 raise InputError(f"over half of the examples do not fit in max_length={self.spec.max_length}")
+        return out
 
     def global_rows(self, step: int) -> dict[str, np.ndarray]:
+        """Row r takes the next fitting example of its task: the same rows as drawing row by row."""
         picks = np.random.default_rng([self.seed, step]).choice(len(self.names), self.host.global_batch,
                                                                  p=self.probs)
-        return features.stack([self._next_example(int(t)) for t in picks])
+        need = np.bincount(picks, minlength=len(self.names))
+        queues = {t: iter(self._fitting(t, int(n))) for t, n in enumerate(need) if n}
+        return features.stack([next(queues[int(t)]) for t in picks])
 
     def position(self) -> dict[str, Any]:
         """What a checkpoint saves: each task's count of examples taken so far."""

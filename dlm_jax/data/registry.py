@@ -27,7 +27,7 @@ from dlm_jax.data.vocab import HFVocabulary, tokenize_in_batches
 from dlm_jax.errors import ConfigError
 
 _EVAL_SPECS: dict[str, EvalSpec] = {}
-_REGISTERED_WITH: list[HFVocabulary] = []
+_REGISTERED_WITH: list[HFVocabulary] = []  # the vocabulary the registry's tasks currently use
 _MIXTURE_ORDER: dict[str, list[str]] = {}  # a mixture's members as listed (seqio sorts them by name)
 # task -> split -> a random-access sequence of its {"inputs", "targets"} rows (tasks whose source allows it)
 _ROW_ACCESS: dict[str, Callable[[str], Sequence[dict]]] = {}
@@ -35,7 +35,7 @@ _ROW_ACCESS: dict[str, Callable[[str], Sequence[dict]]] = {}
 
 def row_access(name: str) -> Callable[[str], Sequence[dict]] | None:
     """split -> random-access rows of task `name` (`pipeline.IndexedBatches`), or None (e.g. TFDS tasks)."""
-    return _ROW_ACCESS.get(name)  # the vocabulary the registry's tasks currently use
+    return _ROW_ACCESS.get(name)
 
 
 def eval_spec(name: str) -> EvalSpec:

@@ -8,6 +8,7 @@ they come from and the command that prepares them.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gzip
 import json
 import os
@@ -15,6 +16,8 @@ import random
 import re
 from pathlib import Path
 from typing import Iterable, Sequence
+
+import numpy as np
 
 from dlm_jax.data.features import few_shot_prompt
 from dlm_jax.errors import MissingDataError
@@ -86,13 +89,24 @@ def _fairseq_pairs(folder: str, split: str, src: str, tgt: str, script: str, *, 
     root = data_dir() / folder
     a, b = root / f"{name}.{src}", root / f"{name}.{tgt}"
     require([a, b], f"fairseq examples/translation/{script}", f"bash {script} && mv {folder} {data_dir()}/")
+    if detokenize:
+        return list(_detokenized_pairs(a, b, src, tgt, (a.stat().st_mtime_ns, b.stat().st_mtime_ns)))
+    return _read_pairs(a, b)
+
+
+def _read_pairs(a: Path, b: Path) -> list[tuple[str, str]]:
     with open(a, encoding="utf-8") as fa, open(b, encoding="utf-8") as fb:
-        pairs = [(_unbpe(x), _unbpe(y)) for x, y in zip(fa, fb)]
-    if not detokenize:
-        return pairs
+        return [(_unbpe(x), _unbpe(y)) for x, y in zip(fa, fb)]
+
+
+@functools.lru_cache(maxsize=4)
+def _detokenized_pairs(a: Path, b: Path, src: str, tgt: str, stamp: tuple[int, int]
+                       ) -> tuple[tuple[str, str], ...]:
+    """Detokenising is slow (IWSLT14's 160k training pairs are read by every few-shot task, and by each of the
+    evaluator's passes): kept per file pair and modification time."""
     from sacremoses import MosesDetokenizer
     ds, dt = MosesDetokenizer(src), MosesDetokenizer(tgt)
-    return [(ds.detokenize(x.split()), dt.detokenize(y.split())) for x, y in pairs]
+    return tuple((ds.detokenize(x.split()), dt.detokenize(y.split())) for x, y in _read_pairs(a, b))
 
 
 def iwslt_pairs(split: str) -> list[tuple[str, str]]:
@@ -184,7 +198,6 @@ class JsonlRows:
     beside the file as `<file>.offsets.npy` when the folder is writable), so a resumed run reads only what it uses."""
 
     def __init__(self, path: Path):
-        import numpy as np
         self.path = path
         cache = path.with_name(path.name + ".offsets.npy")
         if cache.exists() and cache.stat().st_mtime >= path.stat().st_mtime:
@@ -217,7 +230,6 @@ class ConcatRows:
     """Several row sequences as one (the paper's file-level Flan 2022 tasks)."""
 
     def __init__(self, parts: Sequence):
-        import numpy as np
         self.parts = list(parts)
         self.ends = np.cumsum([len(p) for p in self.parts])
 
@@ -225,7 +237,6 @@ class ConcatRows:
         return int(self.ends[-1]) if len(self.ends) else 0
 
     def __getitem__(self, i: int) -> dict:
-        import numpy as np
         k = int(np.searchsorted(self.ends, i, side="right"))
         return self.parts[k][i - (int(self.ends[k - 1]) if k else 0)]
 
@@ -352,8 +363,11 @@ def tydiqa_rows(split: str, shots: int, seed: int = 0) -> list[dict]:
     return rows
 
 
+GSM_PROMPTS = {"en": " Question: {q} Step-by-Step Answer: ", "de": " Frage: {q} Schritt-für-Schritt-Antwort: "}
+
+
 def gsm_prompt(question: str) -> str:
-    return f" Question: {question} Step-by-Step Answer: "
+    return GSM_PROMPTS["en"].format(q=question)
 
 
 def gsm8k_rows(split: str, shots: int, seed: int = 0) -> list[dict]:
@@ -372,9 +386,6 @@ def gsm8k_rows(split: str, shots: int, seed: int = 0) -> list[dict]:
             prompt = few_shot_prompt(demos, prompt, joiner="")
         rows.append({"inputs": prompt, "targets": ex["answer"].split("####")[-1].strip(), "task": "gsm8k"})
     return rows
-
-
-GSM_PROMPTS = {"en": " Question: {q} Step-by-Step Answer: ", "de": " Frage: {q} Schritt-für-Schritt-Antwort: "}
 
 
 def mgsm_rows(split: str, shots: int, lang: str) -> list[dict]:
@@ -483,6 +494,5 @@ def paper_rows(name: str, shots: int, split: str) -> list[dict]:
         raise MissingDataError(f"{files[0]} holds no example: the released skip list "
                                f"{skip_list or '(none released)'} drops {n} examples of this set at its maximum "
                                "length; evaluate another shot count or split")
-    base = name.split("_")[0] if name.startswith("mgsm") else name
-    return [{"inputs": r["inputs"], "targets": r["targets"], "task": f"{base}:{g}" if g else name}
+    return [{"inputs": r["inputs"], "targets": r["targets"], "task": f"{name}:{g}" if g else name}
             for r, g in zip(rows, groups)]

@@ -79,15 +79,17 @@ class MetricsLog:
     def _drop_after(self, start: int) -> None:
         if not self.path.exists():
             return
-        lines = [line for line in self.path.read_text().splitlines() if line.strip()]
-        keep = [line for line in lines if json.loads(line).get("step", 0) <= start]
-        if len(keep) == len(lines):
+        keep, later = [], []
+        for line in self.path.read_text().splitlines():
+            if line.strip():
+                (keep if json.loads(line).get("step", 0) <= start else later).append(line + "\n")
+        if not later:
             return
         with open(self.path.with_name("metrics.discarded.jsonl"), "a") as f:
-            f.write("".join(line + "\n" for line in lines if line not in keep))
-        self.path.write_text("".join(line + "\n" for line in keep))
+            f.write("".join(later))
+        self.path.write_text("".join(keep))
         logging.warning("resumed at step %d: moved %d logged rows of later steps to metrics.discarded.jsonl",
-                        start, len(lines) - len(keep))
+                        start, len(later))
 
     def write(self, step: int, scalars: dict[str, float]) -> None:
         if not self.enabled:

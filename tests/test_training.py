@@ -222,6 +222,12 @@ def test_step_flops_count_the_head_at_masked_positions():
     head = 2 * (h * h + v * h)
     assert train_flops_per_sequence(cfg, L, 0) == 3 * fwd_body
     assert train_flops_per_step(cfg, L, rows=32, predicted=4000) == 3 * (32 * fwd_body + 4000 * head)
+    # ModernBERT-base: GeGLU (3 h f per layer) and, on 2 of every 3 layers, a band of 129 keys per query
+    mb = get_config("modernbert-base")
+    h, f, n, L = 768, 1152, 22, 1024
+    global_layers = len(range(0, n, 3))
+    attn = 4 * L * h * (global_layers * L + (n - global_layers) * 129)
+    assert train_flops_per_sequence(mb, L, 0) == 3 * (2 * n * (4 * h * h + 3 * h * f) * L + attn)
 
 
 def test_released_schedule_is_log_warmup_then_constant():

@@ -154,12 +154,18 @@ PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "V100": 125.0, "TPU 
 def train_flops_per_sequence(cfg: ModelConfig, length: int, predicted: float) -> float:
     """Training FLOPs of one sequence = 3 x forward (forward + 2x backward).
 
-    Forward: 2 * (matmul params of the body) * length + attention (QK^T and AV: 4 * length^2 * hidden per layer)
-    + the MLM head at the `predicted` positions: 2 * (hidden^2 + vocab * hidden) each.
+    Forward: 2 * (matmul params of the body) * length + attention (QK^T and AV: 4 * length * keys * hidden per layer,
+    keys = length, or the band of 2 * (local_window // 2) + 1 keys of a ModernBERT sliding-window layer)
+    + the MLM head at the `predicted` positions: 2 * (hidden^2 + vocab * hidden) each. ModernBERT's GeGLU input
+    product is [hidden, 2 * intermediate]: 3 * hidden * intermediate MLP params per layer instead of 2.
     """
     h, f, nl = cfg.hidden_size, cfg.intermediate_size, cfg.num_layers
-    body = nl * (4 * h * h + 2 * h * f)
-    fwd = 2 * body * length + nl * 4 * length * length * h + predicted * 2 * (h * h + cfg.vocab_size * h)
+    modern = cfg.family == "modernbert"
+    body = nl * (4 * h * h + (3 if modern else 2) * h * f)
+    band = min(length, 2 * (cfg.local_window // 2) + 1)
+    keys = (sum(length if kind == "full_attention" else band for kind in cfg.attention_kinds) if modern
+            else nl * length)
+    fwd = 2 * body * length + 4 * length * keys * h + predicted * 2 * (h * h + cfg.vocab_size * h)
     return 3.0 * fwd
 
 

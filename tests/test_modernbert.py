@@ -125,6 +125,25 @@ def test_fused_sliding_window_and_packing_match_the_einsum_path():
             np.testing.assert_allclose(out[0, sl], alone[0], atol=1e-5)
 
 
+def test_cudnn_band_mask_is_the_same_sliding_window_as_local_window_size():
+    """cuDNN only has a causal window, so `fused_window` hands it the band as a mask: checked here (no GPU) by
+    giving that mask to XLA's kernel, against XLA's own local_window_size, with key lengths and with a full mask."""
+    from dlm_jax.model.layers import fused_window
+    rng = np.random.default_rng(0)
+    q, k, v = (jnp.asarray(rng.normal(size=(2, 20, 4, 8)), jnp.float32) for _ in range(3))
+    lengths = jnp.asarray([20, 13], jnp.int32)
+    assert fused_window("xla", None, 20) == (None, None)
+    window, _ = fused_window("xla", 4, 20)
+    none, band = fused_window("cudnn", 4, 20)
+    assert window == (4, 4) and none is None and band.shape == (1, 1, 20, 20)
+    attend = lambda **kw: jax.nn.dot_product_attention(q, k, v, implementation="xla", **kw)  # noqa: E731
+    ref = attend(key_value_seq_lengths=lengths, local_window_size=window)
+    np.testing.assert_allclose(attend(key_value_seq_lengths=lengths, mask=band), ref, atol=1e-6)
+    keep = (jnp.arange(20)[None, :] < lengths[:, None])[:, None, None, :]
+    np.testing.assert_allclose(attend(mask=keep & band), ref, atol=1e-6)
+    assert not np.allclose(attend(key_value_seq_lengths=lengths), ref, atol=1e-3)  # the window matters here
+
+
 @pytest.mark.slow
 def test_rdm_training_sampling_scoring_and_length_predictor_end_to_end(tmp_path):
     from configs import length_predictor, tiny

@@ -141,13 +141,29 @@ def window_bias(length: int, window: int) -> jax.Array:
     return jnp.where(near, 0.0, jnp.finfo(jnp.float32).min).astype(jnp.float32)[None, None]
 
 
+def fused_window(implementation: str, window: int | None,
+                 length: int) -> tuple[tuple[int, int] | None, jax.Array | None]:
+    """How `jax.nn.dot_product_attention` gets a bidirectional sliding window: (local_window_size, band mask).
+
+    XLA takes `local_window_size=(window, window)`. cuDNN's kernel only has a causal (left) window (jax: "cuDNN
+    doesn't support right window ... when causal mask is not used", seen on an H200 with jax 0.11.2), so it gets
+    the band as a [1, 1, length, length] boolean mask instead: the same attention, computed densely.
+    """
+    if window is None:
+        return None, None
+    if implementation == "cudnn":
+        return None, window_bias(length, window) == 0
+    return (window, window), None
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention with a padding mask; q/k/v kernels are [embed, heads, kv].
 
     `implementation`: "einsum" (explicit einsums, float32 softmax, attention dropout), or "xla" / "cudnn" for
     `jax.nn.dot_product_attention` (cudnn: the fused flash kernel on NVIDIA GPUs; no attention dropout).
     ModernBERT options: `use_bias=False`, `rope_theta` (rotary embedding of q and k at the given positions) and
-    `window` (sliding-window attention: the fused kernels take it as `local_window_size`, no L x L mask).
+    `window` (sliding-window attention: XLA's fused path takes it as `local_window_size`, cuDNN as a band mask;
+    see `fused_window`).
     """
 
     num_heads: int
@@ -191,12 +207,13 @@ class SelfAttention(nn.Module):
             if self.dropout > 0 and not self.deterministic:
                 raise ConfigError(f"attention {self.implementation!r} has no attention-probability dropout; set "
                                  "--config.model.attention_dropout=0 (or model.attention='einsum')")
-            window = None if self.window is None else (self.window, self.window)
+            window, band = fused_window(self.implementation, self.window, x.shape[1])
             if mask.ndim == 1:  # right padding: keys beyond each row's length are masked
-                ctx = jax.nn.dot_product_attention(q, k, v, key_value_seq_lengths=mask, local_window_size=window,
-                                                   implementation=self.implementation)
+                ctx = jax.nn.dot_product_attention(q, k, v, mask=band, key_value_seq_lengths=mask,
+                                                   local_window_size=window, implementation=self.implementation)
             else:
-                ctx = jax.nn.dot_product_attention(q, k, v, mask=mask == 0, local_window_size=window,
+                keep = mask == 0 if band is None else (mask == 0) & band
+                ctx = jax.nn.dot_product_attention(q, k, v, mask=keep, local_window_size=window,
                                                    implementation=self.implementation)
         return Einsum(shape=(self.num_heads, self.head_dim, e), kernel_axes=(axes.HEADS, axes.KV, axes.EMBED),
                       eq="blhd,hde->ble", bias_axes=(axes.EMBED,) if self.use_bias else None, dtype=self.dtype,

@@ -15,6 +15,7 @@ import os
 import sys
 from typing import Any, Callable
 
+import jax
 from absl import app, flags
 from ml_collections import config_dict, config_flags
 
@@ -60,7 +61,8 @@ def define_inference_flags() -> None:
     define_config_override_flag()
     flags.DEFINE_string("workdir", None, "The trained run's directory.")
     flags.DEFINE_string("mesh", None, "Restore and sample on a device mesh, e.g. data=1,fsdp=4,tensor=2 (params "
-                        "go straight into their shards; default: one device).")
+                        "go straight into their shards; default: one device, or in a multi-process launch every "
+                        "device as data=-1, the params replicated).")
     flags.DEFINE_integer("length_beam", None, "Length beam size (needs --length_workdir).")
     flags.DEFINE_string("length_workdir", None, "Run directory of the length-predictor stage.")
     flags.mark_flags_as_required(["workdir"])
@@ -68,7 +70,10 @@ def define_inference_flags() -> None:
 
 def restore_from_flags(step: int | None = None) -> RestoredRun:
     """The run of `--workdir` (its saved config with the `--config.*` overrides) restored into `--mesh`, with the
-    length predictor of `--length_workdir` when `--length_beam` is given."""
+    length predictor of `--length_workdir` when `--length_beam` is given. Starts `jax.distributed` first in a
+    multi-process launch (the same environment as `train`'s): every process then restores its shards of the params
+    and runs the same inference."""
+    parallel.initialize_distributed()
     if FLAGS.length_beam and not FLAGS.length_workdir:
         raise ConfigError("--length_beam needs --length_workdir (a run of configs/length_predictor.py)")
     rundir = RunDir(FLAGS.workdir)
@@ -78,9 +83,10 @@ def restore_from_flags(step: int | None = None) -> RestoredRun:
 
 
 def inference_mesh(spec: str | None) -> Any:
-    """`--mesh data=1,fsdp=4,tensor=2` -> a device mesh for restoring and sampling (None: one device)."""
+    """`--mesh data=1,fsdp=4,tensor=2` -> a device mesh for restoring and sampling (None: one device; several
+    processes: every device of every process, rows split over them, params replicated)."""
     if not spec:
-        return None
+        return None if jax.process_count() == 1 else parallel.make_mesh({"data": -1})
     shape = {}
     for part in spec.split(","):
         axis, _, size = part.partition("=")

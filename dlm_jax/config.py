@@ -406,9 +406,6 @@ def parse(c: ml_collections.ConfigDict, *, num_devices: int | None = None,
     _need(c.prng_impl in PRNG_IMPLS, f"prng_impl={c.prng_impl!r}; choose one of {list(PRNG_IMPLS)}")
     _need(c.batch_size % num_processes == 0,
           f"batch_size={c.batch_size} must be divisible by the number of processes ({num_processes})")
-    _need(num_processes == 1 or not c.eval_every_steps,
-          f"eval_every_steps={c.eval_every_steps}: periodic evaluation runs in one process only for now; set "
-          "--config.eval_every_steps=0 and evaluate the checkpoints with python -m dlm_jax.evaluate")
     optimizer = _optimizer(c)
     mesh = _mesh(c, num_devices)
     return RunConfig(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import jax
 from absl import flags
 
 from dlm_jax import cli
@@ -60,18 +61,21 @@ def main(argv: list[str]) -> int:
     check_available(tasks, restored.vocab, FLAGS.split)  # every missing file of every task, before decoding
     evaluator = Evaluator(restored.generator(), restored.vocab, restored.run.sampler, restored.feature_spec(),
                           checkpoint_step=restored.step)
+    writer = jax.process_index() == 0  # several processes compute the same results; one writes them
     (rundir.path / EVAL_DIR).mkdir(exist_ok=True)
     results, rows = {}, []
     for t in tasks:
         results[t] = evaluator.run_task(t, request)
-        result_file(rundir, t).write_text(json.dumps(results[t], indent=2, default=str))
+        if writer:
+            result_file(rundir, t).write_text(json.dumps(results[t], indent=2, default=str))
         rows += table_rows(t, restored.run.model.name, results[t])
     print(TABLE_HEADER)
     print("\n".join(rows))
     for name, ts in expanded.items():
         if ts != [name]:  # a mixture: the per-task summary and its mean
             summary = mixture_summary(name, {t: results[t] for t in ts})
-            result_file(rundir, name).write_text(json.dumps(summary, indent=2))
+            if writer:
+                result_file(rundir, name).write_text(json.dumps(summary, indent=2))
             print(f"{name}: macro average {summary['macro_average']:.2f} over {len(ts)} tasks "
                   f"({result_file(rundir, name)})")
     return 0

@@ -95,7 +95,7 @@ def show_trajectory(restored: RestoredRun, items: list[Item], out: dict[str, Any
     if FLAGS.show_steps:
         for line in visualize.terminal_frames(steps, color=sys.stdout.isatty()):
             print(line)
-    if FLAGS.trajectory:
+    if FLAGS.trajectory and jax.process_index() == 0:  # several processes: one writes the page
         Path(FLAGS.trajectory).parent.mkdir(parents=True, exist_ok=True)
         Path(FLAGS.trajectory).write_text(visualize.trajectory_html(items[0].text, steps), encoding="utf-8")
         print(f"wrote {FLAGS.trajectory}")

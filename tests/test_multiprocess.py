@@ -1,7 +1,8 @@
 """Real multi-process runs on this CPU (gloo collectives): the code path of a pod or a multi-node GPU job.
 
-2 processes x 2 simulated devices must train exactly what 1 process x 4 devices trains: the same logged losses
-and the same final params, with data and fsdp meshes; and the launcher's bad inputs fail in one line.
+2 processes must train exactly what 1 process trains on the same devices (the same logged losses, train-time
+evaluation and final params, on a data x fsdp x tensor mesh), evaluate and generate alike, stop and resume
+together, and the launcher's bad inputs fail in one line.
 """
 import json
 import os
@@ -26,49 +27,90 @@ def _env(devices: int) -> dict:
     return env
 
 
-def _losses(workdir: Path) -> dict[int, float]:
-    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-    return {r["step"]: r["loss"] for r in rows}
+def _rows(workdir: Path) -> dict[int, dict]:
+    """metrics.jsonl by step (a step's training and evaluation rows merged)."""
+    out: dict[int, dict] = {}
+    for r in map(json.loads, (workdir / "metrics.jsonl").read_text().splitlines()):
+        out.setdefault(r["step"], {}).update(r)
+    return out
 
 
-def _params(workdir: Path) -> list[np.ndarray]:
+def _params(*workdirs: Path) -> list[list[np.ndarray]]:
+    """Each run's latest params, restored in one single-device process."""
     script = ("import jax, numpy as np, sys\nfrom dlm_jax.inference import restore_run\n"
-              "p = restore_run(sys.argv[1]).params\n"
-              "np.savez(sys.argv[2], *[np.asarray(x) for x in jax.tree.leaves(p)])\n")
-    out = workdir / "params.npz"
-    r = subprocess.run([sys.executable, "-c", script, str(workdir), str(out)], cwd=REPO, env=_env(1),
+              "for i, wd in enumerate(sys.argv[2:]):\n"
+              "    p = restore_run(wd).params\n"
+              "    np.savez(f'{sys.argv[1]}/{i}.npz', *[np.asarray(x) for x in jax.tree.leaves(p)])\n")
+    out = workdirs[0].parent
+    r = subprocess.run([sys.executable, "-c", script, str(out), *map(str, workdirs)], cwd=REPO, env=_env(1),
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
-    z = np.load(out)
-    return [z[k] for k in sorted(z.files, key=lambda k: int(k.split("_")[1]))]
+    loaded = [np.load(out / f"{i}.npz") for i in range(len(workdirs))]
+    return [[z[k] for k in sorted(z.files, key=lambda k: int(k.split("_")[1]))] for z in loaded]
+
+
+# a tensor-parallel mesh needs sizes the tensor axis divides: the unpruned vocabulary (30,522) and an even MLP
+TENSOR_OK = ["--config.model.prune_vocab=False", "--config.model.overrides.intermediate_size=40"]
 
 
 @pytest.mark.slow
 def test_two_processes_train_what_one_process_trains_and_resume_in_one(tmp_path):
-    """data=2 x fsdp=2 over 2 processes x 2 devices vs 1 process x 4 devices: the same losses at every step; the
-    2-process checkpoint at step 4 then resumes in 1 process and ends with the uninterrupted run's params."""
-    mesh = ["--config.mesh.shape.data=2", "--config.mesh.shape.fsdp=2"]
+    """data=2 x fsdp=2 x tensor=2 over 2 processes x 4 devices vs 1 process x 8 devices: the same losses at every
+    step and the same train-time evaluation (the sampler across processes); the 2-process checkpoint at step 4
+    then resumes in 1 process and ends with the uninterrupted run's params."""
+    mesh = ["--config.mesh.shape.data=2", "--config.mesh.shape.fsdp=2", "--config.mesh.shape.tensor=2", *TENSOR_OK,
+            "--config.eval_every_steps=4", "--config.data.eval_examples=4"]
     one, two = tmp_path / "one", tmp_path / "two"
     r = subprocess.run([sys.executable, *TRAIN, "--workdir", str(one), *mesh, "--config.num_train_steps=6"],
-                       cwd=REPO, env=_env(4), capture_output=True, text=True, timeout=600)
+                       cwd=REPO, env=_env(8), capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    r = subprocess.run([*LAUNCHER, "--num_processes", "2", "--devices_per_process", "2", "--log_dir",
+    r = subprocess.run([*LAUNCHER, "--num_processes", "2", "--devices_per_process", "4", "--log_dir",
                         str(tmp_path / "logs"), "--", *TRAIN, "--workdir", str(two), *mesh], cwd=REPO,
-                       env=_env(2), capture_output=True, text=True, timeout=600)
+                       env=_env(4), capture_output=True, text=True, timeout=600)
     logs = "".join(p.read_text() for p in (tmp_path / "logs").glob("*.log"))
     assert r.returncode == 0, r.stderr[-3000:] + logs[-2000:]
-    a, b = _losses(one), _losses(two)
+    a, b = _rows(one), _rows(two)
     assert sorted(b) == [1, 2, 3, 4]
-    np.testing.assert_allclose([a[s] for s in b], [b[s] for s in b], rtol=1e-5)
-    assert (one / "vocab_map.npz").read_bytes() == (two / "vocab_map.npz").read_bytes()  # one vocabulary
+    np.testing.assert_allclose([a[s]["loss"] for s in b], [b[s]["loss"] for s in b], rtol=1e-5)
+    assert "eval_bleu" in b[4] and b[4]["eval_bleu"] == pytest.approx(a[4]["eval_bleu"], abs=1e-6)
     r = subprocess.run([sys.executable, *TRAIN, "--workdir", str(two), *mesh, "--config.num_train_steps=6"],
-                       cwd=REPO, env=_env(4), capture_output=True, text=True, timeout=600)
+                       cwd=REPO, env=_env(8), capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    b = _losses(two)
+    b = _rows(two)
     assert sorted(b) == [1, 2, 3, 4, 5, 6]
-    np.testing.assert_allclose([a[5], a[6]], [b[5], b[6]], rtol=1e-5)
-    for x, y in zip(_params(one), _params(two)):
+    np.testing.assert_allclose([a[5]["loss"], a[6]["loss"]], [b[5]["loss"], b[6]["loss"]], rtol=1e-5)
+    for x, y in zip(*_params(one, two)):
         np.testing.assert_allclose(x, y, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_evaluate_and_generate_in_two_processes_give_the_one_process_results(tmp_path):
+    """Sharded inference across processes: `evaluate` and `generate` on a data=2 x tensor=2 mesh, launched as 2
+    processes x 2 devices, restore the checkpoint into the mesh and give exactly the 1 process x 4 devices
+    predictions and metrics (process 0 writes the files)."""
+    wd = tmp_path / "w"
+    r = subprocess.run([sys.executable, *TRAIN, "--workdir", str(wd), "--config.num_train_steps=2", *TENSOR_OK],
+                       cwd=REPO, env=_env(1), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    mesh = ["--mesh", "data=2,fsdp=1,tensor=2"]
+    evaluate = ["-m", "dlm_jax.evaluate", "--workdir", str(wd), *mesh, "--limit", "6", "--batch_size", "4"]
+    generate = ["-m", "dlm_jax.generate", "--workdir", str(wd), *mesh, "--input_task", "ding_de_en",
+                "--num_examples", "3", "--config.sampler.steps=5"]
+    two = [*LAUNCHER, "--num_processes", "2", "--devices_per_process", "2", "--log_dir", str(tmp_path / "logs"),
+           "--"]
+    results = []
+    for launch, env in (([sys.executable], _env(4)), (two, _env(2))):
+        r = subprocess.run([*launch, *evaluate], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+        ev = json.loads((wd / "eval" / "ding_de_en.json").read_text())
+        (wd / "eval" / "ding_de_en.json").unlink()
+        r = subprocess.run([*launch, *generate], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+        outputs = [line for line in r.stdout.splitlines() if line.startswith("output:")]
+        assert len(outputs) == 3
+        results.append((ev["metrics"], [e["prediction"] for e in ev["examples"]], outputs))
+    assert results[0] == results[1]
+    assert ev["num_examples"] == 6
 
 
 def test_launcher_bad_inputs_fail_in_one_line(tmp_path):

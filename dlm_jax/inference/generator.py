@@ -3,6 +3,11 @@
 `Generator` runs the jitted sampler over params (oracle, fixed or beam-predicted lengths), Monte Carlo ELBO scoring
 and rank classification, in ids of the original vocabulary (a pruned model's ids are mapped in and out here).
 Train-time evaluation, `evaluate` and `generate` all decode through it.
+
+On a device `mesh` (the params' own), every input goes onto the mesh as a global array (rows split over its
+`data` axis where they divide) and every output comes back replicated, so the same calls run in one or many JAX
+processes (a pod host each, or `launch/local_multiprocess.py`), each process holding the same prompts and
+reading the same whole result.
 """
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from typing import Any, Callable, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from dlm_jax.diffusion import SamplerConfig, build_inputs, elbo_nll, sample, select_best, top_lengths
 from dlm_jax.data.vocab import HFVocabulary
@@ -23,7 +29,8 @@ from dlm_jax.model.prune import VocabMap
 class Generator:
     """Everything needed to turn prompts (token ids, original vocabulary) into responses.
 
-    `vocab_map` (optional) maps original ids to a pruned model's ids and back.
+    `vocab_map` (optional) maps original ids to a pruned model's ids and back. `mesh`: the device mesh the params
+    live on (None: plain jit of host arrays, one process).
     """
 
     model: Any
@@ -37,18 +44,41 @@ class Generator:
     vocab_map: VocabMap | None = None
     length_model: Any = None
     length_params: Any = None
+    mesh: Mesh | None = None
 
     def __post_init__(self) -> None:
-        self._jitted: dict[tuple, Callable] = {}  # (SamplerConfig, max_response) or ("score", num_samples)
+        self._jitted: dict[tuple, Callable] = {}  # (SamplerConfig, max_response), ("score", samples), ("length",)
 
     @classmethod
     def with_vocab(cls, model: Any, params: Any, vocab: HFVocabulary, max_length: int, *,
-                   vocab_map: VocabMap | None = None, length_model: Any = None, length_params: Any = None
-                   ) -> "Generator":
+                   vocab_map: VocabMap | None = None, length_model: Any = None, length_params: Any = None,
+                   mesh: Mesh | None = None) -> "Generator":
         """A generator whose special ids are `vocab`'s (the tokenizer's)."""
         return cls(model, params, bos_id=vocab.bos_id, eos_id=vocab.eos_id, pad_id=vocab.pad_id,
                    mask_id=vocab.mask_id, max_length=max_length, vocab_map=vocab_map, length_model=length_model,
-                   length_params=length_params)
+                   length_params=length_params, mesh=mesh)
+
+    def _jit(self, fn: Callable) -> Callable:
+        """`jax.jit`; on a mesh with the outputs replicated, so every process can read the whole result."""
+        if self.mesh is None:
+            return jax.jit(fn)
+        return jax.jit(fn, out_shardings=NamedSharding(self.mesh, PartitionSpec()))
+
+    def _put(self, *arrays: np.ndarray) -> list[jax.Array]:
+        """Host arrays (the same in every process) as arrays on the mesh: rows split over its `data` axis where
+        they divide, else replicated. In several processes `jax.device_put` also checks that they are the same."""
+        if self.mesh is None:
+            return [jnp.asarray(a) for a in arrays]
+        ways = dict(self.mesh.shape).get("data", 1)
+        return [jax.device_put(a, NamedSharding(self.mesh, PartitionSpec("data") if a.ndim and a.shape[0] % ways == 0
+                                                else PartitionSpec())) for a in arrays]
+
+    def _key(self, rng: jax.Array, offset: int) -> jax.Array:
+        """`fold_in(rng, offset)` as raw key data on the mesh (a host value every process computes alike); the
+        jitted functions wrap it back into a key."""
+        key = jax.random.fold_in(rng, offset)
+        data = jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
+        return self._put(np.asarray(data))[0]
 
     def _fn(self, config: SamplerConfig, max_response: int) -> Callable:
         """The jitted sampler for `config`; the head is evaluated at `max_response` positions per row only."""
@@ -57,12 +87,13 @@ class Generator:
             model = self.model
             mask_id = self._m(self.mask_id)
 
-            def run(params, tokens, response, attn, rng):
+            def run(params, tokens, response, attn, key_data):
                 def logits_fn(t, positions):
                     return model.apply({"params": params}, t, attention_mask=attn, output_positions=positions)
-                return sample(logits_fn, tokens, response, rng, config, mask_id=mask_id, max_response=max_response)
+                return sample(logits_fn, tokens, response, jax.random.wrap_key_data(key_data), config,
+                              mask_id=mask_id, max_response=max_response)
 
-            self._jitted[key] = jax.jit(run)
+            self._jitted[key] = self._jit(run)
         return self._jitted[key]
 
     def _batch_inputs(self, prompts: Sequence[Sequence[int]], lengths: Sequence[int], batch_size: int, *,
@@ -99,8 +130,7 @@ class Generator:
                                                     pad_batch=len(prompts) > batch_size, fixed_eos=config.fixed_eos)
             mtok = self.vocab_map.to_new(tokens) if self.vocab_map is not None else tokens
             max_response = _bucket(int(resp.sum(1).max()), tokens.shape[1])
-            out = self._fn(config, max_response)(self.params, jnp.asarray(mtok), jnp.asarray(resp), jnp.asarray(attn),
-                                                 jax.random.fold_in(rng, start))
+            out = self._fn(config, max_response)(self.params, *self._put(mtok, resp, attn), self._key(rng, start))
             k = len(p)
             got = np.asarray(out.tokens)[:k]
             traj = None if out.trajectory is None else np.asarray(out.trajectory)[:, :k]
@@ -124,9 +154,14 @@ class Generator:
         tokens, _, attn = build_inputs(prompts, [0] * len(prompts), bos_id=self.bos_id, pad_id=self.pad_id,
                                        mask_id=self.mask_id, max_len=self.max_length)
         mtok = self.vocab_map.to_new(tokens) if self.vocab_map is not None else tokens
-        hidden = self.model.apply({"params": self.params}, jnp.asarray(mtok), attention_mask=jnp.asarray(attn),
-                                  method=type(self.model).encode)
-        logits = self.length_model.apply({"params": self.length_params}, hidden, jnp.asarray(attn))
+        if ("length",) not in self._jitted:
+            model, head = self.model, self.length_model
+
+            def run(params, length_params, tokens, attn):
+                hidden = model.apply({"params": params}, tokens, attention_mask=attn, method=type(model).encode)
+                return head.apply({"params": length_params}, hidden, attn)
+            self._jitted[("length",)] = self._jit(run)
+        logits = self._jitted[("length",)](self.params, self.length_params, *self._put(mtok, attn))
         max_resp = self.max_length - 1 - np.asarray([len(p) for p in prompts]).max()
         return top_lengths(np.asarray(logits), beam, max_length=max_resp)
 
@@ -155,8 +190,7 @@ class Generator:
                                                     batch_size, pad_batch=len(prompts) > batch_size)
             tokens[resp[:len(r)].nonzero()] = np.concatenate([[*x, self.eos_id] for x in r])  # the responses
             mtok = self.vocab_map.to_new(tokens) if self.vocab_map is not None else tokens
-            m, s = fn(self.params, jnp.asarray(mtok), jnp.asarray(resp), jnp.asarray(attn),
-                      jax.random.fold_in(rng, start))
+            m, s = fn(self.params, *self._put(mtok, resp, attn), self._key(rng, start))
             nll.append(np.asarray(m)[:len(r)])
             se.append(np.asarray(s)[:len(r)])
         return np.concatenate(nll), np.concatenate(se)
@@ -166,10 +200,11 @@ class Generator:
         if key not in self._jitted:
             model, mask_id = self.model, self._m(self.mask_id)
 
-            def run(params, tokens, response, attn, rng):
+            def run(params, tokens, response, attn, key_data):
                 logits_fn = lambda t: model.apply({"params": params}, t, attention_mask=attn)  # noqa: E731
-                return elbo_nll(logits_fn, tokens, response, rng, mask_id=mask_id, num_samples=num_samples)
-            self._jitted[key] = jax.jit(run)
+                return elbo_nll(logits_fn, tokens, response, jax.random.wrap_key_data(key_data), mask_id=mask_id,
+                                num_samples=num_samples)
+            self._jitted[key] = self._jit(run)
         return self._jitted[key]
 
     def rank_options(self, prompts: Sequence[Sequence[int]], options: Sequence[Sequence[Sequence[int]]],

@@ -67,13 +67,14 @@ def initialize_distributed() -> None:
     JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID (`launch/local_multiprocess.py` does; on CPU also
     JAX_CPU_COLLECTIVES_IMPLEMENTATION=gloo). A single process does nothing. A coordinator that does not answer
     within DLM_DISTRIBUTED_TIMEOUT_S seconds (default 300) is a `ConfigError` naming the address and the fix.
+    A second call does nothing.
     When a process dies (SIGKILL, a lost host), jax's coordinator stops the others once its heartbeat has been
     missing for DLM_HEARTBEAT_TIMEOUT_S seconds (default 100); `launch/local_multiprocess.py` stops them sooner.
     """
     env = os.environ
     multi = ("JAX_COORDINATOR_ADDRESS" in env or int(env.get("SLURM_NTASKS", "1")) > 1
              or "TPU_WORKER_HOSTNAMES" in env and "," in env.get("TPU_WORKER_HOSTNAMES", ""))
-    if not multi:
+    if not multi or jax.distributed.is_initialized():
         return
     # heartbeat: how soon the survivors of a killed process stop (jax's default 100 s); DLM_HEARTBEAT_TIMEOUT_S
     kwargs: dict = {"initialization_timeout": int(env.get("DLM_DISTRIBUTED_TIMEOUT_S", "300")),

@@ -36,7 +36,7 @@ def validation_metrics(s: Setup, params: Any) -> dict[str, float]:
     diffusion stage only)."""
     if s.run.stage != "diffusion":
         return {}
-    gen = Generator.with_vocab(s.model, params, s.vocab, s.spec.max_length, vocab_map=s.vocab_map)
+    gen = Generator.with_vocab(s.model, params, s.vocab, s.spec.max_length, vocab_map=s.vocab_map, mesh=s.mesh)
     evaluator = Evaluator(gen, s.vocab, s.run.sampler, s.spec)
     own = bool(s.run.data.eval_tasks)  # configured tasks: each task's own protocol
     request = EvalRequest(length="task" if own else "oracle", steps=None if own else s.run.sampler.steps,

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -35,22 +36,34 @@ def _rows(workdir: Path) -> dict[int, dict]:
     return out
 
 
-def _params(*workdirs: Path) -> list[list[np.ndarray]]:
-    """Each run's latest params, restored in one single-device process."""
-    script = ("import jax, numpy as np, sys\nfrom dlm_jax.inference import restore_run\n"
-              "for i, wd in enumerate(sys.argv[2:]):\n"
-              "    p = restore_run(wd).params\n"
-              "    np.savez(f'{sys.argv[1]}/{i}.npz', *[np.asarray(x) for x in jax.tree.leaves(p)])\n")
-    out = workdirs[0].parent
-    r = subprocess.run([sys.executable, "-c", script, str(out), *map(str, workdirs)], cwd=REPO, env=_env(1),
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
-    loaded = [np.load(out / f"{i}.npz") for i in range(len(workdirs))]
-    return [[z[k] for k in sorted(z.files, key=lambda k: int(k.split("_")[1]))] for z in loaded]
+def _tiny(**overrides) -> Any:
+    """configs/tiny.py with TRAIN's flags and `overrides` (dotted keys), for runs inside this 8-device process."""
+    from configs import tiny
+    c = tiny.get_config()
+    c.num_train_steps, c.log_every_steps, c.checkpoint_every_steps, c.batch_size = 4, 1, 4, 8
+    c.data.train_limit = 64
+    for key, value in overrides.items():
+        node = c
+        *path, last = key.split(".")
+        for part in path:
+            node = node[part]
+        node[last] = value
+    return c
+
+
+def _train_here(workdir: Path, **overrides) -> None:
+    """The trainer in this process (8 simulated devices): the 1-process side of each comparison."""
+    from dlm_jax.config import parse
+    from dlm_jax.training import loop
+    loop.run(parse(_tiny(**overrides)), workdir)
+
+
+def _flags(overrides: dict) -> list[str]:
+    return [f"--config.{k}={v}" for k, v in overrides.items()]
 
 
 # a tensor-parallel mesh needs sizes the tensor axis divides: the unpruned vocabulary (30,522) and an even MLP
-TENSOR_OK = ["--config.model.prune_vocab=False", "--config.model.overrides.intermediate_size=40"]
+TENSOR_OK = {"model.prune_vocab": False, "model.overrides.intermediate_size": 40}
 
 
 @pytest.mark.slow
@@ -58,14 +71,14 @@ def test_two_processes_train_what_one_process_trains_and_resume_in_one(tmp_path)
     """data=2 x fsdp=2 x tensor=2 over 2 processes x 4 devices vs 1 process x 8 devices: the same losses at every
     step and the same train-time evaluation (the sampler across processes); the 2-process checkpoint at step 4
     then resumes in 1 process and ends with the uninterrupted run's params."""
-    mesh = ["--config.mesh.shape.data=2", "--config.mesh.shape.fsdp=2", "--config.mesh.shape.tensor=2", *TENSOR_OK,
-            "--config.eval_every_steps=4", "--config.data.eval_examples=4"]
+    import jax
+    from dlm_jax.inference import restore_run
+    mesh = {"mesh.shape.data": 2, "mesh.shape.fsdp": 2, "mesh.shape.tensor": 2, **TENSOR_OK,
+            "eval_every_steps": 4, "data.eval_examples": 4}
     one, two = tmp_path / "one", tmp_path / "two"
-    r = subprocess.run([sys.executable, *TRAIN, "--workdir", str(one), *mesh, "--config.num_train_steps=6"],
-                       cwd=REPO, env=_env(8), capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
+    _train_here(one, **mesh, num_train_steps=6)
     r = subprocess.run([*LAUNCHER, "--num_processes", "2", "--devices_per_process", "4", "--log_dir",
-                        str(tmp_path / "logs"), "--", *TRAIN, "--workdir", str(two), *mesh], cwd=REPO,
+                        str(tmp_path / "logs"), "--", *TRAIN, "--workdir", str(two), *_flags(mesh)], cwd=REPO,
                        env=_env(4), capture_output=True, text=True, timeout=600)
     logs = "".join(p.read_text() for p in (tmp_path / "logs").glob("*.log"))
     assert r.returncode == 0, r.stderr[-3000:] + logs[-2000:]
@@ -73,44 +86,50 @@ def test_two_processes_train_what_one_process_trains_and_resume_in_one(tmp_path)
     assert sorted(b) == [1, 2, 3, 4]
     np.testing.assert_allclose([a[s]["loss"] for s in b], [b[s]["loss"] for s in b], rtol=1e-5)
     assert "eval_bleu" in b[4] and b[4]["eval_bleu"] == pytest.approx(a[4]["eval_bleu"], abs=1e-6)
-    r = subprocess.run([sys.executable, *TRAIN, "--workdir", str(two), *mesh, "--config.num_train_steps=6"],
-                       cwd=REPO, env=_env(8), capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
+    _train_here(two, **mesh, num_train_steps=6)  # resumes the 2-process checkpoint in one process
     b = _rows(two)
     assert sorted(b) == [1, 2, 3, 4, 5, 6]
     np.testing.assert_allclose([a[5]["loss"], a[6]["loss"]], [b[5]["loss"], b[6]["loss"]], rtol=1e-5)
-    for x, y in zip(*_params(one, two)):
-        np.testing.assert_allclose(x, y, atol=1e-5)
+    for x, y in zip(jax.tree.leaves(restore_run(one).params), jax.tree.leaves(restore_run(two).params)):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-5)
 
 
 @pytest.mark.slow
 def test_evaluate_and_generate_in_two_processes_give_the_one_process_results(tmp_path):
     """Sharded inference across processes: `evaluate` and `generate` on a data=2 x tensor=2 mesh, launched as 2
-    processes x 2 devices, restore the checkpoint into the mesh and give exactly the 1 process x 4 devices
-    predictions and metrics (process 0 writes the files)."""
+    processes x 2 devices, restore the checkpoint into the mesh and give exactly what the same mesh of 4 devices
+    gives in one process (the evaluator and generator here; process 0 writes the files)."""
+    import dataclasses
+    import jax
+    from dlm_jax.data import pipeline
+    from dlm_jax.inference import EvalRequest, Evaluator, decode_responses, prompts_of, restore_run
+    from dlm_jax.parallel import make_mesh
     wd = tmp_path / "w"
-    r = subprocess.run([sys.executable, *TRAIN, "--workdir", str(wd), "--config.num_train_steps=2", *TENSOR_OK],
-                       cwd=REPO, env=_env(1), capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    mesh = ["--mesh", "data=2,fsdp=1,tensor=2"]
-    evaluate = ["-m", "dlm_jax.evaluate", "--workdir", str(wd), *mesh, "--limit", "6", "--batch_size", "4"]
-    generate = ["-m", "dlm_jax.generate", "--workdir", str(wd), *mesh, "--input_task", "ding_de_en",
-                "--num_examples", "3", "--config.sampler.steps=5"]
+    _train_here(wd, **TENSOR_OK, num_train_steps=2, checkpoint_every_steps=2)
     two = [*LAUNCHER, "--num_processes", "2", "--devices_per_process", "2", "--log_dir", str(tmp_path / "logs"),
-           "--"]
-    results = []
-    for launch, env in (([sys.executable], _env(4)), (two, _env(2))):
-        r = subprocess.run([*launch, *evaluate], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-        assert r.returncode == 0, r.stderr[-3000:]
-        ev = json.loads((wd / "eval" / "ding_de_en.json").read_text())
-        (wd / "eval" / "ding_de_en.json").unlink()
-        r = subprocess.run([*launch, *generate], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-        assert r.returncode == 0, r.stderr[-3000:]
-        outputs = [line for line in r.stdout.splitlines() if line.startswith("output:")]
-        assert len(outputs) == 3
-        results.append((ev["metrics"], [e["prediction"] for e in ev["examples"]], outputs))
-    assert results[0] == results[1]
-    assert ev["num_examples"] == 6
+           "--", "-m"]
+    common = ["--workdir", str(wd), "--mesh", "data=2,fsdp=1,tensor=2"]
+    r = subprocess.run([*two, "dlm_jax.evaluate", *common, "--limit", "6", "--batch_size", "4"], cwd=REPO,
+                       env=_env(2), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    evaluated = json.loads((wd / "eval" / "ding_de_en.json").read_text())
+    r = subprocess.run([*two, "dlm_jax.generate", *common, "--input_task", "ding_de_en", "--num_examples", "3",
+                        "--config.sampler.steps=5"], cwd=REPO, env=_env(2), capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    generated = [line for line in r.stdout.splitlines() if line.startswith("output:")]
+
+    restored = restore_run(wd, mesh=make_mesh({"data": 2, "fsdp": 1, "tensor": 2}, devices=jax.devices()[:4]))
+    here = Evaluator(restored.generator(), restored.vocab, restored.run.sampler, restored.feature_spec(),
+                     checkpoint_step=restored.step).run_task("ding_de_en", EvalRequest(limit=6, batch_size=4))
+    assert evaluated["num_examples"] == here["num_examples"] == 6
+    assert evaluated["metrics"] == here["metrics"]
+    assert [e["prediction"] for e in evaluated["examples"]] == [e["prediction"] for e in here["examples"]]
+    ex = pipeline.load_examples("ding_de_en", "test", restored.feature_spec(), restored.vocab, limit=3)
+    out = restored.generator().generate(prompts_of(ex.rows), [int(n) for n in ex.rows["response_length"][:3]],
+                                        dataclasses.replace(restored.run.sampler, steps=5), jax.random.key(0))
+    texts = decode_responses(restored.vocab.tokenizer, out, restored.vocab.eos_id)
+    assert generated == [f"output:    {t}   ({int(n)} model evaluations)" for t, n in zip(texts, out["num_evals"])]
 
 
 def test_launcher_bad_inputs_fail_in_one_line(tmp_path):

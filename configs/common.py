@@ -28,6 +28,12 @@ MESH_FOR_SIZE = {"base": {"data": -1, "fsdp": 1, "tensor": 1}, "large": {"data":
                  "xl": {"data": 1, "fsdp": -1, "tensor": 1}, "xxl": {"data": 1, "fsdp": -1, "tensor": 1},
                  "modernbert-base": {"data": -1, "fsdp": 1, "tensor": 1},
                  "modernbert-large": {"data": -1, "fsdp": 1, "tensor": 1}}
+# What fits a TPU slice, from compiling the real train step for it without the hardware (bench/compile_memory.py
+# --tpu; bench/RESULTS.md "TPU pods by compilation"): FSDP over every chip, full remat, scanned layers and the
+# gradient accumulation that brought the TPU compiler's per-chip HBM under the chip's.
+# (size, slice) -> (grad_accum, the measured peak per chip, the batch it was measured at).
+POD_FITS = {("xxl", "v5p-128"): (1, "48.26 of 95 GiB", 2048), ("xxl", "v5e-256"): (2, "12.02 of 16 GiB", 2048),
+            ("large", "v4-16"): (4, "5.98 of 16 GiB", 512)}
 # ModernBERT runs take the recipe of the XLM-R size with the closest parameter count (the paper has no ModernBERT);
 # their rows are 2,048 tokens by default (`,max_length=8192` for the full context).
 RECIPE_OF = {"modernbert-base": "base", "modernbert-large": "large"}
@@ -37,6 +43,20 @@ MODERNBERT_MAX_LENGTH = 2048
 def model_name(size: str) -> str:
     """The named model config of a size: xlmr-<size>, or the ModernBERT name itself."""
     return size if size.startswith("modernbert") else f"xlmr-{size}"
+
+
+def pod_settings(c: ml_collections.ConfigDict, size: str, pod: str) -> None:
+    """`,pod=<slice>` (e.g. v5e-256): the measured fit of `size` on that TPU slice (POD_FITS) set on `c`; a slice
+    not measured is an error that names the measured ones and the command that measures it."""
+    if (size, pod) not in POD_FITS:
+        known = ", ".join(f"{s},pod={p}" for s, p in sorted(POD_FITS))
+        raise ValueError(f"no measured fit for {size} on {pod!r} (measured: {known}). Measure it without the "
+                         f"hardware: pip install \"jax[tpu]\"; python bench/compile_memory.py --coupled --tpu "
+                         f"<topology, e.g. v5e:16x16> --model {model_name(size)} --batch {c.batch_size} "
+                         "[--grad-accum N], then set --config.optimizer.grad_accum and --config.mesh.shape.*")
+    c.optimizer.grad_accum = POD_FITS[(size, pod)][0]
+    c.model.remat, c.model.scan_layers = "full", True
+    c.mesh.shape = ml_collections.ConfigDict({"data": 1, "fsdp": -1, "tensor": 1})
 
 
 def paper_finetune(size: str, *, task: str, tokens_per_batch: int, mean_tokens: int, lr: float, steps: int,
@@ -76,10 +96,11 @@ def paper_finetune(size: str, *, task: str, tokens_per_batch: int, mean_tokens: 
 
 def task_finetune(arg: str | None, *, task: str, table: dict, mean_tokens: int) -> ml_collections.ConfigDict:
     """A task-specific finetuning config (paper Table 3): `arg` is a size, optionally with `,scratch` (random
-    init with XLM-R's tokenizer, label smoothing 0.1). `table` maps size -> (tokens per batch, lr, steps)."""
+    init with XLM-R's tokenizer, label smoothing 0.1) and `,pod=<TPU slice>` (`pod_settings`). `table` maps size -> (tokens per batch, lr, steps)."""
     parts = (arg or "base").split(",")
     scratch = "scratch" in parts
-    sizes = [p for p in parts if p != "scratch"]
+    pods = [p.split("=", 1)[1] for p in parts if p.startswith("pod=")]
+    sizes = [p for p in parts if p != "scratch" and not p.startswith("pod=")]
     size = sizes[0] if sizes else "base"
     if RECIPE_OF.get(size, size) not in table:
         raise ValueError(f"unknown size {size!r} in {arg!r}; choose one of {sorted([*table, *RECIPE_OF])} "
@@ -87,6 +108,8 @@ def task_finetune(arg: str | None, *, task: str, table: dict, mean_tokens: int) 
     tokens, lr, steps = table[RECIPE_OF.get(size, size)]
     c = paper_finetune(size, task=task, tokens_per_batch=tokens, mean_tokens=mean_tokens, lr=lr, steps=steps)
     c.model.prune_vocab = True  # the released remove_redundant_embeddings: the training set's ids (paper A.1)
+    if pods:
+        pod_settings(c, size, pods[0])
     if scratch:
         c.model.init, c.model.tokenizer = "random", HUB_IDS["base"]
         c.diffusion.label_smoothing = 0.1
@@ -96,8 +119,9 @@ def task_finetune(arg: str | None, *, task: str, table: dict, mean_tokens: int) 
 def instruction_finetune(arg: str | None, *, task: str, table: dict) -> ml_collections.ConfigDict:
     """An instruction-finetuning config on a streamed mixture (paper Table 4): `table` maps size ->
     (batch in sequences, lr, steps). Examples over 512 tokens lose the left of their prompt, as the released
-    Flan loader (`src/data/dd_data.py` FlanV2Dataset) left-truncates them; the response stays whole."""
-    a = parse_arg(arg or "base", variant="base", max_length=0)
+    Flan loader (`src/data/dd_data.py` FlanV2Dataset) left-truncates them; the response stays whole.
+    `,pod=<TPU slice>`: the slice's measured fit (`pod_settings`)."""
+    a = parse_arg(arg or "base", variant="base", max_length=0, pod="")
     if RECIPE_OF.get(a.variant, a.variant) not in table:
         raise ValueError(f"unknown variant {a.variant!r} in {arg!r}; choose one of {sorted([*table, *RECIPE_OF])}")
     batch, lr, steps = table[RECIPE_OF.get(a.variant, a.variant)]
@@ -109,4 +133,6 @@ def instruction_finetune(arg: str | None, *, task: str, table: dict) -> ml_colle
     c.data.overlong = "truncate_prompt"
     c.data.eval_split = ""
     c.eval_every_steps = 0
+    if a.pod:
+        pod_settings(c, a.variant, a.pod)
     return c

@@ -69,3 +69,21 @@ def test_dump_prints_the_config_and_trains_nothing(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     dumped = json.loads(r.stdout)
     assert dumped["model"]["name"] == "xlmr-large" and dumped["optimizer"]["lr"] == 1e-4
+
+
+def test_pod_variants_set_the_fit_measured_for_the_slice():
+    """`,pod=<slice>` sets what compiling for that TPU slice measured (configs/common.py POD_FITS); the parsed
+    run splits the batch over every chip with the measured accumulation; a slice never measured is an error
+    that says how to measure it."""
+    from configs import flan2022, iwslt14
+    c = flan2022.get_config("xxl,pod=v5e-256")
+    assert (c.optimizer.grad_accum, c.model.remat, c.model.scan_layers) == (2, "full", True)
+    run = config_lib.parse(c, num_devices=256, num_processes=64)
+    assert dict(run.mesh.sizes) == {"data": 1, "fsdp": 256, "tensor": 1} and run.mesh.data_parallel_size == 256
+    assert (run.batch_size, run.micro_batch) == (2048, 1024)
+    assert flan2022.get_config("xxl,pod=v5p-128").optimizer.grad_accum == 1
+    c = iwslt14.get_config("large,pod=v4-16")
+    assert (c.optimizer.grad_accum, c.model.remat, dict(c.mesh.shape)["fsdp"]) == (4, "full", -1)
+    assert iwslt14.get_config("large").optimizer.grad_accum == 1  # no pod: the defaults stay
+    with pytest.raises(ValueError, match="no measured fit for xxl on 'v4-8'.*compile_memory.py --coupled --tpu"):
+        flan2022.get_config("xxl,pod=v4-8")

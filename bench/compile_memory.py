@@ -95,7 +95,10 @@ def sample_memory(args, mesh, model, params, report) -> None:
     t0 = time.perf_counter()
     with parallel.mesh_rules(mesh, DEFAULT_RULES):
         compiled = jax.jit(run).lower(*abstract).compile()
-    report(compiled, time.perf_counter() - t0, sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(params)))
+    from dlm_jax.training.step import train_flops_per_sequence
+    forward = train_flops_per_sequence(model.cfg, L, args.response) / 3  # one model call with the head at the responses
+    report(compiled, time.perf_counter() - t0, sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(params)),
+           args.steps * B * forward)
 
 
 # per chip: HBM GiB, bf16 peak TFLOP/s, HBM TB/s (Google Cloud TPU documentation)
@@ -127,10 +130,12 @@ def report_tpu(args, compiled, model_flops: float) -> None:
     flops, nbytes = float(cost.get("flops", 0.0)), float(cost.get("bytes accessed", 0.0))
     per_chip = model_flops / args.devices
     t_compute = per_chip / (tflops * 1e12)
+    sampling = args.mode == "sample"  # one sampler call: S model calls; its tokens are the generated ones
+    unit, tokens = ("sampler call", args.batch * args.response) if sampling else ("step", args.batch * args.length)
     print(f"TPU {args.tpu}: {hbm:g} GiB HBM, {tflops:g} bf16 TFLOP/s per device; compiler: {flops / 1e12:.2f} TFLOP, "
           f"{nbytes / 1e9:.1f} GB per device{' (scan body once)' if not args.no_scan else ''}; model: "
-          f"{per_chip / 1e12:.1f} TFLOP per device per step -> roofline step >= {t_compute:.3f} s at 100% MFU "
-          f"({args.batch * args.length / max(t_compute, 1e-9):,.0f} tokens/s)")
+          f"{per_chip / 1e12:.1f} TFLOP per device per {unit} -> roofline {unit} >= {t_compute:.3f} s at 100% MFU "
+          f"({tokens / max(t_compute, 1e-9):,.0f} {'generated ' if sampling else ''}tokens/s)")
 
 
 def tpu_device_budget(args) -> tuple[float, float, float]:
@@ -197,10 +202,11 @@ def main() -> None:
     pshard = parallel.logical_to_shardings(boxed, mesh, rules)
     params = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), nn.unbox(boxed), pshard)
     n_params = sum(x.size for x in jax.tree.leaves(params))
+    where = f"TPU {args.tpu} devices" if args.tpu else "simulated CPU devices"
     if args.mode == "sample":
         print(f"# {args.model}: {n_params / 1e9:.2f}B params; mesh fsdp={dp} x tensor={args.tensor} "
-              f"({args.devices} simulated CPU devices); dtype={args.dtype}", flush=True)
-        sample_memory(args, mesh, model, params, lambda c, s, b: report_memory(args, c, s, b))
+              f"({args.devices} {where}); dtype={args.dtype}", flush=True)
+        sample_memory(args, mesh, model, params, lambda c, s, b, f: report_memory(args, c, s, b, f))
         return
 
     opt = parse(base_config(), num_devices=1, num_processes=1).optimizer
@@ -222,7 +228,6 @@ def main() -> None:
     rdm = RDMConfig(mask_id=cfg.vocab_size - 1, max_predictions=args.max_predictions or None, coupled=args.coupled)
     step = make_train_step(diffusion_loss_fn(model, rdm), tx, schedule, grad_accum=args.grad_accum, seed=0)
 
-    where = f"TPU {args.tpu} devices" if args.tpu else "simulated CPU devices"
     print(f"# {args.model}: {n_params / 1e9:.2f}B params; mesh fsdp={dp} x tensor={args.tensor} "
           f"({args.devices} {where}); global batch {B} x {L} tokens, grad_accum {args.grad_accum} "
           f"(micro-batch {micro}, {micro // dp} sequences per device); remat={args.remat}, "

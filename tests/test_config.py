@@ -82,6 +82,7 @@ def test_pod_variants_set_the_fit_measured_for_the_slice():
     assert dict(run.mesh.sizes) == {"data": 1, "fsdp": 256, "tensor": 1} and run.mesh.data_parallel_size == 256
     assert (run.batch_size, run.micro_batch) == (2048, 1024)
     assert flan2022.get_config("xxl,pod=v5p-128").optimizer.grad_accum == 1
+    assert flan2022.get_config("xxl,pod=v4-128").optimizer.grad_accum == 4
     c = iwslt14.get_config("large,pod=v4-16")
     assert (c.optimizer.grad_accum, c.model.remat, dict(c.mesh.shape)["fsdp"]) == (4, "full", -1)
     assert iwslt14.get_config("large").optimizer.grad_accum == 1  # no pod: the defaults stay

@@ -21,6 +21,17 @@ if not os.environ.get("DLM_TEST_NO_COMPILATION_CACHE") and "JAX_COMPILATION_CACH
 import pytest  # noqa: E402
 
 
+def set_dotted(config, overrides: dict):
+    """`config` with each "a.b.c" key of `overrides` set (as `--config.a.b.c=value` would); returns `config`."""
+    for key, value in overrides.items():
+        node = config
+        *path, last = key.split(".")
+        for part in path:
+            node = node[part]
+        node[last] = value
+    return config
+
+
 def torch_or_skip():
     """Imports torch or skips the calling test (parity tests need it; the library never does)."""
     return pytest.importorskip("torch", reason="torch is not installed; parity tests need `pip install torch==2.13.0`")

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import set_dotted
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCHER = [sys.executable, str(REPO / "launch" / "local_multiprocess.py")]
@@ -42,13 +43,7 @@ def _tiny(**overrides) -> Any:
     c = tiny.get_config()
     c.num_train_steps, c.log_every_steps, c.checkpoint_every_steps, c.batch_size = 4, 1, 4, 8
     c.data.train_limit = 64
-    for key, value in overrides.items():
-        node = c
-        *path, last = key.split(".")
-        for part in path:
-            node = node[part]
-        node[last] = value
-    return c
+    return set_dotted(c, overrides)
 
 
 def _train_here(workdir: Path, **overrides) -> None:

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import set_dotted
 
 from dlm_jax import parallel
 from dlm_jax.config import parse
@@ -105,13 +106,7 @@ def _cfg(**kw):
     c = tiny.get_config()
     c.num_train_steps, c.checkpoint_every_steps, c.log_every_steps = 6, 3, 1
     c.data.train_limit, c.eval_every_steps = 96, 0
-    for k, v in kw.items():
-        node = c
-        *path, last = k.split(".")
-        for p in path:
-            node = node[p]
-        node[last] = v
-    return c
+    return set_dotted(c, kw)
 
 
 def _losses(workdir):

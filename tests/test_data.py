@@ -330,6 +330,23 @@ def test_flan2022_mixture_ratios_within_three_standard_errors(data_root, tmp_pat
         next(again.iterate(5, {}))  # a checkpoint of a seqio-streamed run
 
 
+def test_indexed_stream_hosts_read_only_their_rows_and_together_give_the_global_batch(bert_vocab):
+    """Two hosts' rows of the indexed stream are the one host's global batch, also where examples are skipped as
+    overlong and redrawn; each host reads and tokenizes only the rows it feeds; every host's counts (what a
+    checkpoint saves) are the same."""
+    spec = features.FeatureSpec(max_length=20, bos_id=101, eos_id=102, pad_id=0)
+    one = pipeline.IndexedBatches("ding_de_en", spec, bert_vocab, pipeline.HostSlice(8), seed=3).iterate(0)
+    hosts = [pipeline.IndexedBatches("ding_de_en", spec, bert_vocab, pipeline.HostSlice(8, i, 2), seed=3)
+             for i in range(2)]
+    its = [h.iterate(0) for h in hosts]
+    for _ in range(6):
+        want, parts = next(one), [next(i) for i in its]
+        assert all((np.concatenate([p[k] for p in parts]) == want[k]).all() for k in want)
+    assert all(h.counters.skipped > 0 for h in hosts), [h.counters for h in hosts]  # the redraw path ran
+    assert all(h.counters.seen == 6 * 4 + h.counters.skipped for h in hosts)  # only its own rows were read
+    assert (hosts[0].taken == hosts[1].taken).all() and hosts[0].taken.sum() == 6 * 8
+
+
 def test_show_cli_prints_examples(capsys, bert_vocab):
     import subprocess
     import sys

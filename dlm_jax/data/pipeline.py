@@ -227,16 +227,21 @@ class StreamedBatches:
 
 
 class IndexedBatches:
-    """A mixture (or task) sampled by index, resumable in constant time.
+    """A mixture (or task) sampled by index, resumable in constant time, each host reading only its own rows.
 
     Row r of global batch `step` draws its task from the mixture's rates with a generator seeded by (seed, step)
-    (seqio's rates, flattened over sub-mixtures), and takes that task's next example in a seeded per-task,
-    per-epoch permutation. The only state is each task's count of examples taken: `position()` is saved with every
-    checkpoint, `iterate(step, position)` continues from it without reading anything it skips, so the time to the
-    first batch does not grow with the step. Examples that do not fit (`features.layout`) are skipped and counted,
-    the task's next one taken instead. Needs random access to every task's rows (`registry.row_access`: the
+    (seqio's rates, flattened over sub-mixtures) and takes the task's example at position `taken[task]` + (the rows
+    of that task before r in the batch) of a seeded per-task, per-epoch permutation; after the batch each task's
+    count has grown by its rows. Any row is thus a function of (seed, step) and the counts alone, whatever the
+    number of processes, and a host reads and tokenizes only the rows it feeds. An example that does not fit
+    (`features.layout`) is counted as skipped and replaced by a draw from the same task with a generator seeded by
+    (seed, step, r). The only state is each task's count: `position()` is saved with every checkpoint,
+    `iterate(step, position)` continues from it without reading anything it skips, so the time to the first
+    batch does not grow with the step. Needs random access to every task's rows (`registry.row_access`: the
     Flan 2022 per-task files and every in-memory source; not TFDS).
     """
+
+    MAX_REDRAWS = 100
 
     def __init__(self, name: str, spec: features.FeatureSpec, vocab: HFVocabulary, host: HostSlice, seed: int,
                  split: str = "train"):
@@ -253,7 +258,7 @@ class IndexedBatches:
         self._rows = [None] * len(tasks)
         self._orders: dict[tuple[int, int], np.ndarray] = {}
         self.taken = np.zeros(len(tasks), np.int64)
-        self.counters = features.Counters()
+        self.counters = features.Counters()  # this host's rows only
 
     def rows(self, t: int) -> Any:
         if self._rows[t] is None:
@@ -262,38 +267,50 @@ class IndexedBatches:
                 raise InputError(f"task {self.names[t]} has no {self.split} examples")
         return self._rows[t]
 
-    def _take(self, t: int) -> dict:
-        """Task `t`'s next row in its seeded permutation of the current epoch (and one more taken)."""
+    def _example(self, t: int, k: int) -> dict:
+        """Task `t`'s k-th example overall: position k mod N of the seeded permutation of epoch k // N."""
         rows = self.rows(t)
-        epoch, i = divmod(int(self.taken[t]), len(rows))
-        if (t, epoch) not in self._orders:
-            self._orders = {k: v for k, v in self._orders.items() if k[0] != t}  # one epoch per task in memory
+        epoch, i = divmod(k, len(rows))
+        if (t, epoch) not in self._orders:  # the last two epochs per task in memory (a batch may cross one)
+            self._orders = {key: v for key, v in self._orders.items() if key[0] != t or key[1] >= epoch - 1}
             self._orders[(t, epoch)] = np.random.default_rng([self.seed, t, epoch]).permutation(len(rows))
-        self.taken[t] += 1
         return rows[int(self._orders[(t, epoch)][i])]
 
-    def _fitting(self, t: int, n: int) -> list[dict[str, np.ndarray]]:
-        """Task `t`'s next `n` examples that fit, laid out, in order (those that do not fit are taken and counted
-        as skipped); each round tokenizes what it takes in one `encode_batch` call per feature."""
-        out: list[dict[str, np.ndarray]] = []
-        while len(out) < n:
-            exs = [self._take(t) for _ in range(n - len(out))]
-            for a, b in zip(self.vocab.encode_batch([e["inputs"] for e in exs]),
-                            self.vocab.encode_batch([e["targets"] for e in exs])):
-                row = features.layout(a, b, self.spec, self.counters)
-                if row is not None:
-                    out.append(row)
-            if self.counters.skipped > 1000 and self.counters.skipped > self.counters.seen // 2:
-                raise InputError(f"over half of the examples do not fit in max_length={self.spec.max_length}")
-        return out
+    def _layout(self, exs: list[dict]) -> list[dict[str, np.ndarray] | None]:
+        """Laid-out rows (None: does not fit), tokenized with one `encode_batch` call per feature."""
+        return [features.layout(a, b, self.spec, self.counters)
+                for a, b in zip(self.vocab.encode_batch([e["inputs"] for e in exs]),
+                                self.vocab.encode_batch([e["targets"] for e in exs]))]
 
-    def global_rows(self, step: int) -> dict[str, np.ndarray]:
-        """Row r takes the next fitting example of its task: the same rows as drawing row by row."""
+    def _redraw(self, t: int, step: int, r: int) -> dict[str, np.ndarray]:
+        """A replacement for row r of `step` (task `t`) whose example did not fit: seeded by (seed, step, r)."""
+        rng = np.random.default_rng([self.seed, step, r, 1])
+        for _ in range(self.MAX_REDRAWS):
+            row = self._layout([self.rows(t)[int(rng.integers(len(self.rows(t))))]])[0]
+            if row is not None:
+                return row
+        raise InputError(f"task {self.names[t]}: {self.MAX_REDRAWS} examples in a row do not fit in "
+                         f"max_length={self.spec.max_length}; raise --config.data.max_length or drop the task")
+
+    def host_rows(self, step: int) -> dict[str, np.ndarray]:
+        """This host's rows of global batch `step` (and every task's count advanced past the whole batch)."""
         picks = np.random.default_rng([self.seed, step]).choice(len(self.names), self.host.global_batch,
                                                                  p=self.probs)
-        need = np.bincount(picks, minlength=len(self.names))
-        queues = {t: iter(self._fitting(t, int(n))) for t, n in enumerate(need) if n}
-        return features.stack([next(queues[int(t)]) for t in picks])
+        rank = np.zeros(len(picks), np.int64)  # rows of the same task before each row
+        for t in np.unique(picks):
+            at = np.flatnonzero(picks == t)
+            rank[at] = np.arange(len(at))
+        mine = np.arange(len(picks))[self.host.rows]
+        out: dict[int, dict[str, np.ndarray]] = {}
+        for t in np.unique(picks[mine]):
+            rows = mine[picks[mine] == t]
+            laid = self._layout([self._example(int(t), int(self.taken[t] + rank[r])) for r in rows])
+            for r, row in zip(rows, laid):
+                out[int(r)] = row if row is not None else self._redraw(int(t), step, int(r))
+        self.taken += np.bincount(picks, minlength=len(self.names))
+        if self.counters.skipped > 1000 and self.counters.skipped > self.counters.seen // 2:
+            raise InputError(f"over half of the examples do not fit in max_length={self.spec.max_length}")
+        return features.stack([out[int(r)] for r in mine])
 
     def position(self) -> dict[str, Any]:
         """What a checkpoint saves: each task's count of examples taken so far."""
@@ -308,7 +325,7 @@ class IndexedBatches:
             self.taken[i] = (position or {}).get("taken", {}).get(n, 0)
         step = start_step
         while True:
-            yield {k: v[self.host.rows] for k, v in self.global_rows(step).items()}
+            yield self.host_rows(step)
             step += 1
 
 

@@ -96,7 +96,8 @@ def paper_finetune(size: str, *, task: str, tokens_per_batch: int, mean_tokens: 
 
 def task_finetune(arg: str | None, *, task: str, table: dict, mean_tokens: int) -> ml_collections.ConfigDict:
     """A task-specific finetuning config (paper Table 3): `arg` is a size, optionally with `,scratch` (random
-    init with XLM-R's tokenizer, label smoothing 0.1) and `,pod=<TPU slice>` (`pod_settings`). `table` maps size -> (tokens per batch, lr, steps)."""
+    init with XLM-R's tokenizer, label smoothing 0.1) and `,pod=<TPU slice>` (`pod_settings`). `table` maps
+    size -> (tokens per batch, lr, steps)."""
     parts = (arg or "base").split(",")
     scratch = "scratch" in parts
     pods = [p.split("=", 1)[1] for p in parts if p.startswith("pod=")]

@@ -3,7 +3,8 @@
     python -m dlm_jax.train --config configs/flan2022.py:base --workdir runs/flan2022_base
     variants: base, large, xl, xxl (paper Table 4: batch in sequences, lr, steps); modernbert-base,
     modernbert-large (the base / large recipe, 2,048-token rows; `modernbert-large,max_length=8192` for the full context)
-    `xxl,pod=v5p-128` / `xxl,pod=v5e-256` / `xxl,pod=v4-128`: FSDP, remat and grad_accum measured to fit that TPU slice (POD_FITS)
+    `xxl,pod=v5p-128` / `xxl,pod=v5e-256` / `xxl,pod=v4-128`: FSDP, remat and grad_accum measured to fit that
+    TPU slice (configs/common.py POD_FITS)
 
 Paper: 0-shot MMLU base 31.28 -> xxl 42.13; BBH-nlp 41.86 -> 40.70; TyDiQA (OL) 44.68 -> 52.06; IWSLT14 (OL) 21.26 -> 29.59
 """

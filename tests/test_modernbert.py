@@ -10,7 +10,7 @@ import pytest
 import dlm_jax
 from dlm_jax.config import parse
 from dlm_jax.diffusion import SamplerConfig
-from dlm_jax.inference import Generator, restore_run
+from dlm_jax.inference import restore_run
 from dlm_jax.model import MaskedLM, get_config
 from dlm_jax.model.configs import from_hf_dict
 from dlm_jax.training import loop

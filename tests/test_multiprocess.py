@@ -17,9 +17,16 @@ from conftest import set_dotted
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCHER = [sys.executable, str(REPO / "launch" / "local_multiprocess.py")]
-TRAIN = ["-m", "dlm_jax.train", "--config", "configs/tiny.py", "--config.num_train_steps=4",
-         "--config.log_every_steps=1", "--config.checkpoint_every_steps=4", "--config.batch_size=8",
-         "--config.data.train_limit=64"]
+# configs/tiny.py with these settings, as flags of the launched processes and in this process (`_tiny`)
+TINY = {"num_train_steps": 4, "log_every_steps": 1, "checkpoint_every_steps": 4, "batch_size": 8,
+        "data.train_limit": 64}
+
+
+def _flags(overrides: dict) -> list[str]:
+    return [f"--config.{k}={v}" for k, v in overrides.items()]
+
+
+TRAIN = ["-m", "dlm_jax.train", "--config", "configs/tiny.py", *_flags(TINY)]
 
 
 def _env(devices: int) -> dict:
@@ -38,12 +45,9 @@ def _rows(workdir: Path) -> dict[int, dict]:
 
 
 def _tiny(**overrides) -> Any:
-    """configs/tiny.py with TRAIN's flags and `overrides` (dotted keys), for runs inside this 8-device process."""
+    """configs/tiny.py with TRAIN's settings and `overrides` (dotted keys), for runs inside this 8-device process."""
     from configs import tiny
-    c = tiny.get_config()
-    c.num_train_steps, c.log_every_steps, c.checkpoint_every_steps, c.batch_size = 4, 1, 4, 8
-    c.data.train_limit = 64
-    return set_dotted(c, overrides)
+    return set_dotted(tiny.get_config(), {**TINY, **overrides})
 
 
 def _train_here(workdir: Path, **overrides) -> None:
@@ -51,10 +55,6 @@ def _train_here(workdir: Path, **overrides) -> None:
     from dlm_jax.config import parse
     from dlm_jax.training import loop
     loop.run(parse(_tiny(**overrides)), workdir)
-
-
-def _flags(overrides: dict) -> list[str]:
-    return [f"--config.{k}={v}" for k, v in overrides.items()]
 
 
 # a tensor-parallel mesh needs sizes the tensor axis divides: the unpruned vocabulary (30,522) and an even MLP

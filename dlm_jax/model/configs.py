@@ -103,6 +103,11 @@ class ModelConfig:
         return len(rest) // size, size
 
     @property
+    def window_radius(self) -> int:
+        """ModernBERT's sliding layers: a query attends to keys within this many positions (local_window // 2)."""
+        return self.local_window // 2
+
+    @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_heads
 

@@ -155,14 +155,14 @@ def train_flops_per_sequence(cfg: ModelConfig, length: int, predicted: float) ->
     """Training FLOPs of one sequence = 3 x forward (forward + 2x backward).
 
     Forward: 2 * (matmul params of the body) * length + attention (QK^T and AV: 4 * length * keys * hidden per layer,
-    keys = length, or the band of 2 * (local_window // 2) + 1 keys of a ModernBERT sliding-window layer)
+    keys = length, or the band of 2 * window_radius + 1 keys of a ModernBERT sliding-window layer)
     + the MLM head at the `predicted` positions: 2 * (hidden^2 + vocab * hidden) each. ModernBERT's GeGLU input
     product is [hidden, 2 * intermediate]: 3 * hidden * intermediate MLP params per layer instead of 2.
     """
     h, f, nl = cfg.hidden_size, cfg.intermediate_size, cfg.num_layers
     modern = cfg.family == "modernbert"
     body = nl * (4 * h * h + (3 if modern else 2) * h * f)
-    band = min(length, 2 * (cfg.local_window // 2) + 1)
+    band = min(length, 2 * cfg.window_radius + 1)
     keys = (sum(length if kind == "full_attention" else band for kind in cfg.attention_kinds) if modern
             else nl * length)
     fwd = 2 * body * length + 4 * length * keys * h + predicted * 2 * (h * h + cfg.vocab_size * h)

@@ -173,12 +173,9 @@ def main() -> None:
     import jax
     import jax.numpy as jnp
 
-    from dlm_jax.config import base_config, parse
     from dlm_jax import parallel
-    from dlm_jax.diffusion import RDMConfig
     from dlm_jax.model import MaskedLM, get_config
     from dlm_jax.model.axes import DEFAULT_RULES
-    from dlm_jax.training.step import build_optimizer, diffusion_loss_fn, make_train_step
 
     if args.devices % args.tensor:
         raise SystemExit(f"--devices {args.devices} is not divisible by --tensor {args.tensor}")
@@ -188,26 +185,40 @@ def main() -> None:
         args.devices = len(devices)
     mesh = parallel.make_mesh({"data": 1, "fsdp": args.devices // args.tensor, "tensor": args.tensor},
                               devices=devices)
-    rules = DEFAULT_RULES
     cfg = get_config(args.model, dtype=args.dtype, remat=args.remat, scan_layers=not args.no_scan,
                      param_dtype=args.param_dtype, attention=args.attention, attention_dropout=0.0)
     model = MaskedLM(cfg)
-    L = args.length
     micro = args.batch // args.grad_accum
     dp = args.devices // args.tensor
     if args.batch % args.grad_accum or micro % dp:
         raise SystemExit(f"batch {args.batch} / grad_accum {args.grad_accum} = {micro} must divide by {dp}")
 
     boxed = jax.eval_shape(lambda k: model.init(k, jnp.zeros((1, 8), jnp.int32))["params"], jax.random.key(0))
-    pshard = parallel.logical_to_shardings(boxed, mesh, rules)
+    pshard = parallel.logical_to_shardings(boxed, mesh, DEFAULT_RULES)
     params = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), nn.unbox(boxed), pshard)
     n_params = sum(x.size for x in jax.tree.leaves(params))
     where = f"TPU {args.tpu} devices" if args.tpu else "simulated CPU devices"
+    header = (f"# {args.model}: {n_params / 1e9:.2f}B params; mesh fsdp={dp} x tensor={args.tensor} "
+              f"({args.devices} {where})")
+    report = lambda c, s, b, f: report_memory(args, c, s, b, f)  # noqa: E731
     if args.mode == "sample":
-        print(f"# {args.model}: {n_params / 1e9:.2f}B params; mesh fsdp={dp} x tensor={args.tensor} "
-              f"({args.devices} {where}); dtype={args.dtype}", flush=True)
-        sample_memory(args, mesh, model, params, lambda c, s, b, f: report_memory(args, c, s, b, f))
-        return
+        print(f"{header}; dtype={args.dtype}", flush=True)
+        sample_memory(args, mesh, model, params, report)
+    else:
+        train_memory(args, mesh, model, params, header, report)
+
+
+def train_memory(args, mesh, model, params, header: str, report) -> None:
+    """AOT-compiles the trainer's own step (optimizer state as the trainer shards it) for `args.batch` rows of
+    `args.length` tokens; a TPU compiler's refusal to fit is reported, not raised."""
+    import jax
+    import jax.numpy as jnp
+
+    from dlm_jax import parallel
+    from dlm_jax.config import base_config, parse
+    from dlm_jax.diffusion import RDMConfig
+    from dlm_jax.model.axes import DEFAULT_RULES as rules
+    from dlm_jax.training.step import build_optimizer, diffusion_loss_fn, make_train_step, train_flops_per_step
 
     opt = parse(base_config(), num_devices=1, num_processes=1).optimizer
     tx, schedule = build_optimizer(dataclasses.replace(opt, grad_accum=args.grad_accum), 4000)
@@ -219,17 +230,18 @@ def main() -> None:
     state = {"step": scalar, "params": params, "opt_state": opt_state, "bad_steps": scalar}
 
     bsh1 = parallel.batch_sharding(mesh, rules, ndim=1)
-    B = args.batch
+    B, L = args.batch, args.length
     batch = {"tokens": jax.ShapeDtypeStruct((B, L), jnp.int32, sharding=bsh1),
              "response_mask": jax.ShapeDtypeStruct((B, L), jnp.bool_, sharding=bsh1),
              "padding_mask": jax.ShapeDtypeStruct((B, L), jnp.int32, sharding=bsh1),
              "prompt_length": jax.ShapeDtypeStruct((B,), jnp.int32, sharding=bsh1),
              "response_length": jax.ShapeDtypeStruct((B,), jnp.int32, sharding=bsh1)}
-    rdm = RDMConfig(mask_id=cfg.vocab_size - 1, max_predictions=args.max_predictions or None, coupled=args.coupled)
+    rdm = RDMConfig(mask_id=model.cfg.vocab_size - 1, max_predictions=args.max_predictions or None,
+                    coupled=args.coupled)
     step = make_train_step(diffusion_loss_fn(model, rdm), tx, schedule, grad_accum=args.grad_accum, seed=0)
 
-    print(f"# {args.model}: {n_params / 1e9:.2f}B params; mesh fsdp={dp} x tensor={args.tensor} "
-          f"({args.devices} {where}); global batch {B} x {L} tokens, grad_accum {args.grad_accum} "
+    micro, dp = B // args.grad_accum, args.devices // args.tensor
+    print(f"{header}; global batch {B} x {L} tokens, grad_accum {args.grad_accum} "
           f"(micro-batch {micro}, {micro // dp} sequences per device); remat={args.remat}, "
           f"scan={not args.no_scan}, dtype={args.dtype}, max_predictions={args.max_predictions or L}, "
           f"coupled={args.coupled}", flush=True)
@@ -246,11 +258,10 @@ def main() -> None:
             return
     t_compile = time.perf_counter() - t0 - t_lower
     print(f"lower {t_lower:.1f}s, compile {t_compile:.1f}s")
-    from dlm_jax.training.step import train_flops_per_step
     rows = 2 * B if args.coupled else B  # coupled masks: every row is trained twice
-    flops = train_flops_per_step(cfg, L, rows, rows * (args.max_predictions or L) / 2)  # ~half the row is masked
-    report_memory(args, compiled, t_lower + t_compile, sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state)),
-                  flops)
+    flops = train_flops_per_step(model.cfg, L, rows, rows * (args.max_predictions or L) / 2)  # ~half is masked
+    report(compiled, t_lower + t_compile, sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state)), flops)
+
 
 if __name__ == "__main__":
     main()

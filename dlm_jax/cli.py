@@ -64,6 +64,9 @@ def define_inference_flags() -> None:
                         "go straight into their shards; default: one device, or in a multi-process launch every "
                         "device as data=-1, the params replicated).")
     flags.DEFINE_integer("length_beam", None, "Length beam size (needs --length_workdir).")
+    flags.DEFINE_integer("micro_batch", 8, "Rows per model evaluation inside a batch: each row's scores and samples "
+                         "are then bit-identical whatever its batch (0: the whole batch at once; faster on large "
+                         "batches, equal only to the last bits).")
     flags.DEFINE_string("length_workdir", None, "Run directory of the length-predictor stage.")
     flags.mark_flags_as_required(["workdir"])
 
@@ -77,8 +80,10 @@ def restore_from_flags(step: int | None = None) -> RestoredRun:
     if FLAGS.length_beam and not FLAGS.length_workdir:
         raise ConfigError("--length_beam needs --length_workdir (a run of configs/length_predictor.py)")
     rundir = RunDir(FLAGS.workdir)
+    if FLAGS.micro_batch < 0:
+        raise ConfigError(f"--micro_batch must be >= 0, got {FLAGS.micro_batch}")
     restored = restore_run(rundir.path, config=apply_overrides(rundir.read_config()),
-                           mesh=inference_mesh(FLAGS.mesh), step=step)
+                           mesh=inference_mesh(FLAGS.mesh), step=step, micro_batch=FLAGS.micro_batch)
     return restored.with_length_head(FLAGS.length_workdir) if FLAGS.length_beam else restored
 
 

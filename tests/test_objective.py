@@ -149,10 +149,11 @@ def test_elbo_is_unbiased():
     rng = np.random.default_rng(0)
     L = 8
     logits = jnp.asarray(rng.normal(size=(2, L, V)) * 2)  # input-independent: bound = exact sum of CE
-    tokens = jnp.asarray(rng.integers(0, 10, (2, L)))
+    tokens = jnp.asarray(rng.integers(0, 10, (2, L))).at[:, 0].set(jnp.arange(2))  # position 0 names the row
     resp = jnp.asarray(np.arange(L)[None].repeat(2, 0) >= 3)
-    mean, stderr = elbo_nll(lambda t: logits, tokens, resp, jax.random.key(0), mask_id=MASK, num_samples=2000,
-                            num_timesteps=10)
+    keys = jax.random.split(jax.random.key(0), 2)
+    mean, stderr = elbo_nll(lambda t, a, p: logits[t[:, 0]], tokens, resp, jnp.ones_like(tokens), keys,
+                            mask_id=MASK, num_samples=2000, num_timesteps=10, micro_batch=64)
     logp = np.asarray(jax.nn.log_softmax(logits))
     exact = -np.take_along_axis(logp, np.asarray(tokens)[..., None], -1)[..., 0]
     exact = (exact * np.asarray(resp)).sum(1)

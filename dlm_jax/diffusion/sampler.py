@@ -11,7 +11,9 @@ Strategies (strings as in the paper's public code):
 - `adaptive`: each step commits every masked position whose probability is >= `threshold` (at least one per row) and
   the loop stops once nothing is masked (`lax.while_loop`), so easy outputs need fewer model evaluations.
 
-Only positions in `response_mask` ever change. The `<mask>` logit is never chosen.
+Only positions in `response_mask` ever change. The `<mask>` logit is never chosen. Randomness is per row and per
+position (`dlm_jax.diffusion.rows`): with one key per row, a row's output does not depend on the other rows of its
+batch, its position in it or the padded width.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dlm_jax.diffusion.objective import masked_positions
+from dlm_jax.diffusion.rows import map_rows, position_categorical, position_uniform, split_rows
 from dlm_jax.errors import ConfigError
 
 LogitsFn = Callable[[jax.Array], jax.Array]
@@ -140,32 +143,41 @@ def response_positions(response: jax.Array, max_response: int) -> jax.Array:
     return masked_positions(response, max_response)[0]
 
 
-def _predict(logits_fn: LogitsFn, tokens: jax.Array, rng: jax.Array, config: SamplerConfig, mask_id: int,
-             positions: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+def _predict(logits_fn: LogitsFn, tokens: jax.Array, keys: jax.Array, config: SamplerConfig, mask_id: int,
+             positions: jax.Array | None = None, micro_batch: int = 0) -> tuple[jax.Array, jax.Array]:
     """One model evaluation -> (predicted tokens, their log-probabilities) [batch, length], `<mask>` excluded.
 
     With `positions` ([batch, R]) the model is asked for logits at those positions only (`logits_fn(tokens,
     positions)`) and the predictions are scattered back; other positions get (their own token, 0). The
     log-probability is taken as `logit[token] - logsumexp(logits)`, never materialising a log-softmax array.
+    Sampling draws each position's token with its own key (`keys` [batch], one per row, folded with the position).
+    With `micro_batch` > 0 the model call and these reductions run `micro_batch` rows at a time (`rows.map_rows`)
+    and `logits_fn` also gets `rows=` (the indices of the rows it is given, e.g. to pick their padding masks).
     """
-    logits = (logits_fn(tokens) if positions is None else logits_fn(tokens, positions)).astype(jnp.float32)
-    logits = jnp.where(jnp.arange(logits.shape[-1]) == mask_id, -jnp.inf, logits)
-    lse = jax.nn.logsumexp(logits, axis=-1)
-    if config.argmax:
-        tok = jnp.argmax(logits, axis=-1)
-        score = jnp.max(logits, axis=-1) - lse
-    else:
-        tok = jax.random.categorical(rng, logits / config.temperature, axis=-1)
-        score = jnp.take_along_axis(logits, tok[..., None], axis=-1)[..., 0] - lse
+    b, length = tokens.shape
+    full = positions is None
+    pos = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (b, length)) if full else positions
+
+    def chunk(t: jax.Array, k: jax.Array, p: jax.Array, rows: jax.Array) -> tuple[jax.Array, jax.Array]:
+        extra = {"rows": rows} if micro_batch > 0 else {}
+        logits = (logits_fn(t, **extra) if full else logits_fn(t, p, **extra)).astype(jnp.float32)
+        logits = jnp.where(jnp.arange(logits.shape[-1]) == mask_id, -jnp.inf, logits)
+        lse = jax.nn.logsumexp(logits, axis=-1)
+        if config.argmax:
+            return jnp.argmax(logits, axis=-1), jnp.max(logits, axis=-1) - lse
+        tok = position_categorical(k, logits / config.temperature, p)
+        return tok, jnp.take_along_axis(logits, tok[..., None], axis=-1)[..., 0] - lse
+
+    tok, score = map_rows(chunk, (tokens, keys, pos, jnp.arange(b)), micro_batch)
     tok = tok.astype(tokens.dtype)
-    if positions is None:
+    if full:
         return tok, score
-    rows = jnp.arange(tokens.shape[0])[:, None]
+    rows = jnp.arange(b)[:, None]
     return tokens.at[rows, positions].set(tok), jnp.zeros(tokens.shape, jnp.float32).at[rows, positions].set(score)
 
 
-def _gumbel(rng: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-    u = jax.random.uniform(rng, shape)
+def _gumbel(keys: jax.Array, width: int) -> jax.Array:
+    u = position_uniform(keys, width)
     return -jnp.log(-jnp.log(u + 1e-8) + 1e-8)
 
 
@@ -175,7 +187,7 @@ def _reparam_step(state: tuple, cur_tok: jax.Array, cur_score: jax.Array, k: jax
     tokens, scores, is_masked = state
     rank_scores = cur_score
     if config.noise_scale > 0:
-        rank_scores = cur_score + config.noise_scale * rate * _gumbel(rng, cur_score.shape)
+        rank_scores = cur_score + config.noise_scale * rate * _gumbel(rng, cur_score.shape[1])
     low = lowest_k(rank_scores, response, k)
     not_v1 = (cur_tok == tokens) & (cur_score < scores) & low if config.cond else low
     to_noise = (~is_masked & not_v1) | (is_masked & low)
@@ -202,12 +214,13 @@ def _cmlm_step(state: tuple, cur_tok: jax.Array, cur_score: jax.Array, steps_lef
     """The released `cmlm`: each masked position is unmasked to its prediction with probability 1 / steps_left;
     the scores become the current prediction's (as the released generator overwrites them)."""
     tokens, scores, is_masked = state
-    change = is_masked & (jax.random.uniform(rng, is_masked.shape) < 1.0 / steps_left)
+    change = is_masked & (position_uniform(rng, is_masked.shape[1]) < 1.0 / steps_left)
     return (jnp.where(change, cur_tok, tokens), jnp.where(response, cur_score, scores), is_masked & ~change)
 
 
 def _fixed_schedule(logits_fn: LogitsFn, tokens: jax.Array, response: jax.Array, rng: jax.Array,
-                    config: SamplerConfig, mask_id: int, positions: jax.Array | None) -> SampleOutput:
+                    config: SamplerConfig, mask_id: int, positions: jax.Array | None, micro_batch: int
+                    ) -> SampleOutput:
     b, length = tokens.shape
     S = config.steps
     table = jnp.asarray(keep_masked_table(S, length, config.schedule))  # [S, L+1]
@@ -218,8 +231,8 @@ def _fixed_schedule(logits_fn: LogitsFn, tokens: jax.Array, response: jax.Array,
 
     def body(i, carry):
         toks, scores, is_masked, traj = carry
-        k_pred, k_noise = jax.random.split(jax.random.fold_in(rng, i))
-        cur_tok, cur_score = _predict(logits_fn, toks, k_pred, config, mask_id, positions)
+        k_pred, k_noise = split_rows(rng, i)
+        cur_tok, cur_score = _predict(logits_fn, toks, k_pred, config, mask_id, positions, micro_batch)
         k = table[i, n_resp]
         if config.kind == "mask-predict":
             toks, scores, is_masked = _mask_predict_step((toks, scores, is_masked), cur_tok, cur_score, k, response,
@@ -239,7 +252,7 @@ def _fixed_schedule(logits_fn: LogitsFn, tokens: jax.Array, response: jax.Array,
 
 
 def _adaptive(logits_fn: LogitsFn, tokens: jax.Array, response: jax.Array, rng: jax.Array,
-              config: SamplerConfig, mask_id: int, positions: jax.Array | None) -> SampleOutput:
+              config: SamplerConfig, mask_id: int, positions: jax.Array | None, micro_batch: int) -> SampleOutput:
     b, length = tokens.shape
     max_iters = length  # at least one commit per step: never more than `length` steps
     log_tau = math.log(config.threshold)
@@ -252,7 +265,8 @@ def _adaptive(logits_fn: LogitsFn, tokens: jax.Array, response: jax.Array, rng: 
 
     def body(carry):
         i, toks, scores, is_masked, evals, traj = carry
-        cur_tok, cur_score = _predict(logits_fn, toks, jax.random.fold_in(rng, i), config, mask_id, positions)
+        cur_tok, cur_score = _predict(logits_fn, toks, split_rows(rng, i)[0], config, mask_id, positions,
+                                      micro_batch)
         active = is_masked.any(1)
         best = jnp.argmax(jnp.where(is_masked, cur_score, -jnp.inf), axis=1)
         commit = is_masked & ((cur_score >= log_tau) | (jnp.arange(length)[None] == best[:, None]))
@@ -270,20 +284,32 @@ def _adaptive(logits_fn: LogitsFn, tokens: jax.Array, response: jax.Array, rng: 
 
 
 def _sample(logits_fn: LogitsFn, tokens: jax.Array, response_mask: jax.Array, rng: jax.Array,
-            config: SamplerConfig, mask_id: int, max_response: int | None) -> SampleOutput:
+            config: SamplerConfig, mask_id: int, max_response: int | None, micro_batch: int) -> SampleOutput:
     response = response_mask.astype(bool)
     tokens = jnp.where(response, mask_id, tokens)
+    rng = per_row_keys(rng, tokens.shape[0])
     positions = None if max_response is None else response_positions(response, max_response)
     if config.kind == "adaptive":
-        return _adaptive(logits_fn, tokens, response, rng, config, mask_id, positions)
-    return _fixed_schedule(logits_fn, tokens, response, rng, config, mask_id, positions)
+        return _adaptive(logits_fn, tokens, response, rng, config, mask_id, positions, micro_batch)
+    return _fixed_schedule(logits_fn, tokens, response, rng, config, mask_id, positions, micro_batch)
 
 
-_sample_jit = jax.jit(_sample, static_argnames=("logits_fn", "config", "mask_id", "max_response"))
+def per_row_keys(rng: jax.Array, rows: int) -> jax.Array:
+    """[rows] typed keys: `rng` itself when it already holds one key per row (typed [rows] or raw [rows, 2]),
+    else `fold_in(rng, r)` for row r (then a row's draws depend on its index in the batch)."""
+    if not jnp.issubdtype(rng.dtype, jax.dtypes.prng_key):
+        rng = jax.random.wrap_key_data(rng)
+    if rng.ndim == 1:
+        return rng
+    return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(rng, jnp.arange(rows, dtype=jnp.uint32))
+
+
+_sample_jit = jax.jit(_sample, static_argnames=("logits_fn", "config", "mask_id", "max_response", "micro_batch"))
 
 
 def sample(logits_fn: LogitsFn, tokens: jax.Array, response_mask: jax.Array, rng: jax.Array,
-           config: SamplerConfig, *, mask_id: int, max_response: int | None = None) -> SampleOutput:
+           config: SamplerConfig, *, mask_id: int, max_response: int | None = None, micro_batch: int = 0
+           ) -> SampleOutput:
     """Generates the response positions of `tokens` by iterative denoising (one jitted function).
 
     Args:
@@ -292,14 +318,18 @@ def sample(logits_fn: LogitsFn, tokens: jax.Array, response_mask: jax.Array, rng
         argument (see `dlm_jax.generation.Generator`).
       tokens: [batch, length] int; response positions are (re)set to `mask_id`.
       response_mask: [batch, length] bool, the positions to generate; nothing else changes.
-      rng: PRNG key (used by sampling, stochastic ranking).
+      rng: PRNG key (used by sampling, stochastic ranking), or one key per row ([batch]): then each row's output
+        depends on its own key, tokens and logits only (`inference.Generator` passes keys from the row's content).
       config: SamplerConfig.
       mask_id: the `<mask>` token id.
       max_response: optional static R >= the largest number of response positions in a row. When given,
         `logits_fn` is called as `logits_fn(tokens, positions)` with `positions` [batch, R] int32 (each row's
         response positions first, see `response_positions`) and returns logits only there, [batch, R, vocab]:
         the vocabulary-sized head is then paid for the response alone (e.g. `MaskedLM(..., output_positions=)`).
-        Outputs are the same as without it with `argmax=True` (token sampling draws other random numbers).
+        Outputs are the same as without it (each position draws with its own key either way).
+      micro_batch: run each model evaluation (and its per-position reductions) on this many rows at a time; then
+        `logits_fn` is also passed `rows=` (int [micro_batch], the indices of its rows) and a row's output is
+        bit-identical whatever the other rows of the batch (0: the whole batch in one call).
     Returns:
       SampleOutput(tokens, scores, num_evals, trajectory).
     """
@@ -308,4 +338,4 @@ def sample(logits_fn: LogitsFn, tokens: jax.Array, response_mask: jax.Array, rng
         if most > max_response:
             raise ConfigError(f"max_response={max_response} is smaller than a row's {most} response positions; "
                              "pass at least the largest response length in the batch")
-    return _sample_jit(logits_fn, tokens, response_mask, rng, config, mask_id, max_response)
+    return _sample_jit(logits_fn, tokens, response_mask, rng, config, mask_id, max_response, micro_batch)

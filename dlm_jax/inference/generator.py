@@ -12,7 +12,7 @@ reading the same whole result.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -20,6 +20,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from dlm_jax.diffusion import SamplerConfig, build_inputs, elbo_nll, sample, select_best, top_lengths
+from dlm_jax.diffusion.rows import row_keys, stable_hash
 from dlm_jax.data.vocab import HFVocabulary
 from dlm_jax.errors import ConfigError
 from dlm_jax.model.prune import VocabMap
@@ -30,7 +31,9 @@ class Generator:
     """Everything needed to turn prompts (token ids, original vocabulary) into responses.
 
     `vocab_map` (optional) maps original ids to a pruned model's ids and back. `mesh`: the device mesh the params
-    live on (None: plain jit of host arrays, one process).
+    live on (None: plain jit of host arrays, one process). `micro_batch`: rows per model evaluation; each row's
+    result is then bit-identical whatever its batch (0: the whole call at once, faster on large batches, equal to
+    the last bits only).
     """
 
     model: Any
@@ -45,6 +48,7 @@ class Generator:
     length_model: Any = None
     length_params: Any = None
     mesh: Mesh | None = None
+    micro_batch: int = 8
 
     def __post_init__(self) -> None:
         self._jitted: dict[tuple, Callable] = {}  # (SamplerConfig, max_response), ("score", samples), ("length",)
@@ -52,11 +56,11 @@ class Generator:
     @classmethod
     def with_vocab(cls, model: Any, params: Any, vocab: HFVocabulary, max_length: int, *,
                    vocab_map: VocabMap | None = None, length_model: Any = None, length_params: Any = None,
-                   mesh: Mesh | None = None) -> "Generator":
+                   mesh: Mesh | None = None, micro_batch: int = 8) -> "Generator":
         """A generator whose special ids are `vocab`'s (the tokenizer's)."""
         return cls(model, params, bos_id=vocab.bos_id, eos_id=vocab.eos_id, pad_id=vocab.pad_id,
                    mask_id=vocab.mask_id, max_length=max_length, vocab_map=vocab_map, length_model=length_model,
-                   length_params=length_params, mesh=mesh)
+                   length_params=length_params, mesh=mesh, micro_batch=micro_batch)
 
     def _jit(self, fn: Callable) -> Callable:
         """`jax.jit`; on a mesh with the outputs replicated, so every process can read the whole result."""
@@ -73,78 +77,99 @@ class Generator:
         return [jax.device_put(a, NamedSharding(self.mesh, PartitionSpec("data") if a.ndim and a.shape[0] % ways == 0
                                                 else PartitionSpec())) for a in arrays]
 
-    def _key(self, rng: jax.Array, offset: int) -> jax.Array:
-        """`fold_in(rng, offset)` as raw key data on the mesh (a host value every process computes alike); the
-        jitted functions wrap it back into a key."""
-        key = jax.random.fold_in(rng, offset)
-        data = jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
-        return self._put(np.asarray(data))[0]
-
     def _fn(self, config: SamplerConfig, max_response: int) -> Callable:
-        """The jitted sampler for `config`; the head is evaluated at `max_response` positions per row only."""
+        """The jitted sampler for `config`; the head is evaluated at `max_response` positions per row only, the
+        model in micro-batches of `micro_batch` rows."""
         key = (config, max_response)
         if key not in self._jitted:
-            model = self.model
+            model, micro = self.model, self.micro_batch
             mask_id = self._m(self.mask_id)
 
             def run(params, tokens, response, attn, key_data):
-                def logits_fn(t, positions):
-                    return model.apply({"params": params}, t, attention_mask=attn, output_positions=positions)
+                def logits_fn(t, positions, rows=None):
+                    a = attn if rows is None else attn[rows]
+                    return model.apply({"params": params}, t, attention_mask=a, output_positions=positions)
                 return sample(logits_fn, tokens, response, jax.random.wrap_key_data(key_data), config,
-                              mask_id=mask_id, max_response=max_response)
+                              mask_id=mask_id, max_response=max_response, micro_batch=micro)
 
             self._jitted[key] = self._jit(run)
         return self._jitted[key]
 
-    def _batch_inputs(self, prompts: Sequence[Sequence[int]], lengths: Sequence[int], batch_size: int, *,
-                      pad_batch: bool, fixed_eos: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """`build_inputs` cut to a bucketed width (bounds recompiles); with `pad_batch` the last row is repeated up
-        to `batch_size` rows, so a last partial batch reuses the compiled shape. `fixed_eos`: each response's last
-        slot holds `</s>` and is not generated (the released canvas)."""
+    def _inputs(self, prompts: Sequence[Sequence[int]], lengths: Sequence[int], *, fixed_eos: bool = False
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`build_inputs` at `max_length` width. `fixed_eos`: each response's last slot holds `</s>` and is not
+        generated (the released canvas)."""
         tokens, resp, attn = build_inputs(prompts, lengths, bos_id=self.bos_id, pad_id=self.pad_id,
                                           mask_id=self.mask_id, max_len=self.max_length)
+        tokens, resp, attn = (_pad_to(a, self.max_length, v) for a, v in ((tokens, self.pad_id), (resp, False),
+                                                                          (attn, 0)))
         if fixed_eos:
             last = np.asarray([len(p) + int(n) for p, n in zip(prompts, lengths)])  # <s> + prompt + n - 1
             tokens[np.arange(len(last)), last] = self.eos_id
             resp[np.arange(len(last)), last] = False
-        width = _bucket(int(attn.sum(1).max()), self.max_length)
-        arrays = [tokens[:, :width], resp[:, :width], attn[:, :width]]
-        pad_rows = batch_size - len(prompts) if pad_batch else 0
-        if pad_rows:
-            arrays = [np.concatenate([a, np.repeat(a[-1:], pad_rows, 0)]) for a in arrays]
-        return arrays[0], arrays[1], arrays[2]
+        return tokens, resp, attn
+
+    def _calls(self, attn: np.ndarray, resp: np.ndarray, batch_size: int
+               ) -> Iterator[tuple[np.ndarray, int, int, int]]:
+        """The model calls for rows laid out at full width: (row indices, rows in the call, width, response
+        positions). Each row's width and response bucket are its own (`_bucket` of its lengths), never its batch's,
+        so a row is computed at the same shape whatever else is decoded with it; rows of one bucket share calls
+        of `batch_size` (a single partial call is cut to the micro-batch multiple it needs)."""
+        widths = np.asarray([_bucket(int(n), self.max_length) for n in attn.sum(1)])
+        resps = np.asarray([_bucket(int(n), int(w)) for n, w in zip(resp.sum(1), widths)])
+        for w, r in sorted(set(zip(widths.tolist(), resps.tolist()))):
+            idx = np.flatnonzero((widths == w) & (resps == r))
+            rows = batch_size if len(idx) > batch_size else -(-len(idx) // max(self.micro_batch, 1)) * max(
+                self.micro_batch, 1)
+            for start in range(0, len(idx), batch_size):
+                yield idx[start:start + batch_size], rows, w, r
 
     def _m(self, old_id: int) -> int:
         return int(self.vocab_map.old_to_new[old_id]) if self.vocab_map is not None else old_id
 
+    def _call_arrays(self, idx: np.ndarray, rows: int, width: int, *arrays: np.ndarray) -> list[np.ndarray]:
+        """`arrays`' rows `idx` cut to `width`, padded to `rows` rows by repeating the last; token arrays (the
+        first) mapped into a pruned model's ids."""
+        take = np.concatenate([idx, np.repeat(idx[-1:], rows - len(idx))])
+        out = [a[take][:, :width] if a.ndim == 2 and a.shape[1] == self.max_length else a[take] for a in arrays]
+        if self.vocab_map is not None:
+            out[0] = self.vocab_map.to_new(out[0])
+        return out
+
+    def row_keys(self, rng: jax.Array, seeds: Sequence[int]) -> np.ndarray:
+        """[n, 2] raw key data `fold_in(rng, seed)` per row (what the jitted functions take)."""
+        return np.asarray(jax.random.key_data(row_keys(_typed(rng), seeds)))
+
     def generate(self, prompts: Sequence[Sequence[int]], lengths: Sequence[int], config: SamplerConfig,
-                 rng: jax.Array, *, batch_size: int = 64) -> dict[str, np.ndarray]:
+                 rng: jax.Array, *, batch_size: int = 64, seeds: Sequence[int] | None = None
+                 ) -> dict[str, np.ndarray]:
         """Decodes each prompt with a response of the given length (incl. `</s>`), in batches.
 
-        Returns dict(tokens [N, L] original ids, response_mask, scores, num_evals, trajectory [S, N, L] or None).
+        A row's output is a function of (params, prompt, length, rng, its seed, config) alone: its random numbers
+        come from `fold_in(rng, seed)` (default seed: a stable hash of the prompt and length; pass `seeds`, e.g.
+        request ids, to draw differently for equal prompts), its width is its own and the model runs on fixed
+        micro-batches. Returns dict(tokens [N, L] original ids, response_mask, scores, num_evals, trajectory
+        [S, N, L] or None).
         """
-        outs: list[dict[str, np.ndarray]] = []
-        for start in range(0, len(prompts), batch_size):
-            p = prompts[start:start + batch_size]
-            tokens, resp, attn = self._batch_inputs(p, lengths[start:start + batch_size], batch_size,
-                                                    pad_batch=len(prompts) > batch_size, fixed_eos=config.fixed_eos)
-            mtok = self.vocab_map.to_new(tokens) if self.vocab_map is not None else tokens
-            max_response = _bucket(int(resp.sum(1).max()), tokens.shape[1])
-            out = self._fn(config, max_response)(self.params, *self._put(mtok, resp, attn), self._key(rng, start))
-            k = len(p)
-            got = np.asarray(out.tokens)[:k]
-            traj = None if out.trajectory is None else np.asarray(out.trajectory)[:, :k]
-            if self.vocab_map is not None:
-                got = self.vocab_map.to_old(got)
-                traj = None if traj is None else self.vocab_map.to_old(traj)
-            outs.append(dict(tokens=_pad_to(got, self.max_length, self.pad_id), response_mask=_pad_to(resp[:k],
-                             self.max_length, False), scores=_pad_to(np.asarray(out.scores)[:k], self.max_length, 0.0),
-                             num_evals=np.asarray(out.num_evals)[:k],
-                             trajectory=None if traj is None else _pad_to(traj, self.max_length, self.pad_id)))
-        merged = {k: np.concatenate([o[k] for o in outs], axis=1 if k == "trajectory" else 0)
-                  for k in outs[0] if outs[0][k] is not None}
-        merged.setdefault("trajectory", None)
-        return merged
+        tokens, resp, attn = self._inputs(prompts, lengths, fixed_eos=config.fixed_eos)
+        seeds = [stable_hash(p, n) for p, n in zip(prompts, lengths)] if seeds is None else seeds
+        keys = self.row_keys(rng, seeds)
+        n = len(prompts)
+        out = dict(tokens=tokens.copy(), response_mask=resp, scores=np.zeros(tokens.shape, np.float32),
+                   num_evals=np.zeros((n,), np.int32))
+        trajs: list[tuple[np.ndarray, np.ndarray]] = []
+        for idx, rows, width, max_response in self._calls(attn, resp, batch_size):
+            arrays = self._call_arrays(idx, rows, width, tokens, resp, attn, keys)
+            res = self._fn(config, max_response)(self.params, *self._put(*arrays))
+            got = np.asarray(res.tokens)[:len(idx)]
+            out["tokens"][idx, :width] = self.vocab_map.to_old(got) if self.vocab_map is not None else got
+            out["scores"][idx, :width] = np.asarray(res.scores)[:len(idx)]
+            out["num_evals"][idx] = np.asarray(res.num_evals)[:len(idx)]
+            if res.trajectory is not None:
+                traj = np.asarray(res.trajectory)[:, :len(idx)]
+                trajs.append((idx, self.vocab_map.to_old(traj) if self.vocab_map is not None else traj))
+        out["trajectory"] = _merge_trajectories(trajs, n, self.max_length, self.pad_id) if trajs else None
+        return out
 
     def predict_lengths(self, prompts: Sequence[Sequence[int]], beam: int) -> np.ndarray:
         """Top-`beam` response lengths per prompt from the length predictor, [N, beam]."""
@@ -181,29 +206,35 @@ class Generator:
     def score(self, prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], rng: jax.Array, *,
               num_samples: int = 8, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
         """Monte Carlo negative ELBO (nats) of each response (ids without `</s>`; `</s>` is appended and scored)
-        given its prompt, and its standard error, both [N]. See `dlm_jax.diffusion.elbo_nll`."""
-        nll, se = [], []
-        fn = self._score_fn(num_samples)
-        for start in range(0, len(prompts), batch_size):
-            r = responses[start:start + batch_size]
-            tokens, resp, attn = self._batch_inputs(prompts[start:start + batch_size], [len(x) + 1 for x in r],
-                                                    batch_size, pad_batch=len(prompts) > batch_size)
-            tokens[resp[:len(r)].nonzero()] = np.concatenate([[*x, self.eos_id] for x in r])  # the responses
-            mtok = self.vocab_map.to_new(tokens) if self.vocab_map is not None else tokens
-            m, s = fn(self.params, *self._put(mtok, resp, attn), self._key(rng, start))
-            nll.append(np.asarray(m)[:len(r)])
-            se.append(np.asarray(s)[:len(r)])
-        return np.concatenate(nll), np.concatenate(se)
+        given its prompt, and its standard error, both [N]. See `dlm_jax.diffusion.elbo_nll`.
 
-    def _score_fn(self, num_samples: int) -> Callable:
-        key = ("score", num_samples)
+        A score is a function of (params, prompt, response, rng, num_samples) alone: the pair's key is
+        `fold_in(rng, stable_hash(prompt, response))`, its width its own, and the model runs on fixed micro-batches
+        of (pair, sample) rows; `batch_size` (pairs per call) changes the speed, never a score.
+        """
+        if not isinstance(num_samples, int) or num_samples < 1:
+            raise ConfigError(f"the number of Monte Carlo samples must be a positive integer, got {num_samples!r}")
+        tokens, resp, attn = self._inputs(prompts, [len(x) + 1 for x in responses])
+        tokens[resp.nonzero()] = np.concatenate([[*x, self.eos_id] for x in responses]).astype(tokens.dtype)
+        keys = self.row_keys(rng, [stable_hash(p, r) for p, r in zip(prompts, responses)])
+        nll, se = np.zeros((len(prompts),), np.float32), np.zeros((len(prompts),), np.float32)
+        for idx, rows, width, max_response in self._calls(attn, resp, batch_size):
+            arrays = self._call_arrays(idx, rows, width, tokens, resp, attn, keys)
+            m, s = self._score_fn(num_samples, max_response)(self.params, *self._put(*arrays))
+            nll[idx], se[idx] = np.asarray(m)[:len(idx)], np.asarray(s)[:len(idx)]
+        return nll, se
+
+    def _score_fn(self, num_samples: int, max_response: int) -> Callable:
+        key = ("score", num_samples, max_response)
         if key not in self._jitted:
-            model, mask_id = self.model, self._m(self.mask_id)
+            model, mask_id, micro = self.model, self._m(self.mask_id), self.micro_batch
 
             def run(params, tokens, response, attn, key_data):
-                logits_fn = lambda t: model.apply({"params": params}, t, attention_mask=attn)  # noqa: E731
-                return elbo_nll(logits_fn, tokens, response, jax.random.wrap_key_data(key_data), mask_id=mask_id,
-                                num_samples=num_samples)
+                def logits_fn(t, a, positions):
+                    return model.apply({"params": params}, t, attention_mask=a, output_positions=positions)
+                return elbo_nll(logits_fn, tokens, response, attn, jax.random.wrap_key_data(key_data),
+                                mask_id=mask_id, num_samples=num_samples, micro_batch=micro,
+                                max_response=max_response)
             self._jitted[key] = self._jit(run)
         return self._jitted[key]
 
@@ -221,8 +252,24 @@ class Generator:
 
 
 def _bucket(n: int, cap: int) -> int:
-    """n rounded up to a multiple of 8, at most `cap`: few distinct shapes, so few recompiles."""
-    return min(cap, -(-n // 8) * 8)
+    """n rounded up to a power of two (at least 8), at most `cap`: few distinct shapes, so few recompiles."""
+    return min(cap, max(8, 1 << max(n - 1, 0).bit_length()))
+
+
+def _typed(rng: jax.Array) -> jax.Array:
+    return rng if jnp.issubdtype(rng.dtype, jax.dtypes.prng_key) else jax.random.wrap_key_data(rng)
+
+
+def _merge_trajectories(parts: list[tuple[np.ndarray, np.ndarray]], n: int, width: int, pad_id: int
+                        ) -> np.ndarray:
+    """[steps, n, width] from each call's (row indices, [steps_i, rows, width_i]); a call with fewer steps (the
+    adaptive strategy stops early) repeats its last frame."""
+    steps = max(t.shape[0] for _, t in parts)
+    out = np.full((steps, n, width), pad_id, parts[0][1].dtype)
+    for idx, t in parts:
+        t = np.concatenate([t, np.repeat(t[-1:], steps - t.shape[0], 0)]) if t.shape[0] < steps else t
+        out[:, idx, :t.shape[2]] = t
+    return out
 
 
 def _pad_to(x: np.ndarray, width: int, value: Any) -> np.ndarray:

@@ -38,6 +38,7 @@ class RestoredRun:
     mesh: Mesh
     length_model: LengthPredictor | None = None
     length_params: Any = None
+    micro_batch: int = 8  # rows per model evaluation (Generator.micro_batch)
 
     def feature_spec(self) -> FeatureSpec:
         """The row layout for evaluation: the run's length (at most the model's), overlong examples skipped as in
@@ -51,7 +52,7 @@ class RestoredRun:
     def generator(self) -> Generator:
         return Generator.with_vocab(self.model, self.params, self.vocab, self.max_length, vocab_map=self.vocab_map,
                                     length_model=self.length_model, length_params=self.length_params,
-                                    mesh=self.mesh)
+                                    mesh=self.mesh, micro_batch=self.micro_batch)
 
     def with_length_head(self, length_workdir: str | Path, *, step: int | None = None) -> "RestoredRun":
         """Adds the length predictor trained in `length_workdir` (a run of configs/length_predictor.py)."""
@@ -67,7 +68,7 @@ def single_device_mesh() -> Mesh:
 
 
 def restore_run(workdir: str | Path, *, config: ml_collections.ConfigDict | None = None, step: int | None = None,
-                mesh: Mesh | None = None) -> RestoredRun:
+                mesh: Mesh | None = None, micro_batch: int = 8) -> RestoredRun:
     """Restores the params of `workdir`'s checkpoint `step` (default: the latest) into `mesh` (default: one device).
 
     `config`: the run's config as the caller has it (e.g. the saved one with command-line overrides); default: the
@@ -84,4 +85,4 @@ def restore_run(workdir: str | Path, *, config: ml_collections.ConfigDict | None
     model_config: ModelConfig = run.model.apply(saved).replace(vocab_size=saved.vocab_size)
     params, got = rundir.restore_params(sharded_abstract(abstract_params(model_config), mesh, run.mesh.rules), step)
     return RestoredRun(run, MaskedLM(model_config), params, HFVocabulary(rundir.read_tokenizer()),
-                       rundir.read_vocab_map(), got, mesh)
+                       rundir.read_vocab_map(), got, mesh, micro_batch=micro_batch)

@@ -56,6 +56,18 @@ def test_xlmr_layout_vocabulary_round_trip(tmp_path):
         assert v.decode(ids) == s
 
 
+def test_special_token_strings_in_text_stay_text(bert_vocab, tmp_path):
+    """Typed "[MASK]", "<mask>", "[SEP]", "</s>", "[CLS]" are characters, never special ids (BERT and XLM-R)."""
+    xlmr = HFVocabulary(_xlmr_like_tokenizer(tmp_path))
+    text = "wie [MASK] <mask> [SEP] </s> [CLS] <s> <pad> spät"
+    for v in (bert_vocab, xlmr):
+        specials = {v.bos_id, v.eos_id, v.pad_id, v.mask_id}
+        for ids in (v.encode(text), v.encode_batch([text])[0], v.encode_tf(__import__("tensorflow").constant(text))
+                    .numpy().tolist()):
+            assert not specials & set(ids), (v, ids)
+        assert "mask" in v.decode(v.encode(text)).lower()
+
+
 def test_batched_tokenize_equals_seqio_tokenize(bert_vocab):
     import tensorflow as tf
     texts = ["Das Haus ist klein.", "", "Grüße, naïve café!", "x " * 40, "the house", "a", "Wie spät?"]

@@ -7,6 +7,8 @@ given, so one set of task definitions serves every model family.
 """
 from __future__ import annotations
 
+import functools
+
 import os
 from typing import Any, Mapping, Sequence
 
@@ -78,13 +80,36 @@ class HFVocabulary(seqio.Vocabulary):
 
     # -- python side -----------------------------------------------------------------------------------------
     def _encode(self, s: str) -> Sequence[int]:
-        return self.tokenizer(s, add_special_tokens=False)["input_ids"]
+        """Text -> ids; special-token strings in the text (`[MASK]`, `<mask>`, `</s>`, ...) stay text: they are
+        tokenized like any other characters, never turned into special ids (a prompt quoting "[MASK]" must not
+        become a position the sampler never fills, or a `</s>` that ends the prompt)."""
+        return self._as_text(self.tokenizer(s, add_special_tokens=False, split_special_tokens=True)["input_ids"])
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         """`encode` of many strings in one tokenizer call (a fast tokenizer encodes them in Rust)."""
         if not texts:
             return []
-        return self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        encoded = self.tokenizer(list(texts), add_special_tokens=False, split_special_tokens=True)["input_ids"]
+        return [self._as_text(ids) for ids in encoded]
+
+    def _as_text(self, ids: Sequence[int]) -> list[int]:
+        """`split_special_tokens` keeps special strings away from the added-token pass, but a sentencepiece vocab
+        (XLM-R's) holds `<s>`, `</s>`, `<pad>`, `<mask>` as pieces too; any such id here came from plain text and is
+        spelled out as its characters' pieces (`<unk>` where a character is not one)."""
+        special = self._special_ids
+        if not special.intersection(ids):
+            return list(ids)
+        out: list[int] = []
+        for i in ids:
+            if i in special:
+                out += self.tokenizer.convert_tokens_to_ids(list(self.tokenizer.convert_ids_to_tokens(int(i))))
+            else:
+                out.append(int(i))
+        return out
+
+    @functools.cached_property
+    def _special_ids(self) -> frozenset[int]:
+        return frozenset(int(i) for i in self.tokenizer.all_special_ids) - {self.unk_id}
 
     def _decode(self, ids: Sequence[int]) -> str:
         ids = [int(i) for i in ids if int(i) not in (self.pad_id, self.bos_id)]

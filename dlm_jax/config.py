@@ -398,7 +398,8 @@ def parse(c: ml_collections.ConfigDict, *, num_devices: int | None = None,
     """Reads and checks every value of `c` once; raises `ConfigError` naming the key and the fix."""
     num_devices = jax.device_count() if num_devices is None else num_devices
     num_processes = jax.process_count() if num_processes is None else num_processes
-    _need(c.num_train_steps >= 0, f"num_train_steps={c.num_train_steps} must be >= 0")
+    _need(c.num_train_steps > 0, f"num_train_steps={c.num_train_steps} would train nothing; give a positive number "
+                                 "of steps (--config.num_train_steps=N)")
     _need(c.batch_size > 0, f"batch_size={c.batch_size} must be positive")
     _need(c.stage in STAGES, f"stage={c.stage!r}; choose 'diffusion' or 'length'")
     _need(c.log_every_steps > 0 and c.checkpoint_every_steps > 0,

@@ -36,6 +36,9 @@ FLAGS = flags.FLAGS
 
 def request_from_flags() -> EvalRequest:
     overrides = cli.config_overrides()
+    if FLAGS.limit is not None and FLAGS.limit <= 0:
+        raise ConfigError(f"--limit {FLAGS.limit} would evaluate nothing; give a positive number of examples or "
+                          "leave --limit out to evaluate the whole split")
     if FLAGS.length_beam and FLAGS.oracle_length:
         raise ConfigError("--oracle_length and --length_beam exclude each other; choose one")
     length = "beam" if FLAGS.length_beam else "oracle" if FLAGS.oracle_length else "task"

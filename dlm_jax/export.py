@@ -11,14 +11,37 @@ from pathlib import Path
 from absl import flags
 
 from dlm_jax import cli, hf_io
+from dlm_jax.errors import InputError
 from dlm_jax.inference import restore_run
 from dlm_jax.model.prune import unprune_params
 
 flags.DEFINE_string("workdir", None, "The trained run's directory.")
 flags.DEFINE_string("out", None, "The HuggingFace directory to write.")
 flags.DEFINE_integer("checkpoint", None, "Checkpoint step (default: the latest).")
+flags.DEFINE_bool("overwrite", False, "Write into a non-empty --out folder, first removing the files an export "
+                  "writes (config, safetensors shards and index, tokenizer files); other files are kept.")
 flags.mark_flags_as_required(["workdir", "out"])
 FLAGS = flags.FLAGS
+
+
+EXPORT_FILES = ("config.json", "*.safetensors", "*.safetensors.index.json", "tokenizer*", "special_tokens_map.json",
+                "vocab.txt", "sentencepiece.bpe.model", "generation_config.json")
+
+
+def check_out(out: Path, overwrite: bool) -> None:
+    """Refuses a non-empty `out` (stale shards of an earlier export would survive beside the new ones) unless
+    `overwrite`, which removes the files an export writes first."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file; give a folder for the HuggingFace model")
+    if not out.exists() or not any(out.iterdir()):
+        return
+    if not overwrite:
+        raise InputError(f"--out {out} is not empty; choose a new folder or pass --overwrite to replace an earlier "
+                         "export there")
+    for pattern in EXPORT_FILES:
+        for f in out.glob(pattern):
+            if f.is_file():
+                f.unlink()
 
 
 def export(workdir: str | Path, out: str | Path, *, step: int | None = None) -> Path:
@@ -32,6 +55,7 @@ def export(workdir: str | Path, out: str | Path, *, step: int | None = None) -> 
 def main(argv: list[str]) -> int:
     del argv
     cli.quiet_logs()
+    check_out(Path(FLAGS.out), FLAGS.overwrite)
     print(f"wrote {export(FLAGS.workdir, FLAGS.out, step=FLAGS.checkpoint)}")
     return 0
 

@@ -53,15 +53,38 @@ def task_items(restored: RestoredRun) -> list[Item]:
     return [Item(ex.inputs[i], prompts[i], int(ex.rows["response_length"][i]), ex.targets[i]) for i in rows]
 
 
+def read_input(path: Path) -> list[str]:
+    """The prompts of a JSONL file (a "prompt" or "inputs" string per line); every problem is one `InputError`
+    naming the file and line."""
+    if not path.is_file():
+        raise InputError(f"--input {path} does not exist or is not a file")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise InputError(f"--input {path} is not UTF-8 text (byte {e.start}); convert it, e.g. iconv -t utf-8")
+    texts = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise InputError(f"--input {path} line {n} is not JSON ({e.msg}); write one JSON object per line, e.g. "
+                             '{"prompt": "Wie spät ist es?"}')
+        text = row.get("prompt", row.get("inputs")) if isinstance(row, dict) else None
+        if not isinstance(text, str):
+            raise InputError(f'--input {path} line {n} has no "prompt" (or "inputs") string')
+        texts.append(text)
+    if not texts:
+        raise InputError(f"--input {path} holds no prompts")
+    return texts
+
+
 def text_items(restored: RestoredRun) -> list[Item]:
     if FLAGS.prompt is not None:
         texts = [FLAGS.prompt]
     else:
-        path = Path(FLAGS.input)
-        if not path.exists():
-            raise InputError(f"--input {path} does not exist")
-        texts = [(lambda d: d.get("prompt", d.get("inputs")))(json.loads(line))
-                 for line in path.read_text().splitlines() if line.strip()]
+        texts = read_input(Path(FLAGS.input))
     items = []
     for t in texts:
         if not t or not t.strip():
@@ -81,6 +104,9 @@ def decode(restored: RestoredRun, items: list[Item]) -> dict[str, Any]:
     prompts = [it.ids for it in items]
     if FLAGS.length_beam:
         return gen.generate_with_beam(prompts, FLAGS.length_beam, sampler, rng)
+    if FLAGS.length is not None and FLAGS.length < 2:
+        raise ConfigError(f"--length {FLAGS.length}: the response length counts its </s>, so it must be >= 2 "
+                          "(e.g. --length 8)")
     lengths = [FLAGS.length or it.oracle_length for it in items]
     if any(n is None for n in lengths):
         raise ConfigError("give --length N (response tokens incl. </s>) or --length_beam B --length_workdir DIR")

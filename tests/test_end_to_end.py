@@ -53,11 +53,25 @@ def test_generate_prints_text_and_writes_trajectory(trained, tmp_path):
     (["dlm_jax.generate", "--workdir", "WD", "--prompt", "   ", "--length", "4"], "empty prompt"),
     (["dlm_jax.generate", "--workdir", "WD", "--prompt", "Haus " * 200, "--length", "4"], "Shorten it"),
     (["dlm_jax.evaluate", "--workdir", "WD", "--tasks", "no_such_task"], "unknown task"),
+    (["dlm_jax.evaluate", "--workdir", "WD", "--limit", "0"], "would evaluate nothing"),
+    (["dlm_jax.generate", "--workdir", "WD", "--prompt", "Haus", "--length", "-3"], "must be >= 2"),
+    (["dlm_jax.generate", "--workdir", "WD", "--input", "BADJSON"], "line 2 is not JSON"),
+    (["dlm_jax.generate", "--workdir", "WD", "--input", "LATIN1"], "is not UTF-8 text"),
+    (["dlm_jax.train", "--config", "configs/tiny.py", "--workdir", "TMP", "--config.num_train_steps=0"],
+     "would train nothing"),
+    (["dlm_jax.export", "--workdir", "WD", "--out", "NONEMPTY"], "pass --overwrite"),
 ])
-def test_bad_input_gives_a_clear_message(trained, args, needle):
-    r = _run(*[str(trained) if a == "WD" else a for a in args])
+def test_bad_input_gives_a_clear_message(trained, tmp_path, args, needle):
+    (tmp_path / "bad.jsonl").write_text('{"prompt": "Hallo"}\n{"prompt": \n')
+    (tmp_path / "latin1.jsonl").write_bytes('{"prompt": "spät"}\n'.encode("latin-1"))
+    (tmp_path / "nonempty").mkdir()
+    (tmp_path / "nonempty" / "model-00001-of-00002.safetensors").write_bytes(b"stale")
+    paths = {"WD": trained, "BADJSON": tmp_path / "bad.jsonl", "LATIN1": tmp_path / "latin1.jsonl",
+             "TMP": tmp_path / "run", "NONEMPTY": tmp_path / "nonempty"}
+    r = _run(*[str(paths.get(a, a)) for a in args])
     assert r.returncode == 2 and needle in r.stderr, r.stderr[-2000:]
     assert "Traceback" not in r.stderr
+    assert (tmp_path / "nonempty" / "model-00001-of-00002.safetensors").read_bytes() == b"stale"  # nothing lost
 
 
 @pytest.mark.slow
@@ -155,8 +169,13 @@ def test_export_unprunes_to_a_huggingface_model_that_computes_the_same(trained, 
     torch = torch_or_skip()
     import transformers
     from dlm_jax.inference import restore_run
-    r = _run("dlm_jax.export", "--workdir", str(trained), "--out", str(tmp_path / "hf"))
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "model-00002-of-00002.safetensors").write_bytes(b"stale shard of an earlier export")
+    (tmp_path / "hf" / "NOTES.md").write_text("mine")
+    r = _run("dlm_jax.export", "--workdir", str(trained), "--out", str(tmp_path / "hf"), "--overwrite")
     assert r.returncode == 0, r.stderr[-3000:]
+    assert not (tmp_path / "hf" / "model-00002-of-00002.safetensors").exists()  # replaced, not left beside
+    assert (tmp_path / "hf" / "NOTES.md").read_text() == "mine"  # files an export does not write are kept
     run = restore_run(trained)
     vmap = run.vocab_map
     assert vmap is not None and vmap.size < len(vmap.old_to_new)  # the tiny config prunes

@@ -26,7 +26,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 
 from dlm_jax import config as config_lib
-from dlm_jax.errors import NoCheckpointError
+from dlm_jax.errors import CheckpointMismatchError, NoCheckpointError
 from dlm_jax.model import ModelConfig
 from dlm_jax.model.prune import VocabMap
 from dlm_jax.pretrained import load_tokenizer
@@ -128,12 +128,15 @@ class RunDir:
 
     @staticmethod
     def restore(mngr: ocp.CheckpointManager, abstract_state: Any) -> tuple[State, dict[str, Any], int] | None:
-        """The latest train state, into the shardings of `abstract_state`; None if nothing is saved."""
-        step = mngr.latest_step()
-        if step is None:
+        """The newest readable train state, into the shardings of `abstract_state`; None if nothing is saved. A
+        newer checkpoint that cannot be read (truncated, half-copied) is skipped with one warning line."""
+        def load(step: int) -> Any:
+            return mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
+                                                              data=ocp.args.JsonRestore()))
+        got = newest_readable(sorted(mngr.all_steps(), reverse=True), load, str(mngr.directory))
+        if got is None:
             return None
-        out = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
-                                                         data=ocp.args.JsonRestore()))
+        step, out = got
         logging.info("restored checkpoint at step %d", step)
         return out["state"], dict(out["data"]), step
 
@@ -151,16 +154,44 @@ class RunDir:
         return max(steps) if step is None else step
 
     def restore_params(self, abstract_params: Any, step: int | None = None) -> tuple[Any, int]:
-        """The params alone (no optimizer state) of checkpoint `step` (default: the latest), placed straight into
-        the shardings of `abstract_params` (ShapeDtypeStructs with `.sharding`)."""
-        step = self.checkpoint_step(step)
+        """The params alone (no optimizer state) of checkpoint `step` (default: the newest readable one, an
+        unreadable newer one skipped with a warning), placed straight into the shardings of `abstract_params`
+        (ShapeDtypeStructs with `.sharding`)."""
+        first = self.checkpoint_step(step)
         mngr = ocp.CheckpointManager(self.path.resolve() / CHECKPOINT_DIR, item_names=ITEMS)
-        try:
-            item = {"params": abstract_params}
-            restore_args = jax.tree.map(
-                lambda s: ocp.ArrayRestoreArgs(sharding=s.sharding, global_shape=s.shape, dtype=s.dtype), item)
-            out = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+        item = {"params": abstract_params}
+        restore_args = jax.tree.map(
+            lambda s: ocp.ArrayRestoreArgs(sharding=s.sharding, global_shape=s.shape, dtype=s.dtype), item)
+
+        def load(k: int) -> Any:
+            return mngr.restore(k, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
                 item=item, restore_args=restore_args, partial_restore=True)))
+        try:
+            steps = [first] if step is not None else sorted(mngr.all_steps(), reverse=True)
+            got, out = newest_readable(steps, load, str(self.path / CHECKPOINT_DIR))
         finally:
             mngr.close()
-        return out["state"]["params"], step
+        return out["state"]["params"], got
+
+
+def newest_readable(steps: list[int], load: Any, where: str) -> tuple[int, Any] | None:
+    """(step, load(step)) of the first of `steps` (newest first) that loads; each unreadable newer one is skipped
+    with one warning line. None without steps; `CheckpointMismatchError` (one line, the newest error) when none
+    loads, e.g. after a change of the model's shape."""
+    errors = []
+    for step in steps:
+        try:
+            out = load(step)
+        except Exception as e:  # noqa: BLE001 - orbax / tensorstore raise many kinds for a damaged checkpoint
+            errors.append((step, f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}"))
+            continue
+        for bad, why in errors:
+            logging.warning("checkpoint %d in %s is incomplete or unreadable (%s); using step %d instead",
+                            bad, where, why, step)
+        return step, out
+    if not errors:
+        return None
+    raise CheckpointMismatchError(
+        f"no checkpoint in {where} could be restored (tried steps {[s for s, _ in errors]}; step {errors[0][0]}: "
+        f"{errors[0][1]}); if the config's model shape changed since the run saved, use the saved config or a new "
+        "--workdir")

@@ -189,3 +189,29 @@ def test_export_unprunes_to_a_huggingface_model_that_computes_the_same(trained, 
     np.testing.assert_allclose(theirs[..., vmap.new_to_old], ours, atol=1e-4)
     unkept = np.setdiff1d(np.arange(len(vmap.old_to_new)), vmap.new_to_old)
     assert theirs[..., unkept].max() < -1e8  # never predicted: the full softmax equals the pruned one
+
+
+@pytest.mark.slow
+def test_an_unreadable_latest_checkpoint_is_skipped_with_one_warning(trained, tmp_path):
+    """A truncated newest checkpoint: inference and resume use the newest good one; nothing is deleted."""
+    import shutil
+
+    import numpy as np
+    from dlm_jax.inference import restore_run
+    wd = tmp_path / "run"
+    shutil.copytree(trained, wd)
+    shutil.copytree(wd / "checkpoints" / "8", wd / "checkpoints" / "16")  # a newer checkpoint, then damaged
+    damaged = [f for f in (wd / "checkpoints" / "16" / "state").rglob("*") if f.is_file() and f.stat().st_size > 64]
+    assert damaged
+    for f in damaged:
+        f.write_bytes(f.read_bytes()[: f.stat().st_size // 3])
+    good = restore_run(trained)
+    run = restore_run(wd)
+    assert run.step == 8
+    for a, b in zip(__import__("jax").tree.leaves(run.params), __import__("jax").tree.leaves(good.params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    r = _run("dlm_jax.train", "--config", "configs/tiny.py", "--workdir", str(wd), "--config.num_train_steps=10")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "checkpoint 16" in r.stderr and "using step 8 instead" in r.stderr and "resuming at step 8" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert {"8", "10", "16"} <= {p.name for p in (wd / "checkpoints").iterdir()}  # saved; the damaged one kept

@@ -79,7 +79,7 @@ def restore_run(workdir: str | Path, *, config: ml_collections.ConfigDict | None
     config = ml_collections.ConfigDict((config if config is not None else rundir.read_config()).to_dict())
     config.mesh.shape = dict(mesh.shape)  # the inference mesh, not the one the run trained on
     run = config_lib.parse(config, num_devices=mesh.size)
-    step = rundir.checkpoint_step(step)
+    rundir.checkpoint_step(step)  # a missing checkpoint is a clear error before anything is built
     saved = rundir.read_model_config()
     # the saved vocabulary size wins (a pruned run's is the pruned one, whatever `model.overrides` says)
     model_config: ModelConfig = run.model.apply(saved).replace(vocab_size=saved.vocab_size)

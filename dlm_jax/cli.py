@@ -117,4 +117,8 @@ def run(main: Callable[[list[str]], int | None]) -> None:
         except UserError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
+        except KeyboardInterrupt:  # Ctrl-C outside the training loop (which saves and exits 0 instead)
+            print("interrupted (Ctrl-C); nothing was lost: results are written as each finishes, and a training "
+                  "run resumes from its last complete checkpoint when the same command is rerun", file=sys.stderr)
+            return 130
     app.run(guarded)

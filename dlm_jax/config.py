@@ -52,6 +52,9 @@ def base_config() -> ml_collections.ConfigDict:
     # compiled programs instead of recompiling them. "": jax's own setting (env JAX_COMPILATION_CACHE_DIR).
     c.compilation_cache_dir = ""
     c.prng_impl = "threefry2x32"  # dropout's generator; unsafe_rbg is much faster on GPUs (bench/RESULTS.md)
+    # Resuming a run whose saved config differs in a key that changes what is computed (COMPUTATION_KEYS) is
+    # refused unless this is True; every change is recorded in WORKDIR/config_history.jsonl either way.
+    c.allow_config_change = False
     c.model = _model_block()
     c.data = _data_block()
     c.optimizer = _optimizer_block()
@@ -143,6 +146,38 @@ def _sampler_block() -> ml_collections.ConfigDict:
     s.record_trajectory = False
     s.fixed_eos = False  # True: the released canvas, [prompt, <mask> x (L-1), </s>] with </s> fixed
     return s
+
+
+# Keys whose change on resume changes what the run computes (model shape, batch, task, objective, optimizer): a
+# resume that changes one is refused unless `allow_config_change`. Others (steps, logging, mesh, dtype, attention
+# kernel, cache, sampler) may change freely.
+COMPUTATION_KEYS = ("seed", "stage", "batch_size", "model.init", "model.name", "model.overrides", "model.tokenizer",
+                    "model.prune_vocab", "model.prune_min_count", "model.dropout", "model.attention_dropout",
+                    "data.task", "data.max_length", "data.overlong", "data.pack", "data.train_limit", "diffusion",
+                    "optimizer")
+
+
+def _flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping) and v and k != "overrides":
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = json.loads(json.dumps(v, default=str))  # tuples as lists, as config.json holds them
+    return out
+
+
+def config_changes(saved: ml_collections.ConfigDict, new: ml_collections.ConfigDict) -> dict[str, tuple[Any, Any]]:
+    """{dotted key: (saved value, new value)} for every key that differs (`allow_config_change` aside)."""
+    a, b = _flat(saved.to_dict()), _flat(new.to_dict())
+    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b))
+            if a.get(k) != b.get(k) and k != "allow_config_change"}
+
+
+def computation_changes(changes: Mapping[str, tuple[Any, Any]]) -> dict[str, tuple[Any, Any]]:
+    """The changes among `COMPUTATION_KEYS` (a key or any key under it)."""
+    return {k: v for k, v in changes.items()
+            if any(k == c or k.startswith(c + ".") for c in COMPUTATION_KEYS)}
 
 
 def load_saved(text: str) -> ml_collections.ConfigDict:

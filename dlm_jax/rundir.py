@@ -1,6 +1,7 @@
 """The run directory: the one owner of its format, used by the trainer (writes) and by inference (reads).
 
     DIR/config.json                  the run's config (`RunConfig.source`), read back by `read_config`
+    DIR/config_history.jsonl         each resume that changed the config: time, {key: [old, new]}
     DIR/model.json                   the ModelConfig the params have (after vocabulary pruning)
     DIR/vocab_map.npz                the pruned vocabulary (old <-> new ids), when pruned
     DIR/tokenizer/                   the tokenizer, so inference needs nothing outside DIR
@@ -9,7 +10,8 @@
     DIR/metrics.jsonl, DIR/tensorboard/, DIR/eval/TASK.json
 
 Orbax writes each step into a temporary directory and renames it when the save is complete, so a checkpoint
-left half-written by a crash is never listed and a rerun resumes from the last complete one. Inference restores
+left half-written by a crash is never listed and a rerun resumes from the last complete one; a listed one that
+cannot be read (truncated files) is skipped with a warning (`newest_readable`). Inference restores
 the params alone (`restore_params`), straight into the shardings it asks for: no optimizer state is read.
 """
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +29,13 @@ import ml_collections
 import orbax.checkpoint as ocp
 
 from dlm_jax import config as config_lib
-from dlm_jax.errors import CheckpointMismatchError, NoCheckpointError
+from dlm_jax.errors import CheckpointMismatchError, ConfigError, NoCheckpointError
 from dlm_jax.model import ModelConfig
 from dlm_jax.model.prune import VocabMap
 from dlm_jax.pretrained import load_tokenizer
 
 CONFIG_FILE = "config.json"
+CONFIG_HISTORY_FILE = "config_history.jsonl"  # one line per resume that changed the config: keys, old, new
 MODEL_FILE = "model.json"
 VOCAB_MAP_FILE = "vocab_map.npz"
 TOKENIZER_DIR = "tokenizer"
@@ -81,6 +85,29 @@ class RunDir:
     def read_config(self) -> ml_collections.ConfigDict:
         self.require()
         return config_lib.load_saved(self.file(CONFIG_FILE).read_text())
+
+    def has_checkpoints(self) -> bool:
+        ckpt = self.path / CHECKPOINT_DIR
+        return ckpt.is_dir() and any(p.name.isdigit() for p in ckpt.iterdir())
+
+    def check_resume(self, run: config_lib.RunConfig) -> dict[str, tuple[Any, Any]]:
+        """Before a resume: the config's changes against the saved config.json. A change of a key that changes the
+        computation (`config.COMPUTATION_KEYS`) is a `ConfigError` naming each key with its old and new value,
+        unless `allow_config_change`; every change is appended to config_history.jsonl (process 0)."""
+        if not (self.file(CONFIG_FILE).exists() and self.has_checkpoints()):
+            return {}
+        changes = config_lib.config_changes(self.read_config(), run.source)
+        blocked = config_lib.computation_changes(changes)
+        if blocked and not run.source.get("allow_config_change", False):
+            listed = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in blocked.items())
+            raise ConfigError(f"{self.path} was trained with another config ({listed}); resume with the saved "
+                              "values (config.json), train into a new --workdir, or pass "
+                              "--config.allow_config_change=True to continue with the new ones")
+        if changes and jax.process_index() == 0:
+            record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "changes": {k: list(v) for k, v in changes.items()}}
+            with self.file(CONFIG_HISTORY_FILE).open("a") as f:
+                f.write(json.dumps(record, default=str) + "\n")
+        return changes
 
     def write_run(self, run: config_lib.RunConfig, model_config: ModelConfig, tokenizer: Any,
                   vocab_map: VocabMap | None) -> None:

@@ -60,6 +60,8 @@ def test_generate_prints_text_and_writes_trajectory(trained, tmp_path):
     (["dlm_jax.train", "--config", "configs/tiny.py", "--workdir", "TMP", "--config.num_train_steps=0"],
      "would train nothing"),
     (["dlm_jax.export", "--workdir", "WD", "--out", "NONEMPTY"], "pass --overwrite"),
+    (["dlm_jax.train", "--config", "configs/tiny.py", "--workdir", "WD", "--config.batch_size=16"],
+     "batch_size: 8 -> 16"),
 ])
 def test_bad_input_gives_a_clear_message(trained, tmp_path, args, needle):
     (tmp_path / "bad.jsonl").write_text('{"prompt": "Hallo"}\n{"prompt": \n')

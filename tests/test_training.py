@@ -139,7 +139,8 @@ def test_resume_gives_the_same_run(tmp_path, data):
 
 
 @pytest.mark.slow
-def test_sigterm_saves_and_exits_zero(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_sigterm_and_ctrl_c_save_and_exit_zero(tmp_path, sig):
     env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
     proc = subprocess.Popen([sys.executable, "-m", "dlm_jax.train", "--config", "configs/tiny.py", "--workdir",
                              str(tmp_path), "--config.num_train_steps=100000", "--config.log_every_steps=1",
@@ -149,11 +150,60 @@ def test_sigterm_saves_and_exits_zero(tmp_path):
     while time.time() < deadline and not (tmp_path / "metrics.jsonl").exists():
         time.sleep(0.5)
     assert (tmp_path / "metrics.jsonl").exists(), proc.stderr.read().decode()[-2000:] if proc.poll() else "timeout"
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     rc = proc.wait(120)
-    assert rc == 0, proc.stderr.read().decode()[-2000:]
+    err = proc.stderr.read().decode()
+    assert rc == 0, err[-2000:]
     steps = [int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()]
     assert steps and max(steps) >= 1
+    assert "Traceback" not in err and "rerun the same command to resume" in err
+    assert f"checkpoint saved at step {max(steps)}" in err
+
+
+def test_a_doubled_ctrl_c_is_one_request_and_a_later_one_forces_the_exit(monkeypatch):
+    """A terminal's Ctrl-C reaches a launcher's children twice (directly and forwarded): one stop request. A second
+    Ctrl-C after FORCE_AFTER_S exits at once."""
+    from dlm_jax.training.hooks import Preemption
+    old_int, old_term = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    exits = []
+    monkeypatch.setattr(os, "_exit", lambda code: exits.append(code))
+    try:
+        p = Preemption()
+        p._handle(signal.SIGINT, None)
+        p._handle(signal.SIGINT, None)  # the same keypress, forwarded
+        assert p.signalled and p.sync() and exits == []
+        p._first -= Preemption.FORCE_AFTER_S + 1
+        p._handle(signal.SIGINT, None)
+        assert exits == [130]
+    finally:
+        signal.signal(signal.SIGINT, old_int)
+        signal.signal(signal.SIGTERM, old_term)
+
+
+def test_a_resume_that_changes_the_computation_is_refused_and_changes_are_recorded(tiny_trained, tmp_path):
+    import json
+    import shutil
+
+    from dlm_jax.errors import ConfigError
+    from dlm_jax.rundir import RunDir
+    wd = tmp_path / "run"
+    shutil.copytree(tiny_trained, wd)
+    rundir = RunDir(wd)
+    c = rundir.read_config()
+    c.batch_size, c.optimizer.lr, c.num_train_steps = 16, 5e-4, 50
+    with pytest.raises(ConfigError) as e:
+        rundir.check_resume(parse(c))
+    msg = str(e.value)
+    assert "batch_size: 8 -> 16" in msg and "optimizer.lr: 0.001 -> 0.0005" in msg and "num_train_steps" not in msg
+    assert "allow_config_change=True" in msg and not (wd / "config_history.jsonl").exists()
+    c.allow_config_change = True
+    changes = rundir.check_resume(parse(c))
+    assert set(changes) == {"batch_size", "optimizer.lr", "num_train_steps"}
+    (line,) = (wd / "config_history.jsonl").read_text().splitlines()
+    assert json.loads(line)["changes"]["batch_size"] == [8, 16]
+    c2 = rundir.read_config()
+    c2.num_train_steps = 50  # more steps: allowed, recorded
+    assert rundir.check_resume(parse(c2)) == {"num_train_steps": (8, 50)}
 
 
 def test_bad_config_values_fail_early_with_the_key():

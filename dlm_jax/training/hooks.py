@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -32,23 +33,40 @@ from dlm_jax.training.step import train_flops_per_step
 
 
 class Preemption:
-    """Turns SIGTERM into a flag the loop checks after each step.
+    """Turns SIGTERM and SIGINT (Ctrl-C) into a flag the loop checks after each step: the step finishes, one
+    checkpoint is written, the run exits 0 with a line saying how to resume.
 
-    With several processes, `sync()` makes them agree after every step (any process signalled -> all stop at that
-    step), so every process saves the same checkpoint: processes signalled a step apart would otherwise enter the
-    collective save at different steps and hang.
+    A second Ctrl-C more than `FORCE_AFTER_S` seconds after the first stops at once without saving (the last
+    complete checkpoint stays); one arriving sooner is the same keypress delivered twice (a terminal signals a
+    launcher's whole process group, and the launcher forwards it as well) and is ignored. With several processes,
+    `sync()` makes them agree after every step (any process signalled -> all stop at that step), so every process
+    saves the same checkpoint: processes signalled a step apart would otherwise enter the collective save at
+    different steps and hang.
     """
+
+    FORCE_AFTER_S = 2.0
 
     def __init__(self) -> None:
         self.signalled = False
         self.requested = False  # agreed by every process (`sync`)
+        self._first: float | None = None
         try:
             signal.signal(signal.SIGTERM, self._handle)
+            signal.signal(signal.SIGINT, self._handle)
         except ValueError:  # not the main thread
             pass
 
     def _handle(self, signum, frame) -> None:
-        logging.warning("SIGTERM: saving a checkpoint and exiting")
+        now = time.monotonic()
+        if signum == signal.SIGINT and self._first is not None and now - self._first > self.FORCE_AFTER_S:
+            print("stopped at once (second Ctrl-C), without saving; rerun the same command to resume from the last "
+                  "complete checkpoint", file=sys.stderr, flush=True)
+            os._exit(130)
+        if self._first is None:
+            name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+            logging.warning("%s: finishing this step, saving a checkpoint and exiting (Ctrl-C again to stop at once, "
+                            "without saving)", name)
+            self._first = now
         self.signalled = True
 
     def sync(self) -> bool:

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
+from pathlib import Path
 from typing import Any, Callable
 
 import jax
@@ -20,7 +22,7 @@ from absl import app, flags
 from ml_collections import config_dict, config_flags
 
 from dlm_jax import config as config_lib, parallel
-from dlm_jax.errors import ConfigError, UserError
+from dlm_jax.errors import ConfigError, InputError, UserError
 from dlm_jax.inference import RestoredRun, restore_run
 from dlm_jax.rundir import RunDir
 
@@ -35,13 +37,58 @@ def define_config_file_flag() -> None:
 
 def define_config_override_flag() -> None:
     """`--config.key=value` overrides of a saved run's config (the keys and types of `config.base_config()`)."""
-    config_flags.DEFINE_config_dict("config", config_lib.base_config(), "Overrides of the run's saved config.",
-                                    lock_config=True)
+    try:  # ml_collections reads the command line's --config.key overrides here, at definition
+        config_flags.DEFINE_config_dict("config", config_lib.base_config(), "Overrides of the run's saved config.",
+                                        lock_config=True)
+    except (AttributeError, KeyError) as e:
+        _fail(f"unknown config key {e}; the keys are those `python -m dlm_jax.train --config configs/demo.py "
+              "--dump` prints")
 
 
 def config_overrides() -> dict[str, object]:
     """The `--config.key=value` values given on the command line, by dotted key."""
     return dict(config_flags.get_override_values(FLAGS["config"]))
+
+
+def config_line(argv: list[str] | None = None) -> str:
+    """One line saying which config a run uses: the file, its variant and the command line's overrides."""
+    argv = sys.argv if argv is None else argv
+    spec = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+    if spec is None and "--config" in argv and argv.index("--config") + 1 < len(argv):
+        spec = argv[argv.index("--config") + 1]
+    path, _, variant = (spec or "?").partition(":")
+    overrides = ", ".join(f"{k}={v}" for k, v in config_overrides().items())
+    return (f"config: {path}" + (f", variant {variant}" if variant else "")
+            + (f"; overrides: {overrides}" if overrides else "") + " (--dump prints it whole)")
+
+
+def check_workdir(path: str | Path, flag: str = "--workdir") -> None:
+    """An output folder (a training workdir: new, or a run to resume) must be one this process can write: checked
+    before anything is built."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise InputError(f"{flag} {p} is a file; give a folder (a new one, or a run to resume)")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        probe = p / f".write_test_{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise InputError(f"{flag} {p} cannot be written ({e.strerror or e}); choose a folder you can write")
+
+
+def check_output_file(path: str | Path, flag: str) -> None:
+    """An output file's folder must exist or be creatable and writable, checked before the work that fills it."""
+    p = Path(path)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        existed = p.exists()
+        with p.open("a"):
+            pass
+        if not existed:
+            p.unlink()
+    except OSError as e:
+        raise InputError(f"{flag} {p} cannot be written ({e.strerror or e}); give a path in a folder you can write")
 
 
 def apply_overrides(saved: config_dict.ConfigDict) -> config_dict.ConfigDict:
@@ -102,17 +149,65 @@ def inference_mesh(spec: str | None) -> Any:
 
 
 def quiet_logs() -> None:
-    """INFO logs on, except orbax's per-save chatter; TensorFlow's C++ logs off."""
+    """INFO logs from dlm_jax only (libraries' INFO chatter, e.g. seqio's registry listings, jax's backend probing,
+    orbax's per-save lines, is dropped; their warnings and errors pass); TensorFlow's C++ logs off."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     logging.getLogger().setLevel(logging.INFO)
     for handler in logging.getLogger().handlers:
-        handler.addFilter(lambda r: r.levelno >= logging.WARNING or "orbax" not in r.pathname)
+        handler.addFilter(_own_info)
+
+
+def _own_info(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING or f"{os.sep}dlm_jax{os.sep}" in record.pathname
+
+
+def _fail(message: str) -> None:
+    print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
+    sys.exit(2)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing with its errors (a bad value, an unknown flag or config key, a config file that fails
+    to load) as one `error:` line and exit 2 instead of "FATAL Flags parsing error" and a traceback."""
+    try:
+        return FLAGS(argv)
+    except UserError as e:
+        _fail(e)
+    except OSError as e:
+        _fail(f"cannot read the config file: {e}; give an existing file, e.g. --config configs/demo.py")
+    except (AttributeError, KeyError) as e:
+        _fail(f"unknown config key {e}; the keys are those `python -m dlm_jax.train --config configs/demo.py "
+              "--dump` prints")
+    except flags.Error as e:
+        text = str(e)
+        if "Traceback" in text:  # ml_collections formats a config file's own exception into the message
+            last = [line for line in text.splitlines() if line.strip()][-1]
+            _fail(last.split(": ", 1)[1] if "Error: " in last else last)
+        _fail(f"{text}; see --helpshort")
+    return []
+
+
+def load_config_flag() -> None:
+    """Loads `--config` (a config file is read lazily by ml_collections) so that a missing file or an unknown
+    `--config.key` is a `ConfigError` here rather than a traceback later."""
+    if "config" not in FLAGS:
+        return
+    try:
+        FLAGS.config.to_dict()  # the first use loads the file and applies the overrides
+    except OSError as e:
+        why = re.search(r"\[Errno \d+\] ([^\n]*)", str(e))
+        raise ConfigError(f"cannot read the config file: {why.group(1) if why else ' '.join(str(e).split())}; "
+                          "give an existing file, e.g. --config configs/demo.py") from None
+    except (AttributeError, KeyError) as e:
+        raise ConfigError(f"unknown config key {e}; the keys are those `python -m dlm_jax.train --config "
+                          "configs/demo.py --dump` prints") from None
 
 
 def run(main: Callable[[list[str]], int | None]) -> None:
-    """`absl.app.run(main)`, with `UserError` printed as one line and exit code 2."""
+    """`absl.app.run(main)`, with `UserError` (and flag errors) printed as one line and exit code 2."""
     def guarded(argv: list[str]) -> int | None:
         try:
+            load_config_flag()
             return main(argv)
         except UserError as e:
             print(f"error: {e}", file=sys.stderr)
@@ -121,4 +216,4 @@ def run(main: Callable[[list[str]], int | None]) -> None:
             print("interrupted (Ctrl-C); nothing was lost: results are written as each finishes, and a training "
                   "run resumes from its last complete checkpoint when the same command is rerun", file=sys.stderr)
             return 130
-    app.run(guarded)
+    app.run(guarded, flags_parser=parse_flags)

@@ -87,6 +87,10 @@ def text_items(restored: RestoredRun) -> list[Item]:
         texts = read_input(Path(FLAGS.input))
     items = []
     for t in texts:
+        try:
+            t.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise InputError(f"the prompt is not valid UTF-8 text (byte {e.start}); pass UTF-8 text")
         if not t or not t.strip():
             raise InputError("empty prompt: give some text to condition on")
         ids = list(restored.vocab.encode(t))
@@ -132,6 +136,8 @@ def main(argv: list[str]) -> int:
     cli.quiet_logs()
     if sum(x is not None for x in (FLAGS.prompt, FLAGS.input, FLAGS.input_task)) != 1:
         raise ConfigError("give exactly one of --prompt, --input, --input_task")
+    if FLAGS.trajectory:
+        cli.check_output_file(FLAGS.trajectory, "--trajectory")  # before the generation, not after it
     restored = cli.restore_from_flags()
     items = task_items(restored) if FLAGS.input_task else text_items(restored)
     t0 = time.perf_counter()

@@ -31,10 +31,11 @@ def main(argv: list[str]) -> int:
         return 0
     if not FLAGS.workdir:
         raise ConfigError("--workdir is required (where checkpoints, metrics and the config go)")
+    cli.check_workdir(FLAGS.workdir)
     parallel.initialize_distributed()
     run_config = parse(FLAGS.config)  # before anything in the workdir is touched
     if jax.process_index() == 0:
-        print(FLAGS.config)
+        print(cli.config_line())
     last = loop.run(run_config, FLAGS.workdir)
     if jax.process_index() == 0:
         print(json.dumps({"final": last}))

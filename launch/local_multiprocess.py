@@ -94,7 +94,9 @@ def wait_all(procs: list[subprocess.Popen], grace_s: float) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if "--" not in argv:
-        raise SystemExit("usage: launch/local_multiprocess.py [options] -- -m dlm_jax.train --config ... (see --help)")
+        print("error: usage: launch/local_multiprocess.py [options] -- -m dlm_jax.train --config ... (see --help)",
+              file=sys.stderr)
+        return 2
     split = argv.index("--")
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--num_processes", type=int, required=True)
@@ -104,8 +106,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--grace_s", type=float, default=30.0, help="after a failure, seconds before the rest are killed")
     ap.add_argument("--log_dir", default=None)
     args = ap.parse_args(argv[:split])
-    if args.num_processes < 1:
-        raise SystemExit("error: --num_processes must be at least 1")
+    problems = [f"--{name} must be at least {low}, got {getattr(args, name)}"
+                for name, low in (("num_processes", 1), ("devices_per_process", 1), ("grace_s", 0))
+                if getattr(args, name) < low]
+    if problems or not argv[split + 1:]:
+        print(f"error: {problems[0] if problems else 'no command after --'}; e.g. --num_processes 2 "
+              "--devices_per_process 2 -- -m dlm_jax.train --config configs/tiny.py --workdir runs/tiny2",
+              file=sys.stderr)
+        return 2
     return launch(argv[split + 1:], args)
 
 

@@ -8,7 +8,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "dlm_jax"
 # Lowest first; a module may import its own package (same layer) and any lower layer, never a higher one.
 # Siblings on one layer (parallel, diffusion, data) do not import each other.
 LAYERS = [
-    ["dlm_jax.errors", "dlm_jax.visualize"],
+    ["dlm_jax.errors", "dlm_jax.visualize", "dlm_jax.quiet"],
     ["dlm_jax.model"],
     ["dlm_jax.parallel", "dlm_jax.diffusion", "dlm_jax.data"],
     ["dlm_jax.hf_io"],

@@ -62,6 +62,18 @@ def test_generate_prints_text_and_writes_trajectory(trained, tmp_path):
     (["dlm_jax.export", "--workdir", "WD", "--out", "NONEMPTY"], "pass --overwrite"),
     (["dlm_jax.train", "--config", "configs/tiny.py", "--workdir", "WD", "--config.batch_size=16"],
      "batch_size: 8 -> 16"),
+    (["dlm_jax.train", "--config", "configs/nope.py", "--workdir", "TMP"], "No such file or directory"),
+    (["dlm_jax.train", "--config", "configs/tiny.py", "--workdir", "TMP", "--config.nope=1"], "unknown config key"),
+    (["dlm_jax.train", "--config", "configs/tiny.py", "--workdir", "TMP", "--config.batch_size=abc"],
+     "invalid literal for int()"),
+    (["dlm_jax.train", "--config", "configs/iwslt14.py:bogus", "--workdir", "TMP"], "unknown size 'bogus'"),
+    (["dlm_jax.train", "--config", "configs/tiny.py", "--workdir", "LATIN1"], "is a file"),
+    (["dlm_jax.evaluate", "--workdir", "WD", "--config.nope=1"], "unknown config key"),
+    (["dlm_jax.generate", "--workdir", "WD", "--prompt", "Hallo", "--length", "4", "--trajectory",
+      "LATIN1/t.html"], "--trajectory"),
+    (["dlm_jax.data.prepare", "mmlu", "--src", "TMP", "--out", "LATIN1/x"], "cannot be written"),
+    (["launch.local_multiprocess", "--num_processes", "2", "--devices_per_process", "0", "--", "-m",
+      "dlm_jax.train"], "--devices_per_process must be at least 1"),
 ])
 def test_bad_input_gives_a_clear_message(trained, tmp_path, args, needle):
     (tmp_path / "bad.jsonl").write_text('{"prompt": "Hallo"}\n{"prompt": \n')
@@ -70,9 +82,11 @@ def test_bad_input_gives_a_clear_message(trained, tmp_path, args, needle):
     (tmp_path / "nonempty" / "model-00001-of-00002.safetensors").write_bytes(b"stale")
     paths = {"WD": trained, "BADJSON": tmp_path / "bad.jsonl", "LATIN1": tmp_path / "latin1.jsonl",
              "TMP": tmp_path / "run", "NONEMPTY": tmp_path / "nonempty"}
-    r = _run(*[str(paths.get(a, a)) for a in args])
+    head = lambda a: a.split("/")[0]  # noqa: E731  "LATIN1/t.html": a path under a file
+    r = _run(*[str(paths[head(a)]) + a[len(head(a)):] if head(a) in paths else a for a in args])
     assert r.returncode == 2 and needle in r.stderr, r.stderr[-2000:]
     assert "Traceback" not in r.stderr
+    assert r.stderr.strip().count("\n") == 0 and r.stderr.startswith("error: "), r.stderr[-2000:]  # one line
     assert (tmp_path / "nonempty" / "model-00001-of-00002.safetensors").read_bytes() == b"stale"  # nothing lost
 
 

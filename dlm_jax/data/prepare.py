@@ -17,6 +17,7 @@ from pathlib import Path
 
 from absl import app, flags
 
+from dlm_jax import cli
 from dlm_jax.data import sources
 from dlm_jax.errors import MissingDataError, UserError
 
@@ -103,6 +104,7 @@ def main(argv: list[str]) -> int:
         if len(argv) != 2 or argv[1] not in PREPARE or not FLAGS.src:
             raise MissingDataError(f"usage: python -m dlm_jax.data.prepare {{{','.join(PREPARE)}}} --src DIR")
         out = Path(FLAGS.out) if FLAGS.out else sources.data_dir() / argv[1]
+        cli.check_workdir(out, "--out" if FLAGS.out else "the data folder (DLM_DATA_DIR)")
         {"flan2022": prepare_flan2022, "mmlu": prepare_mmlu,
          "diffusionllm_instruct": prepare_diffusionllm_instruct}[argv[1]](Path(FLAGS.src), out)
     except UserError as e:

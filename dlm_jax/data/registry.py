@@ -11,6 +11,8 @@ registered when the prepared `counts.json` is found.
 """
 from __future__ import annotations
 
+import difflib
+
 import dataclasses
 import functools
 import json
@@ -343,6 +345,13 @@ def get_task_or_mixture(name: str, vocab: HFVocabulary) -> seqio.Task | seqio.Mi
     try:
         return seqio.get_mixture_or_task(name)
     except ValueError:
-        known = sorted(n for n in [*seqio.TaskRegistry.names(), *seqio.MixtureRegistry.names()] if ":" not in n)
+        close = difflib.get_close_matches(name, registered_names(), n=5, cutoff=0.5)
         hint = " (Flan 2022 needs `python -m dlm_jax.data.prepare flan2022` first)" if "flan2022" in name else ""
-        raise ConfigError(f"unknown task or mixture {name!r}{hint}; registered: {known}") from None
+        near = f"closest: {', '.join(close)}; " if close else ""
+        raise ConfigError(f"unknown task or mixture {name!r}{hint}; {near}list them all with "
+                          "python -m dlm_jax.data.show --list") from None
+
+
+def registered_names() -> list[str]:
+    """Every registered task and mixture name (the paper's `paper:<set>:<k>shot` tasks included)."""
+    return sorted({*seqio.TaskRegistry.names(), *seqio.MixtureRegistry.names()})

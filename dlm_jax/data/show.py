@@ -1,5 +1,5 @@
 """python -m dlm_jax.data.show TASK_OR_MIXTURE [--split train] [--num_examples 3] [--tokenizer DIR|bundled]
-   [--max_length 512]
+   [--max_length 512]        |        python -m dlm_jax.data.show --list
 
 Prints decoded examples as the model will see them: the prompt, the response, their token counts, and how the row
 is laid out. The first thing to run to check a data set.
@@ -10,7 +10,7 @@ import sys
 
 from absl import app, flags
 
-from dlm_jax.data import features, pipeline
+from dlm_jax.data import features, pipeline, registry
 from dlm_jax.data.vocab import HFVocabulary
 from dlm_jax.errors import InputError, UserError
 from dlm_jax.model.bundled import resolve_bundled
@@ -19,6 +19,7 @@ flags.DEFINE_string("split", "train", "Split to show.")
 flags.DEFINE_integer("num_examples", 3, "How many examples.")
 flags.DEFINE_string("tokenizer", "bundled", "HF model dir / hub id, or 'bundled' (the demo's BERT).")
 flags.DEFINE_integer("max_length", 512, "Row length.")
+flags.DEFINE_bool("list", False, "List every registered task and mixture and exit.")
 FLAGS = flags.FLAGS
 
 
@@ -40,6 +41,10 @@ def show(name: str, split: str, num_examples: int, tokenizer: str, max_length: i
 
 def main(argv: list[str]) -> int:
     try:
+        if FLAGS.list:
+            registry.register_all(HFVocabulary(resolve_bundled(FLAGS.tokenizer)))
+            print("\n".join(registry.registered_names()))
+            return 0
         if len(argv) != 2:
             raise InputError("name one task or mixture: python -m dlm_jax.data.show ding_de_en")
         show(argv[1], FLAGS.split, FLAGS.num_examples, FLAGS.tokenizer, FLAGS.max_length)

@@ -92,7 +92,8 @@ class MetricsLog:
         self.writer = None
         if self.enabled:
             self._drop_after(start)
-            self.writer = metric_writers.create_default_writer(str(workdir / TENSORBOARD_DIR), asynchronous=False)
+            # TensorBoard only: the step's one log line is MetricsLogger's (clu's default writer logs it again)
+            self.writer = metric_writers.SummaryWriter(str(workdir / TENSORBOARD_DIR))
 
     def _drop_after(self, start: int) -> None:
         if not self.path.exists():

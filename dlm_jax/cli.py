@@ -15,7 +15,7 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import jax
 from absl import app, flags
@@ -23,8 +23,10 @@ from ml_collections import config_dict, config_flags
 
 from dlm_jax import config as config_lib, parallel
 from dlm_jax.errors import ConfigError, InputError, UserError
-from dlm_jax.inference import RestoredRun, restore_run
 from dlm_jax.rundir import RunDir
+
+if TYPE_CHECKING:
+    from dlm_jax.inference import RestoredRun
 
 FLAGS = flags.FLAGS
 
@@ -118,7 +120,7 @@ def define_inference_flags() -> None:
     flags.mark_flags_as_required(["workdir"])
 
 
-def restore_from_flags(step: int | None = None) -> RestoredRun:
+def restore_from_flags(step: int | None = None) -> "RestoredRun":
     """The run of `--workdir` (its saved config with the `--config.*` overrides) restored into `--mesh`, with the
     length predictor of `--length_workdir` when `--length_beam` is given. Starts `jax.distributed` first in a
     multi-process launch (the same environment as `train`'s): every process then restores its shards of the params
@@ -126,6 +128,7 @@ def restore_from_flags(step: int | None = None) -> RestoredRun:
     parallel.initialize_distributed()
     if FLAGS.length_beam and not FLAGS.length_workdir:
         raise ConfigError("--length_beam needs --length_workdir (a run of configs/length_predictor.py)")
+    from dlm_jax.inference import restore_run  # deferred: --helpshort and flag errors need none of it
     rundir = RunDir(FLAGS.workdir)
     if FLAGS.micro_batch < 0:
         raise ConfigError(f"--micro_batch must be >= 0, got {FLAGS.micro_batch}")

@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import jax
 from absl import flags
 
 from dlm_jax import cli
 from dlm_jax.errors import ConfigError
-from dlm_jax.inference import EvalRequest, Evaluator
-from dlm_jax.inference.evaluator import TABLE_HEADER, check_available, mixture_summary, table_rows, task_names
 from dlm_jax.rundir import EVAL_DIR, RunDir
+
+if TYPE_CHECKING:
+    from dlm_jax.inference import EvalRequest
 
 cli.define_inference_flags()
 flags.DEFINE_integer("checkpoint", None, "Checkpoint step (default: the latest).")
@@ -34,7 +36,8 @@ flags.DEFINE_integer("seed", 0, "Sampling seed.")
 FLAGS = flags.FLAGS
 
 
-def request_from_flags() -> EvalRequest:
+def request_from_flags() -> "EvalRequest":
+    from dlm_jax.inference import EvalRequest  # deferred, as every heavy import: --helpshort needs none
     overrides = cli.config_overrides()
     if FLAGS.limit is not None and FLAGS.limit <= 0:
         raise ConfigError(f"--limit {FLAGS.limit} would evaluate nothing; give a positive number of examples or "
@@ -54,6 +57,9 @@ def result_file(rundir: RunDir, name: str) -> Path:
 
 def main(argv: list[str]) -> int:
     del argv
+    RunDir(FLAGS.workdir).require()  # a missing run is reported before the heavy imports
+    from dlm_jax.inference import Evaluator
+    from dlm_jax.inference.evaluator import TABLE_HEADER, check_available, mixture_summary, table_rows, task_names
     cli.quiet_logs()
     request = request_from_flags()
     restored = cli.restore_from_flags(step=FLAGS.checkpoint)

@@ -10,10 +10,8 @@ from pathlib import Path
 
 from absl import flags
 
-from dlm_jax import cli, hf_io
+from dlm_jax import cli
 from dlm_jax.errors import InputError
-from dlm_jax.inference import restore_run
-from dlm_jax.model.prune import unprune_params
 
 flags.DEFINE_string("workdir", None, "The trained run's directory.")
 flags.DEFINE_string("out", None, "The HuggingFace directory to write.")
@@ -45,6 +43,9 @@ def check_out(out: Path, overwrite: bool) -> None:
 
 
 def export(workdir: str | Path, out: str | Path, *, step: int | None = None) -> Path:
+    from dlm_jax import hf_io
+    from dlm_jax.inference import restore_run
+    from dlm_jax.model.prune import unprune_params
     restored = restore_run(workdir, step=step)
     params, cfg = restored.params, restored.model.cfg
     if restored.vocab_map is not None:

@@ -1,6 +1,6 @@
 """Entry point: python -m dlm_jax.generate --workdir DIR (--prompt TEXT | --input FILE.jsonl | --input_task TASK)
    [--length N | --length_beam B --length_workdir DIR2] [--config.sampler.steps=S ...] [--show_steps]
-   [--trajectory OUT.html]
+   [--trajectory OUT.html | OUT.svg]
 
 restore (params only) -> tokenize prompts -> sampler -> print text; optionally animate the denoising in the
 terminal or write an HTML page of it. The sampler is the run's (`config.json`) with `--config.sampler.*` applied.
@@ -12,15 +12,17 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 from absl import flags
 
 from dlm_jax import cli, visualize
-from dlm_jax.data import pipeline
 from dlm_jax.errors import ConfigError, InputError
-from dlm_jax.inference import RestoredRun, decode_responses, prompts_of
+from dlm_jax.rundir import RunDir
+
+if TYPE_CHECKING:  # the heavy modules are imported where used: --helpshort and flag errors need none of them
+    from dlm_jax.inference import RestoredRun
 
 cli.define_inference_flags()
 flags.DEFINE_string("prompt", None, "One prompt.")
@@ -32,7 +34,8 @@ flags.DEFINE_integer("num_examples", 1, "With --input_task: how many examples.")
 flags.DEFINE_integer("length", None, "Response length in tokens, incl. </s>.")
 flags.DEFINE_integer("seed", 0, "Sampling seed.")
 flags.DEFINE_bool("show_steps", False, "Print the sequence after every step.")
-flags.DEFINE_string("trajectory", None, "Write an HTML page of the denoising (first example).")
+flags.DEFINE_string("trajectory", None, "Write the denoising of every example as a grid: an HTML page (.html) or "
+                    "a vector figure (.svg).")
 FLAGS = flags.FLAGS
 
 
@@ -46,6 +49,8 @@ class Item:
 
 def task_items(restored: RestoredRun) -> list[Item]:
     spec = restored.feature_spec()
+    from dlm_jax.data import pipeline
+    from dlm_jax.inference import prompts_of
     ex = pipeline.load_examples(FLAGS.input_task, FLAGS.split, spec, restored.vocab,
                                 limit=FLAGS.index + FLAGS.num_examples)
     prompts = prompts_of(ex.rows)
@@ -117,17 +122,26 @@ def decode(restored: RestoredRun, items: list[Item]) -> dict[str, Any]:
     return gen.generate(prompts, lengths, sampler, rng)
 
 
-def show_trajectory(restored: RestoredRun, items: list[Item], out: dict[str, Any]) -> None:
+def show_trajectory(restored: RestoredRun, items: list[Item], texts: list[str], out: dict[str, Any]) -> None:
+    """`--show_steps` frames (first example) and the `--trajectory` page or SVG figure (every example)."""
     tokenizer = restored.vocab.tokenizer
     token_text = lambda i: tokenizer.convert_ids_to_tokens(int(i))  # noqa: E731
-    steps = visualize.step_cells(out["trajectory"][:, 0], out["response_mask"][0], restored.vocab.mask_id,
-                                 token_text)
+    scores = out.get("trajectory_scores")
+    examples = [visualize.Example(it.text, text, visualize.step_cells(
+        out["trajectory"][:, i], out["response_mask"][i], restored.vocab.mask_id, token_text,
+        None if scores is None else scores[:, i]), it.reference) for i, (it, text) in enumerate(zip(items, texts))]
     if FLAGS.show_steps:
-        for line in visualize.terminal_frames(steps, color=sys.stdout.isatty()):
+        for line in visualize.terminal_frames(examples[0].steps, color=sys.stdout.isatty()):
             print(line)
     if FLAGS.trajectory and jax.process_index() == 0:  # several processes: one writes the page
-        Path(FLAGS.trajectory).parent.mkdir(parents=True, exist_ok=True)
-        Path(FLAGS.trajectory).write_text(visualize.trajectory_html(items[0].text, steps), encoding="utf-8")
+        sampler = restored.run.sampler
+        header = {"model": restored.run.model.name, "run": FLAGS.workdir, "checkpoint step": restored.step,
+                  "strategy": sampler.strategy, "steps": sampler.steps, "seed": FLAGS.seed,
+                  "response lengths": ", ".join(str(int(m.sum())) for m in out["response_mask"])}
+        if sampler.threshold is not None:
+            header["threshold"] = sampler.threshold
+        render = visualize.trajectory_svg if FLAGS.trajectory.endswith(".svg") else visualize.trajectory_html
+        Path(FLAGS.trajectory).write_text(render(examples, header), encoding="utf-8")
         print(f"wrote {FLAGS.trajectory}")
 
 
@@ -136,6 +150,7 @@ def main(argv: list[str]) -> int:
     cli.quiet_logs()
     if sum(x is not None for x in (FLAGS.prompt, FLAGS.input, FLAGS.input_task)) != 1:
         raise ConfigError("give exactly one of --prompt, --input, --input_task")
+    RunDir(FLAGS.workdir).require()  # a missing run is reported before the heavy imports
     if FLAGS.trajectory:
         cli.check_output_file(FLAGS.trajectory, "--trajectory")  # before the generation, not after it
     restored = cli.restore_from_flags()
@@ -143,6 +158,7 @@ def main(argv: list[str]) -> int:
     t0 = time.perf_counter()
     out = decode(restored, items)
     wall = time.perf_counter() - t0
+    from dlm_jax.inference import decode_responses
     texts = decode_responses(restored.vocab.tokenizer, out, restored.vocab.eos_id)
     for item, text, evals in zip(items, texts, out["num_evals"]):
         print(f"prompt:    {item.text}")
@@ -151,7 +167,7 @@ def main(argv: list[str]) -> int:
         print(f"output:    {text}   ({int(evals)} model evaluations)")
     print(f"({len(items)} example(s) in {wall:.2f}s)")
     if out.get("trajectory") is not None:
-        show_trajectory(restored, items, out)
+        show_trajectory(restored, items, texts, out)
     return 0
 
 

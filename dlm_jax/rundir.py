@@ -32,7 +32,6 @@ from dlm_jax import config as config_lib
 from dlm_jax.errors import CheckpointMismatchError, ConfigError, NoCheckpointError
 from dlm_jax.model import ModelConfig
 from dlm_jax.model.prune import VocabMap
-from dlm_jax.pretrained import load_tokenizer
 
 CONFIG_FILE = "config.json"
 CONFIG_HISTORY_FILE = "config_history.jsonl"  # one line per resume that changed the config: keys, old, new
@@ -134,6 +133,7 @@ class RunDir:
         return VocabMap.load(f) if f.exists() else None
 
     def read_tokenizer(self) -> Any:
+        from dlm_jax.pretrained import load_tokenizer  # transformers: only where a tokenizer is read
         return load_tokenizer(self.file(TOKENIZER_DIR), required=True)
 
     # -- checkpoints -----------------------------------------------------------------------------------------

@@ -14,7 +14,6 @@ from absl import flags
 from dlm_jax import cli, parallel
 from dlm_jax.config import parse
 from dlm_jax.errors import ConfigError
-from dlm_jax.training import loop
 
 cli.define_config_file_flag()
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics.jsonl, TensorBoard and the config.")
@@ -36,6 +35,7 @@ def main(argv: list[str]) -> int:
     run_config = parse(FLAGS.config)  # before anything in the workdir is touched
     if jax.process_index() == 0:
         print(cli.config_line())
+    from dlm_jax.training import loop  # deferred: --helpshort, --dump and flag errors need none of it
     last = loop.run(run_config, FLAGS.workdir)
     if jax.process_index() == 0:
         print(json.dumps({"final": last}))

@@ -1,75 +1,162 @@
-"""Pictures of the denoising process: a self-contained HTML page with a step slider, and terminal frames.
+"""Pictures of the denoising process, as the paper's Figures 2 and 7: the canvas at every step as rows.
 
-Like the paper's Figures 2 and 7: masks are greyed, tokens unmasked at this step are highlighted, tokens that
-were remasked at this step are marked.
+- `trajectory_html`: a self-contained page (no JavaScript, printable) whose main view is one `<table>` per example:
+  one row per step from step 0 (all masked) to the last, one column per response position; cells coloured by what
+  the step did (new / kept / remasked / masked, with a legend), a remasked cell shows the token it withdrew, and
+  hovering a token shows its probability when it was committed. A header names the model, checkpoint, strategy,
+  steps, seed and lengths; each example shows its prompt, final text and reference.
+- `trajectory_svg`: the same grid as one vector figure, for papers.
+- `terminal_frames`: one line per step for `generate --show_steps`.
 """
 from __future__ import annotations
 
+import dataclasses
 import html
-import json
+import math
 from typing import Callable, Sequence
 
 import numpy as np
 
 Decode = Callable[[int], str]
+STATES = ("masked", "new", "kept", "remasked")
+LEGEND = {"masked": "still masked", "new": "unmasked at this step", "kept": "unchanged since an earlier step",
+          "remasked": "remasked at this step (the withdrawn token, struck through)"}
+COLOURS = {"masked": ("#e4e4e4", "#888888"), "new": ("#ffe066", "#000000"), "kept": ("#dcebfa", "#000000"),
+           "remasked": ("#ffb3b3", "#7a0000")}
 
 
-def step_cells(trajectory: np.ndarray, response: np.ndarray, mask_id: int, token_text: Decode) -> list[list[dict]]:
-    """Per step, per response position: {"text", "state"} with state in masked / new / remasked / kept.
+@dataclasses.dataclass
+class Example:
+    """One decoded example: its prompt, final text, optional reference and its cells per step (`step_cells`)."""
 
-    trajectory: [steps, length] token ids of one example; response: [length] bool.
+    prompt: str
+    output: str
+    steps: list[list[dict]]
+    reference: str | None = None
+
+
+def step_cells(trajectory: np.ndarray, response: np.ndarray, mask_id: int, token_text: Decode,
+               scores: np.ndarray | None = None) -> list[list[dict]]:
+    """Rows for step 0 (all masked) .. S: per response position {"text", "state", "withdrawn", "prob"}.
+
+    trajectory: [S, length] token ids of one example after each step; response: [length] bool; scores: [S, length]
+    log-probabilities of the tokens as committed (optional). `withdrawn` is the token a remask took back; `prob`
+    the committed token's probability (None when masked or unknown).
     """
     pos = np.flatnonzero(response)
     prev = np.full(len(pos), mask_id)
-    steps = []
-    for row in trajectory:
+    rows = [[{"text": "[MASK]", "state": "masked", "withdrawn": None, "prob": None} for _ in pos]]
+    for s, row in enumerate(trajectory):
         cur = row[pos]
+        probs = None if scores is None else np.exp(np.asarray(scores[s], np.float64)[pos])
         cells = []
-        for p_tok, c_tok in zip(prev, cur):
-            if c_tok == mask_id:
-                state = "remasked" if p_tok != mask_id else "masked"
-            else:
-                state = "new" if p_tok != c_tok else "kept"
-            cells.append({"text": "[MASK]" if c_tok == mask_id else token_text(int(c_tok)), "state": state})
-        steps.append(cells)
+        for j, (p_tok, c_tok) in enumerate(zip(prev, cur)):
+            masked = c_tok == mask_id
+            state = ("remasked" if p_tok != mask_id else "masked") if masked else ("new" if p_tok != c_tok else "kept")
+            prob = None if masked or probs is None or not math.isfinite(probs[j]) else float(probs[j])
+            cells.append({"text": "[MASK]" if masked else token_text(int(c_tok)), "state": state, "prob": prob,
+                          "withdrawn": token_text(int(p_tok)) if state == "remasked" else None})
+        rows.append(cells)
         prev = cur
-    return steps
+    return rows
 
 
-_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>dlm_jax denoising trajectory</title>
-<style>body{font-family:sans-serif;margin:2em;max-width:70em}.tok{display:inline-block;padding:2px 4px;margin:2px;
-border-radius:4px;font-family:monospace}.masked{background:#ddd;color:#888}.new{background:#ffe066}
-.remasked{background:#ffb3b3;text-decoration:line-through}.kept{background:#e6f2ff}#steps div{display:none}
-#steps div.on{display:block}.prompt{color:#555}</style></head><body>
-<h2>Denoising trajectory</h2><p class="prompt"><b>Prompt:</b> PROMPT</p>
-<p><label>step <input type="range" id="s" min="1" max="NSTEPS" value="NSTEPS" oninput="show(this.value)"></label>
-<span id="lbl"></span></p><div id="steps">ROWS</div>
-<p><span class="tok masked">[MASK]</span> masked <span class="tok new">new</span> unmasked at this step
-<span class="tok remasked">x</span> remasked at this step <span class="tok kept">kept</span> unchanged</p>
-<script>function show(i){document.querySelectorAll('#steps div').forEach(d=>d.classList.toggle('on',
-d.dataset.step==i));document.getElementById('lbl').textContent=i+' / NSTEPS';}show(NSTEPS);</script>
-<script type="application/json" id="data">DATA</script></body></html>"""
+_CSS = """body{font-family:sans-serif;margin:1.5em;color:#111}h1{font-size:1.3em}table.grid{border-collapse:collapse;
+margin:.5em 0 2em}table.grid td,table.grid th{border:1px solid #fff;padding:2px 5px;font-family:monospace;
+font-size:12px;white-space:nowrap}table.grid th{background:#fff;color:#555;font-weight:normal;text-align:right}
+COLOURS .remasked s{opacity:.8}dl.meta{display:grid;grid-template-columns:max-content auto;gap:.1em 1em}
+dl.meta dt{color:#555}dl.meta dd{margin:0}.legend span{display:inline-block;padding:2px 6px;margin-right:1em;
+font-family:monospace;font-size:12px}@media print{*{-webkit-print-color-adjust:exact;print-color-adjust:exact}}"""
 
 
-def trajectory_html(prompt: str, steps: Sequence[Sequence[dict]]) -> str:
-    """A self-contained page: one <div data-step=i> per step (all present in the file) and a slider."""
-    rows = []
-    for i, cells in enumerate(steps, 1):
-        toks = "".join(f'<span class="tok {c["state"]}">{html.escape(c["text"])}</span>' for c in cells)
-        rows.append(f'<div data-step="{i}">{toks}</div>')
-    data = json.dumps([[c["text"] for c in cells] for cells in steps]).replace("</", "<\\/")
-    return (_PAGE.replace("PROMPT", html.escape(prompt)).replace("NSTEPS", str(len(steps)))
-            .replace("ROWS", "\n".join(rows)).replace("DATA", data))
+def _cell_html(cell: dict) -> str:
+    text = html.escape(cell["text"])
+    if cell["state"] == "remasked":
+        text = f"<s>{html.escape(cell['withdrawn'] or '')}</s>"
+    title = f' title="p = {cell["prob"]:.3f}"' if cell["prob"] is not None else ""
+    return f'<td class="{cell["state"]}"{title}>{text}</td>'
+
+
+def _grid_html(steps: Sequence[Sequence[dict]]) -> str:
+    head = "<tr><th>step</th>" + "".join(f"<th>{j}</th>" for j in range(len(steps[0]))) + "</tr>"
+    rows = [f"<tr><th>{i}</th>{''.join(_cell_html(c) for c in cells)}</tr>" for i, cells in enumerate(steps)]
+    return f'<table class="grid">{head}{"".join(rows)}</table>'
+
+
+def _meta_html(items: dict[str, object]) -> str:
+    return '<dl class="meta">' + "".join(f"<dt>{html.escape(str(k))}</dt><dd>{html.escape(str(v))}</dd>"
+                                         for k, v in items.items()) + "</dl>"
+
+
+def trajectory_html(examples: Sequence[Example], header: dict[str, object]) -> str:
+    """The self-contained page (see the module docstring); `header`: model, checkpoint, strategy, steps, seed..."""
+    css = _CSS.replace("COLOURS", "".join(f".{k}{{background:{b};color:{f}}}" for k, (b, f) in COLOURS.items()))
+    legend = '<p class="legend">' + "".join(f'<span class="{k}">{k}</span>{html.escape(v)} ' for k, v in
+                                            LEGEND.items()) + " Hover a token for its probability.</p>"
+    parts = [f"<h1>Denoising trajectory</h1>{_meta_html(header)}{legend}"]
+    for n, ex in enumerate(examples):
+        info = {"prompt": ex.prompt, "output": ex.output}
+        if ex.reference is not None:
+            info["reference"] = ex.reference
+        parts.append(f"<h2>Example {n}</h2>{_meta_html(info)}{_grid_html(ex.steps)}")
+    return (f'<!doctype html><html><head><meta charset="utf-8"><title>dlm_jax denoising trajectory</title>'
+            f"<style>{css}</style></head><body>{''.join(parts)}</body></html>")
+
+
+def trajectory_svg(examples: Sequence[Example], header: dict[str, object]) -> str:
+    """The grid of every example as one SVG figure (monospace cells sized to their longest token)."""
+    char_w, row_h, pad = 7.2, 18, 6
+    lines = [" | ".join(f"{k}: {v}" for k, v in header.items())]
+    body, y, width = [], 2 * row_h, 0.0
+    for n, ex in enumerate(examples):
+        body.append(_svg_text(pad, y, f"Example {n}: {ex.prompt} -> {ex.output}", bold=True))
+        y += row_h * 0.6
+        cols = [max(len(_svg_label(c)) for c in col) for col in zip(*ex.steps)]
+        xs = np.concatenate([[pad + 6 * char_w], pad + 6 * char_w + np.cumsum([w * char_w + 8 for w in cols])])
+        for i, cells in enumerate(ex.steps):
+            body.append(_svg_text(pad, y + row_h * 0.7, f"{i:>3}"))
+            for j, cell in enumerate(cells):
+                body.append(_svg_cell(xs[j], y, xs[j + 1] - xs[j] - 2, row_h - 2, cell))
+            y += row_h
+        width, y = max(width, float(xs[-1]) + pad), y + row_h
+    legend_x = pad
+    for k in STATES:
+        body.append(_svg_cell(legend_x, y, 9 * char_w, row_h - 2, {"state": k, "text": k, "withdrawn": k}))
+        legend_x += 10 * char_w
+    height = y + row_h + pad
+    width = max(width, legend_x, *(pad * 2 + len(t) * char_w for t in [lines[0]] + [
+        f"Example {n}: {ex.prompt} -> {ex.output}" for n, ex in enumerate(examples)]))
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
+            f'font-family="monospace" font-size="11">{_svg_text(pad, row_h, lines[0], bold=True)}'
+            f"{''.join(body)}</svg>")
+
+
+def _svg_label(cell: dict) -> str:
+    return cell["withdrawn"] if cell["state"] == "remasked" and cell.get("withdrawn") else cell["text"]
+
+
+def _svg_text(x: float, y: float, text: str, *, bold: bool = False) -> str:
+    weight = ' font-weight="bold"' if bold else ""
+    return f'<text x="{x:.1f}" y="{y:.1f}"{weight}>{html.escape(text)}</text>'
+
+
+def _svg_cell(x: float, y: float, w: float, h: float, cell: dict) -> str:
+    bg, fg = COLOURS[cell["state"]]
+    deco = ' text-decoration="line-through"' if cell["state"] == "remasked" else ""
+    title = f"<title>p = {cell['prob']:.3f}</title>" if cell.get("prob") is not None else ""
+    return (f'<g>{title}<rect x="{x:.1f}" y="{y:.1f}" width="{w:.1f}" height="{h:.1f}" fill="{bg}"/>'
+            f'<text x="{x + 3:.1f}" y="{y + h * 0.72:.1f}" fill="{fg}"{deco}>{html.escape(_svg_label(cell))}'
+            "</text></g>")
 
 
 _ANSI = {"masked": "\x1b[90m", "new": "\x1b[1;33m", "remasked": "\x1b[9;31m", "kept": ""}
 
 
 def terminal_frames(steps: Sequence[Sequence[dict]], *, color: bool = True) -> list[str]:
-    """One line per step, e.g. for `--show-steps`."""
+    """One line per step (step 0 is the all-masked canvas), e.g. for `--show_steps`."""
     out = []
-    for i, cells in enumerate(steps, 1):
-        words = [f"{_ANSI[c['state']]}{c['text']}\x1b[0m" if color and _ANSI[c["state"]] else c["text"]
+    for i, cells in enumerate(steps):
+        words = [_ANSI[c["state"]] + _svg_label(c) + "\x1b[0m" if color and _ANSI[c["state"]] else _svg_label(c)
                  for c in cells]
         out.append(f"step {i:>3}: " + " ".join(words))
     return out

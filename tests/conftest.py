@@ -51,6 +51,7 @@ def tiny_trained(tmp_path_factory):
                        env={**os.environ, "XLA_FLAGS": "", "JAX_COMPILATION_CACHE_DIR": ""})
     assert r.returncode == 0, r.stderr[-3000:]
     assert any(cache.iterdir()), "compilation_cache_dir was not used"
+    (wd.parent / "train_output.json").write_text(__import__("json").dumps({"stdout": r.stdout, "stderr": r.stderr}))
     return wd
 
 

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,17 +35,68 @@ def test_evaluate_writes_json_with_signature(trained):
 
 
 @pytest.mark.slow
-def test_generate_prints_text_and_writes_trajectory(trained, tmp_path):
-    html_path = tmp_path / "t.html"
-    r = _run("dlm_jax.generate", "--workdir", str(trained), "--prompt", "Das Haus ist klein.", "--length", "6",
-             "--config.sampler.steps=5", "--show_steps", "--trajectory", str(html_path))
+def test_generate_prints_text_and_writes_the_trajectory_grid(trained, tmp_path):
+    html_path, svg_path = tmp_path / "t.html", tmp_path / "t.svg"
+    common = ["dlm_jax.generate", "--workdir", str(trained), "--input_task", "ding_de_en", "--num_examples", "2",
+              "--config.sampler.steps=5"]
+    r = _run(*common, "--show_steps", "--trajectory", str(html_path))
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "output:" in r.stdout and r.stdout.count("step ") >= 5
+    assert r.stdout.count("output:") == 2 and r.stdout.count("step ") >= 6  # steps 0..5 of the first example
     page = html_path.read_text()
-    steps = re.findall(r'<div data-step="(\d+)">(.*?)</div>', page)
-    assert [int(s) for s, _ in steps] == [1, 2, 3, 4, 5]
-    assert "masked" in steps[0][1] and "[MASK]" not in steps[-1][1]  # all unmasked at the last step
-    assert 'type="range"' in page
+    assert "<script" not in page  # a static page: readable without JavaScript, printable
+    tables = re.findall(r'<table class="grid">(.*?)</table>', page)
+    assert len(tables) == 2  # every example of --num_examples
+    for table in tables:
+        rows = re.findall(r"<tr><th>(\d+)</th>(.*?)</tr>", table)
+        assert [int(i) for i, _ in rows] == list(range(6))  # step 0 (all masked) .. 5
+        assert set(re.findall(r'<td class="(\w+)"', rows[0][1])) == {"masked"}
+        assert "masked" not in re.findall(r'<td class="(\w+)"', rows[-1][1])  # everything committed at the end
+        assert 'title="p = ' in table  # confidence on hover
+    for key in ("model", "checkpoint step", "strategy", "steps", "seed", "response lengths", "reference", "output"):
+        assert f"<dt>{key}</dt>" in page, key
+    for state in ("new", "kept", "remasked", "masked"):
+        assert f'<span class="{state}">' in page  # the legend
+    r = _run(*common, "--trajectory", str(svg_path))
+    assert r.returncode == 0, r.stderr[-3000:]
+    svg = svg_path.read_text()
+    assert svg.startswith("<svg") and svg.count("<rect") >= 2 * 6 and "Example 1" in svg
+
+
+def test_remasked_cells_keep_the_withdrawn_token_and_render():
+    from dlm_jax import visualize
+    M = 9
+    traj = np.array([[0, 5, M], [0, M, 6], [0, 7, 6]])  # step 1: 5 appears; step 2: 5 is remasked, 6 appears
+    scores = np.log(np.array([[1, .5, 1], [1, 1, .25], [1, .9, .8]]))
+    steps = visualize.step_cells(traj, np.array([False, True, True]), M, lambda i: f"t{i}", scores)
+    assert [[c["state"] for c in row] for row in steps] == [["masked", "masked"], ["new", "masked"],
+                                                             ["remasked", "new"], ["new", "kept"]]
+    assert steps[2][0]["withdrawn"] == "t5" and steps[2][0]["prob"] is None
+    assert steps[3][0]["prob"] == pytest.approx(0.9)
+    ex = visualize.Example("p", "t7 t6", steps, "ref")
+    page = visualize.trajectory_html([ex], {"model": "m"})
+    assert '<td class="remasked"><s>t5</s></td>' in page and 'title="p = 0.900"' in page
+    assert visualize.terminal_frames(steps, color=False)[2] == "step   2: t5 t6"  # the withdrawn token, uncoloured
+    assert 'text-decoration="line-through">t5<' in visualize.trajectory_svg([ex], {"model": "m"})
+
+
+@pytest.mark.slow
+def test_the_trajectory_page_renders_in_a_real_browser(trained, tmp_path):
+    import shutil
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if browser is None:
+        pytest.skip("no Chromium installed (apt-get install chromium): the page is checked by the tests above")
+    page, png = tmp_path / "t.html", tmp_path / "t.png"
+    r = _run("dlm_jax.generate", "--workdir", str(trained), "--prompt", "Das Haus ist klein.", "--length", "6",
+             "--config.sampler.steps=4", "--trajectory", str(page))
+    assert r.returncode == 0, r.stderr[-3000:]
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={png}",
+                    "--window-size=900,600", page.as_uri()], capture_output=True, timeout=120)
+    assert png.exists() and png.stat().st_size > 5000
+    Image = pytest.importorskip("PIL.Image")
+    pixels = np.asarray(Image.open(png).convert("RGB")).reshape(-1, 3)
+    for colour in ("#ffe066", "#e4e4e4"):  # new and masked cells are painted
+        rgb = np.array([int(colour[i:i + 2], 16) for i in (1, 3, 5)])
+        assert (np.abs(pixels.astype(int) - rgb).sum(1) < 8).sum() > 100, colour
 
 
 @pytest.mark.slow
@@ -231,3 +283,14 @@ def test_an_unreadable_latest_checkpoint_is_skipped_with_one_warning(trained, tm
     assert "checkpoint 16" in r.stderr and "using step 8 instead" in r.stderr and "resuming at step 8" in r.stderr
     assert "Traceback" not in r.stderr
     assert {"8", "10", "16"} <= {p.name for p in (wd / "checkpoints").iterdir()}  # saved; the damaged one kept
+
+
+def test_a_run_starts_quietly(trained):
+    """No TensorFlow / XLA / CUDA start-up lines, the config as one line, one line per logged step."""
+    out = json.loads((trained.parent / "train_output.json").read_text())
+    for noise in ("oneDNN", "cuda", "cuInit", "InitializeLog", "xla_bridge", "TaskRegistry", "cpu_feature_guard"):
+        assert noise not in out["stderr"], (noise, out["stderr"][:3000])
+    assert out["stdout"].splitlines()[0].startswith("config: configs/tiny.py; overrides: num_train_steps=8")
+    assert "model:" not in out["stdout"] and "optimizer:" not in out["stdout"]  # not the whole config as YAML
+    steps = [line for line in out["stderr"].splitlines() if "step 5/8" in line]
+    assert len(steps) == 1 and "loss " in steps[0], out["stderr"][-3000:]

@@ -1,7 +1,5 @@
 """Data: vocabulary, features, file readers, seqio tasks and mixtures, evaluation protocols, metrics, batches.
 
-TensorFlow (under seqio and TFDS) is imported here first, quietly (`dlm_jax.quiet`).
+The modules that import TensorFlow (through seqio) import it first through `dlm_jax.quiet`, so its start-up
+lines never reach the user; `features` and `metrics` stay free of it.
 """
-from dlm_jax.quiet import import_tensorflow
-
-import_tensorflow()

@@ -16,8 +16,11 @@ from typing import Any, Iterator
 
 import jax
 import numpy as np
-import seqio
-import tensorflow as tf
+from dlm_jax.quiet import import_tensorflow
+
+import_tensorflow()  # before seqio: TensorFlow's start-up lines are captured
+import seqio  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
 from dlm_jax.data import features
 from dlm_jax.data.registry import get_task_or_mixture, row_access

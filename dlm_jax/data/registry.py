@@ -20,8 +20,11 @@ import re
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-import seqio
-import tensorflow as tf
+from dlm_jax.quiet import import_tensorflow
+
+import_tensorflow()  # before seqio: TensorFlow's start-up lines are captured
+import seqio  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
 from dlm_jax.data import eval_specs, metrics, sources
 from dlm_jax.data.eval_specs import EvalSpec

@@ -13,8 +13,11 @@ import os
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-import seqio
-import tensorflow as tf
+from dlm_jax.quiet import import_tensorflow
+
+import_tensorflow()  # before seqio: TensorFlow's start-up lines are captured
+import seqio  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
 from dlm_jax.errors import ConfigError
 

@@ -48,7 +48,7 @@ class SamplerConfig:
       argmax: pick the most likely token; False samples with `temperature`.
       temperature: softmax temperature when sampling.
       threshold: probability threshold tau of the `adaptive` strategy.
-      record_trajectory: also return the tokens after every step.
+      record_trajectory: also return the tokens after every step, and each token's probability when committed.
       fixed_eos: the canvas (read by `inference.Generator`, not by `sample`): True places the final `</s>` and
         never changes it, `[prompt, <mask> x (L-1), </s>]` as the released code's canvas; False generates the
         `</s>` slot too and the output ends at the first `</s>`.
@@ -108,6 +108,23 @@ class SampleOutput(NamedTuple):
     scores: jax.Array  # [batch, length] log-prob of each generated token (0 outside the response)
     num_evals: jax.Array  # [batch] model evaluations spent on each example
     trajectory: jax.Array | None  # [steps, batch, length] tokens after every step
+    trajectory_scores: jax.Array | None = None  # [steps, batch, length] log-prob of each of those tokens (-inf: masked)
+
+
+def _record(traj: tuple[jax.Array, jax.Array] | None, i: jax.Array, toks: jax.Array, scores: jax.Array
+            ) -> tuple[jax.Array, jax.Array] | None:
+    """The trajectory buffers with step i's tokens and scores written in."""
+    if traj is None:
+        return None
+    return (jax.lax.dynamic_update_index_in_dim(traj[0], toks, i, 0),
+            jax.lax.dynamic_update_index_in_dim(traj[1], scores, i, 0))
+
+
+def _trajectory_buffers(config: SamplerConfig, steps: int, tokens: jax.Array
+                        ) -> tuple[jax.Array, jax.Array] | None:
+    if not config.record_trajectory:
+        return None
+    return (jnp.zeros((steps,) + tokens.shape, tokens.dtype), jnp.zeros((steps,) + tokens.shape, jnp.float32))
 
 
 def schedule_rate(t: np.ndarray, steps: int, schedule: str) -> np.ndarray:
@@ -227,7 +244,7 @@ def _fixed_schedule(logits_fn: LogitsFn, tokens: jax.Array, response: jax.Array,
     rates = jnp.asarray(schedule_rate(np.arange(1, S + 1, dtype=np.float64), S, config.schedule), jnp.float32)
     n_resp = response.sum(1)
     scores0 = jnp.where(response, -jnp.inf, 0.0).astype(jnp.float32)
-    traj0 = jnp.zeros((S, b, length), tokens.dtype) if config.record_trajectory else None
+    traj0 = _trajectory_buffers(config, S, tokens)
 
     def body(i, carry):
         toks, scores, is_masked, traj = carry
@@ -243,12 +260,11 @@ def _fixed_schedule(logits_fn: LogitsFn, tokens: jax.Array, response: jax.Array,
         else:
             toks, scores, is_masked = _reparam_step((toks, scores, is_masked), cur_tok, cur_score, k, rates[i],
                                                     k_noise, response, config, mask_id)
-        if traj is not None:
-            traj = jax.lax.dynamic_update_index_in_dim(traj, toks, i, 0)
-        return toks, scores, is_masked, traj
+        return toks, scores, is_masked, _record(traj, i, toks, scores)
 
     toks, scores, _, traj = jax.lax.fori_loop(0, S, body, (tokens, scores0, response, traj0))
-    return SampleOutput(toks, jnp.where(response, scores, 0.0), jnp.full((b,), S, jnp.int32), traj)
+    return SampleOutput(toks, jnp.where(response, scores, 0.0), jnp.full((b,), S, jnp.int32),
+                        *(traj if traj is not None else (None, None)))
 
 
 def _adaptive(logits_fn: LogitsFn, tokens: jax.Array, response: jax.Array, rng: jax.Array,
@@ -257,7 +273,7 @@ def _adaptive(logits_fn: LogitsFn, tokens: jax.Array, response: jax.Array, rng: 
     max_iters = length  # at least one commit per step: never more than `length` steps
     log_tau = math.log(config.threshold)
     scores0 = jnp.where(response, -jnp.inf, 0.0).astype(jnp.float32)
-    traj0 = jnp.zeros((max_iters, b, length), tokens.dtype) if config.record_trajectory else None
+    traj0 = _trajectory_buffers(config, max_iters, tokens)
 
     def cond(carry):
         i, _, _, is_masked, _, _ = carry
@@ -272,15 +288,14 @@ def _adaptive(logits_fn: LogitsFn, tokens: jax.Array, response: jax.Array, rng: 
         commit = is_masked & ((cur_score >= log_tau) | (jnp.arange(length)[None] == best[:, None]))
         toks = jnp.where(commit, cur_tok, toks)
         scores = jnp.where(commit, cur_score, scores)
-        if traj is not None:
-            traj = jax.lax.dynamic_update_index_in_dim(traj, toks, i, 0)
-        return i + 1, toks, scores, is_masked & ~commit, evals + active, traj
+        return i + 1, toks, scores, is_masked & ~commit, evals + active, _record(traj, i, toks, scores)
 
     init = (jnp.int32(0), tokens, scores0, response, jnp.zeros((b,), jnp.int32), traj0)
     n, toks, scores, _, evals, traj = jax.lax.while_loop(cond, body, init)
     if traj is not None:  # steps after the loop ended repeat the final tokens
-        traj = jnp.where((jnp.arange(max_iters) < n)[:, None, None], traj, toks[None])
-    return SampleOutput(toks, jnp.where(response, scores, 0.0), evals, traj)
+        ran = (jnp.arange(max_iters) < n)[:, None, None]
+        traj = (jnp.where(ran, traj[0], toks[None]), jnp.where(ran, traj[1], scores[None]))
+    return SampleOutput(toks, jnp.where(response, scores, 0.0), evals, *(traj if traj is not None else (None, None)))
 
 
 def _sample(logits_fn: LogitsFn, tokens: jax.Array, response_mask: jax.Array, rng: jax.Array,
@@ -331,7 +346,7 @@ def sample(logits_fn: LogitsFn, tokens: jax.Array, response_mask: jax.Array, rng
         `logits_fn` is also passed `rows=` (int [micro_batch], the indices of its rows) and a row's output is
         bit-identical whatever the other rows of the batch (0: the whole batch in one call).
     Returns:
-      SampleOutput(tokens, scores, num_evals, trajectory).
+      SampleOutput(tokens, scores, num_evals, trajectory, trajectory_scores).
     """
     if max_response is not None and not isinstance(response_mask, jax.core.Tracer):
         most = int(np.asarray(response_mask).astype(bool).sum(1).max(initial=0))

@@ -15,7 +15,10 @@ from typing import Any
 
 import jax
 import numpy as np
-import seqio
+from dlm_jax.quiet import import_tensorflow
+
+import_tensorflow()  # before seqio: TensorFlow's start-up lines are captured
+import seqio  # noqa: E402
 from absl import logging as absl_logging
 
 from dlm_jax.data import eval_specs, features, metrics, pipeline

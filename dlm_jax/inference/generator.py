@@ -149,7 +149,7 @@ class Generator:
         come from `fold_in(rng, seed)` (default seed: a stable hash of the prompt and length; pass `seeds`, e.g.
         request ids, to draw differently for equal prompts), its width is its own and the model runs on fixed
         micro-batches. Returns dict(tokens [N, L] original ids, response_mask, scores, num_evals, trajectory
-        [S, N, L] or None).
+        [S, N, L] or None, trajectory_scores [S, N, L] (log-probs, -inf where masked) or None).
         """
         tokens, resp, attn = self._inputs(prompts, lengths, fixed_eos=config.fixed_eos)
         seeds = [stable_hash(p, n) for p, n in zip(prompts, lengths)] if seeds is None else seeds
@@ -158,6 +158,7 @@ class Generator:
         out = dict(tokens=tokens.copy(), response_mask=resp, scores=np.zeros(tokens.shape, np.float32),
                    num_evals=np.zeros((n,), np.int32))
         trajs: list[tuple[np.ndarray, np.ndarray]] = []
+        traj_scores: list[tuple[np.ndarray, np.ndarray]] = []
         for idx, rows, width, max_response in self._calls(attn, resp, batch_size):
             arrays = self._call_arrays(idx, rows, width, tokens, resp, attn, keys)
             res = self._fn(config, max_response)(self.params, *self._put(*arrays))
@@ -168,7 +169,10 @@ class Generator:
             if res.trajectory is not None:
                 traj = np.asarray(res.trajectory)[:, :len(idx)]
                 trajs.append((idx, self.vocab_map.to_old(traj) if self.vocab_map is not None else traj))
+                traj_scores.append((idx, np.asarray(res.trajectory_scores)[:, :len(idx)]))
         out["trajectory"] = _merge_trajectories(trajs, n, self.max_length, self.pad_id) if trajs else None
+        out["trajectory_scores"] = (_merge_trajectories(traj_scores, n, self.max_length, -np.inf) if traj_scores
+                                    else None)
         return out
 
     def predict_lengths(self, prompts: Sequence[Sequence[int]], beam: int) -> np.ndarray:
@@ -198,8 +202,9 @@ class Generator:
         out = self.generate(flat_prompts, lengths.reshape(-1).tolist(), config, rng, batch_size=batch_size * beam)
         best = np.asarray(select_best(jnp.asarray(out["scores"]), jnp.asarray(out["response_mask"]), beam))
         rows = np.arange(len(prompts)) * beam + best
-        res = {k: v[rows] for k, v in out.items() if k != "trajectory" and v is not None}
-        res["trajectory"] = None if out["trajectory"] is None else out["trajectory"][:, rows]
+        res = {k: v[rows] for k, v in out.items() if not k.startswith("trajectory") and v is not None}
+        for k in ("trajectory", "trajectory_scores"):
+            res[k] = None if out.get(k) is None else out[k][:, rows]
         res["lengths"] = lengths[np.arange(len(prompts)), best]
         return res
 

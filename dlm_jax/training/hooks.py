@@ -78,6 +78,17 @@ class Preemption:
         return self.requested
 
 
+def step_line(step: int, total: int, m: dict[str, float]) -> str:
+    """One short line for a logged step (every metric is in metrics.jsonl and TensorBoard)."""
+    parts = [f"step {step}/{total}"]
+    for key, fmt in (("loss", "loss {:.4f}"), ("length_loss", "length_loss {:.4f}"), ("accuracy", "acc {:.3f}"),
+                     ("grad_norm", "grad_norm {:.3g}"), ("learning_rate", "lr {:.2e}"),
+                     ("tokens_per_s", "{:,.0f} tokens/s"), ("mfu", "MFU {:.1%}")):
+        if key in m:
+            parts.append(fmt.format(m[key]))
+    return " | ".join(parts)
+
+
 class MetricsLog:
     """metrics.jsonl in the workdir + TensorBoard (clu) on process 0.
 
@@ -187,7 +198,7 @@ class MetricsLogger:
         if self.bar is not None:
             self.bar.set_postfix(loss=f"{last['loss']:.3f}", tok_s=f"{last['tokens_per_s']:.0f}")
         else:
-            logging.info("step %d: %s", step, {k: round(v, 4) for k, v in last.items()})
+            logging.info("%s", step_line(step, self.total, last))
         self.last, self.pending = last, []
         self.restart_window()
 

@@ -82,7 +82,8 @@ def build_model(run: RunConfig, mesh: Any) -> _Model:
     ids = jnp.zeros((1, 8), jnp.int32)
     params, _ = parallel.sharded_init(lambda k: model.init(k, ids)["params"], mesh, run.mesh.rules,
                                       jax.random.key(run.seed))
-    logging.info("random init of %s (%s)", m.name, cfg)
+    logging.info("random init of %s: %d layers, hidden %d, vocabulary %d", m.name, cfg.num_layers, cfg.hidden_size,
+                 cfg.vocab_size)
     return _Model(model, params, tokenizer)
 
 

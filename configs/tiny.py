@@ -1,8 +1,11 @@
-"""Tiny random model on the built-in DE-EN pairs; for tests and smoke runs (seconds on a CPU).
+"""A smoke run: a random 2-layer BERT-shaped model (hidden 32) on the built-in DE-EN pairs, for tests and a first look.
 
     python -m dlm_jax.train --config configs/tiny.py --workdir /tmp/tiny
 
-Expected: loss falls from ~8 within 20 steps; nothing here is meant to translate.
+It uses the bundled BERT's tokenizer with the vocabulary pruned to the ~1,800 ids of its 256 training pairs, trains
+20 steps of 8 sequences (about 20 s on 2 CPU cores, most of it start-up and compilation; loss per response token
+~1.4 throughout) and checkpoints at steps 10 and 20. It learns nothing useful: it checks that every stage (data,
+training, checkpoints, evaluation, generation) runs. configs/demo.py is the run that learns.
 """
 import ml_collections
 

@@ -124,6 +124,7 @@ def test_the_trajectory_page_renders_in_a_real_browser(trained, tmp_path):
     (["dlm_jax.generate", "--workdir", "WD", "--prompt", "Hallo", "--length", "4", "--trajectory",
       "LATIN1/t.html"], "--trajectory"),
     (["dlm_jax.data.prepare", "mmlu", "--src", "TMP", "--out", "LATIN1/x"], "cannot be written"),
+    (["dlm_jax.evaluate", "--workdir", "WD", "--tasks", "wmt14_en_de_tfds"], "is not prepared under"),
     (["launch.local_multiprocess", "--num_processes", "2", "--devices_per_process", "0", "--", "-m",
       "dlm_jax.train"], "--devices_per_process must be at least 1"),
 ])

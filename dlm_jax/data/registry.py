@@ -29,7 +29,7 @@ import tensorflow as tf  # noqa: E402
 from dlm_jax.data import eval_specs, metrics, sources
 from dlm_jax.data.eval_specs import EvalSpec
 from dlm_jax.data.vocab import HFVocabulary, tokenize_in_batches
-from dlm_jax.errors import ConfigError
+from dlm_jax.errors import ConfigError, MissingDataError, UserError
 
 _EVAL_SPECS: dict[str, EvalSpec] = {}
 _REGISTERED_WITH: list[HFVocabulary] = []  # the vocabulary the registry's tasks currently use
@@ -153,14 +153,49 @@ def register_translation_tasks(reg: _Registrar) -> None:
             reg.task(name, _function_source(
                 lambda s, t=tmpl, n=name, p=pairs, k=src: sources.pairs_to_rows(p(s), n, t, k), splits),
                 metric_fns=[metrics.bleu_cased_and_uncased(spec.bleu_tokenize)], spec=spec)
-        reg.task(f"wmt14_en_de_tfds{suffix}", seqio.TfdsDataSource(tfds_name="wmt14_translate/de-en:1.0.0"),
+        reg.task(f"wmt14_en_de_tfds{suffix}", TfdsSource(tfds_name="wmt14_translate/de-en:1.0.0",
+                                                          local="wmt14_en_de"),
                  preprocessors=[_tfds_translation("en", "de", en_de)],
                  metric_fns=[metrics.bleu_cased_and_uncased("intl")], spec=eval_specs.TRANSLATION_INTL)
     reg.task("gigaword_10k", _function_source(sources.gigaword_local_rows, splits),
              metric_fns=[metrics.rouge_l], spec=eval_specs.SUMMARIZATION)
-    reg.task("gigaword_10k_tfds", seqio.TfdsDataSource(
-        tfds_name="gigaword:1.2.0", splits={"train": "train[:10000]", "validation": "validation", "test": "test"}),
+    reg.task("gigaword_10k_tfds", TfdsSource(
+        tfds_name="gigaword:1.2.0", splits={"train": "train[:10000]", "validation": "validation", "test": "test"},
+        local="gigaword_10k"),
         preprocessors=[_tfds_gigaword], metric_fns=[metrics.rouge_l], spec=eval_specs.SUMMARIZATION)
+
+
+class TfdsSource(seqio.TfdsDataSource):
+    """seqio's TFDS source where a data set that is not prepared under TFDS_DATA_DIR (and cannot be fetched: no
+    network, or a builder's missing module) is one `MissingDataError` naming the fix, not a library traceback."""
+
+    def __init__(self, *args, local: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._local = local
+
+    def _check_prepared(self) -> None:
+        """Never downloads at run time (TFDS would retry for minutes without network, on every host)."""
+        import tensorflow_datasets as tfds
+        builder = tfds.builder(self.tfds_dataset.name, data_dir=self.tfds_dataset.data_dir)
+        if not builder.is_prepared():
+            raise MissingDataError(
+                f"TFDS data set {self.tfds_dataset.name} is not prepared under {builder.data_dir_root}; prepare it "
+                f"where there is network (tfds build {self.tfds_dataset.name.split(':')[0]}) and point "
+                f"TFDS_DATA_DIR at the result, or use the task {self._local!r}, which reads local files "
+                "(DLM_DATA_DIR)")
+
+    def get_dataset(self, *args, **kwargs) -> tf.data.Dataset:
+        try:
+            self._check_prepared()
+            return super().get_dataset(*args, **kwargs)
+        except UserError:
+            raise
+        except Exception as e:  # noqa: BLE001 - TFDS raises many kinds for "not here and cannot download"
+            why = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise MissingDataError(
+                f"TFDS data set {self.tfds_dataset.name} could not be loaded ({type(e).__name__}: {why}); prepare it "
+                "on a machine with network (tfds build NAME) and point TFDS_DATA_DIR at the result, or use the "
+                f"task {self._local!r}, which reads local files (DLM_DATA_DIR)") from None
 
 
 def register_flan2021(reg: _Registrar) -> None:

@@ -82,7 +82,9 @@ def check_available(names: list[str], vocab: HFVocabulary, split: str | None) ->
             task.source.get_dataset(split or eval_spec(name).split, shuffle=False)
         except UserError as e:
             problems.append(f"- {name}: {e}")
-    if problems:
+    if len(problems) == 1:
+        raise MissingDataError(f"evaluation data is missing for {problems[0][2:]}")
+    if problems:  # a mixture: every missing file of every task, one per line
         raise MissingDataError("evaluation data is missing:\n" + "\n".join(problems))
 
 

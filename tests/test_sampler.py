@@ -255,3 +255,27 @@ def test_head_at_response_positions_only_gives_the_same_output(config):
     with pytest.raises(ValueError, match="max_response=8 is smaller"):
         sample(at_positions, jnp.asarray(tokens), jnp.asarray(resp), jax.random.key(2), config, mask_id=MASK,
                max_response=8)
+
+
+def test_released_ar_writes_left_to_right_one_token_per_step():
+    """Each position predicts 3 + (tokens already unmasked in its row): with `ar` position k of the response gets
+    3 + k, since exactly k tokens were committed before it, one per step, left to right; nothing is remasked."""
+    from dlm_jax.errors import ConfigError
+
+    def counting(tokens):
+        done = ((tokens != MASK) & (tokens > 2)).sum(1)  # committed response tokens (prompt ids are <= 2 here)
+        return jax.nn.one_hot(jnp.broadcast_to((3 + done)[:, None], tokens.shape), V) * 5.0
+
+    tokens = jnp.asarray([[BOS, MASK, MASK, MASK, MASK, PAD], [BOS, 2, MASK, MASK, PAD, PAD]])
+    response = tokens == MASK
+    out = sample(counting, tokens, response, jax.random.key(0), SamplerConfig(steps=6, strategy="ar",
+                 record_trajectory=True), mask_id=MASK)
+    np.testing.assert_array_equal(np.asarray(out.tokens)[0, 1:5], [3, 4, 5, 6])
+    np.testing.assert_array_equal(np.asarray(out.tokens)[1, 2:4], [3, 4])
+    traj = np.asarray(out.trajectory)[:, 0, 1:5]
+    for s in range(4):  # after step s exactly s + 1 leftmost positions are filled
+        assert (traj[s, :s + 1] != MASK).all() and (traj[s, s + 1:] == MASK).all()
+    np.testing.assert_array_equal(traj[4], traj[5])  # steps past the length change nothing
+    assert int(np.asarray(out.num_evals)[0]) == 6
+    with pytest.raises(ConfigError, match="ar strategy writes one token per step"):
+        sample(counting, tokens, response, jax.random.key(0), SamplerConfig(steps=3, strategy="ar"), mask_id=MASK)

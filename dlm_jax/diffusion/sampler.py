@@ -8,6 +8,9 @@ Strategies (strings as in the paper's public code):
 - `cmlm`: the released code's `cmlm` strategy: at step s (0-based) of S every still-masked position is unmasked
   with probability 1 / (S - s) to its prediction, independently (so the last step unmasks the rest); nothing is
   remasked.
+- `ar`: the released code's `ar` strategy (the paper's left-to-right unmasking, Fig. 7(d)): each step one model
+  evaluation, and the prediction is written at the leftmost still-masked response position only; nothing is
+  remasked; needs steps >= the response length (extra steps change nothing).
 - `adaptive`: each step commits every masked position whose probability is >= `threshold` (at least one per row) and
   the loop stops once nothing is masked (`lax.while_loop`), so easy outputs need fewer model evaluations.
 
@@ -35,7 +38,7 @@ _REPARAM = re.compile(r"^reparam-(cond|uncond)-(deterministic|stochastic(\d+(?:\
 _MASK_PREDICT = re.compile(r"^mask-predict(?:-(cosine|linear))?$")
 STRATEGY_HELP = ("reparam-<cond|uncond>-<deterministic|stochasticX>-<cosine|linear> (e.g. "
                  "reparam-uncond-deterministic-cosine, reparam-cond-stochastic1.0-linear), mask-predict, mask-predict-linear, cmlm, "
-                 "adaptive (needs threshold)")
+                 "ar (left to right, one token per step), adaptive (needs threshold)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,7 +85,7 @@ class SamplerConfig:
             return "reparam"
         if _MASK_PREDICT.match(self.strategy):
             return "mask-predict"
-        return self.strategy if self.strategy in ("cmlm", "adaptive") else None
+        return self.strategy if self.strategy in ("cmlm", "adaptive", "ar") else None
 
     @property
     def cond(self) -> bool:
@@ -235,6 +238,22 @@ def _cmlm_step(state: tuple, cur_tok: jax.Array, cur_score: jax.Array, steps_lef
     return (jnp.where(change, cur_tok, tokens), jnp.where(response, cur_score, scores), is_masked & ~change)
 
 
+def _ar_step(state: tuple, cur_tok: jax.Array, cur_score: jax.Array) -> tuple:
+    """The released `ar`: the prediction is written at each row's leftmost masked position only."""
+    tokens, scores, is_masked = state
+    first = jnp.argmax(is_masked, axis=1)
+    commit = is_masked & (jnp.arange(is_masked.shape[1])[None] == first[:, None])
+    return jnp.where(commit, cur_tok, tokens), jnp.where(commit, cur_score, scores), is_masked & ~commit
+
+
+def check_steps(config: SamplerConfig, response_lengths: np.ndarray) -> None:
+    """The `ar` strategy writes one token per step: `ConfigError` when a response is longer than the steps."""
+    most = int(np.max(response_lengths, initial=0))
+    if config.kind == "ar" and most > config.steps:
+        raise ConfigError(f"the ar strategy writes one token per step: steps={config.steps} is fewer than a "
+                          f"response of {most} tokens; set --config.sampler.steps={most} or more")
+
+
 def _fixed_schedule(logits_fn: LogitsFn, tokens: jax.Array, response: jax.Array, rng: jax.Array,
                     config: SamplerConfig, mask_id: int, positions: jax.Array | None, micro_batch: int
                     ) -> SampleOutput:
@@ -254,6 +273,8 @@ def _fixed_schedule(logits_fn: LogitsFn, tokens: jax.Array, response: jax.Array,
         if config.kind == "mask-predict":
             toks, scores, is_masked = _mask_predict_step((toks, scores, is_masked), cur_tok, cur_score, k, response,
                                                          mask_id)
+        elif config.kind == "ar":
+            toks, scores, is_masked = _ar_step((toks, scores, is_masked), cur_tok, cur_score)
         elif config.kind == "cmlm":
             toks, scores, is_masked = _cmlm_step((toks, scores, is_masked), cur_tok, cur_score, S - i, k_noise,
                                                  response)
@@ -348,6 +369,8 @@ def sample(logits_fn: LogitsFn, tokens: jax.Array, response_mask: jax.Array, rng
     Returns:
       SampleOutput(tokens, scores, num_evals, trajectory, trajectory_scores).
     """
+    if not isinstance(response_mask, jax.core.Tracer):
+        check_steps(config, np.asarray(response_mask).astype(bool).sum(1))
     if max_response is not None and not isinstance(response_mask, jax.core.Tracer):
         most = int(np.asarray(response_mask).astype(bool).sum(1).max(initial=0))
         if most > max_response:

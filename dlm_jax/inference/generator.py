@@ -21,6 +21,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from dlm_jax.diffusion import SamplerConfig, build_inputs, elbo_nll, sample, select_best, top_lengths
 from dlm_jax.diffusion.rows import row_keys, stable_hash
+from dlm_jax.diffusion.sampler import check_steps
 from dlm_jax.data.vocab import HFVocabulary
 from dlm_jax.errors import ConfigError
 from dlm_jax.model.prune import VocabMap
@@ -152,6 +153,7 @@ class Generator:
         [S, N, L] or None, trajectory_scores [S, N, L] (log-probs, -inf where masked) or None).
         """
         tokens, resp, attn = self._inputs(prompts, lengths, fixed_eos=config.fixed_eos)
+        check_steps(config, resp.sum(1))
         seeds = [stable_hash(p, n) for p, n in zip(prompts, lengths)] if seeds is None else seeds
         keys = self.row_keys(rng, seeds)
         n = len(prompts)

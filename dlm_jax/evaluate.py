@@ -44,6 +44,10 @@ def request_from_flags() -> "EvalRequest":
                           "leave --limit out to evaluate the whole split")
     if FLAGS.length_beam and FLAGS.oracle_length:
         raise ConfigError("--oracle_length and --length_beam exclude each other; choose one")
+    if FLAGS.batch_size < 1:
+        raise ConfigError(f"--batch_size {FLAGS.batch_size} must be at least 1 (sequences per sampler call)")
+    if FLAGS.rank_samples < 0:
+        raise ConfigError(f"--rank_samples {FLAGS.rank_samples} must be >= 0 (0 turns rank classification off)")
     length = "beam" if FLAGS.length_beam else "oracle" if FLAGS.oracle_length else "task"
     return EvalRequest(length=length, beam=FLAGS.length_beam or 0, steps=overrides.get("sampler.steps"),
                        split=FLAGS.split, limit=FLAGS.limit, batch_size=FLAGS.batch_size,

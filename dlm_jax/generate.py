@@ -54,6 +54,9 @@ def task_items(restored: RestoredRun) -> list[Item]:
     ex = pipeline.load_examples(FLAGS.input_task, FLAGS.split, spec, restored.vocab,
                                 limit=FLAGS.index + FLAGS.num_examples)
     prompts = prompts_of(ex.rows)
+    if FLAGS.index >= len(ex.inputs):
+        raise InputError(f"--index {FLAGS.index} is past the end: {FLAGS.input_task}/{FLAGS.split} has "
+                         f"{len(ex.inputs)} examples that fit (indices 0..{len(ex.inputs) - 1})")
     rows = range(FLAGS.index, min(FLAGS.index + FLAGS.num_examples, len(ex.inputs)))
     return [Item(ex.inputs[i], prompts[i], int(ex.rows["response_length"][i]), ex.targets[i]) for i in rows]
 
@@ -150,6 +153,8 @@ def main(argv: list[str]) -> int:
     cli.quiet_logs()
     if sum(x is not None for x in (FLAGS.prompt, FLAGS.input, FLAGS.input_task)) != 1:
         raise ConfigError("give exactly one of --prompt, --input, --input_task")
+    if FLAGS.num_examples < 1 or FLAGS.index < 0:
+        raise ConfigError(f"--num_examples {FLAGS.num_examples} must be >= 1 and --index {FLAGS.index} >= 0")
     RunDir(FLAGS.workdir).require()  # a missing run is reported before the heavy imports
     if FLAGS.trajectory:
         cli.check_output_file(FLAGS.trajectory, "--trajectory")  # before the generation, not after it

@@ -125,6 +125,10 @@ def test_the_trajectory_page_renders_in_a_real_browser(trained, tmp_path):
       "LATIN1/t.html"], "--trajectory"),
     (["dlm_jax.data.prepare", "mmlu", "--src", "TMP", "--out", "LATIN1/x"], "cannot be written"),
     (["dlm_jax.evaluate", "--workdir", "WD", "--tasks", "wmt14_en_de_tfds"], "is not prepared under"),
+    (["dlm_jax.evaluate", "--workdir", "WD", "--split", "bogus"], "has no split 'bogus'"),
+    (["dlm_jax.evaluate", "--workdir", "WD", "--batch_size", "0"], "must be at least 1"),
+    (["dlm_jax.evaluate", "--workdir", "WD", "--rank_samples", "-1"], "must be >= 0"),
+    (["dlm_jax.generate", "--workdir", "WD", "--input_task", "ding_de_en", "--index", "99999"], "past the end"),
     (["launch.local_multiprocess", "--num_processes", "2", "--devices_per_process", "0", "--", "-m",
       "dlm_jax.train"], "--devices_per_process must be at least 1"),
 ])

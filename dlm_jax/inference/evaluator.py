@@ -78,8 +78,11 @@ def check_available(names: list[str], vocab: HFVocabulary, split: str | None) ->
     problems = []
     for name in names:
         task = get_task_or_mixture(name, vocab)
+        wanted = split or eval_spec(name).split
+        if wanted not in task.splits:
+            raise InputError(f"{name} has no split {wanted!r}; its splits: {', '.join(task.splits)}")
         try:
-            task.source.get_dataset(split or eval_spec(name).split, shuffle=False)
+            task.source.get_dataset(wanted, shuffle=False)
         except UserError as e:
             problems.append(f"- {name}: {e}")
     if len(problems) == 1:

@@ -123,3 +123,27 @@ def test_bad_model_args_and_rolling_are_one_line_errors(tmp_path, tiny_trained):
                        capture_output=True, text=True, timeout=300, env={**os.environ, **OFFLINE, "XLA_FLAGS": ""})
     assert r.returncode == 2 and "error: unknown dlm_jax model args: bogus" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.slow
+def test_two_processes_give_the_one_process_loglikelihoods_and_one_writes(tmp_path, tiny_trained):
+    tasks = _write_tasks(tmp_path)
+    args = ["--model_args", f"workdir={tiny_trained},mc_samples=4,steps=2", "--tasks", "dlm_test_mc",
+            "--include_path", str(tasks), "--log_samples", "--batch_size", "4", "--output_path"]
+    env = {**os.environ, **OFFLINE, "XLA_FLAGS": ""}
+    one = subprocess.run([sys.executable, "-m", "dlm_jax.lm_eval", *args, str(tmp_path / "one")], cwd=REPO,
+                         capture_output=True, text=True, timeout=600, env=env)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = subprocess.run([sys.executable, "launch/local_multiprocess.py", "--num_processes", "2",
+                          "--devices_per_process", "1", "--log_dir", str(tmp_path / "logs"), "--", "-m",
+                          "dlm_jax.lm_eval", *args, str(tmp_path / "two")], cwd=REPO, capture_output=True, text=True,
+                         timeout=600, env=env)
+    assert two.returncode == 0, two.stderr[-3000:]
+
+    def lls(out):
+        (f,) = list(out.rglob("samples_dlm_test_mc_*.jsonl"))  # one writer
+        return [json.loads(line)["resps"] for line in f.read_text().splitlines()]
+    assert len(list((tmp_path / "two").rglob("results_*.json"))) == 1
+    assert lls(tmp_path / "two") == lls(tmp_path / "one")
+    assert _results(tmp_path / "two")["dlm_test_mc"]["acc,none"] == _results(tmp_path / "one")["dlm_test_mc"][
+        "acc,none"]

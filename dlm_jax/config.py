@@ -28,6 +28,7 @@ from dlm_jax.parallel import batch_mesh_axes, data_parallel_size, resolve_mesh_s
 
 PRNG_IMPLS = ("threefry2x32", "rbg", "unsafe_rbg")
 STAGES = ("diffusion", "length")
+OBJECTIVES = ("rdm", "ar")
 SCHEDULES = ("log_warmup_constant", "inverse_sqrt", "warmup_cosine", "constant")
 WORKDIR_INIT = "workdir:"
 
@@ -55,6 +56,10 @@ def base_config() -> ml_collections.ConfigDict:
     # Resuming a run whose saved config differs in a key that changes what is computed (COMPUTATION_KEYS) is
     # refused unless this is True; every change is recorded in WORKDIR/config_history.jsonl either way.
     c.allow_config_change = False
+    # What the diffusion stage trains: "rdm" (the paper's objective) or "ar" (next-token cross-entropy on the
+    # response, for the autoregressive baselines of Table 1; usually with model.causal=True).
+    c.objective = "rdm"
+    c.ar = ml_collections.ConfigDict({"label_smoothing": 0.0})  # the "ar" objective's (0.1 from scratch, fairseq)
     c.model = _model_block()
     c.data = _data_block()
     c.optimizer = _optimizer_block()
@@ -76,6 +81,7 @@ def _model_block() -> ml_collections.ConfigDict:
     m.scan_layers = False
     m.attention = "einsum"  # einsum | xla | cudnn (fused flash attention on NVIDIA GPUs; needs dropout 0 in it)
     m.head_vocab_multiple = 1  # 128 on GPUs: the output product on an aligned, padded table (same results)
+    m.causal = False  # left-to-right attention (the decoder-only AR baseline); bidirectional for diffusion
     m.prune_vocab = False
     m.prune_min_count = 1  # with prune_vocab: keep ids seen at least this often in the training set
     m.dropout = 0.1
@@ -151,7 +157,8 @@ def _sampler_block() -> ml_collections.ConfigDict:
 # Keys whose change on resume changes what the run computes (model shape, batch, task, objective, optimizer): a
 # resume that changes one is refused unless `allow_config_change`. Others (steps, logging, mesh, dtype, attention
 # kernel, cache, sampler) may change freely.
-COMPUTATION_KEYS = ("seed", "stage", "batch_size", "model.init", "model.name", "model.overrides", "model.tokenizer",
+COMPUTATION_KEYS = ("seed", "stage", "objective", "ar", "model.causal", "batch_size", "model.init", "model.name",
+                    "model.overrides", "model.tokenizer",
                     "model.prune_vocab", "model.prune_min_count", "model.dropout", "model.attention_dropout",
                     "data.task", "data.max_length", "data.overlong", "data.pack", "data.train_limit", "diffusion",
                     "optimizer")
@@ -319,6 +326,8 @@ class RunConfig:
     peak_tflops: float | None
     compilation_cache_dir: str | None
     prng_impl: str
+    objective: str
+    ar_label_smoothing: float
     model: ModelSettings
     data: DataSettings
     optimizer: OptimizerConfig
@@ -348,7 +357,7 @@ def model_overrides(m: ml_collections.ConfigDict) -> dict[str, Any]:
     dropouts, plus anything in `model.overrides`."""
     out = dict(m.overrides.to_dict() if isinstance(m.overrides, ml_collections.ConfigDict) else m.overrides or {})
     out.update(dtype=m.dtype, remat=m.remat, scan_layers=m.scan_layers, attention=m.attention,
-               head_vocab_multiple=m.head_vocab_multiple)
+               head_vocab_multiple=m.head_vocab_multiple, causal=bool(m.get("causal", False)))
     if m.dropout is not None:
         out.update(hidden_dropout=m.dropout, attention_dropout=m.dropout)
     if m.attention_dropout is not None:  # e.g. 0 with the fused (cudnn) attention
@@ -437,6 +446,8 @@ def parse(c: ml_collections.ConfigDict, *, num_devices: int | None = None,
                                  "of steps (--config.num_train_steps=N)")
     _need(c.batch_size > 0, f"batch_size={c.batch_size} must be positive")
     _need(c.stage in STAGES, f"stage={c.stage!r}; choose 'diffusion' or 'length'")
+    _need(c.objective in OBJECTIVES, f"objective={c.objective!r}; choose one of {list(OBJECTIVES)}")
+    _need(0.0 <= c.ar.label_smoothing < 1.0, f"ar.label_smoothing={c.ar.label_smoothing} must be in [0, 1)")
     _need(c.log_every_steps > 0 and c.checkpoint_every_steps > 0,
           "log_every_steps and checkpoint_every_steps must be positive")
     _need(c.prng_impl in PRNG_IMPLS, f"prng_impl={c.prng_impl!r}; choose one of {list(PRNG_IMPLS)}")
@@ -449,5 +460,6 @@ def parse(c: ml_collections.ConfigDict, *, num_devices: int | None = None,
         log_every_steps=c.log_every_steps, checkpoint_every_steps=c.checkpoint_every_steps,
         keep_checkpoints=c.keep_checkpoints, eval_every_steps=c.eval_every_steps, max_bad_steps=c.max_bad_steps,
         peak_tflops=c.peak_tflops or None, compilation_cache_dir=c.compilation_cache_dir or None,
-        prng_impl=c.prng_impl, model=_model(c), data=_data(c), optimizer=optimizer,
+        prng_impl=c.prng_impl, objective=c.objective, ar_label_smoothing=float(c.ar.label_smoothing),
+        model=_model(c), data=_data(c), optimizer=optimizer,
         diffusion=_diffusion(c, mesh), mesh=mesh, sampler=SamplerConfig(**c.sampler.to_dict()), source=c)

@@ -299,3 +299,21 @@ def test_a_run_starts_quietly(trained):
     assert "model:" not in out["stdout"] and "optimizer:" not in out["stdout"]  # not the whole config as YAML
     steps = [line for line in out["stderr"].splitlines() if "step 5/8" in line]
     assert len(steps) == 1 and "loss " in steps[0], out["stderr"][-3000:]
+
+
+@pytest.mark.slow
+def test_the_decoder_only_ar_baseline_trains_through_the_same_command(tmp_path):
+    """objective=ar with causal attention trains with the usual command; inference refuses it in one line."""
+    wd = tmp_path / "ar"
+    r = _run("dlm_jax.train", "--config", "configs/tiny.py", "--workdir", str(wd), "--config.num_train_steps=4",
+             "--config.log_every_steps=2", "--config.objective=ar", "--config.model.causal=True",
+             "--config.ar.label_smoothing=0.1")
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = [json.loads(line) for line in (wd / "metrics.jsonl").read_text().splitlines()]
+    assert "num_tokens" in rows[-1] and np.isfinite(rows[-1]["loss"]) and "loss_t01-10" not in rows[-1]
+    saved = json.loads((wd / "config.json").read_text())
+    assert saved["objective"] == "ar" and saved["model"]["causal"] is True
+    r = _run("dlm_jax.generate", "--workdir", str(wd), "--prompt", "Hallo", "--length", "4")
+    assert r.returncode == 2 and "objective='ar'" in r.stderr and "Traceback" not in r.stderr
+    r = _run("dlm_jax.train", "--config", "configs/tiny.py", "--workdir", str(wd), "--config.num_train_steps=6")
+    assert r.returncode == 2 and "objective: 'ar' -> 'rdm'" in r.stderr  # the other objective: refused

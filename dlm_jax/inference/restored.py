@@ -17,6 +17,7 @@ from jax.sharding import Mesh
 from dlm_jax import config as config_lib
 from dlm_jax.data.features import FeatureSpec
 from dlm_jax.data.vocab import HFVocabulary
+from dlm_jax.errors import ConfigError
 from dlm_jax.inference.generator import Generator
 from dlm_jax.model import MaskedLM, ModelConfig, abstract_params
 from dlm_jax.model.length import LengthPredictor
@@ -50,6 +51,10 @@ class RestoredRun:
         return self.feature_spec().max_length
 
     def generator(self) -> Generator:
+        if self.run.objective != "rdm":
+            raise ConfigError(f"this run was trained with objective={self.run.objective!r} (an autoregressive "
+                              "baseline); the diffusion sampler cannot decode it and AR decoding (greedy / beam with a "
+                              "KV cache) is not in dlm_jax yet; evaluate RDM runs, or score this one's training loss")
         return Generator.with_vocab(self.model, self.params, self.vocab, self.max_length, vocab_map=self.vocab_map,
                                     length_model=self.length_model, length_params=self.length_params,
                                     mesh=self.mesh, micro_batch=self.micro_batch)

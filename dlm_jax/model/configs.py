@@ -48,6 +48,9 @@ class ModelConfig:
     # Pad the tied table to a multiple of this many rows inside the output product (1: no padding; 128 gives the
     # logits an aligned row stride on GPUs). Parameters and logits keep `vocab_size`; results are unchanged.
     head_vocab_multiple: int = 1
+    # Causal (left-to-right) attention instead of bidirectional: the decoder-only AR baseline of the paper's Table 1
+    # on an encoder family (every attention implementation, packing and sharding). Not part of the HF config.
+    causal: bool = False
     # ModernBERT only: the attention of each layer ("full_attention" / "sliding_attention"; empty: a global layer
     # every `global_every` layers, HF's old `global_attn_every_n_layers`), the RoPE bases of the two kinds and the
     # sliding window (HF's `local_attention`: the total width, a query sees keys within local_window // 2).

@@ -46,7 +46,7 @@ class Block(nn.Module):
     def __call__(self, x: jax.Array, mask_bias: jax.Array, deterministic: bool) -> tuple[jax.Array, None]:
         cfg, dt = self.cfg, _dtypes(self.cfg)
         attn = SelfAttention(cfg.num_heads, cfg.head_dim, cfg.attention_dropout, deterministic, **dt,
-                             implementation=cfg.attention, name="attention")
+                             implementation=cfg.attention, causal=cfg.causal, name="attention")
         mlp = Mlp(cfg.intermediate_size, **dt, activation=self.activation, name="mlp")
         drop = functools.partial(nn.Dropout(cfg.hidden_dropout), deterministic=deterministic)
         ln_attn = LayerNorm(cfg.layer_norm_eps, **dt, name="attention_ln")
@@ -74,7 +74,7 @@ class ModernBlock(nn.Module):
         attn = SelfAttention(cfg.num_heads, cfg.head_dim, cfg.attention_dropout, deterministic, **dt,
                              implementation=cfg.attention, use_bias=False,
                              rope_theta=cfg.local_rope_theta if local else cfg.rope_theta,
-                             window=cfg.window_radius if local else None, name="attention")
+                             window=cfg.window_radius if local else None, causal=cfg.causal, name="attention")
         mlp = Mlp(cfg.intermediate_size, **dt, gated=True, use_bias=False, name="mlp")
         drop = functools.partial(nn.Dropout(cfg.hidden_dropout), deterministic=deterministic)
         h = x if self.index == 0 else LayerNorm(cfg.layer_norm_eps, **dt, use_bias=False, name="attention_ln")(x)

@@ -141,6 +141,12 @@ def window_bias(length: int, window: int) -> jax.Array:
     return jnp.where(near, 0.0, jnp.finfo(jnp.float32).min).astype(jnp.float32)[None, None]
 
 
+def causal_bias(length: int) -> jax.Array:
+    """[1, 1, length, length] additive bias keeping keys at or before the query's position."""
+    idx = jnp.arange(length)
+    return jnp.where(idx[None, :] <= idx[:, None], 0.0, jnp.finfo(jnp.float32).min).astype(jnp.float32)[None, None]
+
+
 def fused_window(implementation: str, window: int | None,
                  length: int) -> tuple[tuple[int, int] | None, jax.Array | None]:
     """How `jax.nn.dot_product_attention` gets a bidirectional sliding window: (local_window_size, band mask).
@@ -176,6 +182,7 @@ class SelfAttention(nn.Module):
     use_bias: bool = True
     rope_theta: float | None = None
     window: int | None = None
+    causal: bool = False  # each query sees keys at its position and before only
 
     @nn.compact
     def __call__(self, x: jax.Array, mask: jax.Array, positions: jax.Array | None = None) -> jax.Array:
@@ -198,6 +205,8 @@ class SelfAttention(nn.Module):
         if self.implementation == "einsum":
             if self.window is not None:
                 mask = mask + window_bias(x.shape[1], self.window) if mask.ndim == 4 else mask
+            if self.causal:
+                mask = mask + causal_bias(x.shape[1])
             scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / jnp.sqrt(self.head_dim)
             probs = jax.nn.softmax(scores + mask, axis=-1)
             if self.dropout > 0 and not self.deterministic:
@@ -210,11 +219,12 @@ class SelfAttention(nn.Module):
             window, band = fused_window(self.implementation, self.window, x.shape[1])
             if mask.ndim == 1:  # right padding: keys beyond each row's length are masked
                 ctx = jax.nn.dot_product_attention(q, k, v, mask=band, key_value_seq_lengths=mask,
-                                                   local_window_size=window, implementation=self.implementation)
+                                                   local_window_size=window, is_causal=self.causal,
+                                                   implementation=self.implementation)
             else:
                 keep = mask == 0 if band is None else (mask == 0) & band
                 ctx = jax.nn.dot_product_attention(q, k, v, mask=keep, local_window_size=window,
-                                                   implementation=self.implementation)
+                                                   is_causal=self.causal, implementation=self.implementation)
         return Einsum(shape=(self.num_heads, self.head_dim, e), kernel_axes=(axes.HEADS, axes.KV, axes.EMBED),
                       eq="blhd,hde->ble", bias_axes=(axes.EMBED,) if self.use_bias else None, dtype=self.dtype,
                       param_dtype=self.param_dtype, name="out")(ctx)

@@ -34,7 +34,7 @@ def set_compilation_cache(path: str) -> None:
 def validation_metrics(s: Setup, params: Any) -> dict[str, float]:
     """The task's validation metrics (e.g. `eval_bleu`) with the oracle length and the run's sampler (the
     diffusion stage only)."""
-    if s.run.stage != "diffusion":
+    if s.run.stage != "diffusion" or s.run.objective != "rdm":  # AR runs need AR decoding (not built yet)
         return {}
     gen = Generator.with_vocab(s.model, params, s.vocab, s.spec.max_length, vocab_map=s.vocab_map, mesh=s.mesh)
     evaluator = Evaluator(gen, s.vocab, s.run.sampler, s.spec)
@@ -55,7 +55,7 @@ def _hooks(s: Setup, rundir: RunDir, mngr: Any, start: int, preemption: hooks.Pr
     log = hooks.MetricsLog(rundir.path, start)
     # Useful FLOPs of a logged step: the body on every row (coupled sampling trains two corruptions of each) and
     # the head at the positions actually masked (the step's `num_masked`), not at its padded capacity.
-    rows = run.batch_size * (2 if run.stage == "diffusion" and run.diffusion.coupled else 1)
+    rows = run.batch_size * (2 if run.stage == "diffusion" and run.objective == "rdm" and run.diffusion.coupled else 1)
     metrics = hooks.MetricsLogger(
         log, every=run.log_every_steps, total=run.num_train_steps, start=start,
         bucket_names=bucket_names(RDMConfig(mask_id=0, num_timesteps=run.diffusion.num_timesteps)),

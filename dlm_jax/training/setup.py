@@ -29,7 +29,7 @@ from dlm_jax.model.length import LengthPredictor
 from dlm_jax.model.prune import VocabMap, prune_params
 from dlm_jax.pretrained import load_pretrained, load_tokenizer
 from dlm_jax.rundir import State, new_state
-from dlm_jax.training.step import build_optimizer, diffusion_loss_fn, length_loss_fn, make_train_step
+from dlm_jax.training.step import ar_loss_fn, build_optimizer, diffusion_loss_fn, length_loss_fn, make_train_step
 
 
 @dataclasses.dataclass
@@ -136,6 +136,8 @@ def build_train_data(run: RunConfig, train: pipeline.Examples | None, spec: Feat
 
 def _loss_and_trainable(run: RunConfig, model: MaskedLM, params: Any, mask_id: int) -> tuple[Callable, Any, Any]:
     """(loss_fn, trainable params, frozen params) of the run's stage."""
+    if run.stage == "diffusion" and run.objective == "ar":
+        return ar_loss_fn(model, run.ar_label_smoothing), params, None
     if run.stage == "diffusion":
         return diffusion_loss_fn(model, run.diffusion.rdm(mask_id)), params, None
     head = LengthPredictor.for_backbone(model.cfg)

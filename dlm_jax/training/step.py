@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import optax
 
 from dlm_jax.config import OptimizerConfig
-from dlm_jax.diffusion import RDMConfig, rdm_loss
+from dlm_jax.diffusion import RDMConfig, ar_loss, rdm_loss
 from dlm_jax.model import MaskedLM, ModelConfig
 from dlm_jax.model.length import LengthPredictor, length_loss
 
@@ -83,6 +83,16 @@ def diffusion_loss_fn(model: MaskedLM, rdm: RDMConfig) -> Callable:
                                output_positions=positions, segment_ids=s, logits_dtype=None,
                                rngs={"dropout": k_drop})
         return rdm_loss(logits_at, batch, k_noise, rdm)
+    return loss_fn
+
+
+def ar_loss_fn(model: MaskedLM, label_smoothing: float) -> Callable:
+    """The AR baselines' loss (`dlm_jax.diffusion.ar_loss`): nothing is noised, every row is read as it is."""
+    def loss_fn(params, frozen, batch, rng):
+        def logits_fn(tokens):
+            return model.apply({"params": params}, tokens, attention_mask=batch["padding_mask"], deterministic=False,
+                               segment_ids=batch.get("segment_ids"), logits_dtype=None, rngs={"dropout": rng})
+        return ar_loss(logits_fn, batch, label_smoothing=label_smoothing)
     return loss_fn
 
 

@@ -143,7 +143,8 @@ def test_bad_input_gives_a_clear_message(trained, tmp_path, args, needle):
     r = _run(*[str(paths[head(a)]) + a[len(head(a)):] if head(a) in paths else a for a in args])
     assert r.returncode == 2 and needle in r.stderr, r.stderr[-2000:]
     assert "Traceback" not in r.stderr
-    assert r.stderr.strip().count("\n") == 0 and r.stderr.startswith("error: "), r.stderr[-2000:]  # one line
+    *before, last = r.stderr.strip().splitlines()  # the error is one line, the last; only log lines come before
+    assert last.startswith("error: ") and all(re.match(r"[IW]\d{4} ", line) for line in before), r.stderr[-2000:]
     assert (tmp_path / "nonempty" / "model-00001-of-00002.safetensors").read_bytes() == b"stale"  # nothing lost
 
 

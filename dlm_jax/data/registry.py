@@ -176,8 +176,15 @@ class TfdsSource(seqio.TfdsDataSource):
     def _check_prepared(self) -> None:
         """Never downloads at run time (TFDS would retry for minutes without network, on every host)."""
         import tensorflow_datasets as tfds
-        builder = tfds.builder(self.tfds_dataset.name, data_dir=self.tfds_dataset.data_dir)
-        if not builder.is_prepared():
+        from absl import logging as absl_logging
+        verbosity = absl_logging.get_verbosity()
+        absl_logging.set_verbosity(absl_logging.ERROR)  # TFDS warns about missing variant folders before we say so
+        try:
+            builder = tfds.builder(self.tfds_dataset.name, data_dir=self.tfds_dataset.data_dir)
+            prepared = builder.is_prepared()
+        finally:
+            absl_logging.set_verbosity(verbosity)
+        if not prepared:
             raise MissingDataError(
                 f"TFDS data set {self.tfds_dataset.name} is not prepared under {builder.data_dir_root}; prepare it "
                 f"where there is network (tfds build {self.tfds_dataset.name.split(':')[0]}) and point "

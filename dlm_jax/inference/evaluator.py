@@ -79,8 +79,12 @@ def check_available(names: list[str], vocab: HFVocabulary, split: str | None) ->
     for name in names:
         task = get_task_or_mixture(name, vocab)
         wanted = split or eval_spec(name).split
-        if wanted not in task.splits:
-            raise InputError(f"{name} has no split {wanted!r}; its splits: {', '.join(task.splits)}")
+        try:
+            splits = task.splits
+        except ValueError:  # a TFDS source lists its splits only once the data set is prepared (checked below)
+            splits = None
+        if splits and wanted not in splits:
+            raise InputError(f"{name} has no split {wanted!r}; its splits: {', '.join(splits)}")
         try:
             task.source.get_dataset(wanted, shuffle=False)
         except UserError as e:

@@ -210,7 +210,8 @@ def newest_readable(steps: list[int], load: Any, where: str) -> tuple[int, Any] 
         try:
             out = load(step)
         except Exception as e:  # noqa: BLE001 - orbax / tensorstore raise many kinds for a damaged checkpoint
-            errors.append((step, f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}"))
+            first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+            errors.append((step, f"{type(e).__name__}: {first}"))
             continue
         for bad, why in errors:
             logging.warning("checkpoint %d in %s is incomplete or unreadable (%s); using step %d instead",

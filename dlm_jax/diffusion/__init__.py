@@ -6,5 +6,6 @@ from dlm_jax.diffusion.length_beam import build_inputs, select_best, top_lengths
 from dlm_jax.diffusion.objective import RDMConfig, corrupt, rdm_loss
 from dlm_jax.diffusion.sampler import STRATEGY_HELP, SampleOutput, SamplerConfig, keep_masked_table, sample
 
-__all__ = ["ar_loss", "RDMConfig", "rdm_loss", "corrupt", "SamplerConfig", "SampleOutput", "sample", "keep_masked_table",
+__all__ = ["ar_loss",
+           "RDMConfig", "rdm_loss", "corrupt", "SamplerConfig", "SampleOutput", "sample", "keep_masked_table",
            "STRATEGY_HELP", "elbo_nll", "build_inputs", "select_best", "top_lengths"]

@@ -68,7 +68,7 @@ def _results(out: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_lm_eval_cli_matches_our_rank_classification_at_any_batch_size(tmp_path, tiny_trained, monkeypatch):
+def test_lm_eval_cli_matches_our_rank_classification_at_any_batch_size_and_process_count(tmp_path, tiny_trained, monkeypatch):
     tasks = _write_tasks(tmp_path)
     r = _cli(tiny_trained, tasks, tmp_path / "out4", "--batch_size", "4")
     assert r.returncode == 0, r.stderr[-3000:]
@@ -96,6 +96,17 @@ def test_lm_eval_cli_matches_our_rank_classification_at_any_batch_size(tmp_path,
     ll = lm.loglikelihood(reqs)
     assert [float(x) for x, _ in ll] == pytest.approx([float(x) for x in cli_ll], abs=0, rel=0)
     assert lm.last_stderr is not None and (lm.last_stderr >= 0).all()
+    # two processes (launch/local_multiprocess.py, 1 device each): the same loglikelihoods, one writer
+    two = subprocess.run([sys.executable, "launch/local_multiprocess.py", "--num_processes", "2",
+                          "--devices_per_process", "1", "--log_dir", str(tmp_path / "logs"), "--", "-m",
+                          "dlm_jax.lm_eval", "--model_args", f"workdir={tiny_trained},mc_samples=4,steps=2", "--tasks",
+                          "dlm_test_mc", "--include_path", str(tasks), "--log_samples", "--batch_size", "4",
+                          "--output_path", str(tmp_path / "two")], cwd=REPO, capture_output=True, text=True,
+                         timeout=600, env={**os.environ, **OFFLINE, "XLA_FLAGS": ""})
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert len(list((tmp_path / "two").rglob("results_*.json"))) == 1
+    (f,) = list((tmp_path / "two").rglob("samples_dlm_test_mc_*.jsonl"))
+    assert [json.loads(line)["resps"] for line in f.read_text().splitlines()] == [s["resps"] for s in samples]
 
 
 def test_bad_model_args_and_rolling_are_one_line_errors(tmp_path, tiny_trained):
@@ -124,26 +135,3 @@ def test_bad_model_args_and_rolling_are_one_line_errors(tmp_path, tiny_trained):
     assert r.returncode == 2 and "error: unknown dlm_jax model args: bogus" in r.stderr
     assert "Traceback" not in r.stderr
 
-
-@pytest.mark.slow
-def test_two_processes_give_the_one_process_loglikelihoods_and_one_writes(tmp_path, tiny_trained):
-    tasks = _write_tasks(tmp_path)
-    args = ["--model_args", f"workdir={tiny_trained},mc_samples=4,steps=2", "--tasks", "dlm_test_mc",
-            "--include_path", str(tasks), "--log_samples", "--batch_size", "4", "--output_path"]
-    env = {**os.environ, **OFFLINE, "XLA_FLAGS": ""}
-    one = subprocess.run([sys.executable, "-m", "dlm_jax.lm_eval", *args, str(tmp_path / "one")], cwd=REPO,
-                         capture_output=True, text=True, timeout=600, env=env)
-    assert one.returncode == 0, one.stderr[-3000:]
-    two = subprocess.run([sys.executable, "launch/local_multiprocess.py", "--num_processes", "2",
-                          "--devices_per_process", "1", "--log_dir", str(tmp_path / "logs"), "--", "-m",
-                          "dlm_jax.lm_eval", *args, str(tmp_path / "two")], cwd=REPO, capture_output=True, text=True,
-                         timeout=600, env=env)
-    assert two.returncode == 0, two.stderr[-3000:]
-
-    def lls(out):
-        (f,) = list(out.rglob("samples_dlm_test_mc_*.jsonl"))  # one writer
-        return [json.loads(line)["resps"] for line in f.read_text().splitlines()]
-    assert len(list((tmp_path / "two").rglob("results_*.json"))) == 1
-    assert lls(tmp_path / "two") == lls(tmp_path / "one")
-    assert _results(tmp_path / "two")["dlm_test_mc"]["acc,none"] == _results(tmp_path / "one")["dlm_test_mc"][
-        "acc,none"]

@@ -32,10 +32,15 @@ def stable_hash(*parts: Sequence[int] | int) -> int:
     return int.from_bytes(h.digest(), "little") & 0x7FFFFFFF
 
 
+def typed_key(rng: jax.Array) -> jax.Array:
+    """`rng` as a typed key array (raw uint32 key data, e.g. `jax.random.PRNGKey`, is wrapped)."""
+    return rng if jnp.issubdtype(rng.dtype, jax.dtypes.prng_key) else jax.random.wrap_key_data(rng)
+
+
 def row_keys(rng: jax.Array, ids: Sequence[int] | np.ndarray) -> jax.Array:
     """[n] keys `fold_in(rng, id)`, one per row (ids: e.g. `stable_hash` of the row's tokens, or request ids)."""
     ids = jnp.asarray(np.asarray(ids, np.uint32))
-    return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(rng, ids)
+    return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(typed_key(rng), ids)
 
 
 def split_rows(keys: jax.Array, step: int | jax.Array) -> tuple[jax.Array, jax.Array]:

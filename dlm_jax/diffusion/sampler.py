@@ -30,7 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from dlm_jax.diffusion.objective import masked_positions
-from dlm_jax.diffusion.rows import map_rows, position_categorical, position_uniform, split_rows
+from dlm_jax.diffusion.rows import (map_rows, position_categorical, position_uniform, row_keys, split_rows,
+                                   typed_key)
 from dlm_jax.errors import ConfigError
 
 LogitsFn = Callable[[jax.Array], jax.Array]
@@ -333,11 +334,8 @@ def _sample(logits_fn: LogitsFn, tokens: jax.Array, response_mask: jax.Array, rn
 def per_row_keys(rng: jax.Array, rows: int) -> jax.Array:
     """[rows] typed keys: `rng` itself when it already holds one key per row (typed [rows] or raw [rows, 2]),
     else `fold_in(rng, r)` for row r (then a row's draws depend on its index in the batch)."""
-    if not jnp.issubdtype(rng.dtype, jax.dtypes.prng_key):
-        rng = jax.random.wrap_key_data(rng)
-    if rng.ndim == 1:
-        return rng
-    return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(rng, jnp.arange(rows, dtype=jnp.uint32))
+    rng = typed_key(rng)
+    return rng if rng.ndim == 1 else row_keys(rng, np.arange(rows))
 
 
 _sample_jit = jax.jit(_sample, static_argnames=("logits_fn", "config", "mask_id", "max_response", "micro_batch"))

@@ -139,7 +139,7 @@ class Generator:
 
     def row_keys(self, rng: jax.Array, seeds: Sequence[int]) -> np.ndarray:
         """[n, 2] raw key data `fold_in(rng, seed)` per row (what the jitted functions take)."""
-        return np.asarray(jax.random.key_data(row_keys(_typed(rng), seeds)))
+        return np.asarray(jax.random.key_data(row_keys(rng, seeds)))
 
     def generate(self, prompts: Sequence[Sequence[int]], lengths: Sequence[int], config: SamplerConfig,
                  rng: jax.Array, *, batch_size: int = 64, seeds: Sequence[int] | None = None
@@ -261,10 +261,6 @@ class Generator:
 def _bucket(n: int, cap: int) -> int:
     """n rounded up to a power of two (at least 8), at most `cap`: few distinct shapes, so few recompiles."""
     return min(cap, max(8, 1 << max(n - 1, 0).bit_length()))
-
-
-def _typed(rng: jax.Array) -> jax.Array:
-    return rng if jnp.issubdtype(rng.dtype, jax.dtypes.prng_key) else jax.random.wrap_key_data(rng)
 
 
 def _merge_trajectories(parts: list[tuple[np.ndarray, np.ndarray]], n: int, width: int, pad_id: int

@@ -98,6 +98,8 @@ def task_finetune(arg: str | None, *, task: str, table: dict, mean_tokens: int) 
     """A task-specific finetuning config (paper Table 3): `arg` is a size, optionally with `,scratch` (random
     init with XLM-R's tokenizer, label smoothing 0.1) and `,pod=<TPU slice>` (`pod_settings`). `table` maps
     size -> (tokens per batch, lr, steps)."""
+    if arg in BASELINES:
+        return baseline(arg, task=task, table=table, mean_tokens=mean_tokens)
     parts = (arg or "base").split(",")
     scratch = "scratch" in parts
     pods = [p.split("=", 1)[1] for p in parts if p.startswith("pod=")]
@@ -115,6 +117,40 @@ def task_finetune(arg: str | None, *, task: str, table: dict, mean_tokens: int) 
         c.model.init, c.model.tokenizer = "random", HUB_IDS["base"]
         c.diffusion.label_smoothing = 0.1
     return c
+
+
+# Table 1's baselines trained from scratch (`,variant` of the task configs). Encoder-decoders: fairseq's
+# translation example recipe (Adam 0.9 / 0.98, inverse-sqrt with 4,000 warm-up updates, label smoothing 0.1, weight
+# decay 1e-4, no clipping), (model, lr, dropout, tokens per batch, updates); the paper states none of it
+# (docs/FIDELITY.md B-rows).
+ENC_DEC = {"transformer_iwslt": ("transformer-iwslt", 5e-4, 0.3, 4_096, 100_000),
+           "transformer_base": ("transformer-base", 7e-4, 0.1, 32_768, 300_000)}
+
+
+def baseline(variant: str, *, task: str, table: dict, mean_tokens: int) -> ml_collections.ConfigDict:
+    """A Table 1 baseline: `ar_decoder` (decoder-only AR on the XLM-R-BASE shape, from scratch, the base row's
+    recipe), `transformer_iwslt` / `transformer_base` (encoder-decoder, AR) or the same with `_rdm` (RDM), all
+    with XLM-R's tokenizer and the training set's vocabulary."""
+    if variant == "ar_decoder":
+        c = task_finetune("base,scratch", task=task, table=table, mean_tokens=mean_tokens)
+        c.objective, c.model.causal, c.ar.label_smoothing = "ar", True, 0.1
+        c.diffusion.label_smoothing = 0.0
+        return c
+    rdm = variant.endswith("_rdm")
+    name, lr, dropout, tokens, steps = ENC_DEC[variant.removesuffix("_rdm")]
+    c = task_finetune("base,scratch", task=task, table=table, mean_tokens=mean_tokens)
+    c.model.name, c.model.dtype, c.model.dropout = name, "float32", dropout
+    c.model.attention_dropout = 0.0
+    c.batch_size, c.num_train_steps = max(8, tokens // mean_tokens), steps
+    c.optimizer.update(lr=lr, schedule="inverse_sqrt", warmup_steps=4000, warmup_ratio=0.0, warmup_init_lr=0.0,
+                       b1=0.9, b2=0.98, eps=1e-8, weight_decay=1e-4, clip_norm=0.0)
+    if not rdm:
+        c.objective, c.model.causal, c.ar.label_smoothing = "ar", True, 0.1
+        c.diffusion.label_smoothing = 0.0
+    return c
+
+
+BASELINES = ("ar_decoder", "transformer_iwslt", "transformer_iwslt_rdm", "transformer_base", "transformer_base_rdm")
 
 
 def instruction_finetune(arg: str | None, *, task: str, table: dict) -> ml_collections.ConfigDict:

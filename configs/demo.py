@@ -3,7 +3,10 @@
     python -m dlm_jax.train --config configs/demo.py --workdir runs/demo        # or: make demo
     python -m dlm_jax.evaluate --workdir runs/demo --tasks ding_de_en --oracle_length
 
-Variants: `configs/demo.py:scratch` (same recipe from a random init, label smoothing 0.1).
+Variants (docs/RESULTS.md "Table 1 at laptop scale": the same data, steps, batch and evaluation for every row):
+`:scratch` (RDM from a random init, label smoothing 0.1), `:ar` (decoder-only causal AR from scratch on the same
+bert-tiny shape, label smoothing 0.1), `:encdec` (a 3+3-layer encoder-decoder Transformer, d 256, FFN 1024, 4
+heads, AR, label smoothing 0.1) and `:encdec_rdm` (the same encoder-decoder with RDM). AR runs decode with beam 5.
 Measured on a 2-core CPU (docs/RESULTS.md): `make demo` (train 1500 steps at 0.25 s/step, evaluate the test
 split, decode one example) takes 7m17s end to end; test BLEU 2.24, validation 2.38 (sacreBLEU 13a,
 case-insensitive: the BERT tokenizer is uncased; oracle length, S=10). 1200 steps gave 1.74 and 2.03 in two runs.
@@ -41,7 +44,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.diffusion.pool_rows = 0  # one pool of masked positions for the whole batch (one device)
     c.diffusion.max_predictions = 1024  # per batch; ~700 masked on average, none dropped in the measured run
     c.sampler.steps = 10
-    if a.variant == "scratch":
+    if a.variant not in ("pretrained", "scratch", "ar", "encdec", "encdec_rdm"):
+        raise ValueError(f"unknown variant {a.variant!r}; choose pretrained, scratch, ar, encdec or encdec_rdm")
+    if a.variant != "pretrained":
         c.model.init = "random"
         c.diffusion.label_smoothing = 0.1
+    if a.variant.startswith("encdec"):
+        c.model.name = "transformer-small"
+    if a.variant in ("ar", "encdec"):
+        c.objective, c.model.causal, c.ar.label_smoothing = "ar", True, 0.1
+        c.diffusion.label_smoothing = 0.0
     return c

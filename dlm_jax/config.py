@@ -20,7 +20,7 @@ import jax
 import ml_collections
 
 from dlm_jax.data.features import FeatureSpec
-from dlm_jax.diffusion import RDMConfig, SamplerConfig
+from dlm_jax.diffusion import DecodeConfig, RDMConfig, SamplerConfig
 from dlm_jax.errors import ConfigError
 from dlm_jax.model import ModelConfig, get_config as get_model_config
 from dlm_jax.model.axes import DEFAULT_RULES
@@ -68,6 +68,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.mesh.shape = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
     c.mesh.rules = ()  # () = dlm_jax.model.axes.DEFAULT_RULES
     c.sampler = _sampler_block()
+    # How runs with objective "ar" decode (KV cache; fairseq-generate's settings, `diffusion.DecodeConfig`):
+    # beam_size 1 is greedy; at most max_len_a * prompt tokens + max_len_b response tokens.
+    c.decoding = ml_collections.ConfigDict({"beam_size": 5, "length_penalty": 1.0, "max_len_a": 0.0,
+                                            "max_len_b": 200})
     return c
 
 
@@ -258,11 +262,14 @@ class DataSettings:
     eval_tasks: tuple[str, ...] = ()
     stream: str = "auto"
 
-    def feature_spec(self, vocab: Any, model_max_length: int, *, overlong: str | None = None) -> FeatureSpec:
+    def feature_spec(self, vocab: Any, model_max_length: int, *, overlong: str | None = None,
+                     separator: bool = False) -> FeatureSpec:
         """Row layout for this run: at most the model's position limit, the tokenizer's special ids; `overlong`
-        (default: `data.overlong`) is "skip" for evaluation, as in the paper."""
+        (default: `data.overlong`) is "skip" for evaluation, as in the paper; `separator`: `</s>` after the prompt
+        (the encoder-decoder's rows)."""
         return FeatureSpec(max_length=min(self.max_length, model_max_length), bos_id=vocab.bos_id,
-                           eos_id=vocab.eos_id, pad_id=vocab.pad_id, overlong=overlong or self.overlong)
+                           eos_id=vocab.eos_id, pad_id=vocab.pad_id, overlong=overlong or self.overlong,
+                           separator=separator)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -334,6 +341,7 @@ class RunConfig:
     diffusion: DiffusionSettings
     mesh: MeshSettings
     sampler: SamplerConfig
+    decoding: DecodeConfig
     source: ml_collections.ConfigDict = dataclasses.field(compare=False, repr=False)  # written as config.json
 
     @property
@@ -462,4 +470,5 @@ def parse(c: ml_collections.ConfigDict, *, num_devices: int | None = None,
         peak_tflops=c.peak_tflops or None, compilation_cache_dir=c.compilation_cache_dir or None,
         prng_impl=c.prng_impl, objective=c.objective, ar_label_smoothing=float(c.ar.label_smoothing),
         model=_model(c), data=_data(c), optimizer=optimizer,
-        diffusion=_diffusion(c, mesh), mesh=mesh, sampler=SamplerConfig(**c.sampler.to_dict()), source=c)
+        diffusion=_diffusion(c, mesh), mesh=mesh, sampler=SamplerConfig(**c.sampler.to_dict()),
+        decoding=DecodeConfig(**c.decoding.to_dict()), source=c)

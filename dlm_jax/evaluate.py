@@ -63,7 +63,8 @@ def main(argv: list[str]) -> int:
     del argv
     RunDir(FLAGS.workdir).require()  # a missing run is reported before the heavy imports
     from dlm_jax.inference import Evaluator
-    from dlm_jax.inference.evaluator import TABLE_HEADER, check_available, mixture_summary, table_rows, task_names
+    from dlm_jax.inference.evaluator import (TABLE_HEADER, check_available, mixture_summary, paper_model,
+                                            table_rows, task_names)
     cli.quiet_logs()
     request = request_from_flags()
     restored = cli.restore_from_flags(step=FLAGS.checkpoint)
@@ -81,7 +82,7 @@ def main(argv: list[str]) -> int:
         results[t] = evaluator.run_task(t, request)
         if writer:
             result_file(rundir, t).write_text(json.dumps(results[t], indent=2, default=str))
-        rows += table_rows(t, restored.run.model.name, results[t])
+        rows += table_rows(t, paper_model(restored.run), results[t])
     print(TABLE_HEADER)
     print("\n".join(rows))
     for name, ts in expanded.items():

@@ -11,7 +11,8 @@ from pathlib import Path
 from absl import flags
 
 from dlm_jax import cli
-from dlm_jax.errors import InputError
+from dlm_jax.errors import ConfigError, InputError
+from dlm_jax.rundir import RunDir
 
 flags.DEFINE_string("workdir", None, "The trained run's directory.")
 flags.DEFINE_string("out", None, "The HuggingFace directory to write.")
@@ -46,6 +47,9 @@ def export(workdir: str | Path, out: str | Path, *, step: int | None = None) -> 
     from dlm_jax import hf_io
     from dlm_jax.inference import restore_run
     from dlm_jax.model.prune import unprune_params
+    if RunDir(workdir).read_model_config().family == "transformer":
+        raise ConfigError(f"{workdir} is a fairseq-style encoder-decoder, which has no HuggingFace masked-LM "
+                          "format to export to; use its orbax checkpoint (evaluate / generate read it)")
     restored = restore_run(workdir, step=step)
     params, cfg = restored.params, restored.model.cfg
     if restored.vocab_map is not None:

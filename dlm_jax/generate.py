@@ -114,6 +114,12 @@ def decode(restored: RestoredRun, items: list[Item]) -> dict[str, Any]:
                                   record_trajectory=bool(FLAGS.show_steps or FLAGS.trajectory))
     gen, rng = restored.generator(), jax.random.key(FLAGS.seed)
     prompts = [it.ids for it in items]
+    if gen.decoding is not None:  # an AR run (objective "ar"): KV-cache decoding sets its own lengths
+        if FLAGS.length or FLAGS.length_beam or FLAGS.show_steps or FLAGS.trajectory:
+            raise ConfigError("this run is autoregressive (objective 'ar'): it decodes left to right until </s> "
+                              "(--config.decoding.beam_size / max_len_b); drop --length, --length_beam, "
+                              "--show_steps and --trajectory")
+        return gen.generate(prompts, [0] * len(prompts), sampler, rng)
     if FLAGS.length_beam:
         return gen.generate_with_beam(prompts, FLAGS.length_beam, sampler, rng)
     if FLAGS.length is not None and FLAGS.length < 2:

@@ -23,7 +23,7 @@ from dlm_jax.errors import CheckpointMismatchError, ModelFilesError
 from dlm_jax.model import configs as model_configs
 from dlm_jax.model.axes import DEFAULT_RULES
 from dlm_jax.model.configs import ModelConfig
-from dlm_jax.model.encoder import abstract_params
+from dlm_jax.model.factory import abstract_params
 from dlm_jax.parallel.sharding import logical_to_shardings
 
 _LN_W, _LN_B = r"(?:weight|gamma)", r"(?:bias|beta)"

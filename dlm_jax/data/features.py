@@ -24,6 +24,8 @@ class FeatureSpec:
       bos_id, eos_id, pad_id: special ids of the tokenizer.
       overlong: "skip" (drop and count examples that do not fit, as the paper did) or "truncate_prompt" (drop the
         prompt's leftmost tokens; responses are never cut; a response that cannot fit is skipped).
+      separator: `</s>` after the prompt, counted in it (`<s> prompt </s> response </s>`): the encoder-decoder's
+        rows, whose source ends at the first `</s>` (`dlm_jax.model.seq2seq`).
     """
 
     max_length: int
@@ -31,6 +33,7 @@ class FeatureSpec:
     eos_id: int
     pad_id: int
     overlong: str = "skip"
+    separator: bool = False
 
     def __post_init__(self) -> None:
         if self.overlong not in OVERLONG:
@@ -58,10 +61,12 @@ def layout(prompt: Sequence[int], target: Sequence[int], spec: FeatureSpec, coun
     if not keeps(len(prompt), len(target), spec):
         c.skipped += 1
         return None
-    if 1 + len(prompt) + len(target) + 1 > spec.max_length:
-        room = spec.max_length - 2 - len(target)
+    sep = [spec.eos_id] if spec.separator else []
+    if 1 + len(prompt) + len(sep) + len(target) + 1 > spec.max_length:
+        room = spec.max_length - 2 - len(sep) - len(target)
         prompt = prompt[len(prompt) - room:] if room > 0 else []
         c.truncated += 1
+    prompt = prompt + sep
     row = [spec.bos_id, *prompt, *target, spec.eos_id]
     tokens = np.full(spec.max_length, spec.pad_id, np.int32)
     tokens[:len(row)] = row
@@ -77,7 +82,7 @@ def keeps(prompt_length: Any, target_length: Any, spec: FeatureSpec) -> Any:
     """Whether `layout` keeps an example: `<s> prompt target </s>` fits, or (truncate_prompt) `<s> target </s>` does.
 
     Plain arithmetic, so the lengths may be Python ints or TF scalars (`fits_tf`)."""
-    need = target_length + 2
+    need = target_length + 2 + int(spec.separator)
     if spec.overlong == "skip":
         need += prompt_length
     return need <= spec.max_length

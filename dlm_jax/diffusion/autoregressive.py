@@ -1,4 +1,5 @@
-"""The autoregressive objective of the paper's baselines (Table 1): next-token cross-entropy on the response.
+"""The paper's autoregressive baselines (Table 1): next-token cross-entropy on the response, and decoding with a
+KV cache (greedy, fairseq's beam search) as pure functions of a model's prefill and step functions.
 
 Logits at position i predict token i + 1 (shifted by one, as a causal LM), scored wherever token i + 1 is a
 response token, the final `</s>` included; the prompt is context only. The loss is the mean over the batch's
@@ -8,12 +9,14 @@ the paper's runs from scratch, A.1). With a causal model (`ModelConfig.causal`) 
 """
 from __future__ import annotations
 
-from typing import Callable
+import dataclasses
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from dlm_jax.diffusion.objective import cross_entropy_and_hits
+from dlm_jax.errors import ConfigError
 
 
 def ar_loss(logits_fn: Callable[[jax.Array], jax.Array], batch: dict[str, jax.Array], *,
@@ -27,3 +30,134 @@ def ar_loss(logits_fn: Callable[[jax.Array], jax.Array], batch: dict[str, jax.Ar
     loss = jnp.where(scored, ce, 0.0).sum() / n
     return loss, {"loss": loss, "accuracy": (hits & scored).sum() / n,
                   "num_tokens": scored.sum().astype(jnp.float32) / tokens.shape[0]}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Decoding with a KV cache: greedy and beam search, each one jitted `lax.while_loop`
+# --------------------------------------------------------------------------------------------------------------
+PrefillFn = Callable[[jax.Array, jax.Array], tuple[jax.Array, Any]]  # (tokens, attention) -> (logits [B, V], cache)
+StepFn = Callable[[Any, jax.Array], tuple[jax.Array, Any]]  # (cache, token [B]) -> (logits [B, V], cache)
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeConfig:
+    """AR decoding (fairseq-generate's settings). `beam_size` 1 is greedy. A response has at most
+    `max_len_a * prompt tokens + max_len_b` tokens with its `</s>` (fairseq's max_len_a / max_len_b; also capped by
+    the row length); `</s>` is forced at the last one and forbidden at the first (fairseq's min_len 1). Beam scores
+    are sum log p / len ** `length_penalty` (len counts `</s>`; fairseq's lenpen)."""
+
+    beam_size: int = 5
+    length_penalty: float = 1.0
+    max_len_a: float = 0.0
+    max_len_b: int = 200
+
+    def __post_init__(self) -> None:
+        if self.beam_size < 1:
+            raise ConfigError(f"decoding.beam_size must be at least 1 (1: greedy), got {self.beam_size}")
+        if self.max_len_a < 0 or self.max_len_b < 0 or self.max_len_a == self.max_len_b == 0:
+            raise ConfigError(f"decoding.max_len_a / max_len_b must be >= 0 and not both 0, got {self.max_len_a}, "
+                              f"{self.max_len_b}")
+
+    def limit(self, prompt_tokens: int) -> int:
+        """Most response tokens (with `</s>`) for a prompt of `prompt_tokens` tokens."""
+        return max(1, int(self.max_len_a * prompt_tokens + self.max_len_b))
+
+
+class Decoded(NamedTuple):
+    tokens: jax.Array  # [B, T] response ids, `</s>` included, `pad_id` after it
+    scores: jax.Array  # [B] greedy: sum of log-probs; beam: that over length ** length_penalty
+    num_evals: jax.Array  # [] model calls (the prefill and each step)
+
+
+def _allowed(logp: jax.Array, t: jax.Array, limits: jax.Array, eos_id: int) -> jax.Array:
+    """Log-probs [B, ..., V] at step `t` with `</s>` forced where the row is at its limit, forbidden at step 0."""
+    is_eos = jnp.arange(logp.shape[-1]) == eos_id
+    at_limit = (t + 1 >= limits).reshape((-1,) + (1,) * (logp.ndim - 1))
+    logp = jnp.where(at_limit & ~is_eos, -jnp.inf, logp)
+    return jnp.where((t == 0) & ~at_limit & is_eos, -jnp.inf, logp)
+
+
+def greedy_decode(prefill_fn: PrefillFn, step_fn: StepFn, tokens: jax.Array, attention_mask: jax.Array,
+                  limits: jax.Array, *, max_new: int, eos_id: int, pad_id: int) -> Decoded:
+    """Argmax decoding: prefill, then one cached step per token until every row wrote `</s>`."""
+    logits, cache = prefill_fn(tokens, attention_mask)
+    b = tokens.shape[0]
+    limits = jnp.minimum(limits, max_new)
+
+    def cond(s):
+        return (s[0] < max_new) & ~s[2].all()
+
+    def body(s):
+        t, logits, done, out, score, cache = s
+        logp = _allowed(jax.nn.log_softmax(logits.astype(jnp.float32), -1), t, limits, eos_id)
+        tok = jnp.argmax(logp, -1).astype(jnp.int32)
+        score = score + jnp.where(done, 0.0, jnp.take_along_axis(logp, tok[:, None], 1)[:, 0])
+        tok = jnp.where(done, pad_id, tok)
+        out = out.at[:, t].set(tok)
+        logits, cache = step_fn(cache, jnp.where(done, eos_id, tok))
+        return t + 1, logits, done | (tok == eos_id), out, score, cache
+
+    init = (jnp.int32(0), logits, jnp.zeros((b,), bool), jnp.full((b, max_new), pad_id, jnp.int32),
+            jnp.zeros((b,), jnp.float32), cache)
+    t, _, _, out, score, _ = jax.lax.while_loop(cond, body, init)
+    return Decoded(out, score, t)
+
+
+class _Beams(NamedTuple):
+    t: jax.Array
+    logits: jax.Array  # [B*K, V]
+    alive: jax.Array  # [B, K, T]
+    alive_lp: jax.Array  # [B, K]
+    finished: jax.Array  # [B, K, T]
+    finished_score: jax.Array  # [B, K] (-inf: empty slot)
+    cache: Any  # leaves [B*K, ...]
+
+
+def beam_search(prefill_fn: PrefillFn, step_fn: StepFn, tokens: jax.Array, attention_mask: jax.Array,
+                limits: jax.Array, *, beam_size: int, max_new: int, eos_id: int, pad_id: int,
+                length_penalty: float = 1.0) -> Decoded:
+    """fairseq's beam search with a KV cache. Each step ranks the top 2K continuations of the K live beams by
+    log-prob; those among the first K that end in `</s>` are finished (score: log-prob / length ** penalty), the
+    best K others live on. A row is done once it has K finished hypotheses; the best finished one is returned.
+    Cache leaves carry the beams on their first axis (B*K rows)."""
+    logits, cache = prefill_fn(tokens, attention_mask)
+    b, k = tokens.shape[0], beam_size
+    limits = jnp.minimum(limits, max_new)
+    rep = lambda x: jnp.repeat(x, k, axis=0)  # noqa: E731
+    lp0 = jnp.where(jnp.arange(k) == 0, 0.0, -jnp.inf)[None].repeat(b, 0)
+    empty = jnp.full((b, k, max_new), pad_id, jnp.int32)
+    init = _Beams(jnp.int32(0), rep(logits), empty, lp0, empty, jnp.full((b, k), -jnp.inf), jax.tree.map(rep, cache))
+
+    def cond(s: _Beams):
+        return (s.t < max_new) & ~(jnp.isfinite(s.finished_score).sum(-1) >= k).all()
+
+    def body(s: _Beams) -> _Beams:
+        return _beam_step(s, step_fn, limits, k=k, eos_id=eos_id, length_penalty=length_penalty)
+
+    s = jax.lax.while_loop(cond, body, init)
+    best = jnp.argmax(s.finished_score, -1)
+    return Decoded(s.finished[jnp.arange(b), best], s.finished_score[jnp.arange(b), best], s.t)
+
+
+def _beam_step(s: _Beams, step_fn: StepFn, limits: jax.Array, *, k: int, eos_id: int,
+               length_penalty: float) -> _Beams:
+    """One beam-search step (see `beam_search`)."""
+    b = s.alive.shape[0]
+    logp = jax.nn.log_softmax(s.logits.astype(jnp.float32), -1).reshape(b, k, -1)
+    v = logp.shape[-1]
+    cand = (s.alive_lp[..., None] + _allowed(logp, s.t, limits, eos_id)).reshape(b, k * v)
+    cand_lp, cand_idx = jax.lax.top_k(cand, 2 * k)
+    beam, tok = cand_idx // v, (cand_idx % v).astype(jnp.int32)
+    seqs = jnp.take_along_axis(s.alive, beam[..., None], 1).at[:, :, s.t].set(tok)  # [B, 2K, T]
+    done = jnp.isfinite(s.finished_score).sum(-1) >= k
+    ends = (tok == eos_id) & (jnp.arange(2 * k) < k) & jnp.isfinite(cand_lp) & ~done[:, None]
+    norm = cand_lp / (s.t + 1.0) ** length_penalty
+    pool = jnp.concatenate([s.finished_score, jnp.where(ends, norm, -jnp.inf)], 1)
+    fin_score, fin_idx = jax.lax.top_k(pool, k)
+    finished = jnp.take_along_axis(jnp.concatenate([s.finished, seqs], 1), fin_idx[..., None], 1)
+    live_lp, live_idx = jax.lax.top_k(jnp.where(tok == eos_id, -jnp.inf, cand_lp), k)
+    alive = jnp.take_along_axis(seqs, live_idx[..., None], 1)
+    parent = (jnp.take_along_axis(beam, live_idx, 1) + jnp.arange(b)[:, None] * k).reshape(-1)
+    cache = jax.tree.map(lambda x: x[parent], s.cache)
+    logits, cache = step_fn(cache, alive[:, :, s.t].reshape(-1))
+    return _Beams(s.t + 1, logits, alive, live_lp, finished, fin_score, cache)

@@ -157,6 +157,8 @@ class Evaluator:
                       length=decoded["length"], shots=spec.shots, sampler=dataclasses.asdict(sampler),
                       seed=request.seed, checkpoint_step=self.checkpoint_step,
                       mean_evals=decoded["mean_evals"], wall_s=wall, examples=self._examples(data, decoded))
+        if self.generator.decoding is not None:
+            result["decoding"] = dataclasses.asdict(self.generator.decoding)
         return result
 
     def _predict(self, ds: Any, spec: EvalSpec, request: EvalRequest, sampler: SamplerConfig, rng: jax.Array,
@@ -180,6 +182,10 @@ class Evaluator:
 
     def _decode(self, prompts: list[list[int]], oracle: list[int], spec: EvalSpec, request: EvalRequest,
                 sampler: SamplerConfig, rng: jax.Array) -> tuple[dict[str, np.ndarray], str]:
+        decoding = self.generator.decoding
+        if decoding is not None:  # an AR run: its own lengths, from KV-cache decoding
+            out = self.generator.generate(prompts, oracle, sampler, rng, batch_size=request.batch_size)
+            return out, "ar-greedy" if decoding.beam_size == 1 else f"ar-beam{decoding.beam_size}"
         if request.length == "beam":
             if request.beam < 1:
                 raise ConfigError("length='beam' needs a beam size >= 1 (--length_beam B)")
@@ -248,6 +254,18 @@ def mixture_summary(name: str, results: dict[str, dict[str, Any]]) -> dict[str, 
             "note": "the unweighted mean of each task's paper-comparable metric (BLEU and accuracies mixed)"}
 
 
+def paper_model(run: Any) -> str:
+    """The model name `paper_results` keys a run's numbers by: the named config; "scratch" for a randomly
+    initialised XLM-R-BASE shape (":ar" for the decoder-only AR baseline); "<name>:ar" / "<name>:rdm" for the
+    encoder-decoder Transformers."""
+    name = run.model.name
+    if name.startswith("transformer"):
+        return f"{name}:{run.objective}"
+    if run.model.init == "random" and name == "xlmr-base":
+        return "scratch:ar" if run.objective == "ar" else "scratch"
+    return name
+
+
 def table_rows(task: str, model_name: str, result: dict[str, Any]) -> list[str]:
     """Markdown rows of one task's result, with the paper's number where the setting (model, length mode, shots)
     matches (`dlm_jax.data.paper_results`)."""
@@ -259,7 +277,7 @@ def table_rows(task: str, model_name: str, result: dict[str, Any]) -> list[str]:
         paper = paper_value(spec.paper_key or task, model_name, setting, spec.shots) if is_paper else None
         mark = " (paper's)" if is_paper else ""
         rows.append(f"| {task} | {k}{mark} | {v:.2f} | {paper if paper is not None else '-'} | {result['length']} | "
-                    f"{result['sampler']['steps']} | {result['num_examples']} |")
+                    f"{'-' if 'decoding' in result else result['sampler']['steps']} | {result['num_examples']} |")
     return rows
 
 

@@ -19,11 +19,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from dlm_jax.diffusion import SamplerConfig, build_inputs, elbo_nll, sample, select_best, top_lengths
-from dlm_jax.diffusion.rows import row_keys, stable_hash
+from dlm_jax.diffusion import (DecodeConfig, SamplerConfig, beam_search, build_inputs, elbo_nll, greedy_decode, sample,
+                               select_best, top_lengths)
+from dlm_jax.diffusion.rows import map_rows, row_keys, stable_hash
 from dlm_jax.diffusion.sampler import check_steps
 from dlm_jax.data.vocab import HFVocabulary
-from dlm_jax.errors import ConfigError
+from dlm_jax.errors import ConfigError, InputError
+from dlm_jax.model import model_for
 from dlm_jax.model.prune import VocabMap
 
 
@@ -35,6 +37,10 @@ class Generator:
     live on (None: plain jit of host arrays, one process). `micro_batch`: rows per model evaluation; each row's
     result is then bit-identical whatever its batch (0: the whole call at once, faster on large batches, equal to
     the last bits only).
+
+    `decoding` (an AR run's, `objective="ar"`): `generate` decodes with a KV cache (greedy or beam search) and
+    `score` is the exact negative log-likelihood; the diffusion sampler and the ELBO are for RDM runs. An
+    encoder-decoder (family "transformer") reads `<s> prompt </s> response </s>`: prompts get their `</s>` here.
     """
 
     model: Any
@@ -50,6 +56,7 @@ class Generator:
     length_params: Any = None
     mesh: Mesh | None = None
     micro_batch: int = 8
+    decoding: DecodeConfig | None = None
 
     def __post_init__(self) -> None:
         self._jitted: dict[tuple, Callable] = {}  # (SamplerConfig, max_response), ("score", samples), ("length",)
@@ -57,11 +64,17 @@ class Generator:
     @classmethod
     def with_vocab(cls, model: Any, params: Any, vocab: HFVocabulary, max_length: int, *,
                    vocab_map: VocabMap | None = None, length_model: Any = None, length_params: Any = None,
-                   mesh: Mesh | None = None, micro_batch: int = 8) -> "Generator":
+                   mesh: Mesh | None = None, micro_batch: int = 8,
+                   decoding: DecodeConfig | None = None) -> "Generator":
         """A generator whose special ids are `vocab`'s (the tokenizer's)."""
         return cls(model, params, bos_id=vocab.bos_id, eos_id=vocab.eos_id, pad_id=vocab.pad_id,
                    mask_id=vocab.mask_id, max_length=max_length, vocab_map=vocab_map, length_model=length_model,
-                   length_params=length_params, mesh=mesh, micro_batch=micro_batch)
+                   length_params=length_params, mesh=mesh, micro_batch=micro_batch, decoding=decoding)
+
+    def _prompts(self, prompts: Sequence[Sequence[int]]) -> list[list[int]]:
+        """The prompts as the model reads them: with `</s>` appended for an encoder-decoder."""
+        sep = [self.eos_id] if self.model.cfg.family == "transformer" else []
+        return [[*p, *sep] for p in prompts]
 
     def _jit(self, fn: Callable) -> Callable:
         """`jax.jit`; on a mesh with the outputs replicated, so every process can read the whole result."""
@@ -152,9 +165,12 @@ class Generator:
         micro-batches. Returns dict(tokens [N, L] original ids, response_mask, scores, num_evals, trajectory
         [S, N, L] or None, trajectory_scores [S, N, L] (log-probs, -inf where masked) or None).
         """
+        if self.decoding is not None:
+            return self.generate_ar(prompts, self.decoding, batch_size=batch_size)
+        seeds = [stable_hash(p, n) for p, n in zip(prompts, lengths)] if seeds is None else seeds
+        prompts = self._prompts(prompts)
         tokens, resp, attn = self._inputs(prompts, lengths, fixed_eos=config.fixed_eos)
         check_steps(config, resp.sum(1))
-        seeds = [stable_hash(p, n) for p, n in zip(prompts, lengths)] if seeds is None else seeds
         keys = self.row_keys(rng, seeds)
         n = len(prompts)
         out = dict(tokens=tokens.copy(), response_mask=resp, scores=np.zeros(tokens.shape, np.float32),
@@ -182,6 +198,7 @@ class Generator:
         if self.length_model is None:
             raise ConfigError("no length predictor is loaded: train one (configs/length_predictor.py) or use the "
                              "oracle length")
+        prompts = self._prompts(prompts)
         tokens, _, attn = build_inputs(prompts, [0] * len(prompts), bos_id=self.bos_id, pad_id=self.pad_id,
                                        mask_id=self.mask_id, max_len=self.max_length)
         mtok = self.vocab_map.to_new(tokens) if self.vocab_map is not None else tokens
@@ -189,7 +206,7 @@ class Generator:
             model, head = self.model, self.length_model
 
             def run(params, length_params, tokens, attn):
-                hidden = model.apply({"params": params}, tokens, attention_mask=attn, method=type(model).encode)
+                hidden = model.apply({"params": params}, tokens, attention_mask=attn, method="encode")
                 return head.apply({"params": length_params}, hidden, attn)
             self._jitted[("length",)] = self._jit(run)
         logits = self._jitted[("length",)](self.params, self.length_params, *self._put(mtok, attn))
@@ -213,7 +230,8 @@ class Generator:
     def score(self, prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], rng: jax.Array, *,
               num_samples: int = 8, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
         """Monte Carlo negative ELBO (nats) of each response (ids without `</s>`; `</s>` is appended and scored)
-        given its prompt, and its standard error, both [N]. See `dlm_jax.diffusion.elbo_nll`.
+        given its prompt, and its standard error, both [N]. See `dlm_jax.diffusion.elbo_nll`. For an AR run
+        (`decoding`): the exact negative log-likelihood, standard error 0.
 
         A score is a function of (params, prompt, response, rng, num_samples) alone: the pair's key is
         `fold_in(rng, stable_hash(prompt, response))`, its width its own, and the model runs on fixed micro-batches
@@ -221,13 +239,14 @@ class Generator:
         """
         if not isinstance(num_samples, int) or num_samples < 1:
             raise ConfigError(f"the number of Monte Carlo samples must be a positive integer, got {num_samples!r}")
-        tokens, resp, attn = self._inputs(prompts, [len(x) + 1 for x in responses])
-        tokens[resp.nonzero()] = np.concatenate([[*x, self.eos_id] for x in responses]).astype(tokens.dtype)
         keys = self.row_keys(rng, [stable_hash(p, r) for p, r in zip(prompts, responses)])
+        tokens, resp, attn = self._inputs(self._prompts(prompts), [len(x) + 1 for x in responses])
+        tokens[resp.nonzero()] = np.concatenate([[*x, self.eos_id] for x in responses]).astype(tokens.dtype)
         nll, se = np.zeros((len(prompts),), np.float32), np.zeros((len(prompts),), np.float32)
         for idx, rows, width, max_response in self._calls(attn, resp, batch_size):
             arrays = self._call_arrays(idx, rows, width, tokens, resp, attn, keys)
-            m, s = self._score_fn(num_samples, max_response)(self.params, *self._put(*arrays))
+            fn = self._ar_score_fn() if self.decoding is not None else self._score_fn(num_samples, max_response)
+            m, s = fn(self.params, *self._put(*arrays))
             nll[idx], se[idx] = np.asarray(m)[:len(idx)], np.asarray(s)[:len(idx)]
         return nll, se
 
@@ -242,6 +261,77 @@ class Generator:
                 return elbo_nll(logits_fn, tokens, response, attn, jax.random.wrap_key_data(key_data),
                                 mask_id=mask_id, num_samples=num_samples, micro_batch=micro,
                                 max_response=max_response)
+            self._jitted[key] = self._jit(run)
+        return self._jitted[key]
+
+    def _ar_score_fn(self) -> Callable:
+        """-sum log p(response token | everything before it) per row, one causal forward each (micro-batched)."""
+        if ("ar-score",) not in self._jitted:
+            model, micro = self.model, self.micro_batch
+
+            def run(params, tokens, response, attn, key_data):
+                def nll(t, r, a):
+                    logp = jax.nn.log_softmax(model.apply({"params": params}, t, attention_mask=a)[:, :-1], -1)
+                    got = jnp.take_along_axis(logp, t[:, 1:, None], -1)[..., 0]
+                    return -jnp.where(r[:, 1:], got, 0.0).sum(-1)
+                del key_data
+                m = map_rows(nll, (tokens, response, attn), micro)
+                return m, jnp.zeros_like(m)
+            self._jitted[("ar-score",)] = self._jit(run)
+        return self._jitted[("ar-score",)]
+
+    def generate_ar(self, prompts: Sequence[Sequence[int]], config: DecodeConfig, *, batch_size: int = 64
+                    ) -> dict[str, np.ndarray]:
+        """KV-cache decoding of an AR run (`config.beam_size` 1: greedy; else fairseq's beam search), rows grouped
+        by width bucket as `generate`. Returns generate's dict (`scores` holds each row's sequence score at its
+        response positions; `num_evals` the model calls of its batch; no trajectory)."""
+        prompts = self._prompts(prompts)
+        limits = np.asarray([min(config.limit(len(p)), self.max_length - 1 - len(p)) for p in prompts])
+        if (limits < 1).any():
+            i = int(np.argmin(limits))
+            raise InputError(f"prompt {i} has {len(prompts[i])} tokens and leaves no room for a response in "
+                             f"{self.max_length}; shorten it")
+        tokens, resp, attn = self._inputs(prompts, limits.tolist())
+        n = len(prompts)
+        out = dict(tokens=tokens.copy(), response_mask=np.zeros_like(resp), scores=np.zeros(tokens.shape, np.float32),
+                   num_evals=np.zeros((n,), np.int32), trajectory=None, trajectory_scores=None)
+        out["tokens"][resp] = self.pad_id
+        for idx, rows, width, max_new in self._calls(attn, resp, batch_size):
+            arrays = self._call_arrays(idx, rows, width, tokens, resp, attn, limits)
+            res = self._ar_fn(config, max_new)(self.params, *self._put(*arrays))
+            got = np.asarray(res.tokens)[:len(idx)]
+            got = self.vocab_map.to_old(got) if self.vocab_map is not None else got
+            for j, row in enumerate(idx):
+                start, ids = 1 + len(prompts[row]), got[j].tolist()
+                ids = ids[:ids.index(self.eos_id) + 1] if self.eos_id in ids else ids
+                out["tokens"][row, start:start + len(ids)] = ids
+                out["response_mask"][row, start:start + len(ids)] = True
+                out["scores"][row, start:start + len(ids)] = float(np.asarray(res.scores)[j])
+            out["num_evals"][idx] = int(res.num_evals) + 1
+        return out
+
+    def _ar_fn(self, config: DecodeConfig, max_new: int) -> Callable:
+        """The jitted prefill + `lax.while_loop` decoder for rows of one width bucket."""
+        key = ("ar", config, max_new)
+        if key not in self._jitted:
+            dec = model_for(self.model.cfg, decode=True)
+            eos, pad = self._m(self.eos_id), self._m(self.pad_id)
+
+            def run(params, tokens, response, attn, limits):
+                def prefill(t, a):
+                    logits, v = dec.apply({"params": params}, t, a, method=type(dec).prefill, mutable=["cache"])
+                    return logits, v["cache"]
+
+                def step(cache, tok):
+                    logits, v = dec.apply({"params": params, "cache": cache}, tok, method=type(dec).decode_step,
+                                          mutable=["cache"])
+                    return logits, v["cache"]
+                prompt = attn * (1 - response.astype(attn.dtype))
+                t = jnp.where(prompt > 0, tokens, pad)
+                if config.beam_size == 1:
+                    return greedy_decode(prefill, step, t, prompt, limits, max_new=max_new, eos_id=eos, pad_id=pad)
+                return beam_search(prefill, step, t, prompt, limits, beam_size=config.beam_size, max_new=max_new,
+                                   eos_id=eos, pad_id=pad, length_penalty=config.length_penalty)
             self._jitted[key] = self._jit(run)
         return self._jitted[key]
 

@@ -19,7 +19,7 @@ from dlm_jax.data.features import FeatureSpec
 from dlm_jax.data.vocab import HFVocabulary
 from dlm_jax.errors import ConfigError
 from dlm_jax.inference.generator import Generator
-from dlm_jax.model import MaskedLM, ModelConfig, abstract_params
+from dlm_jax.model import MaskedLM, ModelConfig, abstract_params, model_for
 from dlm_jax.model.length import LengthPredictor
 from dlm_jax.model.prune import VocabMap
 from dlm_jax.parallel import make_mesh, sharded_abstract
@@ -31,7 +31,7 @@ class RestoredRun:
     """What inference needs of a run: the typed config, the model and params, the vocabulary, the step."""
 
     run: config_lib.RunConfig
-    model: MaskedLM
+    model: MaskedLM  # or Seq2SeqLM (`model_for`)
     params: Any
     vocab: HFVocabulary
     vocab_map: VocabMap | None
@@ -44,20 +44,20 @@ class RestoredRun:
     def feature_spec(self) -> FeatureSpec:
         """The row layout for evaluation: the run's length (at most the model's), overlong examples skipped as in
         the paper."""
-        return self.run.data.feature_spec(self.vocab, self.model.cfg.max_length, overlong="skip")
+        return self.run.data.feature_spec(self.vocab, self.model.cfg.max_length, overlong="skip",
+                                          separator=self.model.cfg.family == "transformer")
 
     @property
     def max_length(self) -> int:
         return self.feature_spec().max_length
 
     def generator(self) -> Generator:
-        if self.run.objective != "rdm":
-            raise ConfigError(f"this run was trained with objective={self.run.objective!r} (an autoregressive "
-                              "baseline); the diffusion sampler cannot decode it and AR decoding (greedy / beam with a "
-                              "KV cache) is not in dlm_jax yet; evaluate RDM runs, or score this one's training loss")
+        """The run's inference object: the diffusion sampler and ELBO for RDM runs; for AR runs
+        (`objective="ar"`) KV-cache decoding (`decoding.*`) and exact log-likelihoods."""
         return Generator.with_vocab(self.model, self.params, self.vocab, self.max_length, vocab_map=self.vocab_map,
                                     length_model=self.length_model, length_params=self.length_params,
-                                    mesh=self.mesh, micro_batch=self.micro_batch)
+                                    mesh=self.mesh, micro_batch=self.micro_batch,
+                                    decoding=self.run.decoding if self.run.objective == "ar" else None)
 
     def with_length_head(self, length_workdir: str | Path, *, step: int | None = None) -> "RestoredRun":
         """Adds the length predictor trained in `length_workdir` (a run of configs/length_predictor.py)."""
@@ -84,10 +84,14 @@ def restore_run(workdir: str | Path, *, config: ml_collections.ConfigDict | None
     config = ml_collections.ConfigDict((config if config is not None else rundir.read_config()).to_dict())
     config.mesh.shape = dict(mesh.shape)  # the inference mesh, not the one the run trained on
     run = config_lib.parse(config, num_devices=mesh.size)
+    trained = rundir.read_config().get("objective", "rdm")
+    if run.objective != trained:
+        raise ConfigError(f"{workdir} was trained with objective={trained!r}; it cannot be restored as "
+                          f"objective={run.objective!r} (drop --config.objective, or train a run with that objective)")
     rundir.checkpoint_step(step)  # a missing checkpoint is a clear error before anything is built
     saved = rundir.read_model_config()
     # the saved vocabulary size wins (a pruned run's is the pruned one, whatever `model.overrides` says)
     model_config: ModelConfig = run.model.apply(saved).replace(vocab_size=saved.vocab_size)
     params, got = rundir.restore_params(sharded_abstract(abstract_params(model_config), mesh, run.mesh.rules), step)
-    return RestoredRun(run, MaskedLM(model_config), params, HFVocabulary(rundir.read_tokenizer()),
+    return RestoredRun(run, model_for(model_config), params, HFVocabulary(rundir.read_tokenizer()),
                        rundir.read_vocab_map(), got, mesh, micro_batch=micro_batch)

@@ -8,8 +8,8 @@ from typing import Any, Literal
 
 from dlm_jax.errors import ConfigError
 
-Family = Literal["bert", "roberta", "xlmr-xl", "modernbert"]
-FAMILIES: tuple[str, ...] = ("bert", "roberta", "xlmr-xl", "modernbert")
+Family = Literal["bert", "roberta", "xlmr-xl", "modernbert", "transformer"]
+FAMILIES: tuple[str, ...] = ("bert", "roberta", "xlmr-xl", "modernbert", "transformer")
 LAYER_TYPES: tuple[str, ...] = ("full_attention", "sliding_attention")
 ATTENTION_IMPLS: tuple[str, ...] = ("einsum", "xla", "cudnn")
 
@@ -59,6 +59,10 @@ class ModelConfig:
     rope_theta: float = 160_000.0
     local_rope_theta: float = 10_000.0
     local_window: int = 128
+    # "transformer" only (fairseq's encoder-decoder, `dlm_jax.model.seq2seq`): decoder layers (`num_layers` is the
+    # encoder's) and the id that ends the source (`</s>`: rows are `<s> prompt </s> response </s>`).
+    num_decoder_layers: int = 6
+    sep_token_id: int = 2
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layer_types", tuple(self.layer_types))  # JSON gives a list
@@ -71,6 +75,9 @@ class ModelConfig:
             raise ConfigError(f"model.global_every must be at least 1, got {self.global_every}")
         if self.family == "modernbert" and self.scan_layers:
             self.scan_groups()  # raises when the layers after the first do not repeat
+        if self.family == "transformer" and self.scan_layers:
+            raise ConfigError("the encoder-decoder (family 'transformer') has no scanned layers; set "
+                              "--config.model.scan_layers=False")
         if self.family not in FAMILIES:
             raise ConfigError(f"unknown model family {self.family!r}; choose one of {list(FAMILIES)}")
         if self.attention not in ATTENTION_IMPLS:
@@ -117,7 +124,7 @@ class ModelConfig:
     @property
     def position_offset(self) -> int:
         """First position id of a real token: 0 for BERT, padding_idx + 1 for (XLM-)RoBERTa."""
-        return 0 if self.family in ("bert", "modernbert") else self.pad_token_id + 1
+        return 0 if self.family in ("bert", "modernbert") else self.pad_token_id + 1  # fairseq's too
 
     @property
     def max_length(self) -> int:
@@ -153,6 +160,21 @@ NAMED_CONFIGS: dict[str, ModelConfig] = {
     "modernbert-tiny-test": ModelConfig(**{**_MODERNBERT, "vocab_size": 99, "max_positions": 64, "pad_token_id": 0,
                                            "local_window": 8}, hidden_size=32, num_layers=4, num_heads=4,
                                         intermediate_size=37),
+    # fairseq's encoder-decoder Transformers trained from scratch (Table 1's baselines; vocabulary from the run):
+    # `transformer_iwslt_de_en` (6+6 layers, d 512, FFN 1024, 4 heads) and `transformer` (BASE: FFN 2048, 8 heads).
+    "transformer-iwslt": ModelConfig(family="transformer", vocab_size=10_000, hidden_size=512, num_layers=6,
+                                     num_decoder_layers=6, num_heads=4, intermediate_size=1024, max_positions=1026,
+                                     type_vocab_size=0, hidden_dropout=0.3, attention_dropout=0.0),
+    "transformer-base": ModelConfig(family="transformer", vocab_size=40_000, hidden_size=512, num_layers=6,
+                                    num_decoder_layers=6, num_heads=8, intermediate_size=2048, max_positions=1026,
+                                    type_vocab_size=0, hidden_dropout=0.1, attention_dropout=0.0),
+    # The laptop-scale encoder-decoder of docs/RESULTS.md's Table 1 (3+3 layers, d 256, FFN 1024, 4 heads).
+    "transformer-small": ModelConfig(family="transformer", vocab_size=10_000, hidden_size=256, num_layers=3,
+                                     num_decoder_layers=3, num_heads=4, intermediate_size=1024, max_positions=1026,
+                                     type_vocab_size=0, hidden_dropout=0.1, attention_dropout=0.0),
+    "transformer-tiny-test": ModelConfig(family="transformer", vocab_size=99, hidden_size=32, num_layers=2,
+                                         num_decoder_layers=3, num_heads=4, intermediate_size=37, max_positions=40,
+                                         type_vocab_size=0, hidden_dropout=0.0, attention_dropout=0.0),
     # Odd sizes so shape bugs show; used by unit tests.
     "tiny-test": ModelConfig(family="roberta", vocab_size=99, hidden_size=32, num_layers=2, num_heads=4,
                              intermediate_size=37, max_positions=40, type_vocab_size=1, pad_token_id=1),

@@ -21,8 +21,8 @@ import flax.linen as nn
 from dlm_jax.errors import ConfigError
 from dlm_jax.model import axes
 from dlm_jax.model.configs import ModelConfig
-from dlm_jax.model.layers import (Einsum, Embed, LayerNorm, Mlp, SelfAttention, gelu_exact, padding_bias,
-                                  padding_lengths, positions_in_segment, segment_bias)
+from dlm_jax.model.layers import (CacheStep, Einsum, Embed, LayerNorm, Mlp, SelfAttention, gelu_exact, padding_bias,
+                                  padding_lengths, positions_in_segment, segment_bias, step_bias)
 
 REMAT_POLICIES: dict[str, Any] = {
     "full": jax.checkpoint_policies.nothing_saveable,
@@ -41,12 +41,15 @@ class Block(nn.Module):
 
     cfg: ModelConfig
     activation: str = "gelu"  # the MLP's: exact gelu (BERT / XLM-R); "relu" for the length predictor's layer
+    decode: bool = False  # KV cache (SelfAttention.decode)
+    causal: bool | None = None  # None: cfg.causal (an encoder-decoder's encoder passes False)
 
     @nn.compact
-    def __call__(self, x: jax.Array, mask_bias: jax.Array, deterministic: bool) -> tuple[jax.Array, None]:
+    def __call__(self, x: jax.Array, mask_bias: Any, deterministic: bool) -> tuple[jax.Array, None]:
         cfg, dt = self.cfg, _dtypes(self.cfg)
+        causal = cfg.causal if self.causal is None else self.causal
         attn = SelfAttention(cfg.num_heads, cfg.head_dim, cfg.attention_dropout, deterministic, **dt,
-                             implementation=cfg.attention, causal=cfg.causal, name="attention")
+                             implementation=cfg.attention, causal=causal, decode=self.decode, name="attention")
         mlp = Mlp(cfg.intermediate_size, **dt, activation=self.activation, name="mlp")
         drop = functools.partial(nn.Dropout(cfg.hidden_dropout), deterministic=deterministic)
         ln_attn = LayerNorm(cfg.layer_norm_eps, **dt, name="attention_ln")
@@ -118,10 +121,14 @@ class MaskedLM(nn.Module):
     """
 
     cfg: ModelConfig
+    decode: bool = False  # KV-cache decoding (`prefill`, `decode_step`) of a causal model
 
     def setup(self) -> None:
         cfg, dt = self.cfg, _dtypes(self.cfg)
         modern = cfg.family == "modernbert"
+        if self.decode and (modern or not cfg.causal):
+            raise ConfigError("KV-cache decoding needs a causal model of the bert / roberta / xlmr-xl families "
+                              f"(model.causal=True); got family {cfg.family!r}, causal={cfg.causal}")
         self.word = Embed(cfg.vocab_size, cfg.hidden_size, axes.VOCAB, **dt)
         if not modern:
             self.position = Embed(cfg.max_positions, cfg.hidden_size, axes.POSITIONS, **dt)
@@ -135,12 +142,12 @@ class MaskedLM(nn.Module):
                                  eq="...e,ef->...f", bias_axes=None if modern else (None,), **dt)
         self.head_ln = LayerNorm(cfg.layer_norm_eps, **dt, use_bias=not modern)
         self.dropout = nn.Dropout(cfg.hidden_dropout)
-        self.layers = self._layers(cfg)
+        self.layers = self._layers(cfg, self.decode)
         self.head_bias = self.param("head_bias", nn.with_logical_partitioning(nn.initializers.zeros, (axes.VOCAB,)),
                                     (cfg.vocab_size,), jnp.dtype(cfg.param_dtype))
 
     @staticmethod
-    def _layers(cfg: ModelConfig) -> Any:
+    def _layers(cfg: ModelConfig, decode: bool = False) -> Any:
         """The blocks: a list (`layers_{i}`), or one scanned module (`layers`, a leading layer axis); scanned
         ModernBERT is `layers_0` plus `groups` (`ModernGroup`, a leading group axis)."""
         if cfg.family == "modernbert" and cfg.scan_layers:
@@ -150,13 +157,14 @@ class MaskedLM(nn.Module):
                               metadata_params={nn.PARTITION_NAME: axes.LAYERS})(cfg, size, name="groups")
             return [_maybe_remat(ModernBlock, cfg)(cfg, 0, name="layers_0"), scanned]
         block = _maybe_remat(ModernBlock if cfg.family == "modernbert" else Block, cfg)
-        if cfg.scan_layers:
-            return nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
-                           in_axes=(nn.broadcast, nn.broadcast), length=cfg.num_layers,
-                           metadata_params={nn.PARTITION_NAME: axes.LAYERS})(cfg)
+        if cfg.scan_layers:  # a cache's layer axis is 1: its leaves keep the batch first, as unscanned ones
+            return nn.scan(block, variable_axes={"params": 0, "cache": 1},
+                           split_rngs={"params": True, "dropout": True}, in_axes=(nn.broadcast, nn.broadcast),
+                           length=cfg.num_layers, metadata_params={nn.PARTITION_NAME: axes.LAYERS}
+                           )(cfg, decode=decode)
         if cfg.family == "modernbert":
             return [block(cfg, i, name=f"layers_{i}") for i in range(cfg.num_layers)]
-        return [block(cfg, name=f"layers_{i}") for i in range(cfg.num_layers)]
+        return [block(cfg, decode=decode, name=f"layers_{i}") for i in range(cfg.num_layers)]
 
     def position_ids(self, attention_mask: jax.Array, segment_ids: jax.Array | None = None) -> jax.Array:
         """[batch, length] positions: arange for BERT; cumsum(mask) * mask + padding_idx for (XLM-)RoBERTa.
@@ -216,6 +224,39 @@ class MaskedLM(nn.Module):
             x = self.final_ln(x)
         return x
 
+    def prefill(self, input_ids: jax.Array, attention_mask: jax.Array) -> jax.Array:
+        """KV-cache decoding, first call (`decode=True`, `mutable=["cache"]`): runs right-padded rows [batch, L]
+        (L: the prompt and room for the tokens to come), caches every layer's keys and values, and returns the
+        logits [batch, vocab] at each row's last real token (they predict the next one)."""
+        x = self.encode(input_ids, attention_mask)
+        n = attention_mask.astype(jnp.int32).sum(1)
+        self.put_variable("cache", "index", n)
+        self.put_variable("cache", "visible", jnp.arange(input_ids.shape[1])[None] < n[:, None])
+        return self.logits_from_hidden(x[jnp.arange(x.shape[0]), n - 1])
+
+    def decode_step(self, token: jax.Array) -> jax.Array:
+        """KV-cache decoding, each next call: appends `token` [batch] at each row's next position (the cache's
+        `index`) and returns the logits [batch, vocab] that predict the token after it."""
+        cfg = self.cfg
+        index, visible = self.get_variable("cache", "index"), self.get_variable("cache", "visible")
+        visible = visible | (jnp.arange(visible.shape[1])[None] == index[:, None])
+        x = self.word(token[:, None]) + self.position((index + cfg.position_offset)[:, None])
+        if cfg.type_vocab_size > 0:
+            x = x + self.token_type(jnp.zeros_like(token)[:, None])
+        if cfg.family != "xlmr-xl":
+            x = self.embed_ln(x)
+        mask = CacheStep(step_bias(visible), index)
+        if cfg.scan_layers:
+            x, _ = self.layers(x, mask, True)
+        else:
+            for layer in self.layers:
+                x, _ = layer(x, mask, True)
+        if cfg.family == "xlmr-xl":
+            x = self.final_ln(x)
+        self.put_variable("cache", "index", index + 1)
+        self.put_variable("cache", "visible", visible)
+        return self.logits_from_hidden(x[:, 0])
+
     def logits_from_hidden(self, hidden: jax.Array, logits_dtype: Any = jnp.float32) -> jax.Array:
         """MLM head: [..., embed] -> logits [..., vocab] in `logits_dtype` (None: the compute dtype).
 
@@ -245,10 +286,3 @@ class MaskedLM(nn.Module):
                 hidden = hidden.reshape(output_positions.shape[0], -1, hidden.shape[-1])
             hidden = jnp.take_along_axis(hidden, output_positions[..., None], axis=1)
         return self.logits_from_hidden(hidden, logits_dtype)
-
-
-def abstract_params(cfg: ModelConfig) -> Any:
-    """Boxed (nn.Partitioned) ShapeDtypeStructs of the params of `MaskedLM(cfg)`; nothing is allocated."""
-    model = MaskedLM(cfg)
-    ids = jnp.zeros((1, 4), jnp.int32)
-    return jax.eval_shape(lambda: model.init(jax.random.key(0), ids))["params"]

@@ -1,7 +1,7 @@
 """Building blocks written as explicit einsums with logical axis names on every parameter dimension."""
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -85,10 +85,11 @@ class Embed(nn.Module):
     row_axis: str = axes.VOCAB
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+    stddev: float = 0.02  # the rows' initial normal (fairseq's Transformer: features ** -0.5)
 
     def setup(self) -> None:
         self.embedding = self.param(
-            "embedding", nn.with_logical_partitioning(default_kernel_init, (self.row_axis, axes.EMBED)),
+            "embedding", nn.with_logical_partitioning(nn.initializers.normal(self.stddev), (self.row_axis, axes.EMBED)),
             (self.num_embeddings, self.features), self.param_dtype)
 
     def __call__(self, ids: jax.Array) -> jax.Array:
@@ -141,6 +142,18 @@ def window_bias(length: int, window: int) -> jax.Array:
     return jnp.where(near, 0.0, jnp.finfo(jnp.float32).min).astype(jnp.float32)[None, None]
 
 
+def sinusoids(num: int, dim: int, padding_idx: int) -> jax.Array:
+    """fairseq's `SinusoidalPositionalEmbedding.get_embedding`: [num, dim] float32, row i = [sin(i * f), cos(i * f)]
+    with f_j = exp(-j * log(10000) / (dim / 2 - 1)), a zero column when dim is odd, the `padding_idx` row zero."""
+    half = dim // 2
+    freq = jnp.exp(jnp.arange(half, dtype=jnp.float32) * -(jnp.log(10000.0) / (half - 1)))
+    angles = jnp.arange(num, dtype=jnp.float32)[:, None] * freq[None]
+    table = jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=1)
+    if dim % 2:
+        table = jnp.concatenate([table, jnp.zeros((num, 1), jnp.float32)], axis=1)
+    return table.at[padding_idx].set(0.0)
+
+
 def causal_bias(length: int) -> jax.Array:
     """[1, 1, length, length] additive bias keeping keys at or before the query's position."""
     idx = jnp.arange(length)
@@ -160,6 +173,20 @@ def fused_window(implementation: str, window: int | None,
     if implementation == "cudnn":
         return None, window_bias(length, window) == 0
     return (window, window), None
+
+
+class CacheStep(NamedTuple):
+    """The mask of one cached decoding step (`SelfAttention(decode=True)`): `bias` [batch, 1, 1, keys] over the
+    cached keys, and `index` [batch], where each row's new key and value are written (None: a cross-attention
+    cache, read only)."""
+
+    bias: jax.Array
+    index: jax.Array | None
+
+
+def step_bias(visible: jax.Array) -> jax.Array:
+    """[batch, keys] bool -> [batch, 1, 1, keys] additive bias of one query."""
+    return jnp.where(visible, 0.0, jnp.finfo(jnp.float32).min).astype(jnp.float32)[:, None, None, :]
 
 
 class SelfAttention(nn.Module):
@@ -183,35 +210,44 @@ class SelfAttention(nn.Module):
     rope_theta: float | None = None
     window: int | None = None
     causal: bool = False  # each query sees keys at its position and before only
+    # KV cache (collection "cache"): a call with a full-length mask computes as usual and stores the keys and
+    # values (prefill); a call with a `CacheStep` mask attends one new position per row to the cache (decoding).
+    decode: bool = False
 
     @nn.compact
-    def __call__(self, x: jax.Array, mask: jax.Array, positions: jax.Array | None = None) -> jax.Array:
+    def __call__(self, x: jax.Array, mask: jax.Array | CacheStep, positions: jax.Array | None = None,
+                 memory: jax.Array | None = None) -> jax.Array:
         """x: [batch, length, embed].
 
         mask: [batch, 1, 1 or length, length] additive bias (0 or very negative, `padding_bias` / `segment_bias`);
         the fused implementations also take [batch] int key lengths of right-padded rows (`padding_lengths`).
-        positions: [batch, length] (RoPE only).
+        positions: [batch, length] (RoPE only). memory: [batch, keys, embed], the keys' and values' input for
+        cross-attention (None: self-attention; not read at a cached step).
         """
         e = x.shape[-1]
         proj = dict(shape=(e, self.num_heads, self.head_dim), kernel_axes=(axes.EMBED, axes.HEADS, axes.KV),
                     eq="ble,ehd->blhd", bias_axes=(axes.HEADS, axes.KV) if self.use_bias else None,
                     dtype=self.dtype, param_dtype=self.param_dtype)
         q = Einsum(**proj, name="query")(x)
-        k = Einsum(**proj, name="key")(x)
-        v = Einsum(**proj, name="value")(x)
+        kv_in = x if memory is None else memory
+        step = isinstance(mask, CacheStep)
+        if step and mask.index is None:  # cross-attention: the memory's keys and values were cached at prefill
+            k, v = self.get_variable("cache", "key"), self.get_variable("cache", "value")
+        else:
+            k, v = Einsum(**proj, name="key")(kv_in), Einsum(**proj, name="value")(kv_in)
         if self.rope_theta is not None:
             q, k = apply_rope(q, positions, self.rope_theta), apply_rope(k, positions, self.rope_theta)
         q = nn.with_logical_constraint(q, (axes.BATCH, axes.LENGTH, axes.HEADS, axes.KV))
-        if self.implementation == "einsum":
+        if self.decode:
+            k, v = self._cache(k, v, mask)
+        if step:
+            ctx = self._dense(q, k, v, mask.bias)
+        elif self.implementation == "einsum":
             if self.window is not None:
                 mask = mask + window_bias(x.shape[1], self.window) if mask.ndim == 4 else mask
             if self.causal:
                 mask = mask + causal_bias(x.shape[1])
-            scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / jnp.sqrt(self.head_dim)
-            probs = jax.nn.softmax(scores + mask, axis=-1)
-            if self.dropout > 0 and not self.deterministic:
-                probs = nn.Dropout(self.dropout)(probs, deterministic=False)
-            ctx = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(self.dtype), v)
+            ctx = self._dense(q, k, v, mask)
         else:
             if self.dropout > 0 and not self.deterministic:
                 raise ConfigError(f"attention {self.implementation!r} has no attention-probability dropout; set "
@@ -228,6 +264,30 @@ class SelfAttention(nn.Module):
         return Einsum(shape=(self.num_heads, self.head_dim, e), kernel_axes=(axes.HEADS, axes.KV, axes.EMBED),
                       eq="blhd,hde->ble", bias_axes=(axes.EMBED,) if self.use_bias else None, dtype=self.dtype,
                       param_dtype=self.param_dtype, name="out")(ctx)
+
+    def _dense(self, q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array) -> jax.Array:
+        """Explicit-einsum attention with a float32 softmax (and attention dropout when training)."""
+        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / jnp.sqrt(self.head_dim)
+        probs = jax.nn.softmax(scores + bias, axis=-1)
+        if self.dropout > 0 and not self.deterministic:
+            probs = nn.Dropout(self.dropout)(probs, deterministic=False)
+        return jnp.einsum("bhqk,bkhd->bqhd", probs.astype(self.dtype), v)
+
+    def _cache(self, k: jax.Array, v: jax.Array, mask: jax.Array | CacheStep) -> tuple[jax.Array, jax.Array]:
+        """Prefill: stores `k`, `v` [batch, keys, heads, kv] and returns them. Step: writes each row's one new key
+        and value at its `index` and returns the whole cache (a cross-attention step returns it unchanged)."""
+        if not isinstance(mask, CacheStep):
+            self.put_variable("cache", "key", k)
+            self.put_variable("cache", "value", v)
+            return k, v
+        if mask.index is None:
+            return k, v
+        write = jax.vmap(lambda c, new, i: jax.lax.dynamic_update_slice_in_dim(c, new.astype(c.dtype), i, 0))
+        k = write(self.get_variable("cache", "key"), k, mask.index)
+        v = write(self.get_variable("cache", "value"), v, mask.index)
+        self.put_variable("cache", "key", k)
+        self.put_variable("cache", "value", v)
+        return k, v
 
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {"gelu": lambda h: gelu_exact(h), "relu": jax.nn.relu}

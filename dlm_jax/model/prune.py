@@ -60,7 +60,7 @@ def prune_params(params: Any, cfg: ModelConfig, vmap: VocabMap) -> tuple[Any, Mo
     out = jax.tree.map(lambda x: x, params)  # shallow copy of the nesting
     out["word"] = {"embedding": jnp.take(params["word"]["embedding"], idx, axis=0)}
     out["head_bias"] = jnp.take(params["head_bias"], idx, axis=0)
-    return out, cfg.replace(vocab_size=vmap.size)
+    return out, cfg.replace(vocab_size=vmap.size, sep_token_id=int(vmap.old_to_new[cfg.sep_token_id]))
 
 
 # A logit bias that no kept token's logit can come near: an un-kept id's probability is exp(-1e9) = 0.
@@ -80,4 +80,4 @@ def unprune_params(params: Any, cfg: ModelConfig, vmap: VocabMap) -> tuple[Any, 
     out["word"] = {"embedding": jnp.take(params["word"]["embedding"], old_to_new, axis=0)}
     bias = jnp.take(params["head_bias"], old_to_new, axis=0)
     out["head_bias"] = jnp.where(kept, bias, jnp.asarray(UNKEPT_BIAS, bias.dtype))
-    return out, cfg.replace(vocab_size=len(vmap.old_to_new))
+    return out, cfg.replace(vocab_size=len(vmap.old_to_new), sep_token_id=int(vmap.new_to_old[cfg.sep_token_id]))

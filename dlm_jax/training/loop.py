@@ -32,11 +32,12 @@ def set_compilation_cache(path: str) -> None:
 
 
 def validation_metrics(s: Setup, params: Any) -> dict[str, float]:
-    """The task's validation metrics (e.g. `eval_bleu`) with the oracle length and the run's sampler (the
-    diffusion stage only)."""
-    if s.run.stage != "diffusion" or s.run.objective != "rdm":  # AR runs need AR decoding (not built yet)
+    """The task's validation metrics (e.g. `eval_bleu`) with the oracle length and the run's sampler, or for AR
+    runs the run's decoding (the diffusion stage only)."""
+    if s.run.stage != "diffusion":
         return {}
-    gen = Generator.with_vocab(s.model, params, s.vocab, s.spec.max_length, vocab_map=s.vocab_map, mesh=s.mesh)
+    gen = Generator.with_vocab(s.model, params, s.vocab, s.spec.max_length, vocab_map=s.vocab_map, mesh=s.mesh,
+                               decoding=s.run.decoding if s.run.objective == "ar" else None)
     evaluator = Evaluator(gen, s.vocab, s.run.sampler, s.spec)
     own = bool(s.run.data.eval_tasks)  # configured tasks: each task's own protocol
     request = EvalRequest(length="task" if own else "oracle", steps=None if own else s.run.sampler.steps,

@@ -24,7 +24,7 @@ from dlm_jax.data.vocab import HFVocabulary
 from dlm_jax.errors import ConfigError, InputError
 from dlm_jax.inference import restore_run
 from dlm_jax.inference.evaluator import EvalRequest, TaskData, check_available, load_task_data, task_names
-from dlm_jax.model import MaskedLM, get_config as get_model_config
+from dlm_jax.model import get_config as get_model_config, model_for
 from dlm_jax.model.length import LengthPredictor
 from dlm_jax.model.prune import VocabMap, prune_params
 from dlm_jax.pretrained import load_pretrained, load_tokenizer
@@ -78,7 +78,9 @@ def build_model(run: RunConfig, mesh: Any) -> _Model:
     tokenizer = _tokenizer(m.tokenizer)
     cfg = m.apply(get_model_config(m.name)).replace(vocab_size=len(tokenizer),
                                                      pad_token_id=int(tokenizer.pad_token_id))
-    model = MaskedLM(cfg)
+    if cfg.family == "transformer":  # the source ends at the tokenizer's </s>
+        cfg = cfg.replace(sep_token_id=HFVocabulary(tokenizer).eos_id)
+    model = model_for(cfg)
     ids = jnp.zeros((1, 8), jnp.int32)
     params, _ = parallel.sharded_init(lambda k: model.init(k, ids)["params"], mesh, run.mesh.rules,
                                       jax.random.key(run.seed))
@@ -106,7 +108,7 @@ def prune_vocabulary(run: RunConfig, built: _Model, vocab: HFVocabulary,
         vmap = VocabMap.build(used, built.model.cfg.vocab_size, unk_id=vocab.unk_id,
                               specials=[vocab.bos_id, vocab.eos_id, vocab.pad_id, vocab.mask_id])
         params, cfg = prune_params(built.params, built.model.cfg, vmap)
-        built = _Model(MaskedLM(cfg), params, built.tokenizer, vmap)
+        built = _Model(model_for(cfg), params, built.tokenizer, vmap)
         logging.info("pruned the vocabulary to %d of %d ids", vmap.size, len(vmap.old_to_new))
     if vmap is not None and train is not None:
         train.rows["tokens"] = vmap.to_new(train.rows["tokens"])
@@ -163,7 +165,8 @@ def setup(run: RunConfig) -> Setup:
     mesh = parallel.make_mesh(dict(run.mesh.shape))
     built = build_model(run, mesh)
     vocab = HFVocabulary(built.tokenizer)
-    spec = run.data.feature_spec(vocab, built.model.cfg.max_length)
+    spec = run.data.feature_spec(vocab, built.model.cfg.max_length,
+                                 separator=built.model.cfg.family == "transformer")
     train = None
     if run.data.cache:
         train = pipeline.load_examples(run.data.task, "train", spec, vocab, limit=run.data.train_limit)

@@ -102,7 +102,7 @@ def length_loss_fn(model: MaskedLM, head: LengthPredictor) -> Callable:
         prompt_mask = (jnp.arange(batch["tokens"].shape[1])[None] < batch["prompt_length"][:, None])
         tokens = jnp.where(prompt_mask, batch["tokens"], model.cfg.pad_token_id)
         hidden = model.apply({"params": frozen}, tokens, attention_mask=prompt_mask.astype(jnp.int32),
-                             method=MaskedLM.encode)
+                             method="encode")
         logits = head.apply({"params": params}, hidden, prompt_mask.astype(jnp.int32), deterministic=False,
                             rngs={"dropout": rng})
         loss, metrics = length_loss(logits, batch["response_length"])

@@ -107,7 +107,7 @@ def task_finetune(arg: str | None, *, task: str, table: dict, mean_tokens: int) 
     size = sizes[0] if sizes else "base"
     if RECIPE_OF.get(size, size) not in table:
         raise ValueError(f"unknown size {size!r} in {arg!r}; choose one of {sorted([*table, *RECIPE_OF])} "
-                         "(optionally ',scratch')")
+                         f"(optionally ',scratch') or a Table 1 baseline {list(BASELINES)}")
     tokens, lr, steps = table[RECIPE_OF.get(size, size)]
     c = paper_finetune(size, task=task, tokens_per_batch=tokens, mean_tokens=mean_tokens, lr=lr, steps=steps)
     c.model.prune_vocab = True  # the released remove_redundant_embeddings: the training set's ids (paper A.1)

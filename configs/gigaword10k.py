@@ -2,6 +2,7 @@
 
     python -m dlm_jax.train --config configs/gigaword10k.py:base --workdir runs/gigaword10k_base
     variants: base, large, xl, xxl (paper Table 3); add `,scratch` for the from-scratch baseline (label smoothing 0.1)
+    `transformer_base` (Transformer-BASE, AR): Table 1's baseline
 
 Paper (length beam 10 / oracle length), ROUGE-L: base 27.52 / 28.83, large 30.11 / 31.33, xl 31.42 / 31.72, xxl 31.54 / 32.57; from scratch (base) 10.01
 """

@@ -2,6 +2,7 @@
 
     python -m dlm_jax.train --config configs/wmt14.py:base --workdir runs/wmt14_base
     variants: base, large, xl, xxl (paper Table 3); add `,scratch` for the from-scratch baseline (label smoothing 0.1)
+    `transformer_base` (Transformer-BASE, AR) and `transformer_base_rdm`: Table 1's baselines
 
 Paper (length beam 10 / oracle length), SacreBLEU (intl): base 26.72 / 26.65, large 29.04 / 30.22, xl 30.23 / 30.91, xxl 30.34 / 32.81
 """

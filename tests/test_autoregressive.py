@@ -63,13 +63,20 @@ def test_ar_loss_equals_a_naive_per_position_loop():
     resp = np.zeros((3, 9), bool)
     resp[0, 4:9], resp[1, 2:6], resp[2, 7:9] = True, True, True
     logits = jnp.asarray(rng.normal(size=(3, 9, V)) * 3)
+
+    def at(t, positions):  # the head at pooled positions, as MaskedLM(output_positions=) computes it
+        return jnp.take_along_axis(logits.reshape(positions.shape[0], -1, V), positions[..., None], axis=1)
     for smoothing in (0.0, 0.1):
-        loss, m = ar_loss(lambda t: logits, {"tokens": tokens, "response_mask": jnp.asarray(resp)},
-                          label_smoothing=smoothing)
         terms = [float(cross_entropy(logits[b, i - 1], tokens[b, i], smoothing))
                  for b in range(3) for i in range(1, 9) if resp[b, i]]
-        assert float(loss) == pytest.approx(np.mean(terms), rel=1e-6)
+        for pool, cap in ((1, 0), (3, 0), (1, 5), (3, 11)):  # per row, whole batch; capacities that fit
+            loss, m = ar_loss(at, {"tokens": tokens, "response_mask": jnp.asarray(resp)},
+                              label_smoothing=smoothing, pool_rows=pool, max_predictions=cap)
+            assert float(loss) == pytest.approx(np.mean(terms), rel=1e-6)
+            assert int(m["num_dropped"]) == 0
     assert float(m["num_tokens"]) == pytest.approx(resp[:, 1:].sum() / 3)
+    loss, m = ar_loss(at, {"tokens": tokens, "response_mask": jnp.asarray(resp)}, pool_rows=3, max_predictions=5)
+    assert int(m["num_dropped"]) == resp[:, 1:].sum() - 5  # beyond the capacity: dropped and counted
 
 
 def test_a_tiny_causal_model_overfits_a_handful_of_pairs_and_greedy_decodes_them():
@@ -90,7 +97,8 @@ def test_a_tiny_causal_model_overfits_a_handful_of_pairs_and_greedy_decodes_them
     @jax.jit
     def step(params, opt):
         def loss_fn(p):
-            return ar_loss(lambda t: model.apply({"params": p}, t, attention_mask=attn), batch)[0]
+            return ar_loss(lambda t, pos: model.apply({"params": p}, t, attention_mask=attn, output_positions=pos),
+                           batch)[0]
         loss, g = jax.value_and_grad(loss_fn)(params)
         upd, opt = tx.update(g, opt)
         return optax.apply_updates(params, upd), opt, loss

@@ -127,6 +127,31 @@ def test_evaluate_and_generate_in_two_processes_give_the_one_process_results(tmp
     assert generated == [f"output:    {t}   ({int(n)} model evaluations)" for t, n in zip(texts, out["num_evals"])]
 
 
+def test_ar_encoder_decoder_evaluates_in_two_processes_as_in_one(tmp_path):
+    """An AR run (the encoder-decoder, beam search with a KV cache) through the unchanged `evaluate` on a data=2
+    mesh of 2 processes x 1 device: the 1-process results on the same mesh."""
+    import jax
+    from dlm_jax.inference import EvalRequest, Evaluator, restore_run
+    from dlm_jax.parallel import make_mesh
+    wd = tmp_path / "w"
+    _train_here(wd, **{"model.name": "transformer-tiny-test", "model.overrides.max_positions": 64,
+                       "objective": "ar", "model.causal": True, "num_train_steps": 2, "checkpoint_every_steps": 2})
+    r = subprocess.run([*LAUNCHER, "--num_processes", "2", "--devices_per_process", "1", "--log_dir",
+                        str(tmp_path / "logs"), "--", "-m", "dlm_jax.evaluate", "--workdir", str(wd), "--mesh",
+                        "data=2", "--limit", "6", "--batch_size", "4", "--config.decoding.max_len_b=12"], cwd=REPO,
+                       env=_env(1), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    evaluated = json.loads((wd / "eval" / "ding_de_en.json").read_text())
+    restored = restore_run(wd, mesh=make_mesh({"data": 2}, devices=jax.devices()[:2]))
+    gen = restored.generator()
+    gen.decoding = restored.run.decoding.__class__(max_len_b=12)
+    here = Evaluator(gen, restored.vocab, restored.run.sampler, restored.feature_spec(),
+                     checkpoint_step=restored.step).run_task("ding_de_en", EvalRequest(limit=6, batch_size=4))
+    assert evaluated["length"] == here["length"] == "ar-beam5"
+    assert evaluated["metrics"] == here["metrics"]
+    assert [e["prediction"] for e in evaluated["examples"]] == [e["prediction"] for e in here["examples"]]
+
+
 def test_launcher_bad_inputs_fail_in_one_line(tmp_path):
     import socket
     with socket.socket() as s:

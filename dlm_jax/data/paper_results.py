@@ -30,7 +30,8 @@ PAPER: dict[tuple[str, str, str, int], float] = {
     # Table 1's baselines, trained from scratch (`evaluator.paper_model`): the AR rows at any decoding setting (the
     # paper names neither beam size nor length penalty), the encoder-decoder RDM rows at any length setting (the
     # paper does not say which its Table 1 used).
-    ("iwslt14_de_en", "transformer-iwslt:ar", "any", 0): 33.30, ("iwslt14_de_en", "transformer-iwslt:rdm", "any", 0): 32.14,
+    ("iwslt14_de_en", "transformer-iwslt:ar", "any", 0): 33.30,
+    ("iwslt14_de_en", "transformer-iwslt:rdm", "any", 0): 32.14,
     ("wmt14_en_de", "transformer-base:ar", "any", 0): 26.85, ("wmt14_en_de", "transformer-base:rdm", "any", 0): 26.54,
     ("gigaword_10k", "transformer-base:ar", "any", 0): 10.42,
     ("iwslt14_de_en", "scratch:ar", "any", 0): 26.07,  # decoder-only XLM-R-BASE shape, causal over prompt and response

@@ -15,21 +15,38 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from dlm_jax.diffusion.objective import cross_entropy_and_hits
+from dlm_jax.diffusion.objective import cross_entropy_and_hits, masked_positions
 from dlm_jax.errors import ConfigError
 
 
-def ar_loss(logits_fn: Callable[[jax.Array], jax.Array], batch: dict[str, jax.Array], *,
-            label_smoothing: float = 0.0) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """(loss, metrics) of `batch` (tokens, response_mask [rows, L]); `logits_fn(tokens)` -> [rows, L, vocab]."""
+def ar_loss(logits_fn: Callable[[jax.Array, jax.Array], jax.Array], batch: dict[str, jax.Array], *,
+            label_smoothing: float = 0.0, pool_rows: int = 1, max_predictions: int = 0
+            ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """(loss, metrics) of `batch` (tokens, response_mask [rows, L]).
+
+    `logits_fn(tokens, positions [G, P])` -> logits [G, P, vocab] at the scored positions only (the positions
+    whose next token is a response token; G = rows / pool_rows groups of rows laid end to end, as the RDM loss's
+    pooled head): the vocabulary-sized head runs on at most `max_predictions` positions per group (0: all of
+    them). Positions beyond it are dropped and counted in `num_dropped` (0 when the capacity is large enough).
+    """
     tokens = batch["tokens"]
-    scored = batch["response_mask"].astype(bool)[:, 1:]  # position i predicts token i + 1
-    logits = logits_fn(tokens)[:, :-1]
-    ce, hits = cross_entropy_and_hits(logits, tokens[:, 1:], label_smoothing)
-    n = jnp.maximum(scored.sum(), 1)
-    loss = jnp.where(scored, ce, 0.0).sum() / n
-    return loss, {"loss": loss, "accuracy": (hits & scored).sum() / n,
-                  "num_tokens": scored.sum().astype(jnp.float32) / tokens.shape[0]}
+    rows, length = tokens.shape
+    scored = jnp.pad(batch["response_mask"].astype(bool)[:, 1:], ((0, 0), (0, 1)))  # position i predicts i + 1
+    targets = jnp.pad(tokens[:, 1:], ((0, 0), (0, 1)))
+    pool = pool_rows if pool_rows > 0 else rows
+    if rows % pool:
+        raise ConfigError(f"the batch ({rows} rows) is not divisible by pool_rows={pool}")
+    groups = rows // pool
+    num = min(max_predictions or pool * length, pool * length)
+    positions, valid = masked_positions(scored.reshape(groups, pool * length), num)
+    logits = logits_fn(tokens, positions)
+    ce, hits = cross_entropy_and_hits(logits, jnp.take_along_axis(targets.reshape(groups, -1), positions, 1),
+                                      label_smoothing)
+    n = jnp.maximum(valid.sum(), 1)
+    loss = jnp.where(valid, ce, 0.0).sum() / n
+    return loss, {"loss": loss, "accuracy": (hits & valid).sum() / n,
+                  "num_tokens": valid.sum().astype(jnp.float32) / rows,
+                  "num_dropped": scored.sum() - valid.sum()}
 
 
 # --------------------------------------------------------------------------------------------------------------

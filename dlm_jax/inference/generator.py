@@ -302,7 +302,7 @@ class Generator:
             got = np.asarray(res.tokens)[:len(idx)]
             got = self.vocab_map.to_old(got) if self.vocab_map is not None else got
             for j, row in enumerate(idx):
-                start, ids = 1 + len(prompts[row]), got[j].tolist()
+                start, ids = 1 + len(prompts[row]), got[j, :limits[row]].tolist()
                 ids = ids[:ids.index(self.eos_id) + 1] if self.eos_id in ids else ids
                 out["tokens"][row, start:start + len(ids)] = ids
                 out["response_mask"][row, start:start + len(ids)] = True

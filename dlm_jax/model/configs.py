@@ -168,7 +168,11 @@ NAMED_CONFIGS: dict[str, ModelConfig] = {
     "transformer-base": ModelConfig(family="transformer", vocab_size=40_000, hidden_size=512, num_layers=6,
                                     num_decoder_layers=6, num_heads=8, intermediate_size=2048, max_positions=1026,
                                     type_vocab_size=0, hidden_dropout=0.1, attention_dropout=0.0),
-    # The laptop-scale encoder-decoder of docs/RESULTS.md's Table 1 (3+3 layers, d 256, FFN 1024, 4 heads).
+    # The laptop-scale encoder-decoders of docs/RESULTS.md's Table 1: bert-tiny's width (2+2 layers, d 128, FFN 512,
+    # 2 heads; what 2 CPU cores train in the demo's budget) and a 3+3-layer d 256 one.
+    "transformer-tiny": ModelConfig(family="transformer", vocab_size=10_000, hidden_size=128, num_layers=2,
+                                    num_decoder_layers=2, num_heads=2, intermediate_size=512, max_positions=1026,
+                                    type_vocab_size=0, hidden_dropout=0.1, attention_dropout=0.0),
     "transformer-small": ModelConfig(family="transformer", vocab_size=10_000, hidden_size=256, num_layers=3,
                                      num_decoder_layers=3, num_heads=4, intermediate_size=1024, max_positions=1026,
                                      type_vocab_size=0, hidden_dropout=0.1, attention_dropout=0.0),

@@ -86,6 +86,8 @@ def step_line(step: int, total: int, m: dict[str, float]) -> str:
                      ("tokens_per_s", "{:,.0f} tokens/s"), ("mfu", "MFU {:.1%}")):
         if key in m:
             parts.append(fmt.format(m[key]))
+    if m.get("num_dropped", 0) > 0:  # the head's capacity was too small: those tokens were not trained on
+        parts.append(f"DROPPED {m['num_dropped']:.1f} tokens/step (raise --config.diffusion.max_predictions)")
     return " | ".join(parts)
 
 

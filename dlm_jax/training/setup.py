@@ -139,7 +139,9 @@ def build_train_data(run: RunConfig, train: pipeline.Examples | None, spec: Feat
 def _loss_and_trainable(run: RunConfig, model: MaskedLM, params: Any, mask_id: int) -> tuple[Callable, Any, Any]:
     """(loss_fn, trainable params, frozen params) of the run's stage."""
     if run.stage == "diffusion" and run.objective == "ar":
-        return ar_loss_fn(model, run.ar_label_smoothing), params, None
+        rdm = run.diffusion.rdm(mask_id)  # the head's capacity settings (pool_rows, max_predictions)
+        return (ar_loss_fn(model, run.ar_label_smoothing, pool_rows=rdm.pool_rows,
+                           max_predictions=rdm.max_predictions), params, None)
     if run.stage == "diffusion":
         return diffusion_loss_fn(model, run.diffusion.rdm(mask_id)), params, None
     head = LengthPredictor.for_backbone(model.cfg)

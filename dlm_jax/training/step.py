@@ -86,13 +86,17 @@ def diffusion_loss_fn(model: MaskedLM, rdm: RDMConfig) -> Callable:
     return loss_fn
 
 
-def ar_loss_fn(model: MaskedLM, label_smoothing: float) -> Callable:
-    """The AR baselines' loss (`dlm_jax.diffusion.ar_loss`): nothing is noised, every row is read as it is."""
+def ar_loss_fn(model: MaskedLM, label_smoothing: float, *, pool_rows: int = 1, max_predictions: int = 0
+               ) -> Callable:
+    """The AR baselines' loss (`dlm_jax.diffusion.ar_loss`): nothing is noised, every row is read as it is; the
+    head runs at the scored positions, pooled as the RDM loss's (`diffusion.pool_rows` / `max_predictions`)."""
     def loss_fn(params, frozen, batch, rng):
-        def logits_fn(tokens):
+        def logits_fn(tokens, positions):
             return model.apply({"params": params}, tokens, attention_mask=batch["padding_mask"], deterministic=False,
-                               segment_ids=batch.get("segment_ids"), logits_dtype=None, rngs={"dropout": rng})
-        return ar_loss(logits_fn, batch, label_smoothing=label_smoothing)
+                               segment_ids=batch.get("segment_ids"), output_positions=positions, logits_dtype=None,
+                               rngs={"dropout": rng})
+        return ar_loss(logits_fn, batch, label_smoothing=label_smoothing, pool_rows=pool_rows,
+                       max_predictions=max_predictions)
     return loss_fn
 
 

@@ -73,7 +73,8 @@ class Generator:
 
     def _prompts(self, prompts: Sequence[Sequence[int]]) -> list[list[int]]:
         """The prompts as the model reads them: with `</s>` appended for an encoder-decoder."""
-        sep = [self.eos_id] if self.model.cfg.family == "transformer" else []
+        family = getattr(getattr(self.model, "cfg", None), "family", None)  # test doubles may have no config
+        sep = [self.eos_id] if family == "transformer" else []
         return [[*p, *sep] for p in prompts]
 
     def _jit(self, fn: Callable) -> Callable:

@@ -46,6 +46,14 @@ def _qkv_bias(x: np.ndarray, cfg: ModelConfig) -> np.ndarray:
     return x.reshape(cfg.num_heads, cfg.head_dim)
 
 
+def _kv_kernel(x: np.ndarray, cfg: ModelConfig) -> np.ndarray:  # [kv*d, e] -> [e, kv, d] (grouped-query)
+    return x.T.reshape(cfg.hidden_size, cfg.kv_heads, cfg.head_dim)
+
+
+def _kv_bias(x: np.ndarray, cfg: ModelConfig) -> np.ndarray:
+    return x.reshape(cfg.kv_heads, cfg.head_dim)
+
+
 def _out_kernel(x: np.ndarray, cfg: ModelConfig) -> np.ndarray:  # [e, h*d] -> [h, d, e]
     return x.T.reshape(cfg.num_heads, cfg.head_dim, cfg.hidden_size)
 
@@ -61,6 +69,8 @@ _INVERSE: dict[Callable, Callable[[np.ndarray, ModelConfig], np.ndarray]] = {
     _qkv_kernel: lambda x, c: x.reshape(c.hidden_size, -1).T,
     _qkv_bias: lambda x, c: x.reshape(-1),
     _out_kernel: lambda x, c: x.reshape(-1, c.hidden_size).T,
+    _kv_kernel: lambda x, c: x.reshape(c.hidden_size, -1).T,
+    _kv_bias: lambda x, c: x.reshape(-1),
 }
 
 
@@ -122,10 +132,39 @@ def _merge_fused(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
+def _llama_table(cfg: ModelConfig) -> list[Rule]:
+    """LlamaForCausalLM / Qwen2ForCausalLM (no `lm_head` when tied)."""
+    L = r"model\.layers\.{i}"
+    a = "layers_{i}/attention"
+    rules = [Rule(r"model\.embed_tokens\.weight", "word/embedding"),
+             Rule(rf"{L}\.input_layernorm\.weight", "layers_{i}/attention_ln/scale"),
+             Rule(rf"{L}\.self_attn\.q_proj\.weight", f"{a}/query/kernel", _qkv_kernel),
+             Rule(rf"{L}\.self_attn\.k_proj\.weight", f"{a}/key/kernel", _kv_kernel),
+             Rule(rf"{L}\.self_attn\.v_proj\.weight", f"{a}/value/kernel", _kv_kernel),
+             Rule(rf"{L}\.self_attn\.o_proj\.weight", f"{a}/out/kernel", _out_kernel),
+             Rule(rf"{L}\.post_attention_layernorm\.weight", "layers_{i}/mlp_ln/scale"),
+             *[Rule(rf"{L}\.mlp\.{n}_proj\.weight", f"layers_{{i}}/mlp/{n}/kernel", _linear)
+               for n in ("gate", "up", "down")],
+             Rule(r"model\.norm\.weight", "final_ln/scale")]
+    if cfg.qkv_bias:
+        rules += [Rule(rf"{L}\.self_attn\.q_proj\.bias", f"{a}/query/bias", _qkv_bias),
+                  Rule(rf"{L}\.self_attn\.k_proj\.bias", f"{a}/key/bias", _kv_bias),
+                  Rule(rf"{L}\.self_attn\.v_proj\.bias", f"{a}/value/bias", _kv_bias)]
+    if cfg.out_bias:
+        rules.append(Rule(rf"{L}\.self_attn\.o_proj\.bias", f"{a}/out/bias"))
+    if cfg.mlp_bias:
+        rules += [Rule(rf"{L}\.mlp\.{n}_proj\.bias", f"layers_{{i}}/mlp/{n}/bias") for n in ("gate", "up", "down")]
+    if not cfg.tie_embeddings:
+        rules.append(Rule(r"lm_head\.weight", "lm_head/kernel", _linear))
+    return rules
+
+
 def key_table(cfg: ModelConfig) -> list[Rule]:
     """The HF <-> flax mapping for `cfg.family`."""
     if cfg.family == "modernbert":
         return _modernbert_table()
+    if cfg.family == "llama":
+        return _llama_table(cfg)
     base = "bert" if cfg.family == "bert" else "roberta"
     e, L = rf"{base}\.embeddings", rf"{base}\.encoder\.layer\.{{i}}"
     rules = [
@@ -167,7 +206,8 @@ def key_table(cfg: ModelConfig) -> list[Rule]:
 
 
 # Keys that carry no extra information (tied copies, buffers, heads we do not use).
-_IGNORED = [r".*\.position_ids$", r".*pooler\..*", r"cls\.seq_relationship\..*", r".*predictions\.decoder\.(weight|bias)$",
+_IGNORED = [r".*\.rotary_emb\.inv_freq$", r"lm_head\.weight$",  # a tied LLM's copy
+            r".*\.position_ids$", r".*pooler\..*", r"cls\.seq_relationship\..*", r".*predictions\.decoder\.(weight|bias)$",
             r"lm_head\.decoder\.(weight|bias)$", r".*embeddings\.token_type_ids$", r"decoder\.weight$"]
 
 

@@ -15,7 +15,7 @@ from transformers import AutoTokenizer
 
 from dlm_jax import hf_io
 from dlm_jax.errors import ConfigError
-from dlm_jax.model import MaskedLM, ModelConfig, from_hf_dict
+from dlm_jax.model import MaskedLM, ModelConfig, from_hf_dict, model_for
 from dlm_jax.model.axes import DEFAULT_RULES
 from dlm_jax.model.bundled import resolve_bundled
 
@@ -35,7 +35,8 @@ class Pretrained:
 
 def load_pretrained(path_or_hub_id: str | os.PathLike[str], *, mesh: Any = None, dtype: Any = None,
                     rules: Any = None, **config_overrides: Any) -> Pretrained:
-    """Loads a HuggingFace BERT / XLM-R / XLM-R-XL masked LM directory (or hub id) into a Flax `MaskedLM`.
+    """Loads a HuggingFace BERT / XLM-R / XLM-R-XL / ModernBERT masked LM, or a Llama / Qwen2 causal LM (bidirectional
+    unless `causal=True` is passed), directory or hub id into its Flax module (`model_for`).
 
     Args:
       path_or_hub_id: an HF model directory (config.json + model.safetensors / index / pytorch_model.bin), a hub
@@ -51,7 +52,7 @@ def load_pretrained(path_or_hub_id: str | os.PathLike[str], *, mesh: Any = None,
         config_overrides["dtype"] = str(getattr(dtype, "__name__", dtype)) if not isinstance(dtype, str) else dtype
     cfg = from_hf_dict(hf_cfg, **config_overrides)
     params = hf_io.load_params(model_dir, cfg, mesh=mesh, rules=rules or DEFAULT_RULES)
-    return Pretrained(MaskedLM(cfg), params, load_tokenizer(model_dir), cfg, hf_cfg)
+    return Pretrained(model_for(cfg), params, load_tokenizer(model_dir), cfg, hf_cfg)
 
 
 def load_tokenizer(source: str | os.PathLike[str], *, required: bool = False) -> Any:

@@ -8,8 +8,8 @@ from typing import Any, Literal
 
 from dlm_jax.errors import ConfigError
 
-Family = Literal["bert", "roberta", "xlmr-xl", "modernbert", "transformer"]
-FAMILIES: tuple[str, ...] = ("bert", "roberta", "xlmr-xl", "modernbert", "transformer")
+Family = Literal["bert", "roberta", "xlmr-xl", "modernbert", "transformer", "llama"]
+FAMILIES: tuple[str, ...] = ("bert", "roberta", "xlmr-xl", "modernbert", "transformer", "llama")
 LAYER_TYPES: tuple[str, ...] = ("full_attention", "sliding_attention")
 ATTENTION_IMPLS: tuple[str, ...] = ("einsum", "xla", "cudnn")
 
@@ -63,6 +63,25 @@ class ModelConfig:
     # encoder's) and the id that ends the source (`</s>`: rows are `<s> prompt </s> response </s>`).
     num_decoder_layers: int = 6
     sep_token_id: int = 2
+    # "llama" only (Llama / Qwen2 decoder LLMs, `dlm_jax.model.llama`): grouped-query attention (`num_kv_heads`, 0:
+    # num_heads), a head size that need not be hidden / heads (`head_size`, 0: that), q/k/v and output biases
+    # (Llama's attention_bias sets both; Qwen2: q/k/v only), MLP biases, tied or untied output head, RoPE
+    # (`rope_theta` above) with `rope_type` "default" or "llama3" (factor, low / high frequency factors, original
+    # context), the HF model type to export as, and `shift`: 0 = position i predicts token i (the released
+    # LLaMA adaptation), 1 = position i - 1 predicts token i (Dream / DiffuLLaMA: the AR head's habit).
+    num_kv_heads: int = 0
+    head_size: int = 0
+    qkv_bias: bool = False
+    out_bias: bool = False
+    mlp_bias: bool = False
+    tie_embeddings: bool = False
+    rope_type: str = "default"
+    rope_factor: float = 8.0
+    rope_low_freq: float = 1.0
+    rope_high_freq: float = 4.0
+    rope_original_max: int = 8192
+    hf_type: str = "llama"
+    shift: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layer_types", tuple(self.layer_types))  # JSON gives a list
@@ -85,7 +104,9 @@ class ModelConfig:
         if self.attention == "cudnn" and self.dtype not in ("bfloat16", "float16"):
             raise ConfigError(f"model.attention='cudnn' needs a 16-bit compute dtype, got model.dtype={self.dtype!r}; "
                              "set --config.model.dtype=bfloat16 or use attention 'einsum'")
-        if self.hidden_size % self.num_heads:
+        if self.family == "llama":
+            _check_llama(self)
+        elif self.hidden_size % self.num_heads:
             raise ConfigError(
                 f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}; "
                 "pick a head count that divides the hidden size")
@@ -119,12 +140,17 @@ class ModelConfig:
 
     @property
     def head_dim(self) -> int:
-        return self.hidden_size // self.num_heads
+        return self.head_size or self.hidden_size // self.num_heads
+
+    @property
+    def kv_heads(self) -> int:
+        """Key / value heads (grouped-query attention: fewer than the query heads)."""
+        return self.num_kv_heads or self.num_heads
 
     @property
     def position_offset(self) -> int:
         """First position id of a real token: 0 for BERT, padding_idx + 1 for (XLM-)RoBERTa."""
-        return 0 if self.family in ("bert", "modernbert") else self.pad_token_id + 1  # fairseq's too
+        return 0 if self.family in ("bert", "modernbert", "llama") else self.pad_token_id + 1  # fairseq's too
 
     @property
     def max_length(self) -> int:
@@ -133,6 +159,18 @@ class ModelConfig:
 
     def replace(self, **kwargs: Any) -> "ModelConfig":
         return dataclasses.replace(self, **kwargs)
+
+
+def _check_llama(cfg: "ModelConfig") -> None:
+    if cfg.num_heads % cfg.kv_heads:
+        raise ConfigError(f"num_heads {cfg.num_heads} is not a multiple of num_kv_heads {cfg.kv_heads}")
+    if cfg.rope_type not in ("default", "llama3"):
+        raise ConfigError(f"rope_type={cfg.rope_type!r}; dlm_jax implements 'default' and 'llama3' RoPE")
+    if cfg.shift not in (0, 1):
+        raise ConfigError(f"model.shift={cfg.shift}; choose 0 (position i predicts token i, the released LLaMA "
+                          "adaptation) or 1 (position i - 1 predicts token i, Dream / DiffuLLaMA)")
+    if cfg.head_dim % 2:
+        raise ConfigError(f"the head size {cfg.head_dim} must be even for RoPE")
 
 
 _XLMR = dict(family="roberta", vocab_size=250_002, max_positions=514, type_vocab_size=1, pad_token_id=1,
@@ -184,11 +222,68 @@ NAMED_CONFIGS: dict[str, ModelConfig] = {
                              intermediate_size=37, max_positions=40, type_vocab_size=1, pad_token_id=1),
 }
 
+_LLAMA_TYPES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}
+
+
+def _rope_of(hf: dict[str, Any]) -> dict[str, Any]:
+    """RoPE settings from either spelling: `rope_theta` + `rope_scaling` (transformers 4) or `rope_parameters`
+    (transformers 5)."""
+    rope = dict(hf.get("rope_parameters") or hf.get("rope_scaling") or {})
+    kind = rope.get("rope_type", rope.get("type", "default"))
+    if kind not in ("default", "llama3"):
+        raise ConfigError(f"config.json asks for RoPE type {kind!r}; dlm_jax implements 'default' and 'llama3'")
+    out: dict[str, Any] = dict(rope_type=kind, rope_theta=float(rope.get("rope_theta", hf.get("rope_theta", 10_000.0))))
+    if kind == "llama3":
+        out.update(rope_factor=float(rope["factor"]), rope_low_freq=float(rope["low_freq_factor"]),
+                   rope_high_freq=float(rope["high_freq_factor"]),
+                   rope_original_max=int(rope["original_max_position_embeddings"]))
+    return out
+
+
+def _llama_from_hf(hf: dict[str, Any]) -> ModelConfig:
+    """LlamaForCausalLM / Qwen2ForCausalLM config.json -> ModelConfig (family "llama"; bidirectional by default)."""
+    kind = hf["model_type"]
+    if hf.get("hidden_act", "silu") != "silu":
+        raise ConfigError(f"config.json has hidden_act={hf['hidden_act']!r}; only silu (SwiGLU) is implemented")
+    bias = bool(hf.get("attention_bias", False))
+    heads = hf["num_attention_heads"]
+    pad = hf.get("pad_token_id")
+    return ModelConfig(
+        family="llama", vocab_size=hf["vocab_size"], hidden_size=hf["hidden_size"],
+        num_layers=hf["num_hidden_layers"], num_heads=heads, num_kv_heads=hf.get("num_key_value_heads") or heads,
+        head_size=hf.get("head_dim") or hf["hidden_size"] // heads, intermediate_size=hf["intermediate_size"],
+        max_positions=hf.get("max_position_embeddings", 2048), type_vocab_size=0,
+        pad_token_id=pad if isinstance(pad, int) else 0, layer_norm_eps=hf.get("rms_norm_eps", 1e-6),
+        hidden_dropout=0.0, attention_dropout=float(hf.get("attention_dropout", 0.0)),
+        qkv_bias=True if kind == "qwen2" else bias, out_bias=False if kind == "qwen2" else bias,
+        mlp_bias=bool(hf.get("mlp_bias", False)), tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
+        hf_type=kind, **_rope_of(hf))
+
+
+def _llama_to_hf(cfg: ModelConfig, out: dict[str, Any]) -> dict[str, Any]:
+    for old in ("rope_scaling", "rope_theta"):
+        out.pop(old, None)
+    rope: dict[str, Any] = {"rope_type": cfg.rope_type, "rope_theta": cfg.rope_theta}
+    if cfg.rope_type == "llama3":
+        rope.update(factor=cfg.rope_factor, low_freq_factor=cfg.rope_low_freq, high_freq_factor=cfg.rope_high_freq,
+                    original_max_position_embeddings=cfg.rope_original_max)
+    out.update(model_type=cfg.hf_type, architectures=[_LLAMA_TYPES[cfg.hf_type]], vocab_size=cfg.vocab_size,
+               hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
+               num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
+               num_key_value_heads=cfg.kv_heads, head_dim=cfg.head_dim, max_position_embeddings=cfg.max_positions,
+               rms_norm_eps=cfg.layer_norm_eps, hidden_act="silu", tie_word_embeddings=cfg.tie_embeddings,
+               attention_dropout=cfg.attention_dropout, rope_parameters=rope)
+    if cfg.hf_type == "llama":
+        out.update(attention_bias=cfg.qkv_bias, mlp_bias=cfg.mlp_bias)
+    return out
+
+
 HF_MODEL_TYPES = {"bert": "bert", "roberta": "xlm-roberta", "xlmr-xl": "xlm-roberta-xl", "modernbert": "modernbert"}
 HF_ARCHITECTURES = {"bert": "BertForMaskedLM", "roberta": "XLMRobertaForMaskedLM",
                     "xlmr-xl": "XLMRobertaXLForMaskedLM", "modernbert": "ModernBertForMaskedLM"}
 _FAMILY_OF_MODEL_TYPE = {"bert": "bert", "roberta": "roberta", "xlm-roberta": "roberta",
-                         "camembert": "roberta", "xlm-roberta-xl": "xlmr-xl", "modernbert": "modernbert"}
+                         "camembert": "roberta", "xlm-roberta-xl": "xlmr-xl", "modernbert": "modernbert",
+                         "llama": "llama", "qwen2": "llama"}
 
 
 def get_config(name: str, **overrides: Any) -> ModelConfig:
@@ -239,6 +334,8 @@ def from_hf_dict(hf: dict[str, Any], **overrides: Any) -> ModelConfig:
             f"config.json has model_type={model_type!r}; dlm_jax supports {sorted(_FAMILY_OF_MODEL_TYPE)}")
     if model_type == "modernbert":
         return _modernbert_from_hf(hf).replace(**overrides)
+    if model_type in _LLAMA_TYPES:
+        return _llama_from_hf(hf).replace(**overrides)
     act = hf.get("hidden_act", "gelu")
     if act not in ("gelu", "gelu_python"):
         raise ConfigError(f"config.json has hidden_act={act!r}; only exact gelu is implemented")
@@ -264,6 +361,8 @@ def from_hf_json(path: str | os.PathLike[str], **overrides: Any) -> ModelConfig:
 def to_hf_dict(cfg: ModelConfig, *, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """The HuggingFace `config.json` contents for `cfg` (keys from `extra`, e.g. the original file, are kept)."""
     out = dict(extra or {})
+    if cfg.family == "llama":
+        return _llama_to_hf(cfg, out)
     if cfg.family == "modernbert":  # transformers 5's spelling (it also reads the hub's older keys)
         for old in ("global_attn_every_n_layers", "global_rope_theta", "local_rope_theta", "rope_scaling"):
             out.pop(old, None)

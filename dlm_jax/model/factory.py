@@ -9,13 +9,16 @@ import jax.numpy as jnp
 
 from dlm_jax.model.configs import ModelConfig
 from dlm_jax.model.encoder import MaskedLM
+from dlm_jax.model.llama import DecoderLM
 from dlm_jax.model.seq2seq import Seq2SeqLM
+
+MODULES = {"transformer": Seq2SeqLM, "llama": DecoderLM}
 
 
 def model_for(cfg: ModelConfig, *, decode: bool = False) -> Any:
-    """`Seq2SeqLM` for the "transformer" family, else `MaskedLM`; `decode`: with a KV cache (`prefill` /
-    `decode_step`)."""
-    return (Seq2SeqLM if cfg.family == "transformer" else MaskedLM)(cfg, decode=decode)
+    """`Seq2SeqLM` for the "transformer" family, `DecoderLM` for "llama" (Llama / Qwen2), else `MaskedLM`;
+    `decode`: with a KV cache (`prefill` / `decode_step`)."""
+    return MODULES.get(cfg.family, MaskedLM)(cfg, decode=decode)
 
 
 def abstract_params(cfg: ModelConfig) -> Any:

@@ -122,11 +122,29 @@ class Embed(nn.Module):
         return y[..., :self.num_embeddings] if table.shape[0] != self.num_embeddings else y
 
 
-def apply_rope(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
+def rope_inv_freq(dim: int, theta: float, scaling: tuple[float, float, float, int] | None = None) -> jax.Array:
+    """RoPE's [dim / 2] inverse frequencies; `scaling` (factor, low_freq_factor, high_freq_factor, original
+    context) applies Llama 3.1's rescaling as transformers' `_compute_llama3_parameters`: wavelengths above
+    original / low_freq_factor are divided by factor, those below original / high_freq_factor kept, the band between
+    interpolated."""
+    inv_freq = 1.0 / (theta ** (jnp.arange(0, dim, 2, dtype=jnp.float32) / dim))
+    if not scaling:
+        return inv_freq
+    factor, low, high, original = scaling
+    wavelen = 2 * jnp.pi / inv_freq
+    scaled = jnp.where(wavelen > original / low, inv_freq / factor, inv_freq)
+    smooth = (original / wavelen - low) / (high - low)
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = ~(wavelen < original / high) & ~(wavelen > original / low)
+    return jnp.where(medium, smoothed, scaled)
+
+
+def apply_rope(x: jax.Array, positions: jax.Array, theta: float,
+               scaling: tuple[float, float, float, int] | None = None) -> jax.Array:
     """Rotary position embedding of [batch, length, heads, dim] `x` at [batch, length] `positions` (HF's
     rotate-half layout: the first and second halves of each head are the two components), in float32."""
     d = x.shape[-1]
-    inv_freq = 1.0 / (theta ** (jnp.arange(0, d, 2, dtype=jnp.float32) / d))
+    inv_freq = rope_inv_freq(d, theta, scaling)
     freqs = positions[..., None].astype(jnp.float32) * inv_freq
     emb = jnp.concatenate([freqs, freqs], axis=-1)[:, :, None, :]
     xf = x.astype(jnp.float32)
@@ -210,6 +228,9 @@ class SelfAttention(nn.Module):
     rope_theta: float | None = None
     window: int | None = None
     causal: bool = False  # each query sees keys at its position and before only
+    num_kv_heads: int | None = None  # grouped-query attention: each key / value head serves heads / kv_heads queries
+    out_bias: bool | None = None  # the output projection's bias (None: `use_bias`; Qwen2 has q/k/v biases only)
+    rope_scaling: tuple[float, float, float, int] | None = None  # Llama 3.1's (`rope_inv_freq`)
     # KV cache (collection "cache"): a call with a full-length mask computes as usual and stores the keys and
     # values (prefill); a call with a `CacheStep` mask attends one new position per row to the cache (decoding).
     decode: bool = False
@@ -231,15 +252,20 @@ class SelfAttention(nn.Module):
         q = Einsum(**proj, name="query")(x)
         kv_in = x if memory is None else memory
         step = isinstance(mask, CacheStep)
+        kv_heads = self.num_kv_heads or self.num_heads
+        kv_proj = {**proj, "shape": (e, kv_heads, self.head_dim)}
         if step and mask.index is None:  # cross-attention: the memory's keys and values were cached at prefill
             k, v = self.get_variable("cache", "key"), self.get_variable("cache", "value")
         else:
-            k, v = Einsum(**proj, name="key")(kv_in), Einsum(**proj, name="value")(kv_in)
+            k, v = Einsum(**kv_proj, name="key")(kv_in), Einsum(**kv_proj, name="value")(kv_in)
         if self.rope_theta is not None:
-            q, k = apply_rope(q, positions, self.rope_theta), apply_rope(k, positions, self.rope_theta)
+            q = apply_rope(q, positions, self.rope_theta, self.rope_scaling)
+            k = apply_rope(k, positions, self.rope_theta, self.rope_scaling)
         q = nn.with_logical_constraint(q, (axes.BATCH, axes.LENGTH, axes.HEADS, axes.KV))
         if self.decode:
             k, v = self._cache(k, v, mask)
+        if kv_heads != self.num_heads:  # query head h reads key / value head h // (heads / kv_heads), as HF
+            k, v = (jnp.repeat(a, self.num_heads // kv_heads, axis=2) for a in (k, v))
         if step:
             ctx = self._dense(q, k, v, mask.bias)
         elif self.implementation == "einsum":
@@ -261,8 +287,9 @@ class SelfAttention(nn.Module):
                 keep = mask == 0 if band is None else (mask == 0) & band
                 ctx = jax.nn.dot_product_attention(q, k, v, mask=keep, local_window_size=window,
                                                    is_causal=self.causal, implementation=self.implementation)
+        out_bias = self.use_bias if self.out_bias is None else self.out_bias
         return Einsum(shape=(self.num_heads, self.head_dim, e), kernel_axes=(axes.HEADS, axes.KV, axes.EMBED),
-                      eq="blhd,hde->ble", bias_axes=(axes.EMBED,) if self.use_bias else None, dtype=self.dtype,
+                      eq="blhd,hde->ble", bias_axes=(axes.EMBED,) if out_bias else None, dtype=self.dtype,
                       param_dtype=self.param_dtype, name="out")(ctx)
 
     def _dense(self, q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array) -> jax.Array:
@@ -290,7 +317,25 @@ class SelfAttention(nn.Module):
         return k, v
 
 
-ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {"gelu": lambda h: gelu_exact(h), "relu": jax.nn.relu}
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {"gelu": lambda h: gelu_exact(h), "relu": jax.nn.relu,
+                                                             "silu": jax.nn.silu}
+
+
+class RMSNorm(nn.Module):
+    """HF's LlamaRMSNorm: x * rsqrt(mean(x^2) + eps) in float32, cast back to the compute dtype, then times the
+    weight (in that order, as HF, so bfloat16 results match)."""
+
+    eps: float = 1e-6
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, (axes.NORM,)), (x.shape[-1],),
+                           self.param_dtype)
+        xf = x.astype(jnp.float32)
+        y = (xf * jax.lax.rsqrt(jnp.square(xf).mean(-1, keepdims=True) + self.eps)).astype(self.dtype)
+        return scale.astype(self.dtype) * y
 
 
 class Mlp(nn.Module):

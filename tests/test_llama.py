@@ -1,0 +1,157 @@
+"""Llama / Qwen2 in Flax: parity with transformers (causal, and bidirectional given an all-visible mask), export
+round trip, KV-cache decoding and the released `ar` strategy against `generate`, the adaptation options."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+import dlm_jax  # noqa: E402
+from dlm_jax.diffusion import SamplerConfig, greedy_decode, sample  # noqa: E402
+from dlm_jax.errors import ConfigError  # noqa: E402
+from dlm_jax.model import get_config, model_for  # noqa: E402
+from dlm_jax.model.llama import DecoderLM  # noqa: E402
+
+V = 97
+LLAMA3 = {"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0,
+          "high_freq_factor": 4.0, "original_max_position_embeddings": 32}
+
+
+def _hf_model(kind, *, tied=False, gqa=True, bias=False, llama3=False, head_dim=None, mlp_bias=False, seed=0):
+    torch.manual_seed(seed)
+    kw = dict(vocab_size=V, hidden_size=32, intermediate_size=40, num_hidden_layers=2, num_attention_heads=4,
+              num_key_value_heads=2 if gqa else 4, max_position_embeddings=128, rms_norm_eps=1e-5,
+              tie_word_embeddings=tied, pad_token_id=0)
+    if head_dim:
+        kw["head_dim"] = head_dim
+    if kind == "llama":
+        cfg = transformers.LlamaConfig(**kw, attention_bias=bias, mlp_bias=mlp_bias,
+                                       rope_parameters=LLAMA3 if llama3 else {"rope_type": "default",
+                                                                              "rope_theta": 500.0})
+        return transformers.LlamaForCausalLM(cfg).eval()
+    cfg = transformers.Qwen2Config(**kw, rope_parameters={"rope_type": "default", "rope_theta": 1000.0})
+    return transformers.Qwen2ForCausalLM(cfg).eval()
+
+
+def _load(hf, tmp_path, **overrides):
+    hf.save_pretrained(tmp_path / "hf")
+    return dlm_jax.load_pretrained(tmp_path / "hf", **overrides)
+
+
+def _batch(length=40):
+    ids = np.random.default_rng(0).integers(1, V, (2, length))
+    attn = np.ones((2, length), np.int64)
+    attn[1, length - 9:] = 0  # a right-padded row
+    return ids, attn
+
+
+CASES = [("llama", dict()), ("llama", dict(tied=True, gqa=False)), ("llama", dict(bias=True, llama3=True)),
+         ("llama", dict(head_dim=16, mlp_bias=True)), ("qwen2", dict()), ("qwen2", dict(tied=True))]
+
+
+@pytest.mark.parametrize("kind, kw", CASES)
+def test_causal_parity_with_transformers(kind, kw, tmp_path):
+    hf = _hf_model(kind, **kw)
+    pre = _load(hf, tmp_path, causal=True)
+    assert pre.config.family == "llama" and pre.config.hf_type == kind
+    ids, attn = _batch()
+    with torch.no_grad():
+        ref = hf(torch.tensor(ids), attention_mask=torch.tensor(attn)).logits.numpy()
+    out = np.asarray(pre.model.apply({"params": pre.params}, ids, attention_mask=attn))
+    real = attn.astype(bool)
+    assert np.abs(out[real] - ref[real]).max() <= 1e-4
+
+
+@pytest.mark.parametrize("kind, kw", CASES[2:5])
+def test_bidirectional_parity_given_an_all_visible_mask(kind, kw, tmp_path):
+    hf = _hf_model(kind, **kw)
+    pre = _load(hf, tmp_path)  # causal=False: the released LlamaNonCausalModel
+    assert not pre.config.causal
+    ids, attn = _batch()
+    keep = attn[:, None, None, :].astype(bool)  # every query sees every real key
+    mask4d = torch.where(torch.tensor(keep), 0.0, torch.finfo(torch.float32).min).expand(2, 1, 40, 40)
+    with torch.no_grad():
+        ref = hf(torch.tensor(ids), attention_mask=mask4d).logits.numpy()
+    out = np.asarray(pre.model.apply({"params": pre.params}, ids, attention_mask=attn))
+    real = attn.astype(bool)
+    assert np.abs(out[real] - ref[real]).max() <= 1e-4
+    causal = np.asarray(_load(hf, tmp_path / "c", causal=True).model.apply({"params": pre.params}, ids,
+                                                                            attention_mask=attn))
+    assert not np.allclose(causal[0, :5], out[0, :5], atol=1e-3)  # the mask matters
+
+
+@pytest.mark.parametrize("kind, tied", [("llama", False), ("qwen2", True)])
+def test_export_round_trip_loads_in_transformers_bit_exactly(kind, tied, tmp_path):
+    hf = _hf_model(kind, tied=tied, bias=kind == "llama")
+    pre = _load(hf, tmp_path)
+    out = dlm_jax.save_pretrained(pre, tmp_path / "out")
+    from safetensors.numpy import load_file
+    keys = set(load_file(str(out / "model.safetensors")))
+    assert ("lm_head.weight" in keys) == (not tied)
+    back = getattr(transformers, type(hf).__name__).from_pretrained(str(out)).eval()
+    for k, v in hf.state_dict().items():
+        np.testing.assert_array_equal(back.state_dict()[k].numpy(), v.numpy(), err_msg=k)
+
+
+def test_scanned_and_remat_layers_compute_the_same(tmp_path):
+    hf = _hf_model("qwen2")
+    ids, attn = _batch()
+    plain = _load(hf, tmp_path, causal=True)
+    for over in (dict(scan_layers=True), dict(remat="full"), dict(attention="xla")):
+        other = _load(hf, tmp_path / str(len(over)), causal=True, **over)
+        np.testing.assert_allclose(other.model.apply({"params": other.params}, ids, attention_mask=attn),
+                                   plain.model.apply({"params": plain.params}, ids, attention_mask=attn), atol=1e-5)
+
+
+def _greedy_hf(hf, prompt, n):
+    with torch.no_grad():
+        out = hf.generate(torch.tensor([prompt]), max_new_tokens=n, do_sample=False, min_new_tokens=n,
+                          pad_token_id=0)
+    return out[0, len(prompt):].tolist()
+
+
+def test_kv_cache_and_the_released_ar_strategy_reproduce_generate(tmp_path):
+    hf = _hf_model("llama", llama3=True)
+    pre = _load(hf, tmp_path, causal=True)
+    prompt, n = [5, 17, 33, 2, 9, 41], 8
+    want = _greedy_hf(hf, prompt, n)
+    dec = model_for(pre.config, decode=True)
+    tokens = np.zeros((1, 16), np.int32)
+    tokens[0, :6] = prompt
+
+    def prefill(t, a):
+        logits, v = dec.apply({"params": pre.params}, t, a, method=DecoderLM.prefill, mutable=["cache"])
+        return logits, v["cache"]
+
+    def step(cache, tok):
+        logits, v = dec.apply({"params": pre.params, "cache": cache}, tok, method=DecoderLM.decode_step,
+                              mutable=["cache"])
+        return logits, v["cache"]
+    eos = V - 1 if V - 1 not in want else V - 2  # an id greedy never picks here: n tokens, no early stop
+    got = greedy_decode(prefill, step, jnp.asarray(tokens), jnp.asarray((tokens > 0).astype(np.int32)),
+                        jnp.asarray([n + 1]), max_new=n + 1, eos_id=eos, pad_id=0)
+    assert got.tokens[0, :n].tolist() == want
+    # Fig. 7(d)'s left-to-right unmasking: causal, shift 1, one token per step at the leftmost mask
+    shifted = pre.config.replace(shift=1)
+    model = model_for(shifted)
+    canvas = np.asarray([prompt + [V - 1] * n], np.int32)  # any id as <mask>: position i - 1 never sees i
+    resp = np.zeros_like(canvas, bool)
+    resp[0, len(prompt):] = True
+
+    def logits_fn(t, positions=None, rows=None):
+        return model.apply({"params": pre.params}, t, output_positions=positions)
+    out = sample(logits_fn, jnp.asarray(canvas), jnp.asarray(resp), jax.random.key(0),
+                 SamplerConfig(steps=n, strategy="ar"), mask_id=V - 1)
+    assert np.asarray(out.tokens)[0, len(prompt):].tolist() == want
+
+
+def test_adaptation_options_are_checked():
+    base = get_config("tiny-test")
+    with pytest.raises(ConfigError, match="shift"):
+        base.replace(family="llama", shift=2)
+    with pytest.raises(ConfigError, match="num_kv_heads"):
+        base.replace(family="llama", num_kv_heads=3)
+    with pytest.raises(ConfigError, match="causal"):
+        model_for(base.replace(family="llama"), decode=True).init(jax.random.key(0), jnp.ones((1, 4), jnp.int32))

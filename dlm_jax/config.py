@@ -86,6 +86,12 @@ def _model_block() -> ml_collections.ConfigDict:
     m.attention = "einsum"  # einsum | xla | cudnn (fused flash attention on NVIDIA GPUs; needs dropout 0 in it)
     m.head_vocab_multiple = 1  # 128 on GPUs: the output product on an aligned, padded table (same results)
     m.causal = False  # left-to-right attention (the decoder-only AR baseline); bidirectional for diffusion
+    # Decoder LLMs adapted into diffusion LMs (Llama / Qwen2): `shift` 0 = position i predicts token i (the released
+    # LLaMA adaptation), 1 = position i - 1 predicts it (Dream / DiffuLLaMA); `mask_token` "new" adds `<mask>` (and
+    # `<pad>` where missing) with input / output rows initialised to the mean of the others (released
+    # src/utils.py), or names an existing token to use as the mask (e.g. "<|reserved_special_token_0|>").
+    m.shift = 0
+    m.mask_token = "new"
     m.prune_vocab = False
     m.prune_min_count = 1  # with prune_vocab: keep ids seen at least this often in the training set
     m.dropout = 0.1
@@ -161,7 +167,7 @@ def _sampler_block() -> ml_collections.ConfigDict:
 # Keys whose change on resume changes what the run computes (model shape, batch, task, objective, optimizer): a
 # resume that changes one is refused unless `allow_config_change`. Others (steps, logging, mesh, dtype, attention
 # kernel, cache, sampler) may change freely.
-COMPUTATION_KEYS = ("seed", "stage", "objective", "ar", "model.causal", "batch_size", "model.init", "model.name",
+COMPUTATION_KEYS = ("seed", "stage", "objective", "ar", "model.causal", "model.shift", "model.mask_token", "batch_size", "model.init", "model.name",
                     "model.overrides", "model.tokenizer",
                     "model.prune_vocab", "model.prune_min_count", "model.dropout", "model.attention_dropout",
                     "data.task", "data.max_length", "data.overlong", "data.pack", "data.train_limit", "diffusion",
@@ -234,6 +240,7 @@ class ModelSettings:
     overrides: Mapping[str, Any]
     prune_vocab: bool
     prune_min_count: int
+    mask_token: str = "new"  # decoder LLMs: "new" or an existing token used as the mask
 
     @property
     def init_workdir(self) -> str | None:
@@ -365,7 +372,8 @@ def model_overrides(m: ml_collections.ConfigDict) -> dict[str, Any]:
     dropouts, plus anything in `model.overrides`."""
     out = dict(m.overrides.to_dict() if isinstance(m.overrides, ml_collections.ConfigDict) else m.overrides or {})
     out.update(dtype=m.dtype, remat=m.remat, scan_layers=m.scan_layers, attention=m.attention,
-               head_vocab_multiple=m.head_vocab_multiple, causal=bool(m.get("causal", False)))
+               head_vocab_multiple=m.head_vocab_multiple, causal=bool(m.get("causal", False)),
+               shift=int(m.get("shift", 0)))
     if m.dropout is not None:
         out.update(hidden_dropout=m.dropout, attention_dropout=m.dropout)
     if m.attention_dropout is not None:  # e.g. 0 with the fused (cudnn) attention
@@ -376,14 +384,17 @@ def model_overrides(m: ml_collections.ConfigDict) -> dict[str, Any]:
 def _model(c: ml_collections.ConfigDict) -> ModelSettings:
     m = c.model
     out = ModelSettings(init=m.init, name=m.name, tokenizer=m.tokenizer, overrides=model_overrides(m),
-                        prune_vocab=bool(m.prune_vocab), prune_min_count=int(m.prune_min_count))
+                        prune_vocab=bool(m.prune_vocab), prune_min_count=int(m.prune_min_count),
+                        mask_token=str(m.get("mask_token", "new")))
     attn_drop = out.overrides.get("attention_dropout")
     _need(m.attention == "einsum" or c.stage != "diffusion" or not attn_drop,
           f"model.attention={m.attention!r} has no attention-probability dropout, but it would be {attn_drop}; set "
           "--config.model.attention_dropout=0 (hidden dropout stays model.dropout) or model.attention=einsum")
     # The model.* values as ModelConfig reads them, checked on the named config (or the defaults, for a
     # checkpoint whose own config is read later).
-    out.apply(get_model_config(m.name) if m.init == "random" else ModelConfig())
+    # (a checkpoint's family is known only when it is read: model.shift is checked there against it)
+    out.apply(get_model_config(m.name) if m.init == "random" else ModelConfig(family="llama" if m.get("shift") else
+                                                                              "roberta"))
     return out
 
 

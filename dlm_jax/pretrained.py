@@ -55,6 +55,25 @@ def load_pretrained(path_or_hub_id: str | os.PathLike[str], *, mesh: Any = None,
     return Pretrained(model_for(cfg), params, load_tokenizer(model_dir), cfg, hf_cfg)
 
 
+def add_diffusion_tokens(tokenizer: Any, mask_token: str = "new") -> list[int]:
+    """Gives a decoder LLM's tokenizer what diffusion needs: `<pad>` where it has none, and the mask: a new
+    `<mask>` ("new", the released adaptation) or an existing token named by `mask_token` (e.g. a Llama-3 reserved
+    special token). Returns the ids added (their model rows are then `prune.mean_init_rows`)."""
+    before = len(tokenizer)
+    if tokenizer.pad_token is None:
+        tokenizer.add_special_tokens({"pad_token": "<pad>"})
+    if mask_token == "new":
+        if tokenizer.mask_token is None:
+            tokenizer.add_special_tokens({"mask_token": "<mask>"})
+    else:
+        tid = tokenizer.convert_tokens_to_ids(mask_token)
+        if tid is None or (tid == tokenizer.unk_token_id and mask_token != tokenizer.unk_token):
+            raise ConfigError(f"model.mask_token={mask_token!r} is not a token of this tokenizer; name an existing "
+                              "token (e.g. a reserved special token) or use 'new'")
+        tokenizer.mask_token = mask_token
+    return list(range(before, len(tokenizer)))
+
+
 def load_tokenizer(source: str | os.PathLike[str], *, required: bool = False) -> Any:
     """The HF tokenizer of a model directory, hub id or "bundled"; None for a directory without tokenizer files
     (unless `required`, which raises instead)."""

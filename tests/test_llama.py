@@ -155,3 +155,65 @@ def test_adaptation_options_are_checked():
         base.replace(family="llama", num_kv_heads=3)
     with pytest.raises(ConfigError, match="causal"):
         model_for(base.replace(family="llama"), decode=True).init(jax.random.key(0), jnp.ones((1, 4), jnp.int32))
+
+
+def _word_tokenizer(tmp_path):
+    """A tokenizer without <pad> or <mask> (as Llama's): a word-level vocabulary of the bundled BERT's words."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    words = ["<unk>", "<s>", "</s>", "das", "haus", "ist", "klein", "the", "house", "is", "small"]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>",
+                                                eos_token="</s>")
+    return fast
+
+
+def test_new_mask_and_pad_rows_are_the_mean_of_the_others(tmp_path):
+    from dlm_jax.model.prune import mean_init_rows
+    from dlm_jax.pretrained import add_diffusion_tokens
+    tok = _word_tokenizer(tmp_path)
+    added = add_diffusion_tokens(tok, "new")
+    assert added == [11, 12] and tok.pad_token_id == 11 and tok.mask_token_id == 12
+    cfg = get_config("tiny-test").replace(family="llama", vocab_size=11, tie_embeddings=False, pad_token_id=0)
+    params = model_for(cfg).init(jax.random.key(0), jnp.ones((1, 4), jnp.int32))["params"]
+    params = jax.tree.map(lambda x: getattr(x, "value", x), params, is_leaf=lambda x: hasattr(x, "value"))
+    grown, gcfg = mean_init_rows(params, cfg, added)
+    assert gcfg.vocab_size == 13
+    emb, head = np.asarray(grown["word"]["embedding"]), np.asarray(grown["lm_head"]["kernel"])
+    np.testing.assert_allclose(emb[11], emb[:11].mean(0), rtol=1e-5, atol=1e-8)  # float32 sums: order
+    np.testing.assert_allclose(head[:, 12], head[:, :11].mean(1), rtol=1e-5, atol=1e-8)
+    np.testing.assert_array_equal(emb[:11], np.asarray(params["word"]["embedding"]))
+    existing = _word_tokenizer(tmp_path)
+    assert add_diffusion_tokens(existing, "</s>") == [11] and existing.mask_token_id == 2  # only <pad> added
+    with pytest.raises(ConfigError, match="not a token"):
+        add_diffusion_tokens(_word_tokenizer(tmp_path), "<|reserved_special_token_0|>")
+
+
+@pytest.mark.parametrize("shift", [0, 1])
+def test_a_decoder_llm_trains_with_rdm_and_samples(shift, tmp_path):
+    """The adaptation end to end on a tiny Llama with the bundled BERT's vocabulary: RDM training (bidirectional,
+    the given shift), restore, the sampler and the ELBO, unchanged."""
+    from configs import tiny
+    from dlm_jax.config import parse
+    from dlm_jax.inference import restore_run
+    from dlm_jax.pretrained import load_tokenizer
+    from dlm_jax.training import loop
+    bert = load_tokenizer("bundled")
+    hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        vocab_size=len(bert), hidden_size=32, intermediate_size=40, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=True)).eval()
+    hf.save_pretrained(tmp_path / "llm")
+    bert.save_pretrained(str(tmp_path / "llm"))
+    c = tiny.get_config()
+    c.model.init, c.model.prune_vocab, c.model.shift = str(tmp_path / "llm"), False, shift
+    c.model.overrides = {}
+    c.num_train_steps, c.checkpoint_every_steps, c.data.train_limit = 4, 4, 32
+    assert np.isfinite(loop.run(parse(c), tmp_path / "run")["loss"])
+    run = restore_run(tmp_path / "run")
+    assert run.model.cfg.family == "llama" and run.model.cfg.shift == shift and not run.model.cfg.causal
+    gen = run.generator()
+    prompts = [list(run.vocab.encode("das haus ist klein"))]
+    out = gen.generate(prompts, [5], SamplerConfig(steps=3), jax.random.key(0))
+    assert out["response_mask"].sum() == 5
+    nll, _ = gen.score(prompts, [[2001, 2003]], jax.random.key(0), num_samples=2)
+    assert np.isfinite(nll).all()

@@ -106,6 +106,9 @@ class ModelConfig:
                              "set --config.model.dtype=bfloat16 or use attention 'einsum'")
         if self.family == "llama":
             _check_llama(self)
+        elif self.shift:
+            raise ConfigError(f"model.shift={self.shift} is for decoder LLMs (family 'llama'); {self.family!r} "
+                              "predicts each position's own token (shift 0)")
         elif self.hidden_size % self.num_heads:
             raise ConfigError(
                 f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}; "

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dlm_jax.errors import ConfigError
 from dlm_jax.model.configs import ModelConfig
 
 
@@ -56,6 +57,9 @@ class VocabMap:
 
 def prune_params(params: Any, cfg: ModelConfig, vmap: VocabMap) -> tuple[Any, ModelConfig]:
     """Gathers the kept rows of the word embedding (= tied decoder) and the output bias."""
+    if "head_bias" not in params:
+        raise ConfigError(f"model.prune_vocab needs an output bias (unkept ids are blocked through it); the "
+                          f"{cfg.family} family has none: set --config.model.prune_vocab=False")
     idx = jnp.asarray(vmap.new_to_old)
     out = jax.tree.map(lambda x: x, params)  # shallow copy of the nesting
     out["word"] = {"embedding": jnp.take(params["word"]["embedding"], idx, axis=0)}
@@ -81,3 +85,27 @@ def unprune_params(params: Any, cfg: ModelConfig, vmap: VocabMap) -> tuple[Any, 
     bias = jnp.take(params["head_bias"], old_to_new, axis=0)
     out["head_bias"] = jnp.where(kept, bias, jnp.asarray(UNKEPT_BIAS, bias.dtype))
     return out, cfg.replace(vocab_size=len(vmap.old_to_new), sep_token_id=int(vmap.new_to_old[cfg.sep_token_id]))
+
+
+def mean_init_rows(params: Any, cfg: ModelConfig, ids: list[int]) -> tuple[Any, ModelConfig]:
+    """Rows for ids added to the tokenizer (e.g. `<mask>`, `<pad>`): the table grows to hold them, and each one's
+    input embedding and output row is the mean of the rows below the first of them (the released LLaMA
+    adaptation, `src/utils.py`; also for ids that land in a table's padding rows, as Qwen's)."""
+    if not ids:
+        return params, cfg
+    size, old = max(cfg.vocab_size, max(ids) + 1), min(ids)
+    idx = jnp.asarray(ids)
+
+    def fill(table: jax.Array, axis: int) -> jax.Array:
+        pad = [(0, 0)] * table.ndim
+        pad[axis] = (0, size - table.shape[axis])
+        table = jnp.pad(table, pad)
+        mean = jnp.take(table, jnp.arange(old), axis=axis).mean(axis, keepdims=True)
+        return table.at[idx].set(mean[0]) if axis == 0 else table.at[:, idx].set(mean)
+    out = jax.tree.map(lambda x: x, params)
+    out["word"] = {"embedding": fill(params["word"]["embedding"], 0)}
+    if "lm_head" in params:
+        out["lm_head"] = {"kernel": fill(params["lm_head"]["kernel"], 1)}  # [embed, vocab]
+    if "head_bias" in params:
+        out["head_bias"] = fill(params["head_bias"], 0)
+    return out, cfg.replace(vocab_size=size)

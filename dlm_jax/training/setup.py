@@ -26,8 +26,8 @@ from dlm_jax.inference import restore_run
 from dlm_jax.inference.evaluator import EvalRequest, TaskData, check_available, load_task_data, task_names
 from dlm_jax.model import get_config as get_model_config, model_for
 from dlm_jax.model.length import LengthPredictor
-from dlm_jax.model.prune import VocabMap, prune_params
-from dlm_jax.pretrained import load_pretrained, load_tokenizer
+from dlm_jax.model.prune import VocabMap, mean_init_rows, prune_params
+from dlm_jax.pretrained import add_diffusion_tokens, load_pretrained, load_tokenizer
 from dlm_jax.rundir import State, new_state
 from dlm_jax.training.step import ar_loss_fn, build_optimizer, diffusion_loss_fn, length_loss_fn, make_train_step
 
@@ -74,6 +74,11 @@ def build_model(run: RunConfig, mesh: Any) -> _Model:
     if m.init != "random":
         pre = load_pretrained(m.init, mesh=mesh, rules=run.mesh.rules, **m.overrides)
         tokenizer = pre.tokenizer if pre.tokenizer is not None else _tokenizer(m.tokenizer)
+        if pre.config.family == "llama":  # a decoder LLM: <pad> / <mask> added, their rows the mean of the others
+            added = add_diffusion_tokens(tokenizer, m.mask_token)
+            params, cfg = mean_init_rows(pre.params, pre.config, added)
+            logging.info("decoder LLM %s: added %d token(s); mask %r", m.init, len(added), tokenizer.mask_token)
+            return _Model(model_for(cfg), params, tokenizer)
         return _Model(pre.model, pre.params, tokenizer)
     tokenizer = _tokenizer(m.tokenizer)
     cfg = m.apply(get_model_config(m.name)).replace(vocab_size=len(tokenizer),

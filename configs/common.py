@@ -23,11 +23,17 @@ def parse_arg(arg: str | None, **defaults):
 
 HUB_IDS = {"base": "FacebookAI/xlm-roberta-base", "large": "FacebookAI/xlm-roberta-large",
            "xl": "facebook/xlm-roberta-xl", "xxl": "facebook/xlm-roberta-xxl",
-           "modernbert-base": "answerdotai/ModernBERT-base", "modernbert-large": "answerdotai/ModernBERT-large"}
+           "modernbert-base": "answerdotai/ModernBERT-base", "modernbert-large": "answerdotai/ModernBERT-large",
+           # decoder LLMs adapted into diffusion LMs (the paper's LLaMA-13B experiment and small ones for one GPU)
+           "llama-13b": "huggyllama/llama-13b", "qwen2.5-0.5b": "Qwen/Qwen2.5-0.5B",
+           "smollm2-135m": "HuggingFaceTB/SmolLM2-135M"}
+LLMS = ("llama-13b", "qwen2.5-0.5b", "smollm2-135m")
 MESH_FOR_SIZE = {"base": {"data": -1, "fsdp": 1, "tensor": 1}, "large": {"data": -1, "fsdp": 1, "tensor": 1},
                  "xl": {"data": 1, "fsdp": -1, "tensor": 1}, "xxl": {"data": 1, "fsdp": -1, "tensor": 1},
                  "modernbert-base": {"data": -1, "fsdp": 1, "tensor": 1},
-                 "modernbert-large": {"data": -1, "fsdp": 1, "tensor": 1}}
+                 "modernbert-large": {"data": -1, "fsdp": 1, "tensor": 1},
+                 "llama-13b": {"data": 1, "fsdp": -1, "tensor": 1}, "qwen2.5-0.5b": {"data": -1, "fsdp": 1, "tensor": 1},
+                 "smollm2-135m": {"data": -1, "fsdp": 1, "tensor": 1}}
 # What fits a TPU slice, from compiling the real train step for it without the hardware (bench/compile_memory.py
 # --tpu; bench/RESULTS.md "TPU pods by compilation"): FSDP over every chip, full remat, scanned layers and the
 # gradient accumulation that brought the TPU compiler's per-chip HBM under the chip's.
@@ -36,13 +42,24 @@ POD_FITS = {("xxl", "v5p-128"): (1, "48.26 of 95 GiB", 2048), ("xxl", "v5e-256")
             ("xxl", "v4-128"): (4, "9.32 of 16 GiB", 2048), ("large", "v4-16"): (4, "5.98 of 16 GiB", 512)}
 # ModernBERT runs take the recipe of the XLM-R size with the closest parameter count (the paper has no ModernBERT);
 # their rows are 2,048 tokens by default (`,max_length=8192` for the full context).
-RECIPE_OF = {"modernbert-base": "base", "modernbert-large": "large"}
+RECIPE_OF = {"modernbert-base": "base", "modernbert-large": "large", "qwen2.5-0.5b": "base", "smollm2-135m": "base",
+             "llama-13b": "xl"}
 MODERNBERT_MAX_LENGTH = 2048
 
 
 def model_name(size: str) -> str:
-    """The named model config of a size: xlmr-<size>, or the ModernBERT name itself."""
-    return size if size.startswith("modernbert") else f"xlmr-{size}"
+    """The named model config of a size: xlmr-<size>, or the ModernBERT / LLM name itself."""
+    return size if size.startswith("modernbert") or size in LLMS else f"xlmr-{size}"
+
+
+def llm_settings(c: ml_collections.ConfigDict, size: str) -> None:
+    """A decoder LLM as the released LLaMA adaptation runs it (docs/FIDELITY.md L-rows): bidirectional, no logit
+    shift, `<pad>` / `<mask>` added with mean rows, no dropout (the LLMs have none), the whole vocabulary (no
+    output bias to prune through), remat and scanned layers for 13B."""
+    c.model.causal, c.model.shift, c.model.mask_token = False, 0, "new"
+    c.model.dropout, c.model.prune_vocab = 0.0, False
+    if size == "llama-13b":
+        c.model.remat, c.model.scan_layers = "full", True
 
 
 def pod_settings(c: ml_collections.ConfigDict, size: str, pod: str) -> None:
@@ -111,6 +128,8 @@ def task_finetune(arg: str | None, *, task: str, table: dict, mean_tokens: int) 
     tokens, lr, steps = table[RECIPE_OF.get(size, size)]
     c = paper_finetune(size, task=task, tokens_per_batch=tokens, mean_tokens=mean_tokens, lr=lr, steps=steps)
     c.model.prune_vocab = True  # the released remove_redundant_embeddings: the training set's ids (paper A.1)
+    if size in LLMS:
+        llm_settings(c, size)
     if pods:
         pod_settings(c, size, pods[0])
     if scratch:
@@ -159,10 +178,11 @@ def instruction_finetune(arg: str | None, *, task: str, table: dict) -> ml_colle
     Flan loader (`src/data/dd_data.py` FlanV2Dataset) left-truncates them; the response stays whole.
     `,pod=<TPU slice>`: the slice's measured fit (`pod_settings`)."""
     a = parse_arg(arg or "base", variant="base", max_length=0, pod="")
-    if RECIPE_OF.get(a.variant, a.variant) not in table:
+    recipe = a.variant if a.variant in table else RECIPE_OF.get(a.variant, a.variant)
+    if recipe not in table:
         raise ValueError(f"unknown variant {a.variant!r} in {arg!r}; choose one of {sorted([*table, *RECIPE_OF])}")
-    batch, lr, steps = table[RECIPE_OF.get(a.variant, a.variant)]
-    max_length = a.max_length or (MODERNBERT_MAX_LENGTH if a.variant in RECIPE_OF else 512)
+    batch, lr, steps = table[recipe]
+    max_length = a.max_length or (MODERNBERT_MAX_LENGTH if a.variant.startswith("modernbert") else 512)
     c = paper_finetune(a.variant, task=task, tokens_per_batch=batch, mean_tokens=1, lr=lr, steps=steps,
                        max_length=max_length)
     c.batch_size = batch
@@ -170,6 +190,8 @@ def instruction_finetune(arg: str | None, *, task: str, table: dict) -> ml_colle
     c.data.overlong = "truncate_prompt"
     c.data.eval_split = ""
     c.eval_every_steps = 0
+    if a.variant in LLMS:
+        llm_settings(c, a.variant)
     if a.pod:
         pod_settings(c, a.variant, a.pod)
     return c

@@ -352,9 +352,11 @@ def resolve_model_dir(path_or_hub_id: str | os.PathLike[str]) -> Path:
         from huggingface_hub import snapshot_download
         return Path(snapshot_download(s, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"]))
     except Exception as e:  # offline, unknown id, auth
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise ModelFilesError(
             f"{s!r} is not a local directory and could not be fetched from the HuggingFace Hub ({type(e).__name__}: "
-            f"{e}). Download it elsewhere and pass the directory.") from e
+            f"{first}); on a machine with network run `huggingface-cli download {s} --local-dir DIR` (or use an HF "
+            "cache that has it) and pass DIR instead") from e
 
 
 def place(flat: dict[str, np.ndarray], shardings: Any | None, dtype: Any) -> Any:

@@ -217,3 +217,17 @@ def test_a_decoder_llm_trains_with_rdm_and_samples(shift, tmp_path):
     assert out["response_mask"].sum() == 5
     nll, _ = gen.score(prompts, [[2001, 2003]], jax.random.key(0), num_samples=2)
     assert np.isfinite(nll).all()
+
+
+def test_llm_configs_follow_the_released_adaptation():
+    from configs import flan2022, iwslt14
+    from dlm_jax.config import parse
+    run = parse(flan2022.get_config("llama-13b"), num_devices=1, num_processes=1)
+    assert (run.model.init, run.data.task, run.batch_size, run.optimizer.lr, run.num_train_steps) == (
+        "huggyllama/llama-13b", "flan2022_paper", 2048, 1e-5, 10_000)
+    assert run.model.overrides["causal"] is False and run.model.overrides["shift"] == 0
+    assert run.model.mask_token == "new" and not run.model.prune_vocab and run.model.overrides["dtype"] == "bfloat16"
+    for cfg in (flan2022.get_config("qwen2.5-0.5b"), flan2022.get_config("smollm2-135m"),
+                iwslt14.get_config("qwen2.5-0.5b")):
+        r = parse(cfg, num_devices=1, num_processes=1)
+        assert r.model.init.startswith(("Qwen/", "HuggingFaceTB/")) and r.model.overrides["hidden_dropout"] == 0.0

@@ -174,7 +174,7 @@ def main() -> None:
     import jax.numpy as jnp
 
     from dlm_jax import parallel
-    from dlm_jax.model import MaskedLM, get_config
+    from dlm_jax.model import get_config, model_for
     from dlm_jax.model.axes import DEFAULT_RULES
 
     if args.devices % args.tensor:
@@ -187,7 +187,7 @@ def main() -> None:
                               devices=devices)
     cfg = get_config(args.model, dtype=args.dtype, remat=args.remat, scan_layers=not args.no_scan,
                      param_dtype=args.param_dtype, attention=args.attention, attention_dropout=0.0)
-    model = MaskedLM(cfg)
+    model = model_for(cfg)
     micro = args.batch // args.grad_accum
     dp = args.devices // args.tensor
     if args.batch % args.grad_accum or micro % dp:

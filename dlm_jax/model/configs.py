@@ -220,6 +220,19 @@ NAMED_CONFIGS: dict[str, ModelConfig] = {
     "transformer-tiny-test": ModelConfig(family="transformer", vocab_size=99, hidden_size=32, num_layers=2,
                                          num_decoder_layers=3, num_heads=4, intermediate_size=37, max_positions=40,
                                          type_vocab_size=0, hidden_dropout=0.0, attention_dropout=0.0),
+    # Decoder LLMs (shapes of their HF config.json, for compile / memory benchmarks; real runs read the checkpoint's):
+    # LLaMA-1 13B (huggyllama/llama-13b), Qwen2.5-0.5B, SmolLM2-135M.
+    "llama-13b": ModelConfig(family="llama", vocab_size=32_000, hidden_size=5120, num_layers=40, num_heads=40,
+                             intermediate_size=13_824, max_positions=2048, type_vocab_size=0, pad_token_id=0,
+                             layer_norm_eps=1e-6, hidden_dropout=0.0, attention_dropout=0.0, rope_theta=10_000.0),
+    "qwen2.5-0.5b": ModelConfig(family="llama", vocab_size=151_936, hidden_size=896, num_layers=24, num_heads=14,
+                                num_kv_heads=2, intermediate_size=4864, max_positions=32_768, type_vocab_size=0,
+                                pad_token_id=0, layer_norm_eps=1e-6, hidden_dropout=0.0, attention_dropout=0.0,
+                                rope_theta=1_000_000.0, qkv_bias=True, tie_embeddings=True, hf_type="qwen2"),
+    "smollm2-135m": ModelConfig(family="llama", vocab_size=49_152, hidden_size=576, num_layers=30, num_heads=9,
+                                num_kv_heads=3, intermediate_size=1536, max_positions=8192, type_vocab_size=0,
+                                pad_token_id=0, layer_norm_eps=1e-5, hidden_dropout=0.0, attention_dropout=0.0,
+                                rope_theta=100_000.0, tie_embeddings=True),
     # Odd sizes so shape bugs show; used by unit tests.
     "tiny-test": ModelConfig(family="roberta", vocab_size=99, hidden_size=32, num_layers=2, num_heads=4,
                              intermediate_size=37, max_positions=40, type_vocab_size=1, pad_token_id=1),

@@ -148,3 +148,19 @@ def test_export_refuses_the_encoder_decoder(encdec_ar, tmp_path):
     from dlm_jax.export import export
     with pytest.raises(ConfigError, match="no HuggingFace"):
         export(encdec_ar, tmp_path / "hf")
+
+
+def test_evaluation_keeps_exactly_the_rows_that_fit_with_a_separator():
+    from dlm_jax.data import features
+    from dlm_jax.data.vocab import HFVocabulary
+    from dlm_jax.inference.evaluator import load_task_data, task_names
+    from dlm_jax.pretrained import load_tokenizer
+    vocab = HFVocabulary(load_tokenizer("bundled"))
+    task = task_names("ding_de_en", vocab)[0]
+    for sep in (False, True):
+        spec = features.FeatureSpec(max_length=24, bos_id=vocab.bos_id, eos_id=vocab.eos_id, pad_id=vocab.pad_id,
+                                    separator=sep)
+        data = load_task_data(task, vocab, spec, EvalRequest(split="validation", limit=60))
+        kept = list(data.seqio_evaluator.cached_task_datasets[task].as_numpy_iterator())
+        assert len(kept) == 60 and data.num_skipped > 0  # the first 60 that fit; some of the first 60 do not
+        assert all(features.layout(ex["inputs"], ex["targets"], spec) is not None for ex in kept)

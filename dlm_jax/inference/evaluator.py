@@ -100,7 +100,8 @@ def load_task_data(task: str, vocab: HFVocabulary, spec: FeatureSpec, request: E
     counted."""
     espec = eval_spec(task)
     split = request.split or espec.split
-    length = {"inputs": spec.max_length, "targets": spec.max_length}
+    room = spec.max_length - int(spec.separator)  # seqio's `skip_overlong` counts <s> and </s>, not a separator
+    length = {"inputs": room, "targets": room}
     verbosity = absl_logging.get_verbosity()
     absl_logging.set_verbosity(absl_logging.ERROR)  # seqio's notes on unused sequence length and loggers
     try:

@@ -21,8 +21,9 @@ import flax.linen as nn
 from dlm_jax.errors import ConfigError
 from dlm_jax.model import axes
 from dlm_jax.model.configs import ModelConfig
-from dlm_jax.model.layers import (CacheStep, Einsum, Embed, LayerNorm, Mlp, SelfAttention, gelu_exact, padding_bias,
-                                  padding_lengths, positions_in_segment, segment_bias, step_bias)
+from dlm_jax.model.layers import (CacheStep, Einsum, Embed, LayerNorm, Mlp, SelfAttention, at_positions, gelu_exact,
+                                  last_real, next_cache_step, padding_bias, padding_lengths, positions_in_segment,
+                                  prefill_cache, segment_bias, step_bias)
 
 REMAT_POLICIES: dict[str, Any] = {
     "full": jax.checkpoint_policies.nothing_saveable,
@@ -229,17 +230,15 @@ class MaskedLM(nn.Module):
         (L: the prompt and room for the tokens to come), caches every layer's keys and values, and returns the
         logits [batch, vocab] at each row's last real token (they predict the next one)."""
         x = self.encode(input_ids, attention_mask)
-        n = attention_mask.astype(jnp.int32).sum(1)
-        self.put_variable("cache", "index", n)
-        self.put_variable("cache", "visible", jnp.arange(input_ids.shape[1])[None] < n[:, None])
-        return self.logits_from_hidden(x[jnp.arange(x.shape[0]), n - 1])
+        n = prefill_cache(self, padding_lengths(attention_mask)[:, None] > jnp.arange(input_ids.shape[1])[None],
+                          attention_mask)
+        return self.logits_from_hidden(last_real(x, n))
 
     def decode_step(self, token: jax.Array) -> jax.Array:
         """KV-cache decoding, each next call: appends `token` [batch] at each row's next position (the cache's
         `index`) and returns the logits [batch, vocab] that predict the token after it."""
         cfg = self.cfg
-        index, visible = self.get_variable("cache", "index"), self.get_variable("cache", "visible")
-        visible = visible | (jnp.arange(visible.shape[1])[None] == index[:, None])
+        index, visible = next_cache_step(self)
         x = self.word(token[:, None]) + self.position((index + cfg.position_offset)[:, None])
         if cfg.type_vocab_size > 0:
             x = x + self.token_type(jnp.zeros_like(token)[:, None])
@@ -253,8 +252,6 @@ class MaskedLM(nn.Module):
                 x, _ = layer(x, mask, True)
         if cfg.family == "xlmr-xl":
             x = self.final_ln(x)
-        self.put_variable("cache", "index", index + 1)
-        self.put_variable("cache", "visible", visible)
         return self.logits_from_hidden(x[:, 0])
 
     def logits_from_hidden(self, hidden: jax.Array, logits_dtype: Any = jnp.float32) -> jax.Array:
@@ -281,8 +278,4 @@ class MaskedLM(nn.Module):
         """
         hidden = self.encode(input_ids, attention_mask, token_type_ids, deterministic=deterministic,
                              segment_ids=segment_ids)
-        if output_positions is not None:
-            if output_positions.shape[0] != hidden.shape[0]:  # pooled: positions index groups of rows
-                hidden = hidden.reshape(output_positions.shape[0], -1, hidden.shape[-1])
-            hidden = jnp.take_along_axis(hidden, output_positions[..., None], axis=1)
-        return self.logits_from_hidden(hidden, logits_dtype)
+        return self.logits_from_hidden(at_positions(hidden, output_positions), logits_dtype)

@@ -202,6 +202,40 @@ class CacheStep(NamedTuple):
     index: jax.Array | None
 
 
+def at_positions(hidden: jax.Array, output_positions: jax.Array | None) -> jax.Array:
+    """The states at `output_positions` ([batch, P], or [G, P] indexing groups of batch / G rows laid end to end:
+    the pooled head), or all of them."""
+    if output_positions is None:
+        return hidden
+    if output_positions.shape[0] != hidden.shape[0]:
+        hidden = hidden.reshape(output_positions.shape[0], -1, hidden.shape[-1])
+    return jnp.take_along_axis(hidden, output_positions[..., None], axis=1)
+
+
+def prefill_cache(module: nn.Module, visible: jax.Array, attention_mask: jax.Array) -> jax.Array:
+    """Starts a KV-cache decode: each row's next write position (its number of real tokens) and the keys a new
+    token may see (`visible` [batch, length]) go into the "cache" collection; returns the positions."""
+    n = attention_mask.astype(jnp.int32).sum(1)
+    module.put_variable("cache", "index", n)
+    module.put_variable("cache", "visible", visible)
+    return n
+
+
+def next_cache_step(module: nn.Module) -> tuple[jax.Array, jax.Array]:
+    """One cached step: (each row's write position, the keys visible to its new token: those before and itself),
+    both stored back advanced for the next step."""
+    index, visible = module.get_variable("cache", "index"), module.get_variable("cache", "visible")
+    visible = visible | (jnp.arange(visible.shape[1])[None] == index[:, None])
+    module.put_variable("cache", "index", index + 1)
+    module.put_variable("cache", "visible", visible)
+    return index, visible
+
+
+def last_real(x: jax.Array, n: jax.Array) -> jax.Array:
+    """[batch, length, ...] -> [batch, ...] at each row's last real position (`n` real tokens)."""
+    return x[jnp.arange(x.shape[0]), n - 1]
+
+
 def step_bias(visible: jax.Array) -> jax.Array:
     """[batch, keys] bool -> [batch, 1, 1, keys] additive bias of one query."""
     return jnp.where(visible, 0.0, jnp.finfo(jnp.float32).min).astype(jnp.float32)[:, None, None, :]

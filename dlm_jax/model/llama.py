@@ -22,8 +22,9 @@ from dlm_jax.errors import ConfigError
 from dlm_jax.model import axes
 from dlm_jax.model.configs import ModelConfig
 from dlm_jax.model.encoder import _ACT, REMAT_POLICIES, _dtypes
-from dlm_jax.model.layers import (CacheStep, Einsum, Embed, RMSNorm, SelfAttention, padding_bias, padding_lengths,
-                                  positions_in_segment, segment_bias, step_bias)
+from dlm_jax.model.layers import (CacheStep, Einsum, Embed, RMSNorm, SelfAttention, at_positions, last_real,
+                                  next_cache_step, padding_bias, padding_lengths, positions_in_segment, prefill_cache,
+                                  segment_bias, step_bias)
 
 
 class SwiGLU(nn.Module):
@@ -140,26 +141,18 @@ class DecoderLM(nn.Module):
         hidden = self.encode(input_ids, attention_mask, deterministic=deterministic, segment_ids=segment_ids)
         if self.cfg.shift:
             hidden = jnp.concatenate([hidden[:, :1], hidden[:, :-1]], axis=1)
-        if output_positions is not None:
-            if output_positions.shape[0] != hidden.shape[0]:  # pooled: positions index groups of rows
-                hidden = hidden.reshape(output_positions.shape[0], -1, hidden.shape[-1])
-            hidden = jnp.take_along_axis(hidden, output_positions[..., None], axis=1)
-        return self.logits_from_hidden(hidden, logits_dtype)
+        return self.logits_from_hidden(at_positions(hidden, output_positions), logits_dtype)
 
     def prefill(self, input_ids: jax.Array, attention_mask: jax.Array) -> jax.Array:
         """KV-cache decoding of the causal LLM (`decode=True`, `mutable=["cache"]`): the logits [batch, vocab] at
         each row's last real token, which predict the next one (the AR head, whatever `shift`)."""
         x = self.encode(input_ids, attention_mask)
-        n = attention_mask.astype(jnp.int32).sum(1)
-        self.put_variable("cache", "index", n)
-        self.put_variable("cache", "visible", jnp.arange(input_ids.shape[1])[None] < n[:, None])
-        return self.logits_from_hidden(x[jnp.arange(x.shape[0]), n - 1])
+        n = prefill_cache(self, padding_lengths(attention_mask)[:, None] > jnp.arange(input_ids.shape[1])[None],
+                          attention_mask)
+        return self.logits_from_hidden(last_real(x, n))
 
     def decode_step(self, token: jax.Array) -> jax.Array:
         """Appends `token` [batch] at each row's next position; the logits [batch, vocab] for the one after it."""
-        index, visible = self.get_variable("cache", "index"), self.get_variable("cache", "visible")
-        visible = visible | (jnp.arange(visible.shape[1])[None] == index[:, None])
+        index, visible = next_cache_step(self)
         x = self._stack(self.word(token[:, None]), CacheStep(step_bias(visible), index), index[:, None], True)
-        self.put_variable("cache", "index", index + 1)
-        self.put_variable("cache", "visible", visible)
         return self.logits_from_hidden(x[:, 0])

@@ -26,8 +26,8 @@ import flax.linen as nn
 from dlm_jax.model import axes
 from dlm_jax.model.configs import ModelConfig
 from dlm_jax.model.encoder import _ACT, Block, _dtypes, _maybe_remat
-from dlm_jax.model.layers import (CacheStep, Embed, LayerNorm, Mlp, SelfAttention, positions_in_segment, sinusoids,
-                                  step_bias)
+from dlm_jax.model.layers import (CacheStep, Embed, LayerNorm, Mlp, SelfAttention, at_positions, last_real,
+                                  next_cache_step, positions_in_segment, prefill_cache, sinusoids, step_bias)
 
 
 class DecoderBlock(nn.Module):
@@ -155,33 +155,24 @@ class Seq2SeqLM(nn.Module):
         """Logits [batch, length, vocab] (or at `output_positions`, as `MaskedLM.__call__`)."""
         del token_type_ids
         hidden = self.hidden(input_ids, attention_mask, segment_ids, deterministic)
-        if output_positions is not None:
-            if output_positions.shape[0] != hidden.shape[0]:  # pooled: positions index groups of rows
-                hidden = hidden.reshape(output_positions.shape[0], -1, hidden.shape[-1])
-            hidden = jnp.take_along_axis(hidden, output_positions[..., None], axis=1)
-        return self.logits_from_hidden(hidden, logits_dtype)
+        return self.logits_from_hidden(at_positions(hidden, output_positions), logits_dtype)
 
     def prefill(self, input_ids: jax.Array, attention_mask: jax.Array) -> jax.Array:
         """KV-cache decoding, first call on right-padded `<s> prompt </s>` rows: caches the decoder's keys and
         values (self and cross) and returns the logits [batch, vocab] at the `</s>` (they predict the first token)."""
         x = self.hidden(input_ids, attention_mask, None, True)
-        n = attention_mask.astype(jnp.int32).sum(1)
         r = regions(input_ids, attention_mask, None, self.cfg.sep_token_id)
-        self.put_variable("cache", "index", n)
-        self.put_variable("cache", "visible", r["target"])
+        n = prefill_cache(self, r["target"], attention_mask)
         self.put_variable("cache", "source", r["source"])
         self.put_variable("cache", "target_start", jnp.argmax(r["target"], axis=1).astype(jnp.int32))
-        return self.logits_from_hidden(x[jnp.arange(x.shape[0]), n - 1])
+        return self.logits_from_hidden(last_real(x, n))
 
     def decode_step(self, token: jax.Array) -> jax.Array:
         """KV-cache decoding, each next call: appends `token` [batch] to each row's target and returns the logits
         [batch, vocab] that predict the one after it."""
-        index, visible = self.get_variable("cache", "index"), self.get_variable("cache", "visible")
-        visible = visible | (jnp.arange(visible.shape[1])[None] == index[:, None])
+        index, visible = next_cache_step(self)
         x = self._embed(token[:, None], (index - self.get_variable("cache", "target_start"))[:, None], True)
         masks = (CacheStep(step_bias(visible), index), CacheStep(step_bias(self.get_variable("cache", "source")),
                                                                  None))
         x = self._decoder(x, masks, None, True)
-        self.put_variable("cache", "index", index + 1)
-        self.put_variable("cache", "visible", visible)
         return self.logits_from_hidden(x[:, 0])

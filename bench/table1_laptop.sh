@@ -27,3 +27,14 @@ PYEOF
 export -f one; export STEPS OUT PY
 for s in 0 1 2; do for v in pretrained scratch ar encdec encdec_rdm; do echo "$v $s"; done; done \
   | xargs -P "$JOBS" -n 2 bash -c 'one "$0" "$1"' | tee "$OUT/results.tsv"
+"$PY" - "$OUT/results.tsv" <<'PYEOF'
+import collections, statistics, sys
+rows = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    v, s, bleu, *_ = line.split("\t")
+    rows[v].append(float(bleu))
+print("| row | BLEU per seed | mean | sd |\n|---|---|---|---|")
+for v, b in rows.items():
+    print(f"| {v} | {', '.join(f'{x:.2f}' for x in b)} | {statistics.mean(b):.2f} | "
+          f"{statistics.stdev(b) if len(b) > 1 else 0:.2f} |")
+PYEOF

@@ -39,7 +39,8 @@ MESH_FOR_SIZE = {"base": {"data": -1, "fsdp": 1, "tensor": 1}, "large": {"data":
 # gradient accumulation that brought the TPU compiler's per-chip HBM under the chip's.
 # (size, slice) -> (grad_accum, the measured peak per chip, the batch it was measured at).
 POD_FITS = {("xxl", "v5p-128"): (1, "48.26 of 95 GiB", 2048), ("xxl", "v5e-256"): (2, "12.02 of 16 GiB", 2048),
-            ("xxl", "v4-128"): (4, "9.32 of 16 GiB", 2048), ("large", "v4-16"): (4, "5.98 of 16 GiB", 512)}
+            ("xxl", "v4-128"): (4, "9.32 of 16 GiB", 2048), ("large", "v4-16"): (4, "5.98 of 16 GiB", 512),
+            ("llama-13b", "v5p-64"): (1, "82.50 of 95 GiB", 2048), ("llama-13b", "v5p-128"): (1, "41.14 of 95 GiB", 2048)}
 # ModernBERT runs take the recipe of the XLM-R size with the closest parameter count (the paper has no ModernBERT);
 # their rows are 2,048 tokens by default (`,max_length=8192` for the full context).
 RECIPE_OF = {"modernbert-base": "base", "modernbert-large": "large", "qwen2.5-0.5b": "base", "smollm2-135m": "base",

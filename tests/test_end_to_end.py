@@ -304,7 +304,8 @@ def test_a_run_starts_quietly(trained):
 
 @pytest.mark.slow
 def test_the_decoder_only_ar_baseline_trains_through_the_same_command(tmp_path):
-    """objective=ar with causal attention trains with the usual command; inference refuses it in one line."""
+    """objective=ar with causal attention trains with the usual command; inference decodes it with the KV cache,
+    and restoring it as an RDM run is one line."""
     wd = tmp_path / "ar"
     r = _run("dlm_jax.train", "--config", "configs/tiny.py", "--workdir", str(wd), "--config.num_train_steps=4",
              "--config.log_every_steps=2", "--config.objective=ar", "--config.model.causal=True",
@@ -318,9 +319,10 @@ def test_the_decoder_only_ar_baseline_trains_through_the_same_command(tmp_path):
     from dlm_jax.errors import ConfigError
     from dlm_jax.inference import restore_run
     from dlm_jax.rundir import RunDir
-    with pytest.raises(ConfigError, match="objective='ar'"):  # `evaluate` / `generate` say this in one line
-        restore_run(wd).generator()
+    assert restore_run(wd).generator().decoding is not None  # AR decoding (beam search with a KV cache)
     rdm = RunDir(wd).read_config()
     rdm.objective = "rdm"
+    with pytest.raises(ConfigError, match="trained with objective='ar'"):  # `evaluate` / `generate` in one line
+        restore_run(wd, config=rdm)
     with pytest.raises(ConfigError, match="objective: 'ar' -> 'rdm'"):  # a resume with the other objective
         RunDir(wd).check_resume(parse(rdm))

@@ -46,7 +46,10 @@ def test_paper_numbers_are_keyed_by_task_model_length_and_shots():
     assert paper_value("mmlu", "xlmr-xxl", "fixed2", 2) == 42.06  # multiple choice: any fixed length
     assert paper_value("tydiqa_goldp", "xlmr-base", "beam3", 1) == 10.24
     assert paper_value("mmlu", "xlmr-base", "fixed2", 5) is None  # the paper has no 5-shot MMLU
-    assert len(PAPER) == 6 * 4 + 6 + 4 + 16 * 4  # Tables 5, 1 (scratch), 2 (strict Flan 2021), 6
+    assert len(PAPER) == 6 * 4 + 6 + 6 + 4 + 16 * 4  # Tables 5, 1 (scratch, baselines), 2 (strict Flan 2021), 6
+    assert paper_value("iwslt14_de_en", "transformer-iwslt:ar", "ar-beam5", 0) == 33.30  # any decoding setting
+    assert paper_value("wmt14_en_de", "transformer-base:rdm", "oracle", 0) == 26.54
+    assert paper_value("iwslt14_de_en", "scratch:ar", "ar-greedy", 0) == 26.07
 
 
 def test_bleu_both_ways_is_case_insensitive_as_the_paper_and_cased_beside_it():

@@ -44,11 +44,11 @@ def _timed(gen, prompts, lengths, sampler, batch):
 
 def trained(args) -> tuple[dict, dict, list, list, list]:
     from dlm_jax.inference import restore_run
-    from dlm_jax.inference.evaluator import EvalRequest, load_task_data
+    from dlm_jax.inference.evaluator import EvalRequest, load_task_data, task_names
     ar, rdm = restore_run(args.ar_workdir), restore_run(args.rdm_workdir)
-    data = load_task_data("ding_de_en", rdm.vocab, rdm.feature_spec(), EvalRequest(split="test",
-                                                                                   limit=args.examples))
-    exs = list(data.seqio_evaluator.cached_task_datasets["ding_de_en"].as_numpy_iterator())
+    task = task_names("ding_de_en", rdm.vocab)[0]
+    data = load_task_data(task, rdm.vocab, rdm.feature_spec(), EvalRequest(split="test", limit=args.examples))
+    exs = list(data.seqio_evaluator.cached_task_datasets[task].as_numpy_iterator())
     prompts = [list(ex["inputs"]) for ex in exs]
     lengths = [len(ex["targets"]) + 1 for ex in exs]
     refs = [ex["targets_pretokenized"].decode("utf-8") for ex in exs]

@@ -231,3 +231,21 @@ def test_llm_configs_follow_the_released_adaptation():
                 iwslt14.get_config("qwen2.5-0.5b")):
         r = parse(cfg, num_devices=1, num_processes=1)
         assert r.model.init.startswith(("Qwen/", "HuggingFaceTB/")) and r.model.overrides["hidden_dropout"] == 0.0
+
+
+def test_sharded_over_the_8_device_mesh_equals_single_device():
+    from dlm_jax import parallel
+    from dlm_jax.model.axes import DEFAULT_RULES
+    cfg = get_config("tiny-test").replace(family="llama", vocab_size=96, num_kv_heads=2, intermediate_size=64,
+                                          qkv_bias=True, tie_embeddings=False, pad_token_id=0)
+    model = model_for(cfg)
+    ids, attn = _batch(16)
+    ids = jnp.asarray(ids % 96)
+    mesh = parallel.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+    params, _ = parallel.sharded_init(lambda k: model.init(k, ids)["params"], mesh, DEFAULT_RULES, jax.random.key(0))
+    gate, key = params["layers_0"]["mlp"]["gate"]["kernel"], params["layers_0"]["attention"]["key"]["kernel"]
+    assert tuple(gate.sharding.spec) == ("fsdp", "tensor") and "tensor" in tuple(key.sharding.spec)  # kv heads
+    ref = model.apply({"params": jax.device_get(params)}, ids, attention_mask=attn)
+    with parallel.mesh_rules(mesh, DEFAULT_RULES):
+        out = jax.jit(lambda p, i, m: model.apply({"params": p}, i, attention_mask=m))(params, ids, attn)
+    np.testing.assert_allclose(np.asarray(out), np.asarray(ref), atol=2e-5)

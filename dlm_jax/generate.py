@@ -1,9 +1,11 @@
 """Entry point: python -m dlm_jax.generate --workdir DIR (--prompt TEXT | --input FILE.jsonl | --input_task TASK)
    [--length N | --length_beam B --length_workdir DIR2] [--config.sampler.steps=S ...] [--show_steps]
-   [--trajectory OUT.html | OUT.svg]
+   [--trajectory OUT.html | OUT.svg] [--strategies ar,reparam-uncond-deterministic-cosine]
 
 restore (params only) -> tokenize prompts -> sampler -> print text; optionally animate the denoising in the
-terminal or write an HTML page of it. The sampler is the run's (`config.json`) with `--config.sampler.*` applied.
+terminal or write an HTML page of it. The sampler is the run's (`config.json`) with `--config.sampler.*` applied;
+`--strategies a,b,...` decodes the same prompts with each strategy (same steps, lengths and seed) and shows their
+unmasking orders side by side (`--show_steps` columns, `--trajectory` grids): the paper's Fig. 7(d).
 """
 from __future__ import annotations
 
@@ -36,6 +38,9 @@ flags.DEFINE_integer("seed", 0, "Sampling seed.")
 flags.DEFINE_bool("show_steps", False, "Print the sequence after every step.")
 flags.DEFINE_string("trajectory", None, "Write the denoising of every example as a grid: an HTML page (.html) or "
                     "a vector figure (.svg).")
+flags.DEFINE_list("strategies", None, "Decode with each of these sampler strategies (comma-separated, e.g. "
+                  "ar,reparam-uncond-deterministic-cosine) and show their unmasking orders side by side; 'adaptive' takes "
+                  "the run's threshold, or 0.9.")
 FLAGS = flags.FLAGS
 
 
@@ -109,16 +114,29 @@ def text_items(restored: RestoredRun) -> list[Item]:
     return items
 
 
-def decode(restored: RestoredRun, items: list[Item]) -> dict[str, Any]:
-    sampler = dataclasses.replace(restored.run.sampler,
-                                  record_trajectory=bool(FLAGS.show_steps or FLAGS.trajectory))
+def samplers(restored: RestoredRun) -> list[Any]:
+    """The run's sampler, or one per `--strategies` entry (the run's steps; threshold only for `adaptive`)."""
+    base = dataclasses.replace(restored.run.sampler, record_trajectory=bool(FLAGS.show_steps or FLAGS.trajectory))
+    if not FLAGS.strategies:
+        return [base]
+    if len(set(FLAGS.strategies)) != len(FLAGS.strategies):
+        raise ConfigError(f"--strategies {','.join(FLAGS.strategies)} names a strategy twice; name each once")
+    from dlm_jax.diffusion import SamplerConfig
+    out = []
+    for name in FLAGS.strategies:
+        threshold = (base.threshold or 0.9) if name == "adaptive" else None
+        out.append(SamplerConfig(**{**dataclasses.asdict(base), "strategy": name, "threshold": threshold}))
+    return out
+
+
+def decode(restored: RestoredRun, items: list[Item], sampler: Any) -> dict[str, Any]:
     gen, rng = restored.generator(), jax.random.key(FLAGS.seed)
     prompts = [it.ids for it in items]
     if gen.decoding is not None:  # an AR run (objective "ar"): KV-cache decoding sets its own lengths
-        if FLAGS.length or FLAGS.length_beam or FLAGS.show_steps or FLAGS.trajectory:
+        if FLAGS.length or FLAGS.length_beam or FLAGS.show_steps or FLAGS.trajectory or FLAGS.strategies:
             raise ConfigError("this run is autoregressive (objective 'ar'): it decodes left to right until </s> "
                               "(--config.decoding.beam_size / max_len_b); drop --length, --length_beam, "
-                              "--show_steps and --trajectory")
+                              "--show_steps, --trajectory and --strategies")
         return gen.generate(prompts, [0] * len(prompts), sampler, rng)
     if FLAGS.length_beam:
         return gen.generate_with_beam(prompts, FLAGS.length_beam, sampler, rng)
@@ -131,26 +149,45 @@ def decode(restored: RestoredRun, items: list[Item]) -> dict[str, Any]:
     return gen.generate(prompts, lengths, sampler, rng)
 
 
-def show_trajectory(restored: RestoredRun, items: list[Item], texts: list[str], out: dict[str, Any]) -> None:
-    """`--show_steps` frames (first example) and the `--trajectory` page or SVG figure (every example)."""
+def _examples(restored: RestoredRun, items: list[Item], texts: list[str], out: dict[str, Any],
+              strategy: str | None) -> list[Any]:
     tokenizer = restored.vocab.tokenizer
     token_text = lambda i: tokenizer.convert_ids_to_tokens(int(i))  # noqa: E731
     scores = out.get("trajectory_scores")
-    examples = [visualize.Example(it.text, text, visualize.step_cells(
-        out["trajectory"][:, i], out["response_mask"][i], restored.vocab.mask_id, token_text,
-        None if scores is None else scores[:, i]), it.reference) for i, (it, text) in enumerate(zip(items, texts))]
+    ran = out["num_evals"]  # the adaptive strategy stops early: its later frames only repeat the last
+    return [visualize.Example(it.text, text, visualize.step_cells(
+        out["trajectory"][:ran[i], i], out["response_mask"][i], restored.vocab.mask_id, token_text,
+        None if scores is None else scores[:ran[i], i]), it.reference, strategy)
+        for i, (it, text) in enumerate(zip(items, texts))]
+
+
+def show_trajectory(restored: RestoredRun, items: list[Item], decoded: dict[str, tuple[list[str], dict[str, Any]]]
+                    ) -> None:
+    """`--show_steps` frames (first example; one column per strategy) and the `--trajectory` page or SVG figure
+    (every example; one grid per strategy side by side). `decoded`: strategy -> (texts, generate output)."""
+    compare = len(decoded) > 1
+    per = {k: _examples(restored, items, texts, out, k if compare else None) for k, (texts, out) in decoded.items()}
     if FLAGS.show_steps:
-        for line in visualize.terminal_frames(examples[0].steps, color=sys.stdout.isatty()):
+        color = sys.stdout.isatty()
+        lines = (visualize.side_by_side_frames({k: ex[0].steps for k, ex in per.items()}, color=color) if compare
+                 else visualize.terminal_frames(next(iter(per.values()))[0].steps, color=color))
+        for line in lines:
             print(line)
     if FLAGS.trajectory and jax.process_index() == 0:  # several processes: one writes the page
         sampler = restored.run.sampler
+        first = next(iter(decoded.values()))[1]
         header = {"model": restored.run.model.name, "run": FLAGS.workdir, "checkpoint step": restored.step,
-                  "strategy": sampler.strategy, "steps": sampler.steps, "seed": FLAGS.seed,
-                  "response lengths": ", ".join(str(int(m.sum())) for m in out["response_mask"])}
-        if sampler.threshold is not None:
-            header["threshold"] = sampler.threshold
-        render = visualize.trajectory_svg if FLAGS.trajectory.endswith(".svg") else visualize.trajectory_html
-        Path(FLAGS.trajectory).write_text(render(examples, header), encoding="utf-8")
+                  "strategy": ", ".join(decoded), "steps": sampler.steps, "seed": FLAGS.seed,
+                  "response lengths": ", ".join(str(int(m.sum())) for m in first["response_mask"])}
+        if sampler.threshold is not None or "adaptive" in decoded:
+            header["threshold"] = sampler.threshold or 0.9
+        svg = FLAGS.trajectory.endswith(".svg")
+        if compare and not svg:
+            page = visualize.comparison_html([list(g) for g in zip(*per.values())], header)
+        else:  # an SVG figure stacks the strategies' grids of each example
+            examples = [ex for g in zip(*per.values()) for ex in g]
+            page = (visualize.trajectory_svg if svg else visualize.trajectory_html)(examples, header)
+        Path(FLAGS.trajectory).write_text(page, encoding="utf-8")
         print(f"wrote {FLAGS.trajectory}")
 
 
@@ -166,19 +203,23 @@ def main(argv: list[str]) -> int:
         cli.check_output_file(FLAGS.trajectory, "--trajectory")  # before the generation, not after it
     restored = cli.restore_from_flags()
     items = task_items(restored) if FLAGS.input_task else text_items(restored)
-    t0 = time.perf_counter()
-    out = decode(restored, items)
-    wall = time.perf_counter() - t0
     from dlm_jax.inference import decode_responses
-    texts = decode_responses(restored.vocab.tokenizer, out, restored.vocab.eos_id)
-    for item, text, evals in zip(items, texts, out["num_evals"]):
-        print(f"prompt:    {item.text}")
-        if item.reference is not None:
-            print(f"reference: {item.reference}")
-        print(f"output:    {text}   ({int(evals)} model evaluations)")
-    print(f"({len(items)} example(s) in {wall:.2f}s)")
-    if out.get("trajectory") is not None:
-        show_trajectory(restored, items, texts, out)
+    decoded: dict[str, tuple[list[str], dict[str, Any]]] = {}
+    for sampler in samplers(restored):
+        t0 = time.perf_counter()
+        out = decode(restored, items, sampler)
+        wall = time.perf_counter() - t0
+        texts = decode_responses(restored.vocab.tokenizer, out, restored.vocab.eos_id)
+        label = f" [{sampler.strategy}]" if FLAGS.strategies else ""
+        for item, text, evals in zip(items, texts, out["num_evals"]):
+            print(f"prompt:    {item.text}")
+            if item.reference is not None:
+                print(f"reference: {item.reference}")
+            print(f"output{label}:    {text}   ({int(evals)} model evaluations)")
+        print(f"({len(items)} example(s) in {wall:.2f}s{label})")
+        decoded[sampler.strategy] = (texts, out)
+    if next(iter(decoded.values()))[1].get("trajectory") is not None:
+        show_trajectory(restored, items, decoded)
     return 0
 
 

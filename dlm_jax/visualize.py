@@ -7,6 +7,9 @@
   steps, seed and lengths; each example shows its prompt, final text and reference.
 - `trajectory_svg`: the same grid as one vector figure, for papers.
 - `terminal_frames`: one line per step for `generate --show_steps`.
+- Comparisons (`generate --strategies a,b`, the paper's Fig. 7(d): left-to-right vs diffusive unmasking): every
+  grid ends with a "settled" row, the step at which each position took its final token (the unmasking order), and
+  `comparison_html` / `side_by_side_frames` put one prompt's grids / frames for several strategies side by side.
 """
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ class Example:
     output: str
     steps: list[list[dict]]
     reference: str | None = None
+    strategy: str | None = None  # the sampler strategy that produced it (comparisons)
 
 
 def step_cells(trajectory: np.ndarray, response: np.ndarray, mask_id: int, token_text: Decode,
@@ -66,7 +70,8 @@ margin:.5em 0 2em}table.grid td,table.grid th{border:1px solid #fff;padding:2px 
 font-size:12px;white-space:nowrap}table.grid th{background:#fff;color:#555;font-weight:normal;text-align:right}
 COLOURS .remasked s{opacity:.8}dl.meta{display:grid;grid-template-columns:max-content auto;gap:.1em 1em}
 dl.meta dt{color:#555}dl.meta dd{margin:0}.legend span{display:inline-block;padding:2px 6px;margin-right:1em;
-font-family:monospace;font-size:12px}@media print{*{-webkit-print-color-adjust:exact;print-color-adjust:exact}}"""
+font-family:monospace;font-size:12px}td.order{color:#555;text-align:center}div.side{display:flex;gap:2em;
+align-items:flex-start;flex-wrap:wrap}div.side h3{font-size:1em;margin:.2em 0}@media print{*{-webkit-print-color-adjust:exact;print-color-adjust:exact}}"""
 
 
 def _cell_html(cell: dict) -> str:
@@ -77,10 +82,27 @@ def _cell_html(cell: dict) -> str:
     return f'<td class="{cell["state"]}"{title}>{text}</td>'
 
 
+def settled_steps(steps: Sequence[Sequence[dict]]) -> list[int | None]:
+    """Per response position, the step from which it holds its final token (the unmasking order; None: still
+    masked at the end). Step 0 is the all-masked canvas, so settled steps are >= 1."""
+    out: list[int | None] = []
+    for j in range(len(steps[0]) if steps else 0):
+        col = [row[j] for row in steps]
+        if col[-1]["state"] == "masked" or col[-1]["state"] == "remasked":
+            out.append(None)
+            continue
+        i = len(col) - 1
+        while i > 0 and col[i]["state"] == "kept":
+            i -= 1
+        out.append(i)
+    return out
+
+
 def _grid_html(steps: Sequence[Sequence[dict]]) -> str:
     head = "<tr><th>step</th>" + "".join(f"<th>{j}</th>" for j in range(len(steps[0]))) + "</tr>"
     rows = [f"<tr><th>{i}</th>{''.join(_cell_html(c) for c in cells)}</tr>" for i, cells in enumerate(steps)]
-    return f'<table class="grid">{head}{"".join(rows)}</table>'
+    order = "".join(f'<td class="order">{"" if s is None else s}</td>' for s in settled_steps(steps))
+    return f'<table class="grid">{head}{"".join(rows)}<tr class="settled"><th>settled</th>{order}</tr></table>'
 
 
 def _meta_html(items: dict[str, object]) -> str:
@@ -88,19 +110,41 @@ def _meta_html(items: dict[str, object]) -> str:
                                          for k, v in items.items()) + "</dl>"
 
 
-def trajectory_html(examples: Sequence[Example], header: dict[str, object]) -> str:
-    """The self-contained page (see the module docstring); `header`: model, checkpoint, strategy, steps, seed..."""
+def _page(title: str, header: dict[str, object], parts: list[str]) -> str:
     css = _CSS.replace("COLOURS", "".join(f".{k}{{background:{b};color:{f}}}" for k, (b, f) in COLOURS.items()))
     legend = '<p class="legend">' + "".join(f'<span class="{k}">{k}</span>{html.escape(v)} ' for k, v in
-                                            LEGEND.items()) + " Hover a token for its probability.</p>"
-    parts = [f"<h1>Denoising trajectory</h1>{_meta_html(header)}{legend}"]
-    for n, ex in enumerate(examples):
-        info = {"prompt": ex.prompt, "output": ex.output}
-        if ex.reference is not None:
-            info["reference"] = ex.reference
-        parts.append(f"<h2>Example {n}</h2>{_meta_html(info)}{_grid_html(ex.steps)}")
-    return (f'<!doctype html><html><head><meta charset="utf-8"><title>dlm_jax denoising trajectory</title>'
-            f"<style>{css}</style></head><body>{''.join(parts)}</body></html>")
+                                            LEGEND.items()) + (" Hover a token for its probability; the last row "
+                                                               "is the step each position settled at.</p>")
+    return (f'<!doctype html><html><head><meta charset="utf-8"><title>dlm_jax {title.lower()}</title>'
+            f"<style>{css}</style></head><body><h1>{title}</h1>{_meta_html(header)}{legend}{''.join(parts)}"
+            "</body></html>")
+
+
+def _info(ex: Example, *, output: bool = True) -> dict[str, object]:
+    info: dict[str, object] = {"prompt": ex.prompt}
+    if output:
+        info["output"] = ex.output
+    if ex.reference is not None:
+        info["reference"] = ex.reference
+    return info
+
+
+def trajectory_html(examples: Sequence[Example], header: dict[str, object]) -> str:
+    """The self-contained page (see the module docstring); `header`: model, checkpoint, strategy, steps, seed..."""
+    parts = [f"<h2>Example {n}</h2>{_meta_html(_info(ex))}{_grid_html(ex.steps)}" for n, ex in enumerate(examples)]
+    return _page("Denoising trajectory", header, parts)
+
+
+def comparison_html(groups: Sequence[Sequence[Example]], header: dict[str, object]) -> str:
+    """One section per prompt with the grids of several strategies side by side (each group: one prompt decoded
+    by each strategy, `Example.strategy` set), each grid headed by its strategy and output."""
+    parts = []
+    for n, group in enumerate(groups):
+        grids = "".join(f'<div><h3>{html.escape(ex.strategy or "")}</h3>{_meta_html({"output": ex.output})}'
+                        f"{_grid_html(ex.steps)}</div>" for ex in group)
+        parts.append(f'<h2>Example {n}</h2>{_meta_html(_info(group[0], output=False))}<div class="side">{grids}'
+                     "</div>")
+    return _page("Unmasking order by strategy", header, parts)
 
 
 def trajectory_svg(examples: Sequence[Example], header: dict[str, object]) -> str:
@@ -109,7 +153,7 @@ def trajectory_svg(examples: Sequence[Example], header: dict[str, object]) -> st
     lines = [" | ".join(f"{k}: {v}" for k, v in header.items())]
     body, y, width = [], 2 * row_h, 0.0
     for n, ex in enumerate(examples):
-        body.append(_svg_text(pad, y, f"Example {n}: {ex.prompt} -> {ex.output}", bold=True))
+        body.append(_svg_text(pad, y, _svg_title(n, ex), bold=True))
         y += row_h * 0.6
         cols = [max(len(_svg_label(c)) for c in col) for col in zip(*ex.steps)]
         xs = np.concatenate([[pad + 6 * char_w], pad + 6 * char_w + np.cumsum([w * char_w + 8 for w in cols])])
@@ -125,10 +169,14 @@ def trajectory_svg(examples: Sequence[Example], header: dict[str, object]) -> st
         legend_x += 10 * char_w
     height = y + row_h + pad
     width = max(width, legend_x, *(pad * 2 + len(t) * char_w for t in [lines[0]] + [
-        f"Example {n}: {ex.prompt} -> {ex.output}" for n, ex in enumerate(examples)]))
+        _svg_title(n, ex) for n, ex in enumerate(examples)]))
     return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
             f'font-family="monospace" font-size="11">{_svg_text(pad, row_h, lines[0], bold=True)}'
             f"{''.join(body)}</svg>")
+
+
+def _svg_title(n: int, ex: Example) -> str:
+    return f"Example {n}{f' [{ex.strategy}]' if ex.strategy else ''}: {ex.prompt} -> {ex.output}"
 
 
 def _svg_label(cell: dict) -> str:
@@ -152,11 +200,28 @@ def _svg_cell(x: float, y: float, w: float, h: float, cell: dict) -> str:
 _ANSI = {"masked": "\x1b[90m", "new": "\x1b[1;33m", "remasked": "\x1b[9;31m", "kept": ""}
 
 
+def _frame(cells: Sequence[dict], color: bool) -> tuple[str, int]:
+    """One step's canvas as a line, and its visible width (without colour codes)."""
+    words = [_ANSI[c["state"]] + _svg_label(c) + "\x1b[0m" if color and _ANSI[c["state"]] else _svg_label(c)
+             for c in cells]
+    return " ".join(words), len(" ".join(_svg_label(c) for c in cells))
+
+
 def terminal_frames(steps: Sequence[Sequence[dict]], *, color: bool = True) -> list[str]:
     """One line per step (step 0 is the all-masked canvas), e.g. for `--show_steps`."""
-    out = []
-    for i, cells in enumerate(steps):
-        words = [_ANSI[c["state"]] + _svg_label(c) + "\x1b[0m" if color and _ANSI[c["state"]] else _svg_label(c)
-                 for c in cells]
-        out.append(f"step {i:>3}: " + " ".join(words))
-    return out
+    return [f"step {i:>3}: " + _frame(cells, color)[0] for i, cells in enumerate(steps)]
+
+
+def side_by_side_frames(columns: dict[str, Sequence[Sequence[dict]]], *, color: bool = True) -> list[str]:
+    """`terminal_frames` of several strategies in columns (`label -> steps`): a header of labels, one line per
+    step (a strategy that finished earlier leaves its column blank), then the settled step of each position."""
+    frames = {k: [_frame(c, color) for c in steps] for k, steps in columns.items()}
+    widths = {k: max([len(k)] + [w for _, w in fr]) for k, fr in frames.items()}
+    lines = [" " * 10 + " | ".join(k.ljust(widths[k]) for k in frames)]
+    for i in range(max(len(fr) for fr in frames.values())):
+        cols = [fr[i][0] + " " * (widths[k] - fr[i][1]) if i < len(fr) else " " * widths[k]
+                for k, fr in frames.items()]
+        lines.append(f"step {i:>3}: " + " | ".join(cols))
+    order = [" ".join("-" if s is None else str(s) for s in settled_steps(steps)) for steps in columns.values()]
+    lines.append("settled:  " + " | ".join(o.ljust(widths[k]) for o, k in zip(order, frames)))
+    return [line.rstrip() for line in lines]

@@ -79,6 +79,44 @@ def test_remasked_cells_keep_the_withdrawn_token_and_render():
     assert 'text-decoration="line-through">t5<' in visualize.trajectory_svg([ex], {"model": "m"})
 
 
+def test_settled_steps_and_side_by_side_columns():
+    from dlm_jax import visualize
+    M = 9
+    left = visualize.step_cells(np.array([[1, M, M], [1, 2, M], [1, 2, 3]]), np.ones(3, bool), M, str)
+    other = visualize.step_cells(np.array([[M, 2, M], [1, M, 3], [1, 2, 3]]), np.ones(3, bool), M, str)
+    assert visualize.settled_steps(left) == [1, 2, 3]  # left to right
+    assert visualize.settled_steps(other) == [2, 3, 2]  # position 1 was remasked at step 2 and refilled at 3
+    lines = visualize.side_by_side_frames({"ar": left, "reparam": other}, color=False)
+    assert lines[0].split() == ["ar", "|", "reparam"] and " ".join(lines[-1].split()) == "settled: 1 2 3 | 2 3 2"
+    assert lines[1] == "step   0: [MASK] [MASK] [MASK] | [MASK] [MASK] [MASK]"
+    assert lines[-1].index("|") == lines[1].index("|")
+    assert lines[2].index("|") == lines[1].index("|")  # columns stay aligned
+    page = visualize.comparison_html([[visualize.Example("p", "1 2 3", left, None, "ar"),
+                                       visualize.Example("p", "1 2 3", other, None, "reparam")]], {"model": "m"})
+    assert page.count('<table class="grid">') == 2 and '<div class="side">' in page
+    assert "<h3>ar</h3>" in page and "<h3>reparam</h3>" in page
+
+
+@pytest.mark.slow
+def test_generate_compares_left_to_right_and_diffusive_unmasking(trained, tmp_path):
+    page_path = tmp_path / "cmp.html"
+    r = _run("dlm_jax.generate", "--workdir", str(trained), "--input_task", "ding_de_en", "--num_examples", "2",
+             "--config.sampler.steps=32", "--strategies", "ar,reparam-uncond-deterministic-cosine,adaptive",
+             "--show_steps", "--trajectory", str(page_path))
+    assert r.returncode == 0, r.stderr[-3000:]
+    for name in ("ar", "reparam-uncond-deterministic-cosine", "adaptive"):
+        assert r.stdout.count(f"output [{name}]:") == 2
+    settled = next(line for line in r.stdout.splitlines() if line.startswith("settled:"))
+    ar_order = [int(x) for x in settled[len("settled:"):].split("|")[0].split()]
+    assert ar_order == list(range(1, len(ar_order) + 1))  # the ar strategy settles left to right, one per step
+    page = page_path.read_text()
+    assert page.count('<div class="side">') == 2 and page.count('<table class="grid">') == 6
+    assert "<dt>strategy</dt><dd>ar, reparam-uncond-deterministic-cosine, adaptive</dd>" in page
+    r = _run("dlm_jax.generate", "--workdir", str(trained), "--prompt", "Haus", "--length", "8",
+             "--config.sampler.steps=4", "--strategies", "ar,cmlm")
+    assert r.returncode == 2 and "the ar strategy writes one token per step" in r.stderr
+
+
 @pytest.mark.slow
 def test_the_trajectory_page_renders_in_a_real_browser(trained, tmp_path):
     import shutil

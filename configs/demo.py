@@ -8,6 +8,11 @@ Variants (docs/RESULTS.md "Table 1 at laptop scale": the same data, steps, batch
 bert-tiny shape, label smoothing 0.1), `:encdec` (an encoder-decoder Transformer of bert-tiny's width, 2+2 layers,
 d 128, FFN 512, 2 heads: `transformer-tiny`; AR, label smoothing 0.1) and `:encdec_rdm` (the same encoder-decoder
 with RDM). AR runs decode with beam 5. `bash bench/table1_laptop.sh` trains and evaluates them all.
+
+The paper's LLaMA experiment at laptop scale (`bash bench/llm_adaptation_laptop.sh`, docs/RESULTS.md): `:llama_ar`
+pretrains a tiny Llama (`llama-tiny`) from scratch as a causal LM with the AR objective on the same data; exported
+as a LlamaForCausalLM directory (its tokenizer without a mask token, as LLaMA's), `:llama_rdm,init=DIR,shift=0|1`
+adapts it with RDM the released way (bidirectional attention, `<mask>` added with mean-initialised rows).
 Measured on a 2-core CPU (docs/RESULTS.md): `make demo` (train 1500 steps at 0.25 s/step, evaluate the test
 split, decode one example) takes 7m17s end to end; test BLEU 2.24, validation 2.38 (sacreBLEU 13a,
 case-insensitive: the BERT tokenizer is uncased; oracle length, S=10). 1200 steps gave 1.74 and 2.03 in two runs.
@@ -20,7 +25,7 @@ from configs.common import base_config, parse_arg
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    a = parse_arg(arg, variant="pretrained", steps=1500)
+    a = parse_arg(arg, variant="pretrained", steps=1500, init="", shift=0)
     c = base_config()
     c.num_train_steps = a.steps
     c.batch_size = 64
@@ -45,8 +50,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.diffusion.pool_rows = 0  # one pool of masked positions for the whole batch (one device)
     c.diffusion.max_predictions = 1024  # per batch; ~700 masked on average, none dropped in the measured run
     c.sampler.steps = 10
-    if a.variant not in ("pretrained", "scratch", "ar", "encdec", "encdec_rdm"):
-        raise ValueError(f"unknown variant {a.variant!r}; choose pretrained, scratch, ar, encdec or encdec_rdm")
+    if a.variant not in ("pretrained", "scratch", "ar", "encdec", "encdec_rdm", "llama_ar", "llama_rdm"):
+        raise ValueError(f"unknown variant {a.variant!r}; choose pretrained, scratch, ar, encdec, encdec_rdm, "
+                         "llama_ar or llama_rdm,init=DIR[,shift=1]")
+    if a.variant.startswith("llama"):
+        return _llama(c, a)
     if a.variant != "pretrained":
         c.model.init = "random"
         c.diffusion.label_smoothing = 0.1
@@ -56,4 +64,23 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.objective, c.model.causal, c.ar.label_smoothing = "ar", True, 0.1
         c.diffusion.label_smoothing = 0.0
         c.diffusion.max_predictions = 2048  # the head's capacity: every response token (~1,370 per batch) is scored
+    return c
+
+
+def _llama(c: ml_collections.ConfigDict, a: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """`llama_ar`: the tiny Llama pretrained as a causal LM; `llama_rdm,init=DIR`: an exported one adapted with RDM."""
+    c.model.name = "llama-tiny"
+    c.model.prune_vocab = False  # decoder LLMs keep their vocabulary (docs/FIDELITY.md L8)
+    if a.variant == "llama_ar":
+        c.model.init = "random"
+        c.objective, c.model.causal, c.ar.label_smoothing = "ar", True, 0.1
+        c.diffusion.max_predictions = 2048
+        return c
+    if not a.init:
+        raise ValueError("llama_rdm adapts an exported causal LM: configs/demo.py:llama_rdm,init=DIR[,shift=1] "
+                         "(bench/llm_adaptation_laptop.sh makes DIR)")
+    c.model.init, c.model.tokenizer, c.model.shift = a.init, "", int(a.shift)
+    c.model.causal, c.model.mask_token = False, "new"
+    if a.init == "random":  # the control: the same RDM recipe without the AR pretraining (tokenizer from the flag)
+        c.diffusion.label_smoothing = 0.1
     return c

@@ -75,7 +75,17 @@ class HFVocabulary(seqio.Vocabulary):
 
     @property
     def mask_id(self) -> int:
-        return self._id("mask_token_id", "mask_token_id")
+        if self.optional_mask_id is None:
+            raise ConfigError(f"the tokenizer ({type(self.tokenizer).__name__}) has no mask token, which diffusion "
+                              "needs: a decoder LLM gets one with --config.model.mask_token=new (added when the run "
+                              "is built), or use a masked LM's tokenizer")
+        return int(self.optional_mask_id)
+
+    @property
+    def optional_mask_id(self) -> int | None:
+        """The mask id, or None for a tokenizer without one (a causal LM's: AR runs need none)."""
+        v = getattr(self.tokenizer, "mask_token_id", None)
+        return None if v is None else int(v)
 
     @property
     def _base_vocab_size(self) -> int:

@@ -44,8 +44,9 @@ def row_keys(rng: jax.Array, ids: Sequence[int] | np.ndarray) -> jax.Array:
 
 
 def split_rows(keys: jax.Array, step: int | jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Two independent [n] key arrays for step `step` of each row."""
-    k = jax.vmap(lambda key: jax.random.split(jax.random.fold_in(key, step)))(keys)
+    """Two independent [n] key arrays for step `step` (one for all rows, or [n]: each row's own) of each row."""
+    steps = jnp.broadcast_to(jnp.asarray(step, jnp.int32), keys.shape[:1])
+    k = jax.vmap(lambda key, s: jax.random.split(jax.random.fold_in(key, s)))(keys, steps)
     return k[:, 0], k[:, 1]
 
 

@@ -17,6 +17,12 @@ Strategies (strings as in the paper's public code):
 Only positions in `response_mask` ever change. The `<mask>` logit is never chosen. Randomness is per row and per
 position (`dlm_jax.diffusion.rows`): with one key per row, a row's output does not depend on the other rows of its
 batch, its position in it or the padded width.
+
+One step of every strategy is `denoise_step` over a `Canvas` (tokens, scores, masked positions, each row's step and
+model evaluations) and `RowSettings` (each row's strategy, steps, schedule table, temperature, threshold, ... as
+arrays): `sample` loops it (`lax.fori_loop` / `lax.while_loop`) with every row's settings the same, and the serving
+engine (`dlm_jax.serving`) calls it once per scheduler tick over slots whose rows joined at different times with
+different settings. A row's result is the same either way.
 """
 from __future__ import annotations
 
@@ -115,6 +121,57 @@ class SampleOutput(NamedTuple):
     trajectory_scores: jax.Array | None = None  # [steps, batch, length] log-prob of each of those tokens (-inf: masked)
 
 
+KINDS = ("reparam", "mask-predict", "cmlm", "ar", "adaptive")
+
+
+class RowSettings(NamedTuple):
+    """Each row's sampler settings as arrays ([batch] or [batch, T]), so one compiled step serves rows that decode
+    with different strategies, steps, temperatures or thresholds (`row_settings` builds them from a config)."""
+
+    kind: jax.Array  # [b] int32: index into KINDS
+    steps: jax.Array  # [b] int32: S (fixed-schedule strategies; the adaptive one stops when nothing is masked)
+    keep: jax.Array  # [b, T] int32: response positions that stay masked after step s + 1 (T >= S)
+    rate: jax.Array  # [b, T] float32: the schedule's rate after step s + 1 (scales the stochastic ranking noise)
+    cond: jax.Array  # [b] bool: reparam-cond
+    noise: jax.Array  # [b] float32: the stochastic ranking noise scale X of reparam-...-stochasticX
+    log_tau: jax.Array  # [b] float32: log of the adaptive threshold
+    temperature: jax.Array  # [b] float32
+    argmax: jax.Array  # [b] bool: pick the most likely token (else sample at `temperature`)
+
+
+class Canvas(NamedTuple):
+    """The sampler's state between steps."""
+
+    tokens: jax.Array  # [b, L]
+    scores: jax.Array  # [b, L] float32 log-prob of each committed token (-inf: masked)
+    is_masked: jax.Array  # [b, L] bool
+    step: jax.Array  # [b] int32: steps this row has taken
+    evals: jax.Array  # [b] int32: model evaluations spent on this row
+
+
+def row_settings(config: SamplerConfig, n_resp: jax.Array, width: int, max_steps: int | None = None
+                 ) -> RowSettings:
+    """`config` for rows with `n_resp` [b] response positions in rows of `width`: the schedule table
+    (float64 on the host, `keep_masked_table`) read at each row's length, padded to `max_steps` (default S)."""
+    steps, b = config.steps, n_resp.shape[0]
+    t_max = max(steps, max_steps or steps)
+    table = jnp.asarray(np.pad(keep_masked_table(steps, width, config.schedule), ((0, t_max - steps), (0, 0))))
+    rates = np.pad(schedule_rate(np.arange(1, steps + 1, dtype=np.float64), steps, config.schedule),
+                   (0, t_max - steps))
+    full = lambda v, dt: jnp.full((b,), v, dt)  # noqa: E731
+    return RowSettings(kind=full(KINDS.index(config.kind), jnp.int32), steps=full(steps, jnp.int32),
+                       keep=table[:, n_resp].T, rate=jnp.broadcast_to(jnp.asarray(rates, jnp.float32), (b, t_max)),
+                       cond=full(config.cond, bool), noise=full(config.noise_scale, jnp.float32),
+                       log_tau=full(math.log(config.threshold) if config.threshold else 0.0, jnp.float32),
+                       temperature=full(config.temperature, jnp.float32), argmax=full(config.argmax, bool))
+
+
+def finished(canvas: Canvas, settings: RowSettings) -> jax.Array:
+    """[b] bool: rows that are done (a fixed schedule's S steps taken; adaptive: nothing left masked)."""
+    adaptive = settings.kind == KINDS.index("adaptive")
+    return jnp.where(adaptive, ~canvas.is_masked.any(1), canvas.step >= settings.steps)
+
+
 def _record(traj: tuple[jax.Array, jax.Array] | None, i: jax.Array, toks: jax.Array, scores: jax.Array
             ) -> tuple[jax.Array, jax.Array] | None:
     """The trajectory buffers with step i's tokens and scores written in."""
@@ -164,32 +221,43 @@ def response_positions(response: jax.Array, max_response: int) -> jax.Array:
     return masked_positions(response, max_response)[0]
 
 
-def _predict(logits_fn: LogitsFn, tokens: jax.Array, keys: jax.Array, config: SamplerConfig, mask_id: int,
-             positions: jax.Array | None = None, micro_batch: int = 0) -> tuple[jax.Array, jax.Array]:
+def _predict(logits_fn: LogitsFn, tokens: jax.Array, keys: jax.Array, settings: RowSettings, mask_id: int,
+             positions: jax.Array | None = None, micro_batch: int = 0, sampling: str = "rows"
+             ) -> tuple[jax.Array, jax.Array]:
     """One model evaluation -> (predicted tokens, their log-probabilities) [batch, length], `<mask>` excluded.
 
     With `positions` ([batch, R]) the model is asked for logits at those positions only (`logits_fn(tokens,
     positions)`) and the predictions are scattered back; other positions get (their own token, 0). The
     log-probability is taken as `logit[token] - logsumexp(logits)`, never materialising a log-softmax array.
-    Sampling draws each position's token with its own key (`keys` [batch], one per row, folded with the position).
-    With `micro_batch` > 0 the model call and these reductions run `micro_batch` rows at a time (`rows.map_rows`)
-    and `logits_fn` also gets `rows=` (the indices of the rows it is given, e.g. to pick their padding masks).
+    Rows with `settings.argmax` take the most likely token; the others draw each position's token with its own key
+    (`keys` [batch], one per row, folded with the position) at their `temperature`. `sampling` (static): "never"
+    (every row argmax), "always" (every row samples) or "rows" (per row; the draw is skipped in a micro-batch of
+    argmax rows). With `micro_batch` > 0 the model call and these reductions run `micro_batch` rows at a time
+    (`rows.map_rows`) and `logits_fn` also gets `rows=` (the indices of the rows it is given).
     """
     b, length = tokens.shape
     full = positions is None
     pos = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (b, length)) if full else positions
 
-    def chunk(t: jax.Array, k: jax.Array, p: jax.Array, rows: jax.Array) -> tuple[jax.Array, jax.Array]:
+    def chunk(t, k, p, rows, temp, pick_max):
         extra = {"rows": rows} if micro_batch > 0 else {}
         logits = (logits_fn(t, **extra) if full else logits_fn(t, p, **extra)).astype(jnp.float32)
         logits = jnp.where(jnp.arange(logits.shape[-1]) == mask_id, -jnp.inf, logits)
         lse = jax.nn.logsumexp(logits, axis=-1)
-        if config.argmax:
+        if sampling == "never":
             return jnp.argmax(logits, axis=-1), jnp.max(logits, axis=-1) - lse
-        tok = position_categorical(k, logits / config.temperature, p)
-        return tok, jnp.take_along_axis(logits, tok[..., None], axis=-1)[..., 0] - lse
 
-    tok, score = map_rows(chunk, (tokens, keys, pos, jnp.arange(b)), micro_batch)
+        def draw(_):
+            tok = position_categorical(k, logits / temp[:, None, None], p)
+            return tok, jnp.take_along_axis(logits, tok[..., None], axis=-1)[..., 0] - lse
+        if sampling == "always":
+            return draw(None)
+        best = jnp.argmax(logits, axis=-1).astype(jnp.int32), jnp.max(logits, axis=-1) - lse
+        tok, score = jax.lax.cond(pick_max.all(), lambda _: best, draw, None)
+        return jnp.where(pick_max[:, None], best[0], tok), jnp.where(pick_max[:, None], best[1], score)
+
+    tok, score = map_rows(chunk, (tokens, keys, pos, jnp.arange(b), settings.temperature, settings.argmax),
+                          micro_batch)
     tok = tok.astype(tokens.dtype)
     if full:
         return tok, score
@@ -203,14 +271,16 @@ def _gumbel(keys: jax.Array, width: int) -> jax.Array:
 
 
 def _reparam_step(state: tuple, cur_tok: jax.Array, cur_score: jax.Array, k: jax.Array, rate: jax.Array,
-                  rng: jax.Array, response: jax.Array, config: SamplerConfig, mask_id: int) -> tuple:
-    """One reparam update, as the paper's `_reparam_decoding`: returns (tokens, scores, is_masked)."""
+                  rng: jax.Array, response: jax.Array, cond: jax.Array, noise: jax.Array | None, mask_id: int
+                  ) -> tuple:
+    """One reparam update, as the paper's `_reparam_decoding`: returns (tokens, scores, is_masked). Per row: `k`,
+    `rate`, `cond` and the ranking `noise` scale ([b]; None: no row adds noise)."""
     tokens, scores, is_masked = state
     rank_scores = cur_score
-    if config.noise_scale > 0:
-        rank_scores = cur_score + config.noise_scale * rate * _gumbel(rng, cur_score.shape[1])
+    if noise is not None:
+        rank_scores = cur_score + (noise * rate)[:, None] * _gumbel(rng, cur_score.shape[1])
     low = lowest_k(rank_scores, response, k)
-    not_v1 = (cur_tok == tokens) & (cur_score < scores) & low if config.cond else low
+    not_v1 = jnp.where(cond[:, None], (cur_tok == tokens) & (cur_score < scores) & low, low)
     to_noise = (~is_masked & not_v1) | (is_masked & low)
     tokens = jnp.where(to_noise, mask_id, tokens)
     scores = jnp.where(to_noise, -jnp.inf, scores)
@@ -235,7 +305,7 @@ def _cmlm_step(state: tuple, cur_tok: jax.Array, cur_score: jax.Array, steps_lef
     """The released `cmlm`: each masked position is unmasked to its prediction with probability 1 / steps_left;
     the scores become the current prediction's (as the released generator overwrites them)."""
     tokens, scores, is_masked = state
-    change = is_masked & (position_uniform(rng, is_masked.shape[1]) < 1.0 / steps_left)
+    change = is_masked & (position_uniform(rng, is_masked.shape[1]) < 1.0 / steps_left[:, None])
     return (jnp.where(change, cur_tok, tokens), jnp.where(response, cur_score, scores), is_masked & ~change)
 
 
@@ -255,80 +325,118 @@ def check_steps(config: SamplerConfig, response_lengths: np.ndarray) -> None:
                           f"response of {most} tokens; set --config.sampler.steps={most} or more")
 
 
-def _fixed_schedule(logits_fn: LogitsFn, tokens: jax.Array, response: jax.Array, rng: jax.Array,
-                    config: SamplerConfig, mask_id: int, positions: jax.Array | None, micro_batch: int
-                    ) -> SampleOutput:
-    b, length = tokens.shape
-    S = config.steps
-    table = jnp.asarray(keep_masked_table(S, length, config.schedule))  # [S, L+1]
-    rates = jnp.asarray(schedule_rate(np.arange(1, S + 1, dtype=np.float64), S, config.schedule), jnp.float32)
-    n_resp = response.sum(1)
-    scores0 = jnp.where(response, -jnp.inf, 0.0).astype(jnp.float32)
-    traj0 = _trajectory_buffers(config, S, tokens)
+def _adaptive_step(state: tuple, cur_tok: jax.Array, cur_score: jax.Array, log_tau: jax.Array) -> tuple:
+    """Commit every masked position whose log-probability is >= log(threshold), and at least the best one."""
+    tokens, scores, is_masked = state
+    best = jnp.argmax(jnp.where(is_masked, cur_score, -jnp.inf), axis=1)
+    commit = is_masked & ((cur_score >= log_tau[:, None]) | (jnp.arange(tokens.shape[1])[None] == best[:, None]))
+    return jnp.where(commit, cur_tok, tokens), jnp.where(commit, cur_score, scores), is_masked & ~commit
 
-    def body(i, carry):
-        toks, scores, is_masked, traj = carry
-        k_pred, k_noise = split_rows(rng, i)
-        cur_tok, cur_score = _predict(logits_fn, toks, k_pred, config, mask_id, positions, micro_batch)
-        k = table[i, n_resp]
-        if config.kind == "mask-predict":
-            toks, scores, is_masked = _mask_predict_step((toks, scores, is_masked), cur_tok, cur_score, k, response,
-                                                         mask_id)
-        elif config.kind == "ar":
-            toks, scores, is_masked = _ar_step((toks, scores, is_masked), cur_tok, cur_score)
-        elif config.kind == "cmlm":
-            toks, scores, is_masked = _cmlm_step((toks, scores, is_masked), cur_tok, cur_score, S - i, k_noise,
-                                                 response)
-        else:
-            toks, scores, is_masked = _reparam_step((toks, scores, is_masked), cur_tok, cur_score, k, rates[i],
-                                                    k_noise, response, config, mask_id)
-        return toks, scores, is_masked, _record(traj, i, toks, scores)
 
-    toks, scores, _, traj = jax.lax.fori_loop(0, S, body, (tokens, scores0, response, traj0))
-    return SampleOutput(toks, jnp.where(response, scores, 0.0), jnp.full((b,), S, jnp.int32),
+def _update(kind: str, state: tuple, cur_tok: jax.Array, cur_score: jax.Array, settings: RowSettings,
+            i: jax.Array, rng: jax.Array, response: jax.Array, mask_id: int, noise: bool) -> tuple:
+    """The update of strategy `kind` after step i ([b]) from this step's predictions."""
+    at = lambda table: jnp.take_along_axis(table, jnp.minimum(i, table.shape[1] - 1)[:, None], 1)[:, 0]  # noqa
+    if kind == "mask-predict":
+        return _mask_predict_step(state, cur_tok, cur_score, at(settings.keep), response, mask_id)
+    if kind == "ar":
+        return _ar_step(state, cur_tok, cur_score)
+    if kind == "cmlm":
+        return _cmlm_step(state, cur_tok, cur_score, settings.steps - i, rng, response)
+    if kind == "adaptive":
+        return _adaptive_step(state, cur_tok, cur_score, settings.log_tau)
+    return _reparam_step(state, cur_tok, cur_score, at(settings.keep), at(settings.rate), rng, response,
+                         settings.cond, settings.noise if noise else None, mask_id)
+
+
+def denoise_step(logits_fn: LogitsFn, canvas: Canvas, settings: RowSettings, response: jax.Array,
+                 keys: jax.Array, *, mask_id: int, positions: jax.Array | None = None, micro_batch: int = 0,
+                 kinds: tuple[str, ...] = KINDS, sampling: str = "rows", noise: bool = True) -> Canvas:
+    """One denoising step of every unfinished row: one model evaluation, then its strategy's update.
+
+    `kinds` (static): the strategies that may occur among the rows (each row's is `settings.kind`); `sampling`: see
+    `_predict`; `noise` (static): whether any row adds stochastic ranking noise. Finished rows (`finished`) are
+    left as they are. A row's result depends on its own tokens, settings, key and step only.
+    """
+    i = canvas.step
+    k_pred, k_noise = split_rows(keys, i)
+    cur_tok, cur_score = _predict(logits_fn, canvas.tokens, k_pred, settings, mask_id, positions, micro_batch,
+                                  sampling)
+    state = (canvas.tokens, canvas.scores, canvas.is_masked)
+    new = [_update(kind, state, cur_tok, cur_score, settings, i, k_noise, response, mask_id, noise)
+           for kind in kinds]
+    out = new[0]
+    for kind, upd in zip(kinds[1:], new[1:]):
+        pick = (settings.kind == KINDS.index(kind))[:, None]
+        out = tuple(jnp.where(pick, a, b) for a, b in zip(upd, out))
+    active = ~finished(canvas, settings)
+    out = tuple(jnp.where(active[:, None], a, b) for a, b in zip(out, state))
+    return Canvas(*out, step=i + active, evals=canvas.evals + active)
+
+
+def _step_fn(logits_fn: LogitsFn, settings: RowSettings, response: jax.Array, keys: jax.Array,
+             config: SamplerConfig, mask_id: int, positions: jax.Array | None, micro_batch: int
+             ) -> Callable[[Canvas], Canvas]:
+    """`denoise_step` specialised to one config (only its strategy's update, its sampling and noise)."""
+    return lambda c: denoise_step(logits_fn, c, settings, response, keys, mask_id=mask_id, positions=positions,
+                                  micro_batch=micro_batch, kinds=(config.kind,),
+                                  sampling="never" if config.argmax else "always", noise=config.noise_scale > 0)
+
+
+def initial_canvas(tokens: jax.Array, response: jax.Array, mask_id: int) -> Canvas:
+    """Every response position masked; nothing taken yet."""
+    b = tokens.shape[0]
+    return Canvas(jnp.where(response, mask_id, tokens), jnp.where(response, -jnp.inf, 0.0).astype(jnp.float32),
+                  response, jnp.zeros((b,), jnp.int32), jnp.zeros((b,), jnp.int32))
+
+
+def _output(canvas: Canvas, response: jax.Array, traj: tuple | None) -> SampleOutput:
+    return SampleOutput(canvas.tokens, jnp.where(response, canvas.scores, 0.0), canvas.evals,
                         *(traj if traj is not None else (None, None)))
 
 
-def _adaptive(logits_fn: LogitsFn, tokens: jax.Array, response: jax.Array, rng: jax.Array,
-              config: SamplerConfig, mask_id: int, positions: jax.Array | None, micro_batch: int) -> SampleOutput:
-    b, length = tokens.shape
-    max_iters = length  # at least one commit per step: never more than `length` steps
-    log_tau = math.log(config.threshold)
-    scores0 = jnp.where(response, -jnp.inf, 0.0).astype(jnp.float32)
-    traj0 = _trajectory_buffers(config, max_iters, tokens)
+def _fixed_schedule(step: Callable[[Canvas], Canvas], canvas: Canvas, response: jax.Array,
+                    config: SamplerConfig) -> SampleOutput:
+    def body(i, carry):
+        c, traj = carry
+        c = step(c)
+        return c, _record(traj, i, c.tokens, c.scores)
+
+    canvas, traj = jax.lax.fori_loop(0, config.steps, body,
+                                     (canvas, _trajectory_buffers(config, config.steps, canvas.tokens)))
+    return _output(canvas, response, traj)
+
+
+def _adaptive(step: Callable[[Canvas], Canvas], canvas: Canvas, response: jax.Array,
+              config: SamplerConfig) -> SampleOutput:
+    max_iters = canvas.tokens.shape[1]  # at least one commit per step: never more than `length` steps
 
     def cond(carry):
-        i, _, _, is_masked, _, _ = carry
-        return (i < max_iters) & is_masked.any()
+        i, c, _ = carry
+        return (i < max_iters) & c.is_masked.any()
 
     def body(carry):
-        i, toks, scores, is_masked, evals, traj = carry
-        cur_tok, cur_score = _predict(logits_fn, toks, split_rows(rng, i)[0], config, mask_id, positions,
-                                      micro_batch)
-        active = is_masked.any(1)
-        best = jnp.argmax(jnp.where(is_masked, cur_score, -jnp.inf), axis=1)
-        commit = is_masked & ((cur_score >= log_tau) | (jnp.arange(length)[None] == best[:, None]))
-        toks = jnp.where(commit, cur_tok, toks)
-        scores = jnp.where(commit, cur_score, scores)
-        return i + 1, toks, scores, is_masked & ~commit, evals + active, _record(traj, i, toks, scores)
+        i, c, traj = carry
+        c = step(c)
+        return i + 1, c, _record(traj, i, c.tokens, c.scores)
 
-    init = (jnp.int32(0), tokens, scores0, response, jnp.zeros((b,), jnp.int32), traj0)
-    n, toks, scores, _, evals, traj = jax.lax.while_loop(cond, body, init)
+    init = (jnp.int32(0), canvas, _trajectory_buffers(config, max_iters, canvas.tokens))
+    n, canvas, traj = jax.lax.while_loop(cond, body, init)
     if traj is not None:  # steps after the loop ended repeat the final tokens
         ran = (jnp.arange(max_iters) < n)[:, None, None]
-        traj = (jnp.where(ran, traj[0], toks[None]), jnp.where(ran, traj[1], scores[None]))
-    return SampleOutput(toks, jnp.where(response, scores, 0.0), evals, *(traj if traj is not None else (None, None)))
+        traj = (jnp.where(ran, traj[0], canvas.tokens[None]), jnp.where(ran, traj[1], canvas.scores[None]))
+    return _output(canvas, response, traj)
 
 
 def _sample(logits_fn: LogitsFn, tokens: jax.Array, response_mask: jax.Array, rng: jax.Array,
             config: SamplerConfig, mask_id: int, max_response: int | None, micro_batch: int) -> SampleOutput:
     response = response_mask.astype(bool)
-    tokens = jnp.where(response, mask_id, tokens)
-    rng = per_row_keys(rng, tokens.shape[0])
+    keys = per_row_keys(rng, tokens.shape[0])
     positions = None if max_response is None else response_positions(response, max_response)
-    if config.kind == "adaptive":
-        return _adaptive(logits_fn, tokens, response, rng, config, mask_id, positions, micro_batch)
-    return _fixed_schedule(logits_fn, tokens, response, rng, config, mask_id, positions, micro_batch)
+    settings = row_settings(config, response.sum(1), tokens.shape[1])
+    step = _step_fn(logits_fn, settings, response, keys, config, mask_id, positions, micro_batch)
+    loop = _adaptive if config.kind == "adaptive" else _fixed_schedule
+    return loop(step, initial_canvas(tokens, response, mask_id), response, config)
 
 
 def per_row_keys(rng: jax.Array, rows: int) -> jax.Array:

@@ -67,8 +67,9 @@ class Generator:
                    mesh: Mesh | None = None, micro_batch: int = 8,
                    decoding: DecodeConfig | None = None) -> "Generator":
         """A generator whose special ids are `vocab`'s (the tokenizer's)."""
+        mask_id = vocab.mask_id if decoding is None or vocab.optional_mask_id is not None else -1  # AR: unused
         return cls(model, params, bos_id=vocab.bos_id, eos_id=vocab.eos_id, pad_id=vocab.pad_id,
-                   mask_id=vocab.mask_id, max_length=max_length, vocab_map=vocab_map, length_model=length_model,
+                   mask_id=mask_id, max_length=max_length, vocab_map=vocab_map, length_model=length_model,
                    length_params=length_params, mesh=mesh, micro_batch=micro_batch, decoding=decoding)
 
     def _prompts(self, prompts: Sequence[Sequence[int]]) -> list[list[int]]:

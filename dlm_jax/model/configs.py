@@ -233,6 +233,13 @@ NAMED_CONFIGS: dict[str, ModelConfig] = {
                                 num_kv_heads=3, intermediate_size=1536, max_positions=8192, type_vocab_size=0,
                                 pad_token_id=0, layer_norm_eps=1e-5, hidden_dropout=0.0, attention_dropout=0.0,
                                 rope_theta=100_000.0, tie_embeddings=True),
+    # A laptop-scale Llama (docs/RESULTS.md "A decoder LLM adapted at laptop scale"): pretrained here as a causal
+    # LM with the AR objective, exported as a LlamaForCausalLM directory, then adapted with RDM (bert-tiny's size:
+    # 2 layers, d 128; grouped-query attention 4 / 2 heads, SwiGLU 512, tied head; vocabulary from the tokenizer).
+    "llama-tiny": ModelConfig(family="llama", vocab_size=32_000, hidden_size=128, num_layers=2, num_heads=4,
+                              num_kv_heads=2, intermediate_size=512, max_positions=2048, type_vocab_size=0,
+                              pad_token_id=0, layer_norm_eps=1e-5, hidden_dropout=0.0, attention_dropout=0.0,
+                              rope_theta=10_000.0, tie_embeddings=True),
     # Odd sizes so shape bugs show; used by unit tests.
     "tiny-test": ModelConfig(family="roberta", vocab_size=99, hidden_size=32, num_layers=2, num_heads=4,
                              intermediate_size=37, max_positions=40, type_vocab_size=1, pad_token_id=1),

@@ -64,13 +64,25 @@ def _tokenizer(src: str) -> Any:
     return load_tokenizer(src, required=True)
 
 
+def _continued(run: RunConfig, model: Any) -> Any:
+    """A source run's model as this run trains it: in the diffusion stage with this run's `model.*` settings (e.g.
+    a causal LM continued with `model.causal=False`); the length stage keeps the backbone as it was trained."""
+    if run.stage != "diffusion":
+        return model
+    cfg = run.model.apply(model.cfg)
+    if cfg.scan_layers != model.cfg.scan_layers:
+        raise ConfigError(f"model.scan_layers={cfg.scan_layers} differs from the source run's "
+                          f"({model.cfg.scan_layers}): its params are laid out that way; drop the setting")
+    return model_for(cfg)
+
+
 def build_model(run: RunConfig, mesh: Any) -> _Model:
     """The model and its sharded params from `model.init`: an HF directory / hub id / "bundled", a dlm_jax run
     ("workdir:DIR", e.g. the length stage on a finetuned model), or "random" (`model.name` + `model.tokenizer`)."""
     m = run.model
     if m.init_workdir is not None:
         src = restore_run(m.init_workdir, mesh=mesh)
-        return _Model(src.model, src.params, src.vocab.tokenizer, src.vocab_map)
+        return _Model(_continued(run, src.model), src.params, src.vocab.tokenizer, src.vocab_map)
     if m.init != "random":
         pre = load_pretrained(m.init, mesh=mesh, rules=run.mesh.rules, **m.overrides)
         tokenizer = pre.tokenizer if pre.tokenizer is not None else _tokenizer(m.tokenizer)
@@ -81,6 +93,8 @@ def build_model(run: RunConfig, mesh: Any) -> _Model:
             return _Model(model_for(cfg), params, tokenizer)
         return _Model(pre.model, pre.params, tokenizer)
     tokenizer = _tokenizer(m.tokenizer)
+    if get_model_config(m.name).family == "llama" and run.objective != "ar":  # RDM from scratch needs <mask>
+        add_diffusion_tokens(tokenizer, m.mask_token)
     cfg = m.apply(get_model_config(m.name)).replace(vocab_size=len(tokenizer),
                                                      pad_token_id=int(tokenizer.pad_token_id))
     if cfg.family == "transformer":  # the source ends at the tokenizer's </s>
@@ -168,6 +182,13 @@ def periodic_eval_data(run: RunConfig, vocab: HFVocabulary, spec: FeatureSpec) -
     return [load_task_data(n, vocab, spec, request) for n in names]
 
 
+def _mask_id(run: RunConfig, vocab: HFVocabulary, vmap: VocabMap | None) -> int:
+    """The (pruned) mask id; -1 for an AR run whose tokenizer has none (a causal LM pretrained here)."""
+    if run.objective == "ar" and vocab.optional_mask_id is None:
+        return -1
+    return int(vmap.old_to_new[vocab.mask_id]) if vmap is not None else vocab.mask_id
+
+
 def setup(run: RunConfig) -> Setup:
     mesh = parallel.make_mesh(dict(run.mesh.shape))
     built = build_model(run, mesh)
@@ -181,7 +202,7 @@ def setup(run: RunConfig) -> Setup:
     built = prune_vocabulary(run, built, vocab, train)
     vmap = built.vocab_map
     train_data = build_train_data(run, train, spec, vocab, vmap)
-    mask_id = int(vmap.old_to_new[vocab.mask_id]) if vmap is not None else vocab.mask_id
+    mask_id = _mask_id(run, vocab, vmap)
     tx, schedule = build_optimizer(run.optimizer, run.num_train_steps)
     loss_fn, trainable, frozen = _loss_and_trainable(run, built.model, built.params, mask_id)
     trainable = parallel.replicate_unplaced(trainable, mesh)

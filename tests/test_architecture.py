@@ -16,10 +16,10 @@ LAYERS = [
     ["dlm_jax.config"],
     ["dlm_jax.rundir"],
     ["dlm_jax.inference"],
-    ["dlm_jax.training"],
+    ["dlm_jax.training", "dlm_jax.serving"],
     ["dlm_jax.cli"],
     ["dlm_jax.train", "dlm_jax.evaluate", "dlm_jax.generate", "dlm_jax.export", "dlm_jax.data.show",
-     "dlm_jax.data.prepare", "dlm_jax.lm_eval"],
+     "dlm_jax.data.prepare", "dlm_jax.lm_eval", "dlm_jax.serve"],
     ["dlm_jax"],
 ]
 

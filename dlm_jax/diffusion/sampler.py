@@ -149,21 +149,23 @@ class Canvas(NamedTuple):
     evals: jax.Array  # [b] int32: model evaluations spent on this row
 
 
-def row_settings(config: SamplerConfig, n_resp: jax.Array, width: int, max_steps: int | None = None
+def row_settings(config: SamplerConfig, n_resp: jax.Array | np.ndarray, width: int, max_steps: int | None = None
                  ) -> RowSettings:
     """`config` for rows with `n_resp` [b] response positions in rows of `width`: the schedule table
-    (float64 on the host, `keep_masked_table`) read at each row's length, padded to `max_steps` (default S)."""
+    (float64 on the host, `keep_masked_table`) read at each row's length, padded to `max_steps` (default S).
+    NumPy `n_resp` gives NumPy arrays (e.g. a serving engine's host-side rows), else jax arrays."""
+    xp = np if isinstance(n_resp, np.ndarray) else jnp
     steps, b = config.steps, n_resp.shape[0]
     t_max = max(steps, max_steps or steps)
-    table = jnp.asarray(np.pad(keep_masked_table(steps, width, config.schedule), ((0, t_max - steps), (0, 0))))
+    table = xp.asarray(np.pad(keep_masked_table(steps, width, config.schedule), ((0, t_max - steps), (0, 0))))
     rates = np.pad(schedule_rate(np.arange(1, steps + 1, dtype=np.float64), steps, config.schedule),
                    (0, t_max - steps))
-    full = lambda v, dt: jnp.full((b,), v, dt)  # noqa: E731
-    return RowSettings(kind=full(KINDS.index(config.kind), jnp.int32), steps=full(steps, jnp.int32),
-                       keep=table[:, n_resp].T, rate=jnp.broadcast_to(jnp.asarray(rates, jnp.float32), (b, t_max)),
-                       cond=full(config.cond, bool), noise=full(config.noise_scale, jnp.float32),
-                       log_tau=full(math.log(config.threshold) if config.threshold else 0.0, jnp.float32),
-                       temperature=full(config.temperature, jnp.float32), argmax=full(config.argmax, bool))
+    full = lambda v, dt: xp.full((b,), v, dt)  # noqa: E731
+    return RowSettings(kind=full(KINDS.index(config.kind), np.int32), steps=full(steps, np.int32),
+                       keep=table[:, n_resp].T, rate=xp.broadcast_to(xp.asarray(rates, np.float32), (b, t_max)),
+                       cond=full(config.cond, bool), noise=full(config.noise_scale, np.float32),
+                       log_tau=full(math.log(config.threshold) if config.threshold else 0.0, np.float32),
+                       temperature=full(config.temperature, np.float32), argmax=full(config.argmax, bool))
 
 
 def finished(canvas: Canvas, settings: RowSettings) -> jax.Array:
@@ -222,8 +224,8 @@ def response_positions(response: jax.Array, max_response: int) -> jax.Array:
 
 
 def _predict(logits_fn: LogitsFn, tokens: jax.Array, keys: jax.Array, settings: RowSettings, mask_id: int,
-             positions: jax.Array | None = None, micro_batch: int = 0, sampling: str = "rows"
-             ) -> tuple[jax.Array, jax.Array]:
+             positions: jax.Array | None = None, micro_batch: int = 0, sampling: str = "rows",
+             live: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
     """One model evaluation -> (predicted tokens, their log-probabilities) [batch, length], `<mask>` excluded.
 
     With `positions` ([batch, R]) the model is asked for logits at those positions only (`logits_fn(tokens,
@@ -233,13 +235,20 @@ def _predict(logits_fn: LogitsFn, tokens: jax.Array, keys: jax.Array, settings: 
     (`keys` [batch], one per row, folded with the position) at their `temperature`. `sampling` (static): "never"
     (every row argmax), "always" (every row samples) or "rows" (per row; the draw is skipped in a micro-batch of
     argmax rows). With `micro_batch` > 0 the model call and these reductions run `micro_batch` rows at a time
-    (`rows.map_rows`) and `logits_fn` also gets `rows=` (the indices of the rows it is given).
+    (`rows.map_rows`) and `logits_fn` also gets `rows=` (the indices of the rows it is given); with `live` ([b]
+    bool) a micro-batch without a live row skips the model (its predictions are the tokens themselves).
     """
     b, length = tokens.shape
     full = positions is None
     pos = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (b, length)) if full else positions
 
-    def chunk(t, k, p, rows, temp, pick_max):
+    def chunk(t, k, p, rows, temp, pick_max, alive):
+        if live is None:
+            return predict(t, k, p, rows, temp, pick_max)
+        idle = (jnp.take_along_axis(t, p, 1), jnp.zeros(p.shape, jnp.float32))
+        return jax.lax.cond(alive.any(), lambda _: predict(t, k, p, rows, temp, pick_max), lambda _: idle, None)
+
+    def predict(t, k, p, rows, temp, pick_max):
         extra = {"rows": rows} if micro_batch > 0 else {}
         logits = (logits_fn(t, **extra) if full else logits_fn(t, p, **extra)).astype(jnp.float32)
         logits = jnp.where(jnp.arange(logits.shape[-1]) == mask_id, -jnp.inf, logits)
@@ -256,7 +265,8 @@ def _predict(logits_fn: LogitsFn, tokens: jax.Array, keys: jax.Array, settings: 
         tok, score = jax.lax.cond(pick_max.all(), lambda _: best, draw, None)
         return jnp.where(pick_max[:, None], best[0], tok), jnp.where(pick_max[:, None], best[1], score)
 
-    tok, score = map_rows(chunk, (tokens, keys, pos, jnp.arange(b), settings.temperature, settings.argmax),
+    alive = jnp.ones((b,), bool) if live is None else live
+    tok, score = map_rows(chunk, (tokens, keys, pos, jnp.arange(b), settings.temperature, settings.argmax, alive),
                           micro_batch)
     tok = tok.astype(tokens.dtype)
     if full:
@@ -351,17 +361,20 @@ def _update(kind: str, state: tuple, cur_tok: jax.Array, cur_score: jax.Array, s
 
 def denoise_step(logits_fn: LogitsFn, canvas: Canvas, settings: RowSettings, response: jax.Array,
                  keys: jax.Array, *, mask_id: int, positions: jax.Array | None = None, micro_batch: int = 0,
-                 kinds: tuple[str, ...] = KINDS, sampling: str = "rows", noise: bool = True) -> Canvas:
+                 kinds: tuple[str, ...] = KINDS, sampling: str = "rows", noise: bool = True,
+                 skip_finished: bool = False) -> Canvas:
     """One denoising step of every unfinished row: one model evaluation, then its strategy's update.
 
     `kinds` (static): the strategies that may occur among the rows (each row's is `settings.kind`); `sampling`: see
-    `_predict`; `noise` (static): whether any row adds stochastic ranking noise. Finished rows (`finished`) are
-    left as they are. A row's result depends on its own tokens, settings, key and step only.
+    `_predict`; `noise` (static): whether any row adds stochastic ranking noise; `skip_finished` (static): a
+    micro-batch of finished rows skips the model (e.g. free slots of a serving engine). Finished rows (`finished`)
+    are left as they are. A row's result depends on its own tokens, settings, key and step only.
     """
     i = canvas.step
     k_pred, k_noise = split_rows(keys, i)
+    active = ~finished(canvas, settings)
     cur_tok, cur_score = _predict(logits_fn, canvas.tokens, k_pred, settings, mask_id, positions, micro_batch,
-                                  sampling)
+                                  sampling, active if skip_finished else None)
     state = (canvas.tokens, canvas.scores, canvas.is_masked)
     new = [_update(kind, state, cur_tok, cur_score, settings, i, k_noise, response, mask_id, noise)
            for kind in kinds]
@@ -369,7 +382,6 @@ def denoise_step(logits_fn: LogitsFn, canvas: Canvas, settings: RowSettings, res
     for kind, upd in zip(kinds[1:], new[1:]):
         pick = (settings.kind == KINDS.index(kind))[:, None]
         out = tuple(jnp.where(pick, a, b) for a, b in zip(upd, out))
-    active = ~finished(canvas, settings)
     out = tuple(jnp.where(active[:, None], a, b) for a, b in zip(out, state))
     return Canvas(*out, step=i + active, evals=canvas.evals + active)
 

@@ -128,11 +128,11 @@ class Generator:
     def _calls(self, attn: np.ndarray, resp: np.ndarray, batch_size: int
                ) -> Iterator[tuple[np.ndarray, int, int, int]]:
         """The model calls for rows laid out at full width: (row indices, rows in the call, width, response
-        positions). Each row's width and response bucket are its own (`_bucket` of its lengths), never its batch's,
+        positions). Each row's width and response bucket are its own (`bucket` of its lengths), never its batch's,
         so a row is computed at the same shape whatever else is decoded with it; rows of one bucket share calls
         of `batch_size` (a single partial call is cut to the micro-batch multiple it needs)."""
-        widths = np.asarray([_bucket(int(n), self.max_length) for n in attn.sum(1)])
-        resps = np.asarray([_bucket(int(n), int(w)) for n, w in zip(resp.sum(1), widths)])
+        widths = np.asarray([bucket(int(n), self.max_length) for n in attn.sum(1)])
+        resps = np.asarray([bucket(int(n), int(w)) for n, w in zip(resp.sum(1), widths)])
         for w, r in sorted(set(zip(widths.tolist(), resps.tolist()))):
             idx = np.flatnonzero((widths == w) & (resps == r))
             rows = batch_size if len(idx) > batch_size else -(-len(idx) // max(self.micro_batch, 1)) * max(
@@ -350,7 +350,7 @@ class Generator:
         return np.asarray(out, np.int64)
 
 
-def _bucket(n: int, cap: int) -> int:
+def bucket(n: int, cap: int) -> int:
     """n rounded up to a power of two (at least 8), at most `cap`: few distinct shapes, so few recompiles."""
     return min(cap, max(8, 1 << max(n - 1, 0).bit_length()))
 

@@ -1,0 +1,306 @@
+"""A step-level denoising engine with continuous batching (JetStream's engine API, as MaxText's `maxengine.py`:
+insert a request into a slot, one generate step over all slots, fixed shapes, no recompiles).
+
+State lives on the device in pools of fixed shape, one pool per (row width, response positions) bucket, the same
+buckets `inference.Generator` lays rows out in: tokens, attention, response mask and head positions, each slot's
+key (`fold_in(seed, request id)`), its `RowSettings` (strategy, steps, schedule table, temperature, threshold) and
+its `Canvas`. `Engine.step` admits waiting requests into free slots, runs one `diffusion.denoise_step` over every
+pool that holds a request (micro-batches of free or finished slots skip the model) and retires finished rows, so a
+slot freed by a short response is refilled at the next step instead of waiting for the batch's slowest row.
+
+Every strategy's step is the sampler's own (`denoise_step` with per-row settings), a row's random numbers are its
+own and the model runs on fixed micro-batches, so a request's tokens do not depend on when it was admitted or what
+else was decoding: they equal `Generator.generate(..., seeds=[request id])`'s (tests/test_serving.py).
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import time
+from typing import Any, Callable, Iterable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dlm_jax.diffusion import SamplerConfig
+from dlm_jax.diffusion.sampler import (KINDS, Canvas, RowSettings, check_steps, denoise_step, finished,
+                                       initial_canvas, response_positions, row_settings)
+from dlm_jax.errors import ConfigError, InputError
+from dlm_jax.inference.generator import Generator, bucket
+
+
+@dataclasses.dataclass
+class Request:
+    """One generation request: a prompt (ids of the original vocabulary, without `<s>`), its response length (the
+    canvas, incl. `</s>`) and sampler settings. `snapshots`: report the canvas after every step."""
+
+    id: int
+    prompt: list[int]
+    length: int
+    sampler: SamplerConfig
+    snapshots: bool = False
+    arrived: float = dataclasses.field(default_factory=time.perf_counter)
+
+
+@dataclasses.dataclass
+class Update:
+    """What a step reports for a request: the response canvas (original ids; the mask id where still masked)."""
+
+    id: int
+    tokens: np.ndarray  # [length] response positions
+    masked: np.ndarray  # [length] bool
+    steps: int  # model evaluations so far
+    done: bool
+    scores: np.ndarray | None = None  # [length] log-probs, when done
+
+
+@dataclasses.dataclass
+class _Pool:
+    """The device state of one (width, response positions) bucket and which request owns each slot."""
+
+    width: int
+    max_response: int
+    arrays: dict[str, Any]  # tokens-independent inputs: response, attn, positions, keys, settings
+    canvas: Canvas
+    owners: list[Request | None]
+    response: np.ndarray  # [rows, width] bool: a host copy of arrays["response"]
+
+    @property
+    def used(self) -> int:
+        return sum(o is not None for o in self.owners)
+
+
+class Engine:
+    """Continuous-batching denoiser over a `Generator`'s model, params, vocabulary and micro-batch.
+
+    `slots`: requests decoding at once (each pool has this many rows, rounded up to the micro-batch); `max_steps`:
+    the most steps a fixed-schedule request may ask for (the schedule tables' width); `seed`: keys are
+    `fold_in(key(seed), request id)`, as `Generator.generate(..., seeds=ids)`.
+    """
+
+    def __init__(self, generator: Generator, *, slots: int = 8, max_steps: int = 256, seed: int = 0):
+        if slots < 1 or max_steps < 1:
+            raise ConfigError(f"slots={slots} and max_steps={max_steps} must be at least 1")
+        self.gen, self.slots, self.max_steps = generator, slots, max_steps
+        self.rows = -(-slots // max(generator.micro_batch, 1)) * max(generator.micro_batch, 1)
+        self._rng = jax.random.key(seed)
+        self._pools: dict[tuple[int, int], _Pool] = {}
+        self._waiting: collections.deque[Request] = collections.deque()
+        self._fns: dict[tuple[str, int, int], Callable] = {}
+        self.model_calls = 0  # pool steps run (each: one model evaluation per live micro-batch)
+
+    # -- requests ----------------------------------------------------------------------------------------------
+    def check(self, request: Request) -> None:
+        """Raises `InputError` / `ConfigError` (one line) for a request this engine cannot decode."""
+        room = self.gen.max_length - 1 - len(self.gen._prompts([request.prompt])[0])
+        if request.length < 1 or request.length > room:
+            raise InputError(f"the prompt has {len(request.prompt)} tokens and the response {request.length}: "
+                             f"together with <s> they must fit in {self.gen.max_length} positions")
+        if request.sampler.kind != "adaptive" and request.sampler.steps > self.max_steps:
+            raise ConfigError(f"steps={request.sampler.steps} is more than this engine's max_steps="
+                              f"{self.max_steps}")
+        check_steps(request.sampler, np.asarray([request.length - int(request.sampler.fixed_eos)]))
+
+    def submit(self, request: Request) -> None:
+        """Queues a request (checked first); it joins a slot at the next `step` with room."""
+        self.check(request)
+        self._waiting.append(request)
+
+    def cancel(self, request_id: int) -> bool:
+        """Drops a waiting or running request (its slot is free for the next step). True if it was found."""
+        for r in list(self._waiting):
+            if r.id == request_id:
+                self._waiting.remove(r)
+                return True
+        for pool in self._pools.values():
+            for slot, owner in enumerate(pool.owners):
+                if owner is not None and owner.id == request_id:
+                    self._free(pool, slot)
+                    return True
+        return False
+
+    @property
+    def running(self) -> int:
+        return sum(p.used for p in self._pools.values())
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    def idle(self) -> bool:
+        return not self._waiting and self.running == 0
+
+    # -- the step ----------------------------------------------------------------------------------------------
+    def step(self) -> list[Update]:
+        """Admits waiting requests into free slots, runs one denoising step of every pool that holds a request
+        and retires finished rows. Returns an `Update` for every finished request and every snapshot request."""
+        self._admit()
+        updates: list[Update] = []
+        for pool in self._pools.values():
+            if pool.used:
+                pool.canvas, done = self._fn("step", pool)(self.gen.params, pool.arrays, pool.canvas)
+                self.model_calls += 1
+                updates.extend(self._collect(pool, done))
+        return updates
+
+    def run(self, requests: Iterable[Request]) -> dict[int, Update]:
+        """Submits `requests` and steps until all are done; their final updates by id (for tests and benches)."""
+        out = {}
+        for r in requests:
+            self.submit(r)
+        while not self.idle():
+            out.update({u.id: u for u in self.step() if u.done})
+        return out
+
+    def warmup(self, buckets: Iterable[tuple[int, int]] | None = None) -> int:
+        """Compiles the step of each (width, response positions) bucket (default: every bucket of `max_length`),
+        so serving never compiles. Returns the number of buckets."""
+        keys = list(buckets) if buckets is not None else self.buckets()
+        for key in keys:
+            pool = self._pool(key)
+            if pool.used:
+                continue
+            pool.canvas, _ = self._fn("step", pool)(self.gen.params, pool.arrays, pool.canvas)  # no live row
+            row = jax.tree.map(lambda a: np.asarray(a[:1]), dict(tokens=pool.canvas.tokens, **{
+                k: v for k, v in pool.arrays.items() if k != "positions"}))  # an empty slot's own row
+            pool.arrays, pool.canvas = self._fn("insert", pool)(pool.arrays, pool.canvas, np.int32(0), row)
+            pool.arrays, pool.canvas = self._fn("clear", pool)(pool.arrays, pool.canvas, np.int32(0))
+        return len(keys)
+
+    def buckets(self) -> list[tuple[int, int]]:
+        """Every (width, response positions) bucket a row of up to `max_length` positions can fall in."""
+        widths = sorted({bucket(n, self.gen.max_length) for n in range(3, self.gen.max_length + 1)})
+        return [(w, r) for w in widths for r in sorted({bucket(n, w) for n in range(1, w - 1)})]
+
+    # -- internals ---------------------------------------------------------------------------------------------
+    def _layout(self, req: Request) -> tuple[tuple[int, int], np.ndarray, np.ndarray, np.ndarray]:
+        """The request's row as `Generator.generate` lays it out (full width), and its bucket, as `_calls`."""
+        tokens, resp, attn = self.gen._inputs(self.gen._prompts([req.prompt]), [req.length],
+                                              fixed_eos=req.sampler.fixed_eos)
+        width = bucket(int(attn.sum()), self.gen.max_length)
+        return (width, bucket(int(resp.sum()), width)), tokens[:, :width], resp[:, :width], attn[:, :width]
+
+    def _pool(self, key: tuple[int, int]) -> _Pool:
+        if key not in self._pools:
+            width, r = key
+            n, t = self.rows, self.max_steps
+            i32 = lambda *shape: jnp.zeros(shape, jnp.int32)  # noqa: E731
+            settings = RowSettings(kind=i32(n), steps=i32(n), keep=i32(n, t), rate=jnp.zeros((n, t), jnp.float32),
+                                   cond=jnp.zeros((n,), bool), noise=jnp.zeros((n,), jnp.float32),
+                                   log_tau=jnp.zeros((n,), jnp.float32), temperature=jnp.ones((n,), jnp.float32),
+                                   argmax=jnp.ones((n,), bool))
+            attn = i32(n, width).at[:, 0].set(1)
+            arrays = dict(response=jnp.zeros((n, width), bool), attn=attn, positions=i32(n, r),
+                          keys=jnp.zeros((n, 2), jnp.uint32), settings=settings)
+            canvas = initial_canvas(jnp.full((n, width), self.gen._m(self.gen.pad_id), jnp.int32),
+                                    jnp.zeros((n, width), bool), self.gen._m(self.gen.mask_id))  # own buffers
+            arrays, canvas = self._place((arrays, canvas))
+            self._pools[key] = _Pool(width, r, arrays, canvas, [None] * n, np.zeros((n, width), bool))
+        return self._pools[key]
+
+    def _admit(self) -> None:
+        """Waiting requests, first come first served, into the free slots of their buckets."""
+        while self._waiting and self.running < self.slots:
+            req = self._waiting.popleft()
+            key, tokens, resp, attn = self._layout(req)
+            pool = self._pool(key)
+            slot = pool.owners.index(None)
+            row = self._row(req, pool, tokens, resp, attn)
+            pool.arrays, pool.canvas = self._fn("insert", pool)(pool.arrays, pool.canvas, np.int32(slot), row)
+            pool.owners[slot] = req
+            pool.response[slot] = resp[0]
+
+    def _row(self, req: Request, pool: _Pool, tokens: np.ndarray, resp: np.ndarray, attn: np.ndarray
+             ) -> dict[str, Any]:
+        """The request's row at its pool's width, as host arrays of fixed dtypes (`_insert_fn` places them)."""
+        gen = self.gen
+        if gen.vocab_map is not None:
+            tokens = gen.vocab_map.to_new(tokens)
+        return dict(tokens=np.asarray(tokens, np.int32), response=np.asarray(resp, bool),
+                    attn=np.asarray(attn, np.int32), keys=np.asarray(gen.row_keys(self._rng, [req.id]), np.uint32),
+                    settings=row_settings(req.sampler, resp.sum(1).astype(np.int64), pool.width, self.max_steps))
+
+    def _collect(self, pool: _Pool, done: jax.Array) -> list[Update]:
+        """Updates of the pool's requests after a step; finished ones leave their slots."""
+        c = pool.canvas
+        tokens, masked, evals, done, scores = jax.device_get((c.tokens, c.is_masked, c.evals, done, c.scores))
+        response = pool.response
+        out = []
+        for slot, req in enumerate(pool.owners):
+            if req is None or not (done[slot] or req.snapshots):
+                continue
+            cols = np.flatnonzero(response[slot])
+            if req.sampler.fixed_eos:  # the released canvas: the fixed </s> closes the response
+                cols = np.append(cols, cols[-1] + 1 if len(cols) else 1 + len(req.prompt))
+            ids = tokens[slot, cols]
+            ids = self.gen.vocab_map.to_old(ids) if self.gen.vocab_map is not None else ids
+            out.append(Update(req.id, ids, masked[slot, cols], int(evals[slot]), bool(done[slot]),
+                              scores[slot, cols] if done[slot] else None))
+            if done[slot]:
+                self._free(pool, slot)
+        return out
+
+    def _free(self, pool: _Pool, slot: int) -> None:
+        pool.owners[slot] = None
+        pool.response[slot] = False
+        pool.arrays, pool.canvas = self._fn("clear", pool)(pool.arrays, pool.canvas, np.int32(slot))
+
+    def _sharding(self) -> Any:
+        """Where the pools live: replicated over the params' mesh, or on the first device (committed, so the jitted
+        functions see the same kind of argument at every call and compile once)."""
+        if self.gen.mesh is None:
+            return jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        return jax.sharding.NamedSharding(self.gen.mesh, jax.sharding.PartitionSpec())
+
+    def _place(self, tree: Any) -> Any:
+        return jax.device_put(tree, self._sharding())
+
+    def _fn(self, name: str, pool: _Pool) -> Callable:
+        """The jitted step / insert / clear for a pool's shape (compiled once each)."""
+        key = (name, pool.width, pool.max_response)
+        if key not in self._fns:
+            mask_id = self.gen._m(self.gen.mask_id)
+            fn, donate = {"step": (self._step_fn(pool), (2,)), "insert": (_insert_fn(pool, mask_id), (0, 1)),
+                          "clear": (_clear_fn(), (0, 1))}[name]
+            self._fns[key] = jax.jit(fn, donate_argnums=donate, out_shardings=self._sharding())
+        return self._fns[key]
+
+    def _step_fn(self, pool: _Pool) -> Callable:
+        model, micro, mask_id = self.gen.model, self.gen.micro_batch, self.gen._m(self.gen.mask_id)
+
+        def run(params, arrays, canvas):
+            attn = arrays["attn"]
+
+            def logits_fn(t, positions, rows=None):
+                a = attn if rows is None else attn[rows]
+                return model.apply({"params": params}, t, attention_mask=a, output_positions=positions)
+            keys = jax.random.wrap_key_data(arrays["keys"])
+            canvas = denoise_step(logits_fn, canvas, arrays["settings"], arrays["response"], keys, mask_id=mask_id,
+                                  positions=arrays["positions"], micro_batch=micro, kinds=KINDS, sampling="rows",
+                                  noise=True, skip_finished=True)
+            return canvas, finished(canvas, arrays["settings"])
+        return run
+
+
+def _insert_fn(pool: _Pool, mask_id: int) -> Callable:
+    """Writes a request's row (host arrays, `Engine._row`) into a slot: its inputs, head positions and canvas."""
+    def insert(arrays, canvas, slot, row):
+        response = row["response"]
+        full = {**{k: v for k, v in row.items() if k != "tokens"},
+                "positions": response_positions(response, pool.max_response)}
+        put = lambda a, r: jax.lax.dynamic_update_index_in_dim(a, r[0].astype(a.dtype), slot, 0)  # noqa: E731
+        return (jax.tree.map(put, arrays, full),
+                jax.tree.map(put, canvas, initial_canvas(row["tokens"], response, mask_id)))
+    return insert
+
+
+def _clear_fn() -> Callable:
+    """A freed slot: no response and no steps left, so it is finished and its micro-batch can skip the model."""
+    def clear(arrays, canvas, slot):
+        response = arrays["response"].at[slot].set(False)
+        settings = arrays["settings"]._replace(steps=arrays["settings"].steps.at[slot].set(0),
+                                               kind=arrays["settings"].kind.at[slot].set(0))
+        return {**arrays, "response": response, "settings": settings}, canvas._replace(
+            is_masked=canvas.is_masked.at[slot].set(False))
+    return clear

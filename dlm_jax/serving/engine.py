@@ -40,7 +40,12 @@ class Request:
     length: int
     sampler: SamplerConfig
     snapshots: bool = False
+    seed: int | None = None  # the key is fold_in(seed of the engine, this or else `id`)
     arrived: float = dataclasses.field(default_factory=time.perf_counter)
+
+    @property
+    def key_id(self) -> int:
+        return self.id if self.seed is None else self.seed
 
 
 @dataclasses.dataclass
@@ -93,14 +98,7 @@ class Engine:
     # -- requests ----------------------------------------------------------------------------------------------
     def check(self, request: Request) -> None:
         """Raises `InputError` / `ConfigError` (one line) for a request this engine cannot decode."""
-        room = self.gen.max_length - 1 - len(self.gen._prompts([request.prompt])[0])
-        if request.length < 1 or request.length > room:
-            raise InputError(f"the prompt has {len(request.prompt)} tokens and the response {request.length}: "
-                             f"together with <s> they must fit in {self.gen.max_length} positions")
-        if request.sampler.kind != "adaptive" and request.sampler.steps > self.max_steps:
-            raise ConfigError(f"steps={request.sampler.steps} is more than this engine's max_steps="
-                              f"{self.max_steps}")
-        check_steps(request.sampler, np.asarray([request.length - int(request.sampler.fixed_eos)]))
+        check_request(self.gen, request, self.max_steps)
 
     def submit(self, request: Request) -> None:
         """Queues a request (checked first); it joins a slot at the next `step` with room."""
@@ -218,7 +216,7 @@ class Engine:
         if gen.vocab_map is not None:
             tokens = gen.vocab_map.to_new(tokens)
         return dict(tokens=np.asarray(tokens, np.int32), response=np.asarray(resp, bool),
-                    attn=np.asarray(attn, np.int32), keys=np.asarray(gen.row_keys(self._rng, [req.id]), np.uint32),
+                    attn=np.asarray(attn, np.int32), keys=np.asarray(gen.row_keys(self._rng, [req.key_id]), np.uint32),
                     settings=row_settings(req.sampler, resp.sum(1).astype(np.int64), pool.width, self.max_steps))
 
     def _collect(self, pool: _Pool, done: jax.Array) -> list[Update]:
@@ -281,6 +279,69 @@ class Engine:
                                   noise=True, skip_finished=True)
             return canvas, finished(canvas, arrays["settings"])
         return run
+
+
+def check_request(gen: Generator, request: Request, max_steps: int) -> None:
+    """`InputError` / `ConfigError` (one line) for a request that cannot be decoded: too long for the model, more
+    steps than the schedule tables hold, or an `ar` strategy with fewer steps than the response."""
+    room = gen.max_length - 1 - len(gen._prompts([request.prompt])[0])
+    if request.length < 1 or request.length > room:
+        raise InputError(f"the prompt has {len(request.prompt)} tokens and the response {request.length}: "
+                         f"together with <s> they must fit in {gen.max_length} positions")
+    if request.sampler.kind != "adaptive" and request.sampler.steps > max_steps:
+        raise ConfigError(f"steps={request.sampler.steps} is more than this engine's max_steps={max_steps}")
+    check_steps(request.sampler, np.asarray([request.length - int(request.sampler.fixed_eos)]))
+
+
+class StaticBatcher:
+    """Static batching through `Generator.generate`, for comparison: up to `slots` waiting requests with the
+    first one's sampler settings decode as one batch, and the next batch starts when all of them are done (the
+    batch waits for its slowest row). The same interface as `Engine`; updates only when done."""
+
+    def __init__(self, generator: Generator, *, slots: int = 8, max_steps: int = 256, seed: int = 0):
+        self.gen, self.slots, self.max_steps = generator, slots, max_steps
+        self._rng = jax.random.key(seed)
+        self._waiting: collections.deque[Request] = collections.deque()
+        self.model_calls = 0
+
+    running = 0
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    def check(self, request: Request) -> None:
+        check_request(self.gen, request, self.max_steps)
+
+    def submit(self, request: Request) -> None:
+        self.check(request)
+        self._waiting.append(request)
+
+    def cancel(self, request_id: int) -> bool:
+        found = [r for r in self._waiting if r.id == request_id]
+        for r in found:
+            self._waiting.remove(r)
+        return bool(found)
+
+    def idle(self) -> bool:
+        return not self._waiting
+
+    def step(self) -> list[Update]:
+        first = self._waiting[0].sampler
+        batch = [r for r in self._waiting if r.sampler == first][:self.slots]
+        for r in batch:
+            self._waiting.remove(r)
+        out = self.gen.generate([r.prompt for r in batch], [r.length for r in batch], first, self._rng,
+                                batch_size=self.slots, seeds=[r.key_id for r in batch])
+        self.model_calls += int(np.max(out["num_evals"]))
+        updates = []
+        for j, r in enumerate(batch):
+            cols = np.flatnonzero(out["response_mask"][j])
+            if r.sampler.fixed_eos:
+                cols = np.append(cols, cols[-1] + 1)
+            updates.append(Update(r.id, out["tokens"][j, cols], np.zeros(len(cols), bool), int(out["num_evals"][j]),
+                                  True, out["scores"][j, cols]))
+        return updates
 
 
 def _insert_fn(pool: _Pool, mask_id: int) -> Callable:

@@ -1,0 +1,315 @@
+"""Serving: the continuous-batching engine gives every request the tokens it gets alone (and from
+`Generator.generate`), request checking and streamed text as pure functions, the engine thread's admission
+control, and a real server process driven by the official `openai` client."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from dlm_jax.diffusion import SamplerConfig
+from dlm_jax.serving import APIError, EngineLoop, Request, ServeContext, Update, parse_request
+from dlm_jax.serving.protocol import TextStream, canvas_text
+
+REPO = Path(__file__).resolve().parents[1]
+STRATEGIES = [SamplerConfig(strategy="adaptive", threshold=0.5),
+              SamplerConfig(steps=6, strategy="reparam-uncond-deterministic-cosine")]
+
+
+@pytest.fixture(scope="module")
+def generator(tiny_trained):
+    from dlm_jax.inference import restore_run
+    restored = restore_run(tiny_trained)
+    return restored, restored.generator()
+
+
+def _final(engine, updates):
+    return {u.id: u for u in updates if u.done}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cfg", STRATEGIES, ids=lambda c: c.strategy)
+def test_engine_request_alone_equals_mixed_batch_admitted_mid_flight(generator, cfg):
+    from dlm_jax.serving import Engine
+    restored, gen = generator
+    enc = lambda t: list(restored.vocab.encode(t))  # noqa: E731
+    prompts = [enc(t) for t in ["Das Haus ist klein.", "Wie spät ist es?", "Ich habe Hunger", "Guten Morgen"]]
+    lengths = [6, 3, 7, 5]
+    target = dict(id=7, prompt=prompts[0], length=lengths[0], sampler=cfg)
+    alone = Engine(gen, slots=3).run([Request(**target)])[7]
+
+    engine = Engine(gen, slots=3)
+    engine.warmup([(16, 8)])
+    for i in (1, 2):
+        engine.submit(Request(i, prompts[i], lengths[i], cfg))
+    done = _final(engine, engine.step() + engine.step())  # two requests are decoding when the target arrives
+    engine.submit(Request(**target))
+    engine.submit(Request(3, prompts[3], lengths[3], cfg))
+    while not engine.idle():
+        done.update(_final(engine, engine.step()))
+    assert sorted(done) == [1, 2, 3, 7]
+    mixed = done[7]
+    np.testing.assert_array_equal(mixed.tokens, alone.tokens)
+    np.testing.assert_array_equal(mixed.scores, alone.scores)
+    assert mixed.steps == alone.steps
+    ref = gen.generate([prompts[0]], [lengths[0]], cfg, jax.random.key(0), seeds=[7])
+    cols = np.flatnonzero(ref["response_mask"][0])
+    np.testing.assert_array_equal(alone.tokens, ref["tokens"][0, cols])
+    assert alone.steps == int(ref["num_evals"][0])
+    # one compile per function and bucket: the warm-up's, none while requests came and went
+    assert {k[1:] for k in engine._fns} == {(16, 8)}
+    assert all(f._cache_size() == 1 for f in engine._fns.values())
+
+
+# -- request checking and returned text (pure) ---------------------------------------------------------------------
+WORDS = ["<s>", "</s>", "<mask>", "the", "cat", "sat", "on", "mat", "END", "."]
+CTX = ServeContext(model="m", max_length=16, sampler=SamplerConfig(steps=4), max_steps=32,
+                   encode=lambda t: [WORDS.index(w) for w in t.split()])
+
+
+@pytest.mark.parametrize("body, status, param", [
+    ([1], 400, None), ({"prompt": ""}, 400, "prompt"), ({"prompt": 3}, 400, "prompt"), ({}, 400, "prompt"),
+    ({"prompt": "the", "max_tokens": 0}, 400, "max_tokens"), ({"prompt": "the", "max_tokens": "8"}, 400, "max_tokens"),
+    ({"prompt": "the cat", "max_tokens": 13}, 400, "max_tokens"), ({"prompt": "the", "temperature": 2.5}, 400,
+                                                                    "temperature"),
+    ({"prompt": "the", "strategy": "nope"}, 400, "strategy"), ({"prompt": "the", "threshold": 0.5}, 400, "threshold"),
+    ({"prompt": "the", "strategy": "adaptive", "threshold": 1.5}, 400, "threshold"),
+    ({"prompt": "the", "stop": ["a", "b", "c", "d", "e"]}, 400, "stop"), ({"prompt": "the", "stop": [1]}, 400, "stop"),
+    ({"prompt": "the", "n": 2}, 400, "n"), ({"prompt": "the", "logprobs": 1}, 400, "logprobs"),
+    ({"prompt": "the", "best_of": 3}, 400, "best_of"), ({"prompt": "the", "top_p": 0.9}, 400, "top_p"),
+    ({"prompt": "the", "steps": 0}, 400, "steps"), ({"prompt": "the", "steps": 33}, 400, "steps"),
+    ({"prompt": "the", "strategy": "ar", "steps": 3, "max_tokens": 5}, 400, "steps"),
+    ({"prompt": "the", "stream": "yes"}, 400, "stream"), ({"prompt": "the", "model": "other"}, 404, "model"),
+])
+def test_bad_requests_name_the_field(body, status, param):
+    with pytest.raises(APIError) as e:
+        parse_request(body, CTX, chat=False)
+    assert (e.value.status, e.value.param) == (status, param)
+    assert set(e.value.body()["error"]) == {"message", "type", "param", "code"} and e.value.message
+
+
+def test_requests_parse_into_the_engines_terms():
+    p = parse_request({"prompt": "the cat", "max_tokens": 5, "strategy": "adaptive", "temperature": 0,
+                       "stop": "mat", "stream": True, "stream_options": {"include_usage": True}}, CTX, chat=False)
+    assert (p.prompt_ids, p.length, p.max_tokens, p.stop) == ([3, 4], 6, 5, ("mat",))
+    assert p.sampler.strategy == "adaptive" and p.sampler.threshold == 0.9 and p.sampler.argmax
+    assert p.stream and p.include_usage and p.streams_prefix
+    ar = parse_request({"prompt": "the", "strategy": "ar", "max_tokens": 5}, CTX, chat=False)
+    assert ar.sampler.steps == 6  # one step per response position unless asked
+    chat = parse_request({"messages": [{"role": "system", "content": "the"}, {"role": "user", "content": [
+        {"type": "text", "text": "cat"}]}]}, CTX, chat=True)
+    assert chat.prompt_ids == [3, 4] and chat.length == 16 - 1 - 2  # no max_tokens: 16 + 1, cut to the room
+    for bad in ([], [{"role": "bot", "content": "x"}], [{"role": "user", "content": 3}], [{"role": "user"}]):
+        with pytest.raises(APIError, match="messages"):
+            parse_request({"messages": bad}, CTX, chat=True)
+
+
+def _stream(stops=(), max_tokens=8):
+    return TextStream(lambda ids: " ".join(WORDS[i] for i in ids), CTX.encode, eos_id=1, max_tokens=max_tokens,
+                      stops=stops)
+
+
+def test_streamed_text_only_appends_and_never_shows_part_of_a_stop_string():
+    ts, out = _stream(stops=("on mat",)), []
+    canvas = [3, 4, 5, 6, 7, 1]
+    for settled in range(len(canvas) + 1):  # left to right, one position per step
+        out.append(ts.update(canvas, [i >= settled for i in range(len(canvas))]))
+    # k settled positions show k - 1 tokens (the last may still change its spelling); "on" may begin "on mat"
+    assert out == ["", "", "the", " cat", " sat", " ", ""]
+    assert ts.final(canvas) == ("", "stop", 3)
+    ts = _stream()
+    ts.update([3, 4, 2, 9], [False, False, True, False])  # a masked hole: only the prefix before it, minus a token
+    assert ts.whole() == "the"
+    assert ts.final([3, 4, 5, 9]) == (" cat sat .", "length", 4)
+    assert _stream(max_tokens=2).final([3, 4, 5, 1]) == ("the cat", "length", 2)
+    assert canvas_text([3, 2, 1, 5], [False, True, False, False], lambda ids: " ".join(WORDS[i] for i in ids),
+                       mask_id=2, eos_id=1) == "the <mask>"
+
+
+# -- the engine thread ---------------------------------------------------------------------------------------------
+class _SlowEngine:
+    """A fake engine: each request finishes after `steps` steps; `fail` makes the next step raise."""
+
+    slots, model_calls, fail = 2, 0, False
+
+    def __init__(self, steps=3):
+        self.steps, self.live, self.cancelled = steps, {}, []
+
+    def check(self, r):
+        pass
+
+    def submit(self, r):
+        self.live[r.id] = 0
+
+    def cancel(self, rid):
+        self.cancelled.append(rid)
+        return self.live.pop(rid, None) is not None
+
+    def idle(self):
+        return not self.live
+
+    running = property(lambda self: len(self.live))
+    waiting = 0
+
+    def step(self):
+        time.sleep(0.01)
+        if self.fail:
+            raise RuntimeError("device lost")
+        out = []
+        for rid in list(self.live):
+            self.live[rid] += 1
+            done = self.live[rid] >= self.steps
+            out.append(Update(rid, np.zeros(2, int), np.zeros(2, bool), self.live[rid], done))
+            if done:
+                del self.live[rid]
+        return out
+
+
+def _req(i):
+    return Request(i, [3], 2, SamplerConfig())
+
+
+def test_engine_loop_admits_up_to_capacity_cancels_and_reports_failure():
+    eng = _SlowEngine(steps=10 ** 6)
+    loop = EngineLoop(eng, max_queue=1).start()
+    got: dict[int, list] = {0: [], 1: [], 2: []}
+    for i in range(3):
+        loop.submit(_req(i), got[i].append)
+    with pytest.raises(APIError) as e:
+        loop.submit(_req(3), lambda u: None)
+    assert e.value.status == 429 and e.value.headers == {"Retry-After": "1"}
+    loop.cancel(0)  # a client went away: its room is free again
+    deadline = time.time() + 10
+    while 0 not in eng.cancelled and time.time() < deadline:
+        time.sleep(0.01)
+    loop.submit(_req(4), lambda u: None)
+    eng.fail = True
+    while loop.alive and time.time() < deadline:
+        time.sleep(0.01)
+    assert not loop.alive and isinstance(got[1][-1], RuntimeError)
+    with pytest.raises(APIError) as e:
+        loop.submit(_req(5), lambda u: None)
+    assert e.value.status == 503
+    loop.stop()
+
+
+def test_engine_loop_delivers_every_update_and_frees_finished_requests():
+    loop = EngineLoop(_SlowEngine(steps=3), max_queue=0).start()
+    got: dict[int, list] = {i: [] for i in range(6)}
+    for i in range(6):  # capacity 2: each waits for room, as a client retrying after 429 would
+        while True:
+            try:
+                loop.submit(_req(i), got[i].append)
+                break
+            except APIError:
+                time.sleep(0.01)
+    deadline = time.time() + 10
+    while not all(g and g[-1].done for g in got.values()) and time.time() < deadline:
+        time.sleep(0.01)
+    loop.stop()
+    assert all([u.steps for u in g] == [1, 2, 3] for g in got.values())
+
+
+# -- a real server -------------------------------------------------------------------------------------------------
+def _post(url, body, timeout=60):
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, json.loads(r.read()), dict(r.headers)
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read()), dict(e.headers)
+
+
+def _start_server(workdir, *args):
+    proc = subprocess.Popen([sys.executable, "-m", "dlm_jax.serve", "--workdir", str(workdir), "--port", "0",
+                             "--nowarmup", "--slots", "2", "--max_body_bytes", "4096", "--max_steps", "2000", *args], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "XLA_FLAGS": ""})
+    line = ""
+    while "listening on" not in line:
+        line = proc.stdout.readline()
+        if not line and proc.poll() is not None:
+            raise AssertionError(proc.stderr.read()[-3000:])
+    return proc, line.split("listening on ")[1].split()[0]
+
+
+@pytest.mark.slow
+def test_server_speaks_openai_rejects_bad_input_and_drains_on_sigterm(tiny_trained):
+    openai = pytest.importorskip("openai")
+    proc, url = _start_server(tiny_trained, "--served_model_name", "tiny")
+    try:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0)
+        assert [m.id for m in client.models.list().data] == ["tiny"]
+        out = client.completions.create(model="tiny", prompt="Das Haus ist klein.", max_tokens=6, seed=3)
+        assert out.choices[0].finish_reason in ("stop", "length") and out.usage.prompt_tokens > 0
+        assert out.model_extra["diffusion"]["steps"] == 4 and out.usage.completion_tokens <= 6
+        again = client.completions.create(model="tiny", prompt="Das Haus ist klein.", max_tokens=6, seed=3)
+        assert again.choices[0].text == out.choices[0].text  # same seed, same text, whatever else is running
+        chunks = list(client.chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": "Das Haus ist klein."}], max_tokens=6, stream=True,
+            stream_options={"include_usage": True}, extra_body={"strategy": "adaptive", "threshold": 0.5}))
+        assert chunks[0].choices[0].delta.role == "assistant" and chunks[-1].usage.completion_tokens >= 0
+        assert chunks[-2].choices[0].finish_reason in ("stop", "length")
+        streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        whole = client.chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": "Das Haus ist klein."}], max_tokens=6,
+            extra_body={"strategy": "adaptive", "threshold": 0.5})
+        assert whole.choices[0].message.content == streamed.strip()
+        snaps = list(client.completions.create(model="tiny", prompt="Wie spät ist es?", max_tokens=4, stream=True,
+                                               extra_body={"strategy": "adaptive", "diffusing": True}))
+        assert "[MASK]" in snaps[0].choices[0].text and snaps[-1].choices[0].finish_reason
+        _bad_inputs_then_valid(url)
+        _sigterm_drains(proc, url)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def _bad_inputs_then_valid(url):
+    cases = [(b"{not json", 400), ({"prompt": ""}, 400), ({"prompt": "x", "max_tokens": -1}, 400),
+             ({"prompt": "x", "max_tokens": 400}, 400), ({"prompt": "x", "temperature": 9}, 400),
+             ({"prompt": "x", "strategy": "zzz"}, 400), ({"prompt": "x", "n": 3}, 400),
+             ({"prompt": "x", "model": "gpt-4"}, 404), ({"prompt": "x" * 5000}, 413)]
+    for body, status in cases:
+        got, err, _ = _post(f"{url}/v1/completions", body)
+        assert got == status and err["error"]["message"], (body, got, err)
+    got, err, _ = _post(f"{url}/v1/chat/completions", {"messages": []})
+    assert got == 400 and err["error"]["param"] == "messages"
+    got, err, _ = _post(f"{url}/v1/nowhere", {})
+    assert got == 404 and err["error"]["code"] == "not_found"
+    got, ok, _ = _post(f"{url}/v1/completions", {"prompt": "Wie spät ist es?", "max_tokens": 3})
+    assert got == 200 and ok["choices"][0]["text"] is not None
+    # a client that leaves mid-stream frees its slot
+    req = urllib.request.Request(f"{url}/v1/completions", data=json.dumps(
+        {"prompt": "Wie spät ist es?", "max_tokens": 8, "steps": 2000, "stream": True, "diffusing": True}).encode())
+    with urllib.request.urlopen(req, timeout=30) as r:
+        r.readline()
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        metrics = urllib.request.urlopen(f"{url}/metrics", timeout=10).read().decode()
+        if "dlm_jax:num_requests_running 0.0" in metrics:
+            break
+        time.sleep(0.1)
+    assert "dlm_jax:num_requests_running 0.0" in metrics and "dlm_jax:request_success_total" in metrics
+
+
+def _sigterm_drains(proc, url):
+    result = {}
+    t = threading.Thread(target=lambda: result.update(r=_post(f"{url}/v1/completions", {
+        "prompt": "Das Haus ist klein.", "max_tokens": 8, "steps": 2000})))
+    t.start()
+    time.sleep(0.5)  # in flight
+    proc.send_signal(signal.SIGTERM)
+    t.join(60)
+    assert result["r"][0] == 200 and result["r"][1]["diffusion"]["steps"] == 2000
+    assert proc.wait(60) == 0

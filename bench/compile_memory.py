@@ -59,6 +59,8 @@ def _parse() -> argparse.Namespace:
                     help="sample: the inference sampler (inference.Generator's jitted fori_loop), params only")
     ap.add_argument("--attention", default="einsum", help="einsum | xla | cudnn (model.attention; einsum and the "
                     "CPU's xla path hold [heads, L, L] scores, cudnn's flash kernel does not)")
+    ap.add_argument("--head-chunk", type=int, default=0, help="diffusion.head_chunk: the head fused with the loss "
+                    "in chunks of this many vocabulary rows (0: whole logits)")
     ap.add_argument("--coupled", action="store_true", help="coupled masks (the paper configs): every row twice")
     ap.add_argument("--tpu", default="", help="compile for a TPU topology (e.g. v4:4x4x4, v5p:4x4x4, v5e:16x16, "
                     "v6e:4x4) instead of simulated CPU devices; needs `pip install \"jax[tpu]\"`")
@@ -75,6 +77,7 @@ def sample_memory(args, mesh, model, params, report) -> None:
 
     from dlm_jax import parallel
     from dlm_jax.diffusion import SamplerConfig, sample
+    from dlm_jax.diffusion.fused_head import HeadParts
     from dlm_jax.model.axes import DEFAULT_RULES
 
     config = SamplerConfig(steps=args.steps)
@@ -83,7 +86,10 @@ def sample_memory(args, mesh, model, params, report) -> None:
 
     def run(params, tokens, response, attn, rng):
         def logits_fn(t, positions):
-            return model.apply({"params": params}, t, attention_mask=attn, output_positions=positions)
+            if not args.head_chunk:
+                return model.apply({"params": params}, t, attention_mask=attn, output_positions=positions)
+            return HeadParts(*model.apply({"params": params}, t, attention_mask=attn, output_positions=positions,
+                                          head_parts=True), chunk=args.head_chunk)
         return sample(logits_fn, tokens, response, rng, config, mask_id=model.cfg.vocab_size - 1,
                       max_response=args.response)
 
@@ -91,7 +97,7 @@ def sample_memory(args, mesh, model, params, report) -> None:
                 jax.ShapeDtypeStruct((B, L), jnp.bool_, sharding=bsh),
                 jax.ShapeDtypeStruct((B, L), jnp.int32, sharding=bsh), jax.random.key(0))
     print(f"# sampler: batch {B} x {L} tokens, {args.response} response positions per row, S={args.steps}, "
-          f"params only (no optimizer state)", flush=True)
+          f"params only (no optimizer state), head_chunk={args.head_chunk}", flush=True)
     t0 = time.perf_counter()
     with parallel.mesh_rules(mesh, DEFAULT_RULES):
         compiled = jax.jit(run).lower(*abstract).compile()
@@ -237,7 +243,7 @@ def train_memory(args, mesh, model, params, header: str, report) -> None:
              "prompt_length": jax.ShapeDtypeStruct((B,), jnp.int32, sharding=bsh1),
              "response_length": jax.ShapeDtypeStruct((B,), jnp.int32, sharding=bsh1)}
     rdm = RDMConfig(mask_id=model.cfg.vocab_size - 1, max_predictions=args.max_predictions or None,
-                    coupled=args.coupled)
+                    coupled=args.coupled, head_chunk=args.head_chunk)
     step = make_train_step(diffusion_loss_fn(model, rdm), tx, schedule, grad_accum=args.grad_accum, seed=0)
 
     micro, dp = B // args.grad_accum, args.devices // args.tensor

@@ -149,6 +149,7 @@ def _diffusion_block() -> ml_collections.ConfigDict:
     d.smoothing_weighting = "lambda"  # "constant": the released smoothing term's weight (not lambda(t))
     d.max_predictions = 0  # head evaluations per pool of rows; 0: every position
     d.pool_rows = 1  # rows whose masked positions share max_predictions; 0: one pool per data shard
+    d.head_chunk = 0  # >0: the head fused with the loss, this many vocabulary rows at a time (no whole logits)
     return d
 
 
@@ -308,12 +309,13 @@ class DiffusionSettings:
     smoothing_weighting: str
     max_predictions: int | None
     pool_rows: int  # resolved: 0 in the config means the rows of one data shard's micro-batch
+    head_chunk: int = 0  # vocabulary rows per chunk of the fused head + loss; 0: whole logits
 
     def rdm(self, mask_id: int) -> RDMConfig:
         return RDMConfig(mask_id=mask_id, num_timesteps=self.num_timesteps, weighting=self.weighting,
                          coupled=self.coupled, loss_scale=self.loss_scale, label_smoothing=self.label_smoothing,
                          smoothing_weighting=self.smoothing_weighting, max_predictions=self.max_predictions,
-                         pool_rows=self.pool_rows)
+                         pool_rows=self.pool_rows, head_chunk=self.head_chunk)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -451,7 +453,7 @@ def _diffusion(c: ml_collections.ConfigDict, mesh: MeshSettings) -> DiffusionSet
     out = DiffusionSettings(num_timesteps=d.num_timesteps, weighting=d.weighting, coupled=bool(d.coupled),
                             loss_scale=float(d.loss_scale), label_smoothing=float(d.label_smoothing),
                             smoothing_weighting=d.smoothing_weighting, max_predictions=d.max_predictions or None,
-                            pool_rows=pool or micro // dp)
+                            pool_rows=pool or micro // dp, head_chunk=int(d.head_chunk))
     out.rdm(mask_id=0)  # RDMConfig's own checks
     return out
 

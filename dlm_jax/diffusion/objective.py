@@ -12,6 +12,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from dlm_jax.diffusion.fused_head import HeadParts, fused_cross_entropy_and_hits
 from dlm_jax.errors import ConfigError
 
 LogitsAtFn = Callable[[jax.Array, jax.Array], jax.Array]
@@ -41,6 +42,8 @@ class RDMConfig:
         far fewer head evaluations). 1 = per row. Keep pools within a data-parallel shard (the trainer uses one
         pool per shard's micro-batch at most).
       num_t_buckets: loss is also reported per bucket of t.
+      head_chunk: > 0: the caller's logits_fn returns the head's inputs (`HeadParts`) and the head runs fused with
+        the CE, this many vocabulary rows at a time (fused_head.py); 0: whole logits.
     """
 
     mask_id: int
@@ -53,6 +56,7 @@ class RDMConfig:
     max_predictions: int | None = None
     pool_rows: int = 1
     num_t_buckets: int = 5
+    head_chunk: int = 0
 
     def __post_init__(self) -> None:
         if self.weighting not in WEIGHTINGS:
@@ -65,6 +69,8 @@ class RDMConfig:
             raise ConfigError(f"loss_scale must be positive, got {self.loss_scale}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.head_chunk < 0:
+            raise ConfigError(f"head_chunk must be >= 0 (0: whole logits), got {self.head_chunk}")
         if self.pool_rows < 1:
             raise ConfigError(f"pool_rows must be >= 1, got {self.pool_rows}")
         if self.num_t_buckets < 1 or self.num_t_buckets > self.num_timesteps:
@@ -135,9 +141,10 @@ def masked_positions(masked: jax.Array, num: int) -> tuple[jax.Array, jax.Array]
     return order.astype(jnp.int32), jnp.take_along_axis(masked, order, axis=1)
 
 
-def cross_entropy_and_hits(logits: jax.Array, targets: jax.Array, label_smoothing: float = 0.0,
+def cross_entropy_and_hits(logits: jax.Array | HeadParts, targets: jax.Array, label_smoothing: float = 0.0,
                            smoothing_scale: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
-    """Per-position CE [..] (float32) and whether the target has the top logit [..] (bool), from logits [.., vocab].
+    """Per-position CE [..] (float32) and whether the target has the top logit [..] (bool), from logits [.., vocab]
+    or from the head's inputs (`HeadParts`: fused with the head, a vocabulary chunk at a time, fused_head.py).
 
     With label smoothing e the CE is (1 - e) * (-log p_target) + e * r * mean_v(-log p_v), where r is
     `smoothing_scale` [..] (default 1: the usual smoothed one-hot; the RDM loss passes 1 / lambda(t) to give the
@@ -152,6 +159,8 @@ def cross_entropy_and_hits(logits: jax.Array, targets: jax.Array, label_smoothin
     the autodiff gradient: bench/RESULTS.md.)
     """
     scale = jnp.ones(targets.shape, jnp.float32) if smoothing_scale is None else smoothing_scale
+    if isinstance(logits, HeadParts):  # the head's inputs: computed with the loss, a vocabulary chunk at a time
+        return fused_cross_entropy_and_hits(logits, targets, float(label_smoothing), scale)
     return _cross_entropy(logits, targets, scale.astype(jnp.float32), float(label_smoothing))
 
 

@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dlm_jax.diffusion.fused_head import HeadParts, fused_argmax_and_logprob, logits_of
 from dlm_jax.diffusion.objective import masked_positions
 from dlm_jax.diffusion.rows import (map_rows, position_categorical, position_uniform, row_keys, split_rows,
                                    typed_key)
@@ -250,20 +251,8 @@ def _predict(logits_fn: LogitsFn, tokens: jax.Array, keys: jax.Array, settings: 
 
     def predict(t, k, p, rows, temp, pick_max):
         extra = {"rows": rows} if micro_batch > 0 else {}
-        logits = (logits_fn(t, **extra) if full else logits_fn(t, p, **extra)).astype(jnp.float32)
-        logits = jnp.where(jnp.arange(logits.shape[-1]) == mask_id, -jnp.inf, logits)
-        lse = jax.nn.logsumexp(logits, axis=-1)
-        if sampling == "never":
-            return jnp.argmax(logits, axis=-1), jnp.max(logits, axis=-1) - lse
-
-        def draw(_):
-            tok = position_categorical(k, logits / temp[:, None, None], p)
-            return tok, jnp.take_along_axis(logits, tok[..., None], axis=-1)[..., 0] - lse
-        if sampling == "always":
-            return draw(None)
-        best = jnp.argmax(logits, axis=-1).astype(jnp.int32), jnp.max(logits, axis=-1) - lse
-        tok, score = jax.lax.cond(pick_max.all(), lambda _: best, draw, None)
-        return jnp.where(pick_max[:, None], best[0], tok), jnp.where(pick_max[:, None], best[1], score)
+        out = logits_fn(t, **extra) if full else logits_fn(t, p, **extra)
+        return _pick(out, k, p, temp, pick_max, mask_id, sampling)
 
     alive = jnp.ones((b,), bool) if live is None else live
     tok, score = map_rows(chunk, (tokens, keys, pos, jnp.arange(b), settings.temperature, settings.argmax, alive),
@@ -273,6 +262,36 @@ def _predict(logits_fn: LogitsFn, tokens: jax.Array, keys: jax.Array, settings: 
         return tok, score
     rows = jnp.arange(b)[:, None]
     return tokens.at[rows, positions].set(tok), jnp.zeros(tokens.shape, jnp.float32).at[rows, positions].set(score)
+
+
+def _pick(out: jax.Array | HeadParts, k: jax.Array, p: jax.Array, temp: jax.Array, pick_max: jax.Array,
+          mask_id: int, sampling: str) -> tuple[jax.Array, jax.Array]:
+    """(tokens, log-probabilities) [b, R] from one model evaluation's logits [b, R, vocab] (or the head's inputs,
+    `HeadParts`: the argmax then reads the vocabulary in chunks, and only rows that sample build whole logits)."""
+    fused = isinstance(out, HeadParts)
+
+    def whole() -> tuple[jax.Array, jax.Array]:
+        logits = (logits_of(out) if fused else out).astype(jnp.float32)
+        logits = jnp.where(jnp.arange(logits.shape[-1]) == mask_id, -jnp.inf, logits)
+        return logits, jax.nn.logsumexp(logits, axis=-1)
+
+    def best() -> tuple[jax.Array, jax.Array]:
+        if fused:
+            return fused_argmax_and_logprob(out, mask_id)
+        logits, lse = whole()
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32), jnp.max(logits, axis=-1) - lse
+
+    def draw(_):
+        logits, lse = whole()
+        tok = position_categorical(k, logits / temp[:, None, None], p)
+        return tok, jnp.take_along_axis(logits, tok[..., None], axis=-1)[..., 0] - lse
+    if sampling == "never":
+        return best()
+    if sampling == "always":
+        return draw(None)
+    top = best()
+    tok, score = jax.lax.cond(pick_max.all(), lambda _: top, draw, None)
+    return jnp.where(pick_max[:, None], top[0], tok), jnp.where(pick_max[:, None], top[1], score)
 
 
 def _gumbel(keys: jax.Array, width: int) -> jax.Array:

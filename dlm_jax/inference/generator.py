@@ -21,6 +21,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from dlm_jax.diffusion import (DecodeConfig, SamplerConfig, beam_search, build_inputs, elbo_nll, greedy_decode, sample,
                                select_best, top_lengths)
+from dlm_jax.diffusion.fused_head import HeadParts
 from dlm_jax.diffusion.rows import map_rows, row_keys, stable_hash
 from dlm_jax.diffusion.sampler import check_steps
 from dlm_jax.data.vocab import HFVocabulary
@@ -57,6 +58,7 @@ class Generator:
     mesh: Mesh | None = None
     micro_batch: int = 8
     decoding: DecodeConfig | None = None
+    head_chunk: int = 0  # > 0: the head's argmax / log-sum-exp read the vocabulary this many rows at a time
 
     def __post_init__(self) -> None:
         self._jitted: dict[tuple, Callable] = {}  # (SamplerConfig, max_response), ("score", samples), ("length",)
@@ -65,12 +67,22 @@ class Generator:
     def with_vocab(cls, model: Any, params: Any, vocab: HFVocabulary, max_length: int, *,
                    vocab_map: VocabMap | None = None, length_model: Any = None, length_params: Any = None,
                    mesh: Mesh | None = None, micro_batch: int = 8,
-                   decoding: DecodeConfig | None = None) -> "Generator":
+                   decoding: DecodeConfig | None = None, head_chunk: int = 0) -> "Generator":
         """A generator whose special ids are `vocab`'s (the tokenizer's)."""
         mask_id = vocab.mask_id if decoding is None or vocab.optional_mask_id is not None else -1  # AR: unused
         return cls(model, params, bos_id=vocab.bos_id, eos_id=vocab.eos_id, pad_id=vocab.pad_id,
                    mask_id=mask_id, max_length=max_length, vocab_map=vocab_map, length_model=length_model,
-                   length_params=length_params, mesh=mesh, micro_batch=micro_batch, decoding=decoding)
+                   length_params=length_params, mesh=mesh, micro_batch=micro_batch, decoding=decoding,
+                   head_chunk=head_chunk)
+
+    def head(self, params: Any, tokens: jax.Array, attn: jax.Array, positions: jax.Array | None) -> Any:
+        """The model's logits at `positions`, or with `head_chunk` its head's inputs (`HeadParts`): the sampler's
+        argmax and the ELBO then read the vocabulary in chunks, never holding [rows, positions, vocab]."""
+        if not self.head_chunk:
+            return self.model.apply({"params": params}, tokens, attention_mask=attn, output_positions=positions)
+        out = self.model.apply({"params": params}, tokens, attention_mask=attn, output_positions=positions,
+                               head_parts=True)
+        return HeadParts(*out, chunk=self.head_chunk)
 
     def _prompts(self, prompts: Sequence[Sequence[int]]) -> list[list[int]]:
         """The prompts as the model reads them: with `</s>` appended for an encoder-decoder."""
@@ -98,13 +110,13 @@ class Generator:
         model in micro-batches of `micro_batch` rows."""
         key = (config, max_response)
         if key not in self._jitted:
-            model, micro = self.model, self.micro_batch
+            micro = self.micro_batch
             mask_id = self._m(self.mask_id)
 
             def run(params, tokens, response, attn, key_data):
                 def logits_fn(t, positions, rows=None):
                     a = attn if rows is None else attn[rows]
-                    return model.apply({"params": params}, t, attention_mask=a, output_positions=positions)
+                    return self.head(params, t, a, positions)
                 return sample(logits_fn, tokens, response, jax.random.wrap_key_data(key_data), config,
                               mask_id=mask_id, max_response=max_response, micro_batch=micro)
 
@@ -259,7 +271,7 @@ class Generator:
 
             def run(params, tokens, response, attn, key_data):
                 def logits_fn(t, a, positions):
-                    return model.apply({"params": params}, t, attention_mask=a, output_positions=positions)
+                    return self.head(params, t, a, positions)
                 return elbo_nll(logits_fn, tokens, response, attn, jax.random.wrap_key_data(key_data),
                                 mask_id=mask_id, num_samples=num_samples, micro_batch=micro,
                                 max_response=max_response)

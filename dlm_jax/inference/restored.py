@@ -57,7 +57,8 @@ class RestoredRun:
         return Generator.with_vocab(self.model, self.params, self.vocab, self.max_length, vocab_map=self.vocab_map,
                                     length_model=self.length_model, length_params=self.length_params,
                                     mesh=self.mesh, micro_batch=self.micro_batch,
-                                    decoding=self.run.decoding if self.run.objective == "ar" else None)
+                                    decoding=self.run.decoding if self.run.objective == "ar" else None,
+                                    head_chunk=self.run.diffusion.head_chunk)
 
     def with_length_head(self, length_workdir: str | Path, *, step: int | None = None) -> "RestoredRun":
         """Adds the length predictor trained in `length_workdir` (a run of configs/length_predictor.py)."""

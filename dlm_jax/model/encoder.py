@@ -265,17 +265,25 @@ class MaskedLM(nn.Module):
         logits = self.word.attend(h, self.cfg.head_vocab_multiple) + self.head_bias.astype(h.dtype)
         return logits if logits_dtype is None else logits.astype(logits_dtype)
 
+    def head_parts(self, hidden: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array | None]:
+        """What `logits_from_hidden` multiplies: (features [..., embed], table [vocab, embed], bias [vocab]), for
+        the fused head + loss (`diffusion.fused_head`)."""
+        return self.head_ln(gelu_exact(self.head_dense(hidden))), self.word.embedding.astype(self.word.dtype), \
+            self.head_bias
+
     def __call__(self, input_ids: jax.Array, attention_mask: jax.Array | None = None,
                  token_type_ids: jax.Array | None = None, *, deterministic: bool = True,
                  output_positions: jax.Array | None = None, segment_ids: jax.Array | None = None,
-                 logits_dtype: Any = jnp.float32) -> jax.Array:
+                 logits_dtype: Any = jnp.float32, head_parts: bool = False) -> Any:
         """Logits [batch, length, vocab], or [batch, P, vocab] at `output_positions` ([batch, P]).
 
         `output_positions` may also be [G, P] with G dividing the batch: the rows are then taken as G groups of
         batch/G consecutive rows, and positions index a group's rows laid end to end (row r, position l of a
         group is r * length + l). The RDM loss uses this to pool the masked positions of several rows.
-        `logits_dtype`: see `logits_from_hidden` (the RDM loss passes None).
+        `logits_dtype`: see `logits_from_hidden` (the RDM loss passes None). `head_parts`: return the head's
+        inputs (`head_parts`) instead of its logits.
         """
         hidden = self.encode(input_ids, attention_mask, token_type_ids, deterministic=deterministic,
                              segment_ids=segment_ids)
-        return self.logits_from_hidden(at_positions(hidden, output_positions), logits_dtype)
+        hidden = at_positions(hidden, output_positions)
+        return self.head_parts(hidden) if head_parts else self.logits_from_hidden(hidden, logits_dtype)

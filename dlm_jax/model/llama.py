@@ -131,17 +131,23 @@ class DecoderLM(nn.Module):
                   else self.lm_head(hidden))
         return logits if logits_dtype is None else logits.astype(logits_dtype)
 
+    def head_parts(self, hidden: jax.Array) -> tuple[jax.Array, jax.Array, None]:
+        """(features, table [vocab, embed], no bias): what `logits_from_hidden` multiplies."""
+        table = self.word.embedding if self.cfg.tie_embeddings else nn.unbox(self.lm_head.variables["params"]["kernel"]).T
+        return hidden, table.astype(self.word.dtype), None
+
     def __call__(self, input_ids: jax.Array, attention_mask: jax.Array | None = None,
                  token_type_ids: jax.Array | None = None, *, deterministic: bool = True,
                  output_positions: jax.Array | None = None, segment_ids: jax.Array | None = None,
-                 logits_dtype: Any = jnp.float32) -> jax.Array:
+                 logits_dtype: Any = jnp.float32, head_parts: bool = False) -> Any:
         """Logits [batch, length, vocab] that predict each position's token (or at `output_positions`, as
         `MaskedLM.__call__`). With `shift` 1 the logits for position i come from the states at i - 1 (position 0
         keeps its own, as Dream)."""
         hidden = self.encode(input_ids, attention_mask, deterministic=deterministic, segment_ids=segment_ids)
         if self.cfg.shift:
             hidden = jnp.concatenate([hidden[:, :1], hidden[:, :-1]], axis=1)
-        return self.logits_from_hidden(at_positions(hidden, output_positions), logits_dtype)
+        hidden = at_positions(hidden, output_positions)
+        return self.head_parts(hidden) if head_parts else self.logits_from_hidden(hidden, logits_dtype)
 
     def prefill(self, input_ids: jax.Array, attention_mask: jax.Array) -> jax.Array:
         """KV-cache decoding of the causal LLM (`decode=True`, `mutable=["cache"]`): the logits [batch, vocab] at

@@ -148,14 +148,18 @@ class Seq2SeqLM(nn.Module):
         masks = (_block_bias(same & r["target"][:, None, :]), _block_bias(same & r["source"][:, None, :]))
         return self._decoder(self._embed(input_ids, r["target_pos"], deterministic), masks, memory, deterministic)
 
+    def head_parts(self, hidden: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """(features, table [vocab, embed], bias): what `logits_from_hidden` multiplies."""
+        return hidden, self.word.embedding.astype(self.word.dtype), self.head_bias
+
     def __call__(self, input_ids: jax.Array, attention_mask: jax.Array | None = None,
                  token_type_ids: jax.Array | None = None, *, deterministic: bool = True,
                  output_positions: jax.Array | None = None, segment_ids: jax.Array | None = None,
-                 logits_dtype: Any = jnp.float32) -> jax.Array:
+                 logits_dtype: Any = jnp.float32, head_parts: bool = False) -> Any:
         """Logits [batch, length, vocab] (or at `output_positions`, as `MaskedLM.__call__`)."""
         del token_type_ids
-        hidden = self.hidden(input_ids, attention_mask, segment_ids, deterministic)
-        return self.logits_from_hidden(at_positions(hidden, output_positions), logits_dtype)
+        hidden = at_positions(self.hidden(input_ids, attention_mask, segment_ids, deterministic), output_positions)
+        return self.head_parts(hidden) if head_parts else self.logits_from_hidden(hidden, logits_dtype)
 
     def prefill(self, input_ids: jax.Array, attention_mask: jax.Array) -> jax.Array:
         """KV-cache decoding, first call on right-padded `<s> prompt </s>` rows: caches the decoder's keys and

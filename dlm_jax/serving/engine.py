@@ -265,14 +265,14 @@ class Engine:
         return self._fns[key]
 
     def _step_fn(self, pool: _Pool) -> Callable:
-        model, micro, mask_id = self.gen.model, self.gen.micro_batch, self.gen._m(self.gen.mask_id)
+        micro, mask_id = self.gen.micro_batch, self.gen._m(self.gen.mask_id)
 
         def run(params, arrays, canvas):
             attn = arrays["attn"]
 
             def logits_fn(t, positions, rows=None):
                 a = attn if rows is None else attn[rows]
-                return model.apply({"params": params}, t, attention_mask=a, output_positions=positions)
+                return self.gen.head(params, t, a, positions)
             keys = jax.random.wrap_key_data(arrays["keys"])
             canvas = denoise_step(logits_fn, canvas, arrays["settings"], arrays["response"], keys, mask_id=mask_id,
                                   positions=arrays["positions"], micro_batch=micro, kinds=KINDS, sampling="rows",

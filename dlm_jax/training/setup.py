@@ -160,7 +160,7 @@ def _loss_and_trainable(run: RunConfig, model: MaskedLM, params: Any, mask_id: i
     if run.stage == "diffusion" and run.objective == "ar":
         rdm = run.diffusion.rdm(mask_id)  # the head's capacity settings (pool_rows, max_predictions)
         return (ar_loss_fn(model, run.ar_label_smoothing, pool_rows=rdm.pool_rows,
-                           max_predictions=rdm.max_predictions), params, None)
+                           max_predictions=rdm.max_predictions, head_chunk=rdm.head_chunk), params, None)
     if run.stage == "diffusion":
         return diffusion_loss_fn(model, run.diffusion.rdm(mask_id)), params, None
     head = LengthPredictor.for_backbone(model.cfg)

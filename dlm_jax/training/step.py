@@ -16,6 +16,7 @@ import optax
 
 from dlm_jax.config import OptimizerConfig
 from dlm_jax.diffusion import RDMConfig, ar_loss, rdm_loss
+from dlm_jax.diffusion.fused_head import HeadParts
 from dlm_jax.model import MaskedLM, ModelConfig
 from dlm_jax.model.length import LengthPredictor, length_loss
 
@@ -79,22 +80,25 @@ def diffusion_loss_fn(model: MaskedLM, rdm: RDMConfig) -> Callable:
             double = noised.shape[0] != pad.shape[0]  # coupled sampling doubles the batch
             attn = jnp.concatenate([pad, pad]) if double else pad
             s = None if seg is None else (jnp.concatenate([seg, seg]) if double else seg)
-            return model.apply({"params": params}, noised, attention_mask=attn, deterministic=False,
-                               output_positions=positions, segment_ids=s, logits_dtype=None,
-                               rngs={"dropout": k_drop})
+            out = model.apply({"params": params}, noised, attention_mask=attn, deterministic=False,
+                              output_positions=positions, segment_ids=s, logits_dtype=None,
+                              rngs={"dropout": k_drop}, head_parts=rdm.head_chunk > 0)
+            return HeadParts(*out, chunk=rdm.head_chunk) if rdm.head_chunk else out
         return rdm_loss(logits_at, batch, k_noise, rdm)
     return loss_fn
 
 
-def ar_loss_fn(model: MaskedLM, label_smoothing: float, *, pool_rows: int = 1, max_predictions: int = 0
-               ) -> Callable:
+def ar_loss_fn(model: MaskedLM, label_smoothing: float, *, pool_rows: int = 1, max_predictions: int = 0,
+               head_chunk: int = 0) -> Callable:
     """The AR baselines' loss (`dlm_jax.diffusion.ar_loss`): nothing is noised, every row is read as it is; the
-    head runs at the scored positions, pooled as the RDM loss's (`diffusion.pool_rows` / `max_predictions`)."""
+    head runs at the scored positions, pooled as the RDM loss's (`diffusion.pool_rows` / `max_predictions`), fused
+    with the loss in vocabulary chunks when `head_chunk` > 0 (`diffusion.head_chunk`)."""
     def loss_fn(params, frozen, batch, rng):
         def logits_fn(tokens, positions):
-            return model.apply({"params": params}, tokens, attention_mask=batch["padding_mask"], deterministic=False,
-                               segment_ids=batch.get("segment_ids"), output_positions=positions, logits_dtype=None,
-                               rngs={"dropout": rng})
+            out = model.apply({"params": params}, tokens, attention_mask=batch["padding_mask"], deterministic=False,
+                              segment_ids=batch.get("segment_ids"), output_positions=positions, logits_dtype=None,
+                              rngs={"dropout": rng}, head_parts=head_chunk > 0)
+            return HeadParts(*out, chunk=head_chunk) if head_chunk else out
         return ar_loss(logits_fn, batch, label_smoothing=label_smoothing, pool_rows=pool_rows,
                        max_predictions=max_predictions)
     return loss_fn

@@ -7,6 +7,8 @@ states, the table and the bias (what the train step does). Variants:
 - `autodiff-f32`: the earlier recipe: float32 logits and an autodiff CE (logsumexp - target logit).
 - `custom-f32`: `dlm_jax`'s hand-written CE gradient (`cross_entropy_and_hits`) on float32 logits.
 - `custom-bf16`: the same on logits in the compute dtype, as the RDM loss now takes them.
+- `fused-bf16`: the head fused with the CE in chunks of 8,192 vocabulary rows (`diffusion.head_chunk`,
+  dlm_jax/diffusion/fused_head.py): no [N, vocab] logits in the forward or the backward pass.
 - `custom-bf16-pad`: as `custom-bf16`, with `model.head_vocab_multiple=128` (the table padded to a multiple of
   128 rows inside the product, the logits sliced back: 250,002 rows make the logits' row stride not 16-byte
   aligned).
@@ -34,10 +36,11 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from dlm_jax.diffusion.fused_head import HeadParts  # noqa: E402
 from dlm_jax.diffusion.objective import cross_entropy_and_hits  # noqa: E402
 from dlm_jax.model import MaskedLM, get_config  # noqa: E402
 
-VARIANTS = ("autodiff-f32", "custom-f32", "custom-bf16", "custom-bf16-pad")
+VARIANTS = ("autodiff-f32", "custom-f32", "custom-bf16", "custom-bf16-pad", "fused-bf16")
 
 
 def autodiff_cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
@@ -58,6 +61,9 @@ def head_step(model: MaskedLM, variant: str):
     dtype = jnp.float32 if variant.endswith("f32") else None
 
     def loss(params, hidden, targets):
+        if variant == "fused-bf16":  # the head fused with the CE, 8,192 vocabulary rows at a time
+            parts = HeadParts(*model.apply({"params": params}, hidden, method=MaskedLM.head_parts), chunk=8192)
+            return cross_entropy_and_hits(parts, targets)[0].mean()
         logits = model.apply({"params": params}, hidden, logits_dtype=dtype, method=MaskedLM.logits_from_hidden)
         ce = autodiff_cross_entropy(logits, targets) if variant == "autodiff-f32" else \
             cross_entropy_and_hits(logits, targets)[0]

@@ -80,6 +80,7 @@ def main() -> None:
     ap.add_argument("--length", type=int, default=64)
     ap.add_argument("--steps", type=int, default=0, help="timed steps (0: 20 for bert-tiny, 3 for xlmr-base)")
     ap.add_argument("--max-predictions", type=int, default=0, help="0: the longest response in the batch")
+    ap.add_argument("--head-chunk", type=int, default=0, help="diffusion.head_chunk (0: whole logits)")
     args = ap.parse_args()
     import torch
     print_header(["shape", "batch x length", "real tokens/step", "dlm_jax s/step", "dlm_jax tok/s", "torch s/step",
@@ -102,7 +103,7 @@ def main() -> None:
             batch = make_batch(B, args.length, lo, min(cfg.vocab_size - 2, 30_000), pad, bos, eos)
             n_tok = int(batch["padding_mask"].sum())
             P = args.max_predictions or int(batch["response_mask"].sum(1).max())
-            rdm = RDMConfig(mask_id=mask_id, num_timesteps=T, max_predictions=P)
+            rdm = RDMConfig(mask_id=mask_id, num_timesteps=T, max_predictions=P, head_chunk=args.head_chunk)
             model = pre.model
 
             # Same corruption on both sides: loss check.

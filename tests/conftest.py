@@ -64,3 +64,16 @@ def bert_vocab():
     vocab = HFVocabulary(dlm_jax.load_tokenizer("bundled"))
     registry.register_all(vocab)
     return vocab
+
+
+def tiny_rdm_batch(b=8, length=12, vocab=50, seed=0):
+    """Rows `<random prompt> <response at 5..9>` + 2 padding positions, as NumPy (the training tests' batch)."""
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(5, vocab, (b, length)).astype(np.int32)
+    resp = np.zeros((b, length), bool)
+    resp[:, 5:10] = True
+    pad = np.ones((b, length), np.int32)
+    pad[:, 10:] = 0
+    tokens[:, 10:] = 1
+    return {"tokens": tokens, "response_mask": resp, "padding_mask": pad}

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import tiny_rdm_batch
 
 from dlm_jax.diffusion import RDMConfig
 from dlm_jax.diffusion.fused_head import HeadParts, logits_of
@@ -58,20 +59,14 @@ def test_fused_ce_does_not_depend_on_the_chunk():
 
 
 def _batch(b=8, length=12, vocab=50, seed=0, packed=False):
-    rng = np.random.default_rng(seed)
-    tokens = rng.integers(5, vocab, (b, length)).astype(np.int32)
-    resp = np.zeros((b, length), bool)
-    resp[:, 5:10] = True
-    pad = np.ones((b, length), np.int32)
-    pad[:, 10:] = 0
-    tokens[:, 10:] = 1
-    out = {"tokens": tokens, "response_mask": resp, "padding_mask": pad}
+    out = tiny_rdm_batch(b, length, vocab, seed)
+    resp = out["response_mask"]
     if packed:
         seg = np.ones((b, length), np.int32)
         seg[:, 6:] = 2
         seg[:, 10:] = 0
         out["segment_ids"] = seg
-        out["response_mask"] = resp & (np.arange(length) != 5)  # example 1's response: 3..5, example 2's 7..9
+        out["response_mask"] = resp & (np.arange(length) != 5)  # examples 0..5, 6..9
         out["response_mask"][:, 3:5] = True
     return jax.tree.map(jnp.asarray, out)
 

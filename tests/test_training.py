@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import set_dotted
+from conftest import set_dotted, tiny_rdm_batch
 
 from dlm_jax import parallel
 from dlm_jax.config import parse
@@ -29,14 +29,7 @@ from configs import tiny  # noqa: E402
 
 
 def _tiny_batch(b=8, length=12, vocab=50, seed=0):
-    rng = np.random.default_rng(seed)
-    tokens = rng.integers(5, vocab, (b, length)).astype(np.int32)
-    resp = np.zeros((b, length), bool)
-    resp[:, 5:10] = True
-    pad = np.ones((b, length), np.int32)
-    pad[:, 10:] = 0
-    tokens[:, 10:] = 1
-    return {"tokens": tokens, "response_mask": resp, "padding_mask": pad}
+    return tiny_rdm_batch(b, length, vocab, seed)
 
 
 def _step_setup(mcfg, lr=1e-3):

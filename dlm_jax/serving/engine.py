@@ -76,7 +76,38 @@ class _Pool:
         return sum(o is not None for o in self.owners)
 
 
-class Engine:
+class _Queue:
+    """What both schedulers share: the generator, the waiting requests (first come first served), their checks."""
+
+    def __init__(self, generator: Generator, *, slots: int, max_steps: int, seed: int):
+        if slots < 1 or max_steps < 1:
+            raise ConfigError(f"slots={slots} and max_steps={max_steps} must be at least 1")
+        self.gen, self.slots, self.max_steps = generator, slots, max_steps
+        self._rng = jax.random.key(seed)
+        self._waiting: collections.deque[Request] = collections.deque()
+        self.model_calls = 0  # model evaluations of whole batches / pools
+
+    def check(self, request: Request) -> None:
+        """Raises `InputError` / `ConfigError` (one line) for a request this engine cannot decode."""
+        check_request(self.gen, request, self.max_steps)
+
+    def submit(self, request: Request) -> None:
+        """Queues a request (checked first); it is decoded from a later `step`."""
+        self.check(request)
+        self._waiting.append(request)
+
+    def _drop_waiting(self, request_id: int) -> bool:
+        found = [r for r in self._waiting if r.id == request_id]
+        for r in found:
+            self._waiting.remove(r)
+        return bool(found)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+
+class Engine(_Queue):
     """Continuous-batching denoiser over a `Generator`'s model, params, vocabulary and micro-batch.
 
     `slots`: requests decoding at once (each pool has this many rows, rounded up to the micro-batch); `max_steps`:
@@ -85,32 +116,16 @@ class Engine:
     """
 
     def __init__(self, generator: Generator, *, slots: int = 8, max_steps: int = 256, seed: int = 0):
-        if slots < 1 or max_steps < 1:
-            raise ConfigError(f"slots={slots} and max_steps={max_steps} must be at least 1")
-        self.gen, self.slots, self.max_steps = generator, slots, max_steps
+        super().__init__(generator, slots=slots, max_steps=max_steps, seed=seed)
         self.rows = -(-slots // max(generator.micro_batch, 1)) * max(generator.micro_batch, 1)
-        self._rng = jax.random.key(seed)
         self._pools: dict[tuple[int, int], _Pool] = {}
-        self._waiting: collections.deque[Request] = collections.deque()
         self._fns: dict[tuple[str, int, int], Callable] = {}
-        self.model_calls = 0  # pool steps run (each: one model evaluation per live micro-batch)
 
     # -- requests ----------------------------------------------------------------------------------------------
-    def check(self, request: Request) -> None:
-        """Raises `InputError` / `ConfigError` (one line) for a request this engine cannot decode."""
-        check_request(self.gen, request, self.max_steps)
-
-    def submit(self, request: Request) -> None:
-        """Queues a request (checked first); it joins a slot at the next `step` with room."""
-        self.check(request)
-        self._waiting.append(request)
-
     def cancel(self, request_id: int) -> bool:
         """Drops a waiting or running request (its slot is free for the next step). True if it was found."""
-        for r in list(self._waiting):
-            if r.id == request_id:
-                self._waiting.remove(r)
-                return True
+        if self._drop_waiting(request_id):
+            return True
         for pool in self._pools.values():
             for slot, owner in enumerate(pool.owners):
                 if owner is not None and owner.id == request_id:
@@ -121,10 +136,6 @@ class Engine:
     @property
     def running(self) -> int:
         return sum(p.used for p in self._pools.values())
-
-    @property
-    def waiting(self) -> int:
-        return len(self._waiting)
 
     def idle(self) -> bool:
         return not self._waiting and self.running == 0
@@ -293,35 +304,19 @@ def check_request(gen: Generator, request: Request, max_steps: int) -> None:
     check_steps(request.sampler, np.asarray([request.length - int(request.sampler.fixed_eos)]))
 
 
-class StaticBatcher:
+class StaticBatcher(_Queue):
     """Static batching through `Generator.generate`, for comparison: up to `slots` waiting requests with the
     first one's sampler settings decode as one batch, and the next batch starts when all of them are done (the
     batch waits for its slowest row). The same interface as `Engine`; updates only when done."""
 
     def __init__(self, generator: Generator, *, slots: int = 8, max_steps: int = 256, seed: int = 0):
-        self.gen, self.slots, self.max_steps = generator, slots, max_steps
-        self._rng = jax.random.key(seed)
-        self._waiting: collections.deque[Request] = collections.deque()
-        self.model_calls = 0
+        super().__init__(generator, slots=slots, max_steps=max_steps, seed=seed)
 
-    running = 0
-
-    @property
-    def waiting(self) -> int:
-        return len(self._waiting)
-
-    def check(self, request: Request) -> None:
-        check_request(self.gen, request, self.max_steps)
-
-    def submit(self, request: Request) -> None:
-        self.check(request)
-        self._waiting.append(request)
+    running = 0  # a batch runs inside `step`
 
     def cancel(self, request_id: int) -> bool:
-        found = [r for r in self._waiting if r.id == request_id]
-        for r in found:
-            self._waiting.remove(r)
-        return bool(found)
+        """Drops a waiting request (a batch being decoded runs to its end)."""
+        return self._drop_waiting(request_id)
 
     def idle(self) -> bool:
         return not self._waiting

@@ -185,7 +185,7 @@ def in_process(args: argparse.Namespace, items: list[tuple[str, int]]) -> dict:
                        encode=lambda t: list(restored.vocab.encode(t)))
     extra, e2e, tokens = json.loads(args.extra), [], 0
     reqs = [parse_request({"prompt": p, "max_tokens": n, **extra}, ctx, chat=False) for p, n in items]
-    engine.run([Request(i, r.prompt_ids, r.length, r.sampler) for i, r in enumerate(reqs[:2])])  # compile
+    engine.warmup()  # every bucket compiled, as the server's --warmup
     t0 = time.perf_counter()
     for i, r in enumerate(reqs):
         t = time.perf_counter()
@@ -214,8 +214,14 @@ def main() -> None:
     p.add_argument("--in_process", action="store_true", help="time the Engine directly, one request at a time")
     p.add_argument("--warmup_requests", type=int, default=4, help="requests sent (and not counted) first")
     p.add_argument("--json", default=None)
+    p.add_argument("--dump_prompts", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
-    items = load_prompts(args.workdir, args.task, args.split, args.num_requests)
+    if args.dump_prompts:
+        Path(args.dump_prompts).write_text(json.dumps(load_prompts(args.workdir, args.task, args.split,
+                                                                   args.num_requests)))
+        return
+    items = prompts_from_subprocess(args) if args.in_process else load_prompts(args.workdir, args.task, args.split,
+                                                                                args.num_requests)
     if args.in_process:
         report = in_process(args, items)
     else:
@@ -224,6 +230,18 @@ def main() -> None:
     print(json.dumps(report, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
+
+
+def prompts_from_subprocess(args: argparse.Namespace) -> list[tuple[str, int]]:
+    """The prompts, read in a child process: the in-process timing then runs without TensorFlow (the task
+    pipeline's) in the same process, as the server does."""
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "prompts.json"
+        subprocess.run([sys.executable, __file__, "--workdir", args.workdir, "--task", args.task, "--split",
+                        args.split, "--num_requests", str(args.num_requests), "--dump_prompts", str(out)],
+                       check=True, cwd=REPO)
+        return [tuple(x) for x in json.loads(out.read_text())]
 
 
 def http_run(args: argparse.Namespace, items: list[tuple[str, int]]) -> dict:

@@ -37,10 +37,12 @@ MESH_FOR_SIZE = {"base": {"data": -1, "fsdp": 1, "tensor": 1}, "large": {"data":
 # What fits a TPU slice, from compiling the real train step for it without the hardware (bench/compile_memory.py
 # --tpu; bench/RESULTS.md "TPU pods by compilation"): FSDP over every chip, full remat, scanned layers and the
 # gradient accumulation that brought the TPU compiler's per-chip HBM under the chip's.
-# (size, slice) -> (grad_accum, the measured peak per chip, the batch it was measured at).
-POD_FITS = {("xxl", "v5p-128"): (1, "48.26 of 95 GiB", 2048), ("xxl", "v5e-256"): (2, "12.02 of 16 GiB", 2048),
-            ("xxl", "v4-128"): (4, "9.32 of 16 GiB", 2048), ("large", "v4-16"): (4, "5.98 of 16 GiB", 512),
-            ("llama-13b", "v5p-64"): (1, "82.50 of 95 GiB", 2048), ("llama-13b", "v5p-128"): (1, "41.14 of 95 GiB", 2048)}
+# (size, slice) -> (grad_accum, the measured peak per chip, the batch it was measured at, diffusion.head_chunk).
+# head_chunk 8192: the head fused with the loss in vocabulary chunks (no per-chip [positions x 250,002] logits).
+POD_FITS = {("xxl", "v5p-128"): (1, "48.26 of 95 GiB", 2048, 0), ("xxl", "v5e-256"): (1, "7.46 of 16 GiB", 2048, 8192),
+            ("xxl", "v4-128"): (2, "10.80 of 16 GiB", 2048, 8192), ("large", "v4-16"): (4, "5.98 of 16 GiB", 512, 0),
+            ("llama-13b", "v5p-64"): (1, "82.50 of 95 GiB", 2048, 0),
+            ("llama-13b", "v5p-128"): (1, "41.14 of 95 GiB", 2048, 0)}
 # ModernBERT runs take the recipe of the XLM-R size with the closest parameter count (the paper has no ModernBERT);
 # their rows are 2,048 tokens by default (`,max_length=8192` for the full context).
 RECIPE_OF = {"modernbert-base": "base", "modernbert-large": "large", "qwen2.5-0.5b": "base", "smollm2-135m": "base",
@@ -72,7 +74,7 @@ def pod_settings(c: ml_collections.ConfigDict, size: str, pod: str) -> None:
                          f"hardware: pip install \"jax[tpu]\"; python bench/compile_memory.py --coupled --tpu "
                          f"<topology, e.g. v5e:16x16> --model {model_name(size)} --batch {c.batch_size} "
                          "[--grad-accum N], then set --config.optimizer.grad_accum and --config.mesh.shape.*")
-    c.optimizer.grad_accum = POD_FITS[(size, pod)][0]
+    c.optimizer.grad_accum, c.diffusion.head_chunk = POD_FITS[(size, pod)][0], POD_FITS[(size, pod)][3]
     c.model.remat, c.model.scan_layers = "full", True
     c.mesh.shape = ml_collections.ConfigDict({"data": 1, "fsdp": -1, "tensor": 1})
 

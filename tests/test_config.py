@@ -77,12 +77,14 @@ def test_pod_variants_set_the_fit_measured_for_the_slice():
     that says how to measure it."""
     from configs import flan2022, iwslt14
     c = flan2022.get_config("xxl,pod=v5e-256")
-    assert (c.optimizer.grad_accum, c.model.remat, c.model.scan_layers) == (2, "full", True)
+    assert (c.optimizer.grad_accum, c.model.remat, c.model.scan_layers, c.diffusion.head_chunk) == (
+        1, "full", True, 8192)  # with the fused head (grad_accum 2 with whole logits)
     run = config_lib.parse(c, num_devices=256, num_processes=64)
     assert dict(run.mesh.sizes) == {"data": 1, "fsdp": 256, "tensor": 1} and run.mesh.data_parallel_size == 256
-    assert (run.batch_size, run.micro_batch) == (2048, 1024)
+    assert (run.batch_size, run.micro_batch, run.diffusion.head_chunk) == (2048, 2048, 8192)
     assert flan2022.get_config("xxl,pod=v5p-128").optimizer.grad_accum == 1
-    assert flan2022.get_config("xxl,pod=v4-128").optimizer.grad_accum == 4
+    v4 = flan2022.get_config("xxl,pod=v4-128")  # the fused head: grad_accum 2 (4 with whole logits)
+    assert (v4.optimizer.grad_accum, v4.diffusion.head_chunk) == (2, 8192)
     c = iwslt14.get_config("large,pod=v4-16")
     assert (c.optimizer.grad_accum, c.model.remat, dict(c.mesh.shape)["fsdp"]) == (4, "full", -1)
     assert iwslt14.get_config("large").optimizer.grad_accum == 1  # no pod: the defaults stay

@@ -33,6 +33,8 @@ flags.DEFINE_integer("default_max_tokens", 16, "Response tokens when a request g
                      "no length predictor (--length_workdir).")
 flags.DEFINE_enum("batching", "continuous", ["continuous", "static"], "continuous: a finished row's slot takes a "
                   "waiting request at the next step; static: batches through Generator.generate (for comparison).")
+flags.DEFINE_integer("steps_per_call", 8, "Denoising steps per engine call while no row finishes (a call ends at "
+                     "the step where a row finishes, so its slot is refilled at once; 1 while a diffusing stream runs).")
 flags.DEFINE_bool("warmup", True, "Compile every length bucket before listening (no compiles while serving).")
 flags.DEFINE_integer("seed", 0, "Sampling seed: a request's key is fold_in(seed, its seed or its id).")
 flags.DEFINE_string("served_model_name", None, "The model name clients send (default: the workdir's name).")
@@ -50,7 +52,7 @@ def _check_serving_installed() -> None:
 
 
 def _check_flags() -> None:
-    for name in ("slots", "max_steps", "max_body_bytes", "default_max_tokens"):
+    for name in ("slots", "max_steps", "max_body_bytes", "default_max_tokens", "steps_per_call"):
         if FLAGS[name].value < 1:
             raise ConfigError(f"--{name} must be at least 1, got {FLAGS[name].value}")
     if FLAGS.max_queue < 0 or not 0 <= FLAGS.port < 65536:
@@ -70,7 +72,9 @@ def build_state(restored: Any) -> Any:
     if gen.decoding is not None:
         logging.info("an AR run (objective 'ar'): KV-cache decoding, batched statically")
     max_steps = max(FLAGS.max_steps, sampler.steps, restored.max_length)  # `ar`: a step per position
-    engine = (StaticBatcher if static else Engine)(gen, slots=FLAGS.slots, max_steps=max_steps, seed=FLAGS.seed)
+    kw = {} if static else {"steps_per_call": FLAGS.steps_per_call}
+    engine = (StaticBatcher if static else Engine)(gen, slots=FLAGS.slots, max_steps=max_steps, seed=FLAGS.seed,
+                                                   **kw)
     predict = None
     if restored.length_model is not None:
         predict = lambda ids: int(gen.predict_lengths([ids], 1)[0, 0])  # noqa: E731

@@ -112,11 +112,18 @@ class Engine(_Queue):
 
     `slots`: requests decoding at once (each pool has this many rows, rounded up to the micro-batch); `max_steps`:
     the most steps a fixed-schedule request may ask for (the schedule tables' width); `seed`: keys are
-    `fold_in(key(seed), request id)`, as `Generator.generate(..., seeds=ids)`.
+    `fold_in(key(seed), request id)`, as `Generator.generate(..., seeds=ids)`; `steps_per_call`: denoising steps
+    one jitted call may run (a `while_loop` that also ends at the step where a row finishes, so retirement and
+    refill never wait; 1 while a pool holds a snapshot request). Finished rows are frozen by `denoise_step`, so the
+    tokens do not depend on it.
     """
 
-    def __init__(self, generator: Generator, *, slots: int = 8, max_steps: int = 256, seed: int = 0):
+    def __init__(self, generator: Generator, *, slots: int = 8, max_steps: int = 256, seed: int = 0,
+                 steps_per_call: int = 8):
         super().__init__(generator, slots=slots, max_steps=max_steps, seed=seed)
+        if steps_per_call < 1:
+            raise ConfigError(f"steps_per_call={steps_per_call} must be at least 1")
+        self.steps_per_call = steps_per_call
         self.rows = -(-slots // max(generator.micro_batch, 1)) * max(generator.micro_batch, 1)
         self._pools: dict[tuple[int, int], _Pool] = {}
         self._fns: dict[tuple[str, int, int], Callable] = {}
@@ -148,7 +155,9 @@ class Engine(_Queue):
         updates: list[Update] = []
         for pool in self._pools.values():
             if pool.used:
-                pool.canvas, done = self._fn("step", pool)(self.gen.params, pool.arrays, pool.canvas)
+                most = 1 if any(o is not None and o.snapshots for o in pool.owners) else self.steps_per_call
+                pool.canvas, done = self._fn("step", pool)(self.gen.params, pool.arrays, pool.canvas,
+                                                           np.int32(most))
                 self.model_calls += 1
                 updates.extend(self._collect(pool, done))
         return updates
@@ -170,7 +179,7 @@ class Engine(_Queue):
             pool = self._pool(key)
             if pool.used:
                 continue
-            pool.canvas, _ = self._fn("step", pool)(self.gen.params, pool.arrays, pool.canvas)  # no live row
+            pool.canvas, _ = self._fn("step", pool)(self.gen.params, pool.arrays, pool.canvas, np.int32(1))
             row = jax.tree.map(lambda a: np.asarray(a[:1]), dict(tokens=pool.canvas.tokens, **{
                 k: v for k, v in pool.arrays.items() if k != "positions"}))  # an empty slot's own row
             pool.arrays, pool.canvas = self._fn("insert", pool)(pool.arrays, pool.canvas, np.int32(0), row)
@@ -278,17 +287,26 @@ class Engine(_Queue):
     def _step_fn(self, pool: _Pool) -> Callable:
         micro, mask_id = self.gen.micro_batch, self.gen._m(self.gen.mask_id)
 
-        def run(params, arrays, canvas):
+        def run(params, arrays, canvas, most):
             attn = arrays["attn"]
 
             def logits_fn(t, positions, rows=None):
                 a = attn if rows is None else attn[rows]
                 return self.gen.head(params, t, a, positions)
-            keys = jax.random.wrap_key_data(arrays["keys"])
-            canvas = denoise_step(logits_fn, canvas, arrays["settings"], arrays["response"], keys, mask_id=mask_id,
-                                  positions=arrays["positions"], micro_batch=micro, kinds=KINDS, sampling="rows",
-                                  noise=True, skip_finished=True)
-            return canvas, finished(canvas, arrays["settings"])
+            keys, settings = jax.random.wrap_key_data(arrays["keys"]), arrays["settings"]
+            before = finished(canvas, settings)
+
+            def more(state):  # another step: until `most` steps or a row finishes (its slot can be refilled)
+                i, c = state
+                return (i < most) & ~(finished(c, settings) & ~before).any()
+
+            def one(state):
+                i, c = state
+                return i + 1, denoise_step(logits_fn, c, settings, arrays["response"], keys, mask_id=mask_id,
+                                           positions=arrays["positions"], micro_batch=micro, kinds=KINDS,
+                                           sampling="rows", noise=True, skip_finished=True)
+            _, canvas = jax.lax.while_loop(more, one, (jnp.int32(0), canvas))
+            return canvas, finished(canvas, settings)
         return run
 
 

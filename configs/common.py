@@ -42,7 +42,8 @@ MESH_FOR_SIZE = {"base": {"data": -1, "fsdp": 1, "tensor": 1}, "large": {"data":
 POD_FITS = {("xxl", "v5p-128"): (1, "48.26 of 95 GiB", 2048, 0), ("xxl", "v5e-256"): (1, "7.46 of 16 GiB", 2048, 8192),
             ("xxl", "v4-128"): (2, "10.80 of 16 GiB", 2048, 8192), ("large", "v4-16"): (4, "5.98 of 16 GiB", 512, 0),
             ("llama-13b", "v5p-64"): (1, "82.50 of 95 GiB", 2048, 0),
-            ("llama-13b", "v5p-128"): (1, "41.14 of 95 GiB", 2048, 0)}
+            ("llama-13b", "v5p-128"): (1, "41.14 of 95 GiB", 2048, 0),
+            ("llama-13b", "v5e-256"): (1, "10.44 of 16 GiB", 2048, 0)}
 # ModernBERT runs take the recipe of the XLM-R size with the closest parameter count (the paper has no ModernBERT);
 # their rows are 2,048 tokens by default (`,max_length=8192` for the full context).
 RECIPE_OF = {"modernbert-base": "base", "modernbert-large": "large", "qwen2.5-0.5b": "base", "smollm2-135m": "base",

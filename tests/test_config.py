@@ -85,6 +85,7 @@ def test_pod_variants_set_the_fit_measured_for_the_slice():
     assert flan2022.get_config("xxl,pod=v5p-128").optimizer.grad_accum == 1
     v4 = flan2022.get_config("xxl,pod=v4-128")  # the fused head: grad_accum 2 (4 with whole logits)
     assert (v4.optimizer.grad_accum, v4.diffusion.head_chunk) == (2, 8192)
+    assert flan2022.get_config("llama-13b,pod=v5e-256").optimizer.grad_accum == 1  # 10.44 of 16 GiB
     c = iwslt14.get_config("large,pod=v4-16")
     assert (c.optimizer.grad_accum, c.model.remat, dict(c.mesh.shape)["fsdp"]) == (4, "full", -1)
     assert iwslt14.get_config("large").optimizer.grad_accum == 1  # no pod: the defaults stay

@@ -91,3 +91,10 @@ def test_pod_variants_set_the_fit_measured_for_the_slice():
     assert iwslt14.get_config("large").optimizer.grad_accum == 1  # no pod: the defaults stay
     with pytest.raises(ValueError, match="no measured fit for xxl on 'v4-8'.*compile_memory.py --coupled --tpu"):
         flan2022.get_config("xxl,pod=v4-8")
+
+
+def test_a_negative_head_chunk_is_one_config_error():
+    c = tiny.get_config()
+    c.diffusion.head_chunk = -1
+    with pytest.raises(ConfigError, match="head_chunk must be >= 0"):
+        config_lib.parse(c)

@@ -313,3 +313,17 @@ def _sigterm_drains(proc, url):
     t.join(60)
     assert result["r"][0] == 200 and result["r"][1]["diffusion"]["steps"] == 2000
     assert proc.wait(60) == 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--workdir", "/nonexistent/run", "--slots", "0"], "--slots must be at least 1"),
+    (["--workdir", "/nonexistent/run", "--steps_per_call", "0"], "--steps_per_call must be at least 1"),
+    (["--workdir", "/nonexistent/run", "--length_beam", "3"], "--length_beam 3"),
+    (["--workdir", "/nonexistent/run", "--port", "70000"], "--port 70000"),
+    (["--workdir", "/nonexistent/run"], "/nonexistent/run"),
+])
+def test_serve_flags_fail_in_one_line(args, message):
+    r = subprocess.run([sys.executable, "-m", "dlm_jax.serve", *args], cwd=REPO, capture_output=True, text=True,
+                       timeout=120, env={**os.environ, "XLA_FLAGS": ""})
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], r.stderr

@@ -35,6 +35,11 @@ flags.DEFINE_enum("batching", "continuous", ["continuous", "static"], "continuou
                   "waiting request at the next step; static: batches through Generator.generate (for comparison).")
 flags.DEFINE_integer("steps_per_call", 8, "Denoising steps per engine call while no row finishes (a call ends at "
                      "the step where a row finishes, so its slot is refilled at once; 1 while a diffusing stream runs).")
+flags.DEFINE_enum("admission", "pack", ["pack", "fcfs"], "Which waiting request takes a free slot: pack: the oldest "
+                  "whose length bucket has a free row in a micro-batch already computing (few pools run), else the "
+                  "oldest; fcfs: always the oldest.")
+flags.DEFINE_integer("max_skips", None, "With --admission pack, the most admissions that may pass over the request "
+                     "at the queue's head (default: --slots).")
 flags.DEFINE_bool("warmup", True, "Compile every length bucket before listening (no compiles while serving).")
 flags.DEFINE_integer("seed", 0, "Sampling seed: a request's key is fold_in(seed, its seed or its id).")
 flags.DEFINE_string("served_model_name", None, "The model name clients send (default: the workdir's name).")
@@ -55,6 +60,8 @@ def _check_flags() -> None:
     for name in ("slots", "max_steps", "max_body_bytes", "default_max_tokens", "steps_per_call"):
         if FLAGS[name].value < 1:
             raise ConfigError(f"--{name} must be at least 1, got {FLAGS[name].value}")
+    if FLAGS.max_skips is not None and FLAGS.max_skips < 0:
+        raise ConfigError(f"--max_skips must be at least 0, got {FLAGS.max_skips}")
     if FLAGS.max_queue < 0 or not 0 <= FLAGS.port < 65536:
         raise ConfigError(f"--max_queue {FLAGS.max_queue} must be >= 0 and --port {FLAGS.port} in 0..65535")
     if FLAGS.length_beam not in (None, 1):
@@ -72,7 +79,8 @@ def build_state(restored: Any) -> Any:
     if gen.decoding is not None:
         logging.info("an AR run (objective 'ar'): KV-cache decoding, batched statically")
     max_steps = max(FLAGS.max_steps, sampler.steps, restored.max_length)  # `ar`: a step per position
-    kw = {} if static else {"steps_per_call": FLAGS.steps_per_call}
+    kw = {} if static else {"steps_per_call": FLAGS.steps_per_call, "admission": FLAGS.admission,
+                            "max_skips": FLAGS.max_skips}
     engine = (StaticBatcher if static else Engine)(gen, slots=FLAGS.slots, max_steps=max_steps, seed=FLAGS.seed,
                                                    **kw)
     predict = None

@@ -70,6 +70,31 @@ def test_engine_request_alone_equals_mixed_batch_admitted_mid_flight(generator, 
     assert all(f._cache_size() == 1 for f in engine._fns.values())
 
 
+@pytest.mark.parametrize("admission, admitted, left", [("pack", ["a1", "a2", "b1", "b2"], ["a3"]),
+                                                         ("fcfs", ["a1", "a2", "a3", "b1"], ["b2"])])
+def test_admission_packs_live_micro_batches_and_bounds_the_wait(generator, admission, admitted, left):
+    """"pack": a request whose bucket has a free row in a computing micro-batch goes first, the queue's head at the
+    latest after `max_skips` passes; rows fill the micro-batch that has live rows. "fcfs": arrival order."""
+    import dataclasses
+    from dlm_jax.serving import Engine
+    restored, gen = generator
+    enc = lambda t: list(restored.vocab.encode(t))  # noqa: E731
+    engine = Engine(dataclasses.replace(gen, micro_batch=2), slots=4, admission=admission, max_skips=1)
+    short, long = (enc("Das Haus"), 3), (enc("Wie spät ist es heute?"), 24)  # two length buckets
+    names = {}
+    for i, (name, (prompt, n)) in enumerate(zip(["a1", "b1", "a2", "a3", "b2"], [short, long, short, short, long])):
+        engine.submit(Request(i, prompt, n, SamplerConfig(steps=4)))
+        names[i] = name
+    engine._admit()
+    placed = {names[o.id]: (key, slot) for key, p in engine._pools.items() for slot, o in enumerate(p.owners) if o}
+    assert sorted(placed) == admitted and [names[r.id] for r in engine._waiting] == left
+    assert len({placed[n][0] for n in ("a1", "b1")}) == 2  # two buckets
+    if admission == "pack":  # each bucket's two rows share micro-batch 0
+        assert sorted(slot for _, slot in placed.values()) == [0, 0, 1, 1]
+    with pytest.raises(Exception, match="admission"):
+        Engine(gen, admission="lifo")
+
+
 # -- request checking and returned text (pure) ---------------------------------------------------------------------
 WORDS = ["<s>", "</s>", "<mask>", "the", "cat", "sat", "on", "mat", "END", "."]
 CTX = ServeContext(model="m", max_length=16, sampler=SamplerConfig(steps=4), max_steps=32,
@@ -318,6 +343,7 @@ def _sigterm_drains(proc, url):
 @pytest.mark.parametrize("args, message", [
     (["--workdir", "/nonexistent/run", "--slots", "0"], "--slots must be at least 1"),
     (["--workdir", "/nonexistent/run", "--steps_per_call", "0"], "--steps_per_call must be at least 1"),
+    (["--workdir", "/nonexistent/run", "--max_skips", "-1"], "--max_skips must be at least 0"),
     (["--workdir", "/nonexistent/run", "--length_beam", "3"], "--length_beam 3"),
     (["--workdir", "/nonexistent/run", "--port", "70000"], "--port 70000"),
     (["--workdir", "/nonexistent/run"], "/nonexistent/run"),

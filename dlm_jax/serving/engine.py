@@ -7,6 +7,9 @@ key (`fold_in(seed, request id)`), its `RowSettings` (strategy, steps, schedule 
 its `Canvas`. `Engine.step` admits waiting requests into free slots, runs one `diffusion.denoise_step` over every
 pool that holds a request (micro-batches of free or finished slots skip the model) and retires finished rows, so a
 slot freed by a short response is refilled at the next step instead of waiting for the batch's slowest row.
+Admission (`admission="pack"`, the default) prefers the oldest waiting request whose bucket has a free row in a
+micro-batch that is computing anyway, so the live rows gather in few pools (a bounded departure from first come
+first served: `max_skips`); `"fcfs"` admits strictly in arrival order.
 
 Every strategy's step is the sampler's own (`denoise_step` with per-row settings), a row's random numbers are its
 own and the model runs on fixed micro-batches, so a request's tokens do not depend on when it was admitted or what
@@ -119,19 +122,32 @@ class Engine(_Queue):
     """
 
     def __init__(self, generator: Generator, *, slots: int = 8, max_steps: int = 256, seed: int = 0,
-                 steps_per_call: int = 8):
+                 steps_per_call: int = 8, admission: str = "pack", max_skips: int | None = None):
         super().__init__(generator, slots=slots, max_steps=max_steps, seed=seed)
         if steps_per_call < 1:
             raise ConfigError(f"steps_per_call={steps_per_call} must be at least 1")
-        self.steps_per_call = steps_per_call
+        if admission not in ADMISSIONS or (max_skips is not None and max_skips < 0):
+            raise ConfigError(f"admission={admission!r} must be one of {ADMISSIONS} and max_skips={max_skips} >= 0")
+        self.steps_per_call, self.admission = steps_per_call, admission
+        self.max_skips = slots if max_skips is None else max_skips
         self.rows = -(-slots // max(generator.micro_batch, 1)) * max(generator.micro_batch, 1)
         self._pools: dict[tuple[int, int], _Pool] = {}
         self._fns: dict[tuple[str, int, int], Callable] = {}
+        self._layouts: dict[int, tuple] = {}  # waiting request id -> `_layout`
+        self._skips: dict[int, int] = {}  # waiting request id -> admissions that passed it over at the queue's head
 
     # -- requests ----------------------------------------------------------------------------------------------
+    def submit(self, request: Request) -> None:
+        """Queues a request (checked first; its row laid out once, for admission's choice of bucket)."""
+        self.check(request)
+        self._layouts[request.id] = self._layout(request)
+        self._waiting.append(request)
+
     def cancel(self, request_id: int) -> bool:
         """Drops a waiting or running request (its slot is free for the next step). True if it was found."""
         if self._drop_waiting(request_id):
+            self._layouts.pop(request_id, None)
+            self._skips.pop(request_id, None)
             return True
         for pool in self._pools.values():
             for slot, owner in enumerate(pool.owners):
@@ -218,16 +234,39 @@ class Engine(_Queue):
         return self._pools[key]
 
     def _admit(self) -> None:
-        """Waiting requests, first come first served, into the free slots of their buckets."""
+        """Waiting requests into free slots of their buckets, in the order `_choose` gives."""
         while self._waiting and self.running < self.slots:
-            req = self._waiting.popleft()
-            key, tokens, resp, attn = self._layout(req)
+            req = self._choose()
+            self._waiting.remove(req)
+            self._skips.pop(req.id, None)
+            key, tokens, resp, attn = self._layouts.pop(req.id)
             pool = self._pool(key)
-            slot = pool.owners.index(None)
+            slot = self._slot(pool)
             row = self._row(req, pool, tokens, resp, attn)
             pool.arrays, pool.canvas = self._fn("insert", pool)(pool.arrays, pool.canvas, np.int32(slot), row)
             pool.owners[slot] = req
             pool.response[slot] = resp[0]
+
+    def _choose(self) -> Request:
+        """The next request to admit. "fcfs": the oldest. "pack": the oldest whose bucket has a free slot in a
+        micro-batch that is already computing (a slot that costs nothing to fill), so live rows gather in few
+        pools and micro-batches; the oldest when none has, or once it was passed over `max_skips` times (a
+        request waits at most that many admissions at the queue's head)."""
+        head = self._waiting[0]
+        if self.admission == "fcfs" or self._skips.get(head.id, 0) >= self.max_skips:
+            return head
+        for req in self._waiting:
+            pool = self._pools.get(self._layouts[req.id][0])
+            if pool is not None and _costless(pool, self.gen.micro_batch):
+                if req is not head:
+                    self._skips[head.id] = self._skips.get(head.id, 0) + 1
+                return req
+        return head
+
+    def _slot(self, pool: _Pool) -> int:
+        """A free slot of the pool, in the micro-batch with the most live rows (the first such)."""
+        live = _live_per_slot(pool, self.gen.micro_batch)
+        return max((i for i, o in enumerate(pool.owners) if o is None), key=lambda i: (live[i], -i))
 
     def _row(self, req: Request, pool: _Pool, tokens: np.ndarray, resp: np.ndarray, attn: np.ndarray
              ) -> dict[str, Any]:
@@ -308,6 +347,22 @@ class Engine(_Queue):
             _, canvas = jax.lax.while_loop(more, one, (jnp.int32(0), canvas))
             return canvas, finished(canvas, settings)
         return run
+
+
+ADMISSIONS = ("pack", "fcfs")
+
+
+def _live_per_slot(pool: _Pool, micro_batch: int) -> list[int]:
+    """For each slot, how many live rows its micro-batch holds."""
+    m = max(micro_batch, 1)
+    live = [o is not None for o in pool.owners]
+    return [sum(live[i - i % m:i - i % m + m]) for i in range(len(live))]
+
+
+def _costless(pool: _Pool, micro_batch: int) -> bool:
+    """Whether the pool has a free slot in a micro-batch with a live row (filling it adds no model work)."""
+    live = _live_per_slot(pool, micro_batch)
+    return any(o is None and n > 0 for o, n in zip(pool.owners, live))
 
 
 def check_request(gen: Generator, request: Request, max_steps: int) -> None:

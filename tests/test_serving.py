@@ -91,7 +91,8 @@ def test_admission_packs_live_micro_batches_and_bounds_the_wait(generator, admis
     assert len({placed[n][0] for n in ("a1", "b1")}) == 2  # two buckets
     if admission == "pack":  # each bucket's two rows share micro-batch 0
         assert sorted(slot for _, slot in placed.values()) == [0, 0, 1, 1]
-    with pytest.raises(Exception, match="admission"):
+    from dlm_jax.errors import ConfigError
+    with pytest.raises(ConfigError, match="admission"):
         Engine(gen, admission="lifo")
 
 

@@ -139,9 +139,8 @@ class Engine(_Queue):
     # -- requests ----------------------------------------------------------------------------------------------
     def submit(self, request: Request) -> None:
         """Queues a request (checked first; its row laid out once, for admission's choice of bucket)."""
-        self.check(request)
+        super().submit(request)
         self._layouts[request.id] = self._layout(request)
-        self._waiting.append(request)
 
     def cancel(self, request_id: int) -> bool:
         """Drops a waiting or running request (its slot is free for the next step). True if it was found."""
@@ -255,9 +254,9 @@ class Engine(_Queue):
         head = self._waiting[0]
         if self.admission == "fcfs" or self._skips.get(head.id, 0) >= self.max_skips:
             return head
+        costless = {key for key, pool in self._pools.items() if _costless(pool, self.gen.micro_batch)}
         for req in self._waiting:
-            pool = self._pools.get(self._layouts[req.id][0])
-            if pool is not None and _costless(pool, self.gen.micro_batch):
+            if self._layouts[req.id][0] in costless:
                 if req is not head:
                     self._skips[head.id] = self._skips.get(head.id, 0) + 1
                 return req

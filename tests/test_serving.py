@@ -345,6 +345,7 @@ def _sigterm_drains(proc, url):
     (["--workdir", "/nonexistent/run", "--slots", "0"], "--slots must be at least 1"),
     (["--workdir", "/nonexistent/run", "--steps_per_call", "0"], "--steps_per_call must be at least 1"),
     (["--workdir", "/nonexistent/run", "--max_skips", "-1"], "--max_skips must be at least 0"),
+    (["--workdir", "/nonexistent/run", "--admission", "lifo"], "--admission=lifo"),
     (["--workdir", "/nonexistent/run", "--length_beam", "3"], "--length_beam 3"),
     (["--workdir", "/nonexistent/run", "--port", "70000"], "--port 70000"),
     (["--workdir", "/nonexistent/run"], "/nonexistent/run"),

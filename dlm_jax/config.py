@@ -24,6 +24,7 @@ from dlm_jax.diffusion import DecodeConfig, RDMConfig, SamplerConfig
 from dlm_jax.errors import ConfigError
 from dlm_jax.model import ModelConfig, get_config as get_model_config
 from dlm_jax.model.axes import DEFAULT_RULES
+from dlm_jax.model.configs import mask_row
 from dlm_jax.parallel import batch_mesh_axes, data_parallel_size, resolve_mesh_shape
 
 PRNG_IMPLS = ("threefry2x32", "rbg", "unsafe_rbg")
@@ -89,7 +90,9 @@ def _model_block() -> ml_collections.ConfigDict:
     # Decoder LLMs adapted into diffusion LMs (Llama / Qwen2): `shift` 0 = position i predicts token i (the released
     # LLaMA adaptation), 1 = position i - 1 predicts it (Dream / DiffuLLaMA); `mask_token` "new" adds `<mask>` (and
     # `<pad>` where missing) with input / output rows initialised to the mean of the others (released
-    # src/utils.py), or names an existing token to use as the mask (e.g. "<|reserved_special_token_0|>").
+    # src/utils.py), or names an existing token to use as the mask (e.g. "<|reserved_special_token_0|>"), or an
+    # existing id "id:N" (also a row beyond the tokenizer, e.g. a padded Qwen row: kept as trained, the id saved with
+    # the run as ModelConfig.mask_token_id).
     m.shift = 0
     m.mask_token = "new"
     m.prune_vocab = False
@@ -241,7 +244,7 @@ class ModelSettings:
     overrides: Mapping[str, Any]
     prune_vocab: bool
     prune_min_count: int
-    mask_token: str = "new"  # decoder LLMs: "new" or an existing token used as the mask
+    mask_token: str = "new"  # decoder LLMs: "new", an existing token used as the mask, or an existing id "id:N"
 
     @property
     def init_workdir(self) -> str | None:
@@ -388,6 +391,7 @@ def _model(c: ml_collections.ConfigDict) -> ModelSettings:
     out = ModelSettings(init=m.init, name=m.name, tokenizer=m.tokenizer, overrides=model_overrides(m),
                         prune_vocab=bool(m.prune_vocab), prune_min_count=int(m.prune_min_count),
                         mask_token=str(m.get("mask_token", "new")))
+    mask_row(out.mask_token)  # a malformed "id:..." is one error line here, before anything is built
     attn_drop = out.overrides.get("attention_dropout")
     _need(m.attention == "einsum" or c.stage != "diffusion" or not attn_drop,
           f"model.attention={m.attention!r} has no attention-probability dropout, but it would be {attn_drop}; set "

@@ -18,6 +18,7 @@ from dlm_jax.errors import ConfigError
 from dlm_jax.model import MaskedLM, ModelConfig, from_hf_dict, model_for
 from dlm_jax.model.axes import DEFAULT_RULES
 from dlm_jax.model.bundled import resolve_bundled
+from dlm_jax.model.configs import mask_row
 
 TOKENIZER_FILES = ("tokenizer.json", "sentencepiece.bpe.model", "vocab.txt", "tokenizer_config.json")
 
@@ -57,21 +58,40 @@ def load_pretrained(path_or_hub_id: str | os.PathLike[str], *, mesh: Any = None,
 
 def add_diffusion_tokens(tokenizer: Any, mask_token: str = "new") -> list[int]:
     """Gives a decoder LLM's tokenizer what diffusion needs: `<pad>` where it has none, and the mask: a new
-    `<mask>` ("new", the released adaptation) or an existing token named by `mask_token` (e.g. a Llama-3 reserved
-    special token). Returns the ids added (their model rows are then `prune.mean_init_rows`)."""
+    `<mask>` ("new", the released adaptation), an existing token named by `mask_token` (e.g. a Llama-3 reserved
+    special token) or an existing id ("id:N"; one beyond the tokenizer, a padded row, is left to
+    `with_mask_row`). Returns the ids added (their model rows are then `prune.mean_init_rows`)."""
     before = len(tokenizer)
     if tokenizer.pad_token is None:
         tokenizer.add_special_tokens({"pad_token": "<pad>"})
+    row = mask_row(mask_token)
+    if row is not None and row < len(tokenizer):  # an id the tokenizer names: as naming its token
+        mask_token = tokenizer.convert_ids_to_tokens(row)
     if mask_token == "new":
         if tokenizer.mask_token is None:
             tokenizer.add_special_tokens({"mask_token": "<mask>"})
-    else:
+    elif row is None or row < len(tokenizer):
         tid = tokenizer.convert_tokens_to_ids(mask_token)
         if tid is None or (tid == tokenizer.unk_token_id and mask_token != tokenizer.unk_token):
             raise ConfigError(f"model.mask_token={mask_token!r} is not a token of this tokenizer; name an existing "
-                              "token (e.g. a reserved special token) or use 'new'")
+                              "token (e.g. a reserved special token), an existing id (id:N) or use 'new'")
+        if tid in (tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.bos_token_id):
+            raise ConfigError(f"model.mask_token={mask_token!r} is the tokenizer's pad / bos / eos token (id {tid}); "
+                              "the mask must be a token of its own: name another one or use 'new'")
         tokenizer.mask_token = mask_token
     return list(range(before, len(tokenizer)))
+
+
+def with_mask_row(cfg: ModelConfig, tokenizer: Any, mask_token: str) -> ModelConfig:
+    """`cfg` with `mask_token_id` set where `mask_token` is "id:N" beyond the tokenizer (a padded row: its trained
+    values are kept, as DiffuLLaMA reuses an existing id); the row must be in the table."""
+    row = mask_row(mask_token)
+    if row is None or row < len(tokenizer):
+        return cfg
+    if row >= cfg.vocab_size:
+        raise ConfigError(f"model.mask_token={mask_token!r}: the embedding table has {cfg.vocab_size} rows (the "
+                          f"tokenizer {len(tokenizer)}); name a row below {cfg.vocab_size} or use 'new'")
+    return cfg.replace(mask_token_id=row)
 
 
 def load_tokenizer(source: str | os.PathLike[str], *, required: bool = False) -> Any:

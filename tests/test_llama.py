@@ -1,5 +1,7 @@
 """Llama / Qwen2 in Flax: parity with transformers (causal, and bidirectional given an all-visible mask), export
 round trip, KV-cache decoding and the released `ar` strategy against `generate`, the adaptation options."""
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -184,15 +186,46 @@ def test_new_mask_and_pad_rows_are_the_mean_of_the_others(tmp_path):
     np.testing.assert_allclose(head[:, 12], head[:, :11].mean(1), rtol=1e-5, atol=1e-8)
     np.testing.assert_array_equal(emb[:11], np.asarray(params["word"]["embedding"]))
     existing = _word_tokenizer(tmp_path)
-    assert add_diffusion_tokens(existing, "</s>") == [11] and existing.mask_token_id == 2  # only <pad> added
+    assert add_diffusion_tokens(existing, "klein") == [11] and existing.mask_token_id == 6  # only <pad> added
+    by_id = _word_tokenizer(tmp_path)
+    assert add_diffusion_tokens(by_id, "id:6") == [11] and by_id.mask_token == "klein"  # an id the tokenizer names
     with pytest.raises(ConfigError, match="not a token"):
         add_diffusion_tokens(_word_tokenizer(tmp_path), "<|reserved_special_token_0|>")
+    with pytest.raises(ConfigError, match="pad / bos / eos"):
+        add_diffusion_tokens(_word_tokenizer(tmp_path), "</s>")
+    with pytest.raises(ConfigError, match="id:N with N a non-negative integer"):
+        add_diffusion_tokens(_word_tokenizer(tmp_path), "id:-3")
 
 
-@pytest.mark.parametrize("shift", [0, 1])
-def test_a_decoder_llm_trains_with_rdm_and_samples(shift, tmp_path):
+def test_a_padded_row_beyond_the_tokenizer_is_the_mask():
+    """`mask_token="id:N"` past the tokenizer (a padded Qwen row): nothing is added to the tokenizer, the model
+    config carries the id (saved with the run, exported, read back), pruning maps it, the vocabulary takes it."""
+    from dlm_jax.data.vocab import HFVocabulary
+    from dlm_jax.model import from_hf_dict, to_hf_dict
+    from dlm_jax.model.prune import VocabMap, prune_params, tokenizer_mask_id
+    from dlm_jax.pretrained import add_diffusion_tokens, with_mask_row
+    tok = _word_tokenizer(None)
+    assert add_diffusion_tokens(tok, "id:14") == [11] and tok.mask_token is None  # <pad> only
+    cfg = get_config("tiny-test").replace(family="llama", vocab_size=16, tie_embeddings=True, pad_token_id=11)
+    cfg = with_mask_row(cfg, tok, "id:14")
+    assert cfg.mask_token_id == 14 and tokenizer_mask_id(cfg, None) == 14
+    assert from_hf_dict(to_hf_dict(cfg)).mask_token_id == 14  # export -> config.json -> load
+    with pytest.raises(ConfigError, match="16 rows"):
+        with_mask_row(cfg, tok, "id:16")
+    vocab = HFVocabulary(tok, mask_id=14)
+    assert vocab.mask_id == 14 and vocab.decode([7, 14, 8]) == "the house" and vocab.vocab_size == 15
+    assert HFVocabulary(_word_tokenizer(None)).optional_mask_id is None
+    vmap = VocabMap.build([3, 4, 14], 16, unk_id=0, specials=[11])
+    params = {"word": {"embedding": jnp.zeros((16, 4))}, "head_bias": jnp.zeros(16)}
+    _, pruned = prune_params(params, cfg, vmap)
+    assert pruned.mask_token_id == int(vmap.old_to_new[14]) and tokenizer_mask_id(pruned, vmap) == 14
+
+
+@pytest.mark.parametrize("shift,padded", [(0, False), (1, True)])
+def test_a_decoder_llm_trains_with_rdm_and_samples(shift, padded, tmp_path):
     """The adaptation end to end on a tiny Llama with the bundled BERT's vocabulary: RDM training (bidirectional,
-    the given shift), restore, the sampler and the ELBO, unchanged."""
+    the given shift), restore, the sampler and the ELBO, unchanged. `padded`: the table has 3 rows past the
+    tokenizer and the last one is the mask (`mask_token="id:N"`), through training, restore and export."""
     from configs import tiny
     from dlm_jax.config import parse
     from dlm_jax.inference import restore_run
@@ -200,21 +233,31 @@ def test_a_decoder_llm_trains_with_rdm_and_samples(shift, tmp_path):
     from dlm_jax.training import loop
     bert = load_tokenizer("bundled")
     hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(
-        vocab_size=len(bert), hidden_size=32, intermediate_size=40, num_hidden_layers=2, num_attention_heads=4,
+        vocab_size=len(bert) + 3 * padded, hidden_size=32, intermediate_size=40, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=True)).eval()
     hf.save_pretrained(tmp_path / "llm")
     bert.save_pretrained(str(tmp_path / "llm"))
     c = tiny.get_config()
     c.model.init, c.model.prune_vocab, c.model.shift = str(tmp_path / "llm"), False, shift
+    mask = len(bert) + 2 if padded else bert.mask_token_id
+    c.model.mask_token = f"id:{mask}" if padded else "new"
     c.model.overrides = {}
     c.num_train_steps, c.checkpoint_every_steps, c.data.train_limit = 4, 4, 32
     assert np.isfinite(loop.run(parse(c), tmp_path / "run")["loss"])
     run = restore_run(tmp_path / "run")
     assert run.model.cfg.family == "llama" and run.model.cfg.shift == shift and not run.model.cfg.causal
+    assert run.vocab.mask_id == mask and run.model.cfg.mask_token_id == (mask if padded else -1)
     gen = run.generator()
     prompts = [list(run.vocab.encode("das haus ist klein"))]
     out = gen.generate(prompts, [5], SamplerConfig(steps=3), jax.random.key(0))
-    assert out["response_mask"].sum() == 5
+    assert out["response_mask"].sum() == 5 and mask not in np.asarray(out["tokens"])
+    if padded:  # the exported model names its mask row; a run started from it keeps that row as the mask
+        from dlm_jax.export import export
+        export(tmp_path / "run", tmp_path / "hf")
+        assert json.loads((tmp_path / "hf" / "config.json").read_text())["mask_token_id"] == mask
+        from dlm_jax.training.setup import build_model
+        c.model.init, c.model.mask_token = str(tmp_path / "hf"), "new"
+        assert build_model(parse(c), run.mesh).model.cfg.mask_token_id == mask
     nll, _ = gen.score(prompts, [[2001, 2003]], jax.random.key(0), num_samples=2)
     assert np.isfinite(nll).all()
 

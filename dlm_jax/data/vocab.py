@@ -25,13 +25,18 @@ DEFAULT_TOKENIZER = os.environ.get("DLM_TOKENIZER", "FacebookAI/xlm-roberta-base
 
 
 class HFVocabulary(seqio.Vocabulary):
-    """Wraps a HF tokenizer (object, directory or hub id; loaded lazily on first use)."""
+    """Wraps a HF tokenizer (object, directory or hub id; loaded lazily on first use).
 
-    def __init__(self, tokenizer: Any = None, *, name: str | None = None):
+    `mask_id`: the mask's id where the tokenizer cannot name it (an embedding row beyond the tokenizer, e.g. a padded
+    Qwen row: `model.mask_token="id:N"`, saved as `ModelConfig.mask_token_id`); None: the tokenizer's mask token.
+    """
+
+    def __init__(self, tokenizer: Any = None, *, name: str | None = None, mask_id: int | None = None):
         super().__init__(extra_ids=0)
         self._tok = tokenizer if not isinstance(tokenizer, (str, os.PathLike)) else None
         self._source = tokenizer if isinstance(tokenizer, (str, os.PathLike)) else None
         self._name = name
+        self._mask_id = mask_id
 
     # -- the tokenizer ---------------------------------------------------------------------------------------
     @property
@@ -84,12 +89,12 @@ class HFVocabulary(seqio.Vocabulary):
     @property
     def optional_mask_id(self) -> int | None:
         """The mask id, or None for a tokenizer without one (a causal LM's: AR runs need none)."""
-        v = getattr(self.tokenizer, "mask_token_id", None)
+        v = self._mask_id if self._mask_id is not None else getattr(self.tokenizer, "mask_token_id", None)
         return None if v is None else int(v)
 
     @property
     def _base_vocab_size(self) -> int:
-        return len(self.tokenizer)
+        return max(len(self.tokenizer), (self._mask_id or 0) + 1)
 
     # -- python side -----------------------------------------------------------------------------------------
     def _encode(self, s: str) -> Sequence[int]:
@@ -125,7 +130,7 @@ class HFVocabulary(seqio.Vocabulary):
         return frozenset(int(i) for i in self.tokenizer.all_special_ids) - {self.unk_id}
 
     def _decode(self, ids: Sequence[int]) -> str:
-        ids = [int(i) for i in ids if int(i) not in (self.pad_id, self.bos_id)]
+        ids = [int(i) for i in ids if int(i) not in (self.pad_id, self.bos_id, self._mask_id)]
         if self.eos_id in ids:
             ids = ids[:ids.index(self.eos_id)]
         return self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=True).strip()

@@ -21,7 +21,7 @@ from dlm_jax.errors import ConfigError
 from dlm_jax.inference.generator import Generator
 from dlm_jax.model import MaskedLM, ModelConfig, abstract_params, model_for
 from dlm_jax.model.length import LengthPredictor
-from dlm_jax.model.prune import VocabMap
+from dlm_jax.model.prune import VocabMap, tokenizer_mask_id
 from dlm_jax.parallel import make_mesh, sharded_abstract
 from dlm_jax.rundir import RunDir
 
@@ -94,5 +94,6 @@ def restore_run(workdir: str | Path, *, config: ml_collections.ConfigDict | None
     # the saved vocabulary size wins (a pruned run's is the pruned one, whatever `model.overrides` says)
     model_config: ModelConfig = run.model.apply(saved).replace(vocab_size=saved.vocab_size)
     params, got = rundir.restore_params(sharded_abstract(abstract_params(model_config), mesh, run.mesh.rules), step)
-    return RestoredRun(run, model_for(model_config), params, HFVocabulary(rundir.read_tokenizer()),
-                       rundir.read_vocab_map(), got, mesh, micro_batch=micro_batch)
+    vmap = rundir.read_vocab_map()
+    vocab = HFVocabulary(rundir.read_tokenizer(), mask_id=tokenizer_mask_id(saved, vmap))
+    return RestoredRun(run, model_for(model_config), params, vocab, vmap, got, mesh, micro_batch=micro_batch)

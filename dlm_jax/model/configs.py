@@ -82,6 +82,10 @@ class ModelConfig:
     rope_original_max: int = 8192
     hf_type: str = "llama"
     shift: int = 0
+    # The mask's id when the tokenizer cannot name it (an embedding row beyond the tokenizer, e.g. a padded Qwen
+    # row: `model.mask_token="id:N"`); in the tokenizer's id space (before vocabulary pruning). -1: the tokenizer's
+    # own mask token. Saved with the run (model.json) and exported as config.json's `mask_token_id`.
+    mask_token_id: int = -1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layer_types", tuple(self.layer_types))  # JSON gives a list
@@ -164,6 +168,20 @@ class ModelConfig:
         return dataclasses.replace(self, **kwargs)
 
 
+MASK_ROW_PREFIX = "id:"
+
+
+def mask_row(mask_token: str) -> int | None:
+    """N of `model.mask_token="id:N"` (an existing row used as the mask), else None ("new" or a token string)."""
+    if not mask_token.startswith(MASK_ROW_PREFIX):
+        return None
+    n = mask_token[len(MASK_ROW_PREFIX):]
+    if not n.isdigit():
+        raise ConfigError(f"model.mask_token={mask_token!r}: write id:N with N a non-negative integer (an existing "
+                          "embedding row, e.g. id:151935), a token string, or 'new'")
+    return int(n)
+
+
 def _check_llama(cfg: "ModelConfig") -> None:
     if cfg.num_heads % cfg.kv_heads:
         raise ConfigError(f"num_heads {cfg.num_heads} is not a multiple of num_kv_heads {cfg.kv_heads}")
@@ -174,6 +192,9 @@ def _check_llama(cfg: "ModelConfig") -> None:
                           "adaptation) or 1 (position i - 1 predicts token i, Dream / DiffuLLaMA)")
     if cfg.head_dim % 2:
         raise ConfigError(f"the head size {cfg.head_dim} must be even for RoPE")
+    if cfg.mask_token_id >= cfg.vocab_size:
+        raise ConfigError(f"mask_token_id {cfg.mask_token_id} is beyond the embedding table ({cfg.vocab_size} rows); "
+                          f"name a row below {cfg.vocab_size} or use model.mask_token=new")
 
 
 _XLMR = dict(family="roberta", vocab_size=250_002, max_positions=514, type_vocab_size=1, pad_token_id=1,
@@ -280,7 +301,11 @@ def _llama_from_hf(hf: dict[str, Any]) -> ModelConfig:
         hidden_dropout=0.0, attention_dropout=float(hf.get("attention_dropout", 0.0)),
         qkv_bias=True if kind == "qwen2" else bias, out_bias=False if kind == "qwen2" else bias,
         mlp_bias=bool(hf.get("mlp_bias", False)), tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
-        hf_type=kind, **_rope_of(hf))
+        hf_type=kind, mask_token_id=_int_or(hf.get("mask_token_id"), -1), **_rope_of(hf))
+
+
+def _int_or(v: Any, default: int) -> int:
+    return v if isinstance(v, int) and not isinstance(v, bool) else default
 
 
 def _llama_to_hf(cfg: ModelConfig, out: dict[str, Any]) -> dict[str, Any]:
@@ -298,6 +323,8 @@ def _llama_to_hf(cfg: ModelConfig, out: dict[str, Any]) -> dict[str, Any]:
                attention_dropout=cfg.attention_dropout, rope_parameters=rope)
     if cfg.hf_type == "llama":
         out.update(attention_bias=cfg.qkv_bias, mlp_bias=cfg.mlp_bias)
+    if cfg.mask_token_id >= 0:  # a mask row the tokenizer cannot name (a padded row); read back by _llama_from_hf
+        out.update(mask_token_id=cfg.mask_token_id)
     return out
 
 

@@ -64,7 +64,20 @@ def prune_params(params: Any, cfg: ModelConfig, vmap: VocabMap) -> tuple[Any, Mo
     out = jax.tree.map(lambda x: x, params)  # shallow copy of the nesting
     out["word"] = {"embedding": jnp.take(params["word"]["embedding"], idx, axis=0)}
     out["head_bias"] = jnp.take(params["head_bias"], idx, axis=0)
-    return out, cfg.replace(vocab_size=vmap.size, sep_token_id=int(vmap.old_to_new[cfg.sep_token_id]))
+    return out, cfg.replace(vocab_size=vmap.size, sep_token_id=int(vmap.old_to_new[cfg.sep_token_id]),
+                            mask_token_id=_remapped(cfg.mask_token_id, vmap.old_to_new))
+
+
+def _remapped(i: int, table: np.ndarray) -> int:
+    return int(table[i]) if i >= 0 else i
+
+
+def tokenizer_mask_id(cfg: ModelConfig, vmap: VocabMap | None) -> int | None:
+    """The mask id a run's vocabulary takes over its tokenizer's (`ModelConfig.mask_token_id`, a row the tokenizer
+    cannot name), in the tokenizer's id space; None: the tokenizer's own mask token."""
+    if cfg.mask_token_id < 0:
+        return None
+    return _remapped(cfg.mask_token_id, vmap.new_to_old) if vmap is not None else cfg.mask_token_id
 
 
 # A logit bias that no kept token's logit can come near: an un-kept id's probability is exp(-1e9) = 0.
@@ -84,7 +97,8 @@ def unprune_params(params: Any, cfg: ModelConfig, vmap: VocabMap) -> tuple[Any, 
     out["word"] = {"embedding": jnp.take(params["word"]["embedding"], old_to_new, axis=0)}
     bias = jnp.take(params["head_bias"], old_to_new, axis=0)
     out["head_bias"] = jnp.where(kept, bias, jnp.asarray(UNKEPT_BIAS, bias.dtype))
-    return out, cfg.replace(vocab_size=len(vmap.old_to_new), sep_token_id=int(vmap.new_to_old[cfg.sep_token_id]))
+    return out, cfg.replace(vocab_size=len(vmap.old_to_new), sep_token_id=int(vmap.new_to_old[cfg.sep_token_id]),
+                            mask_token_id=_remapped(cfg.mask_token_id, vmap.new_to_old))
 
 
 def mean_init_rows(params: Any, cfg: ModelConfig, ids: list[int]) -> tuple[Any, ModelConfig]:

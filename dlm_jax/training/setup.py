@@ -25,9 +25,10 @@ from dlm_jax.errors import ConfigError, InputError
 from dlm_jax.inference import restore_run
 from dlm_jax.inference.evaluator import EvalRequest, TaskData, check_available, load_task_data, task_names
 from dlm_jax.model import get_config as get_model_config, model_for
+from dlm_jax.model.configs import MASK_ROW_PREFIX
 from dlm_jax.model.length import LengthPredictor
-from dlm_jax.model.prune import VocabMap, mean_init_rows, prune_params
-from dlm_jax.pretrained import add_diffusion_tokens, load_pretrained, load_tokenizer
+from dlm_jax.model.prune import VocabMap, mean_init_rows, prune_params, tokenizer_mask_id
+from dlm_jax.pretrained import add_diffusion_tokens, load_pretrained, load_tokenizer, with_mask_row
 from dlm_jax.rundir import State, new_state
 from dlm_jax.training.step import ar_loss_fn, build_optimizer, diffusion_loss_fn, length_loss_fn, make_train_step
 
@@ -76,6 +77,21 @@ def _continued(run: RunConfig, model: Any) -> Any:
     return model_for(cfg)
 
 
+def _adapted_llm(pre: Any, tokenizer: Any, m: Any) -> _Model:
+    """A decoder LLM made ready for diffusion: `<pad>` / `<mask>` added with mean rows, or an existing row as the
+    mask (`model.mask_token`); a checkpoint whose config.json names its mask row (`mask_token_id`, an exported run)
+    keeps it unless the run names another."""
+    mask_token = m.mask_token
+    if mask_token == "new" and pre.config.mask_token_id >= 0:
+        mask_token = f"{MASK_ROW_PREFIX}{pre.config.mask_token_id}"
+    added = add_diffusion_tokens(tokenizer, mask_token)
+    params, cfg = mean_init_rows(pre.params, pre.config, added)
+    cfg = with_mask_row(cfg.replace(mask_token_id=-1), tokenizer, mask_token)
+    logging.info("decoder LLM %s: added %d token(s); mask %r (id %d)", m.init, len(added), tokenizer.mask_token,
+                 HFVocabulary(tokenizer, mask_id=tokenizer_mask_id(cfg, None)).mask_id)
+    return _Model(model_for(cfg), params, tokenizer)
+
+
 def build_model(run: RunConfig, mesh: Any) -> _Model:
     """The model and its sharded params from `model.init`: an HF directory / hub id / "bundled", a dlm_jax run
     ("workdir:DIR", e.g. the length stage on a finetuned model), or "random" (`model.name` + `model.tokenizer`)."""
@@ -87,16 +103,14 @@ def build_model(run: RunConfig, mesh: Any) -> _Model:
         pre = load_pretrained(m.init, mesh=mesh, rules=run.mesh.rules, **m.overrides)
         tokenizer = pre.tokenizer if pre.tokenizer is not None else _tokenizer(m.tokenizer)
         if pre.config.family == "llama":  # a decoder LLM: <pad> / <mask> added, their rows the mean of the others
-            added = add_diffusion_tokens(tokenizer, m.mask_token)
-            params, cfg = mean_init_rows(pre.params, pre.config, added)
-            logging.info("decoder LLM %s: added %d token(s); mask %r", m.init, len(added), tokenizer.mask_token)
-            return _Model(model_for(cfg), params, tokenizer)
+            return _adapted_llm(pre, tokenizer, m)
         return _Model(pre.model, pre.params, tokenizer)
     tokenizer = _tokenizer(m.tokenizer)
     if get_model_config(m.name).family == "llama" and run.objective != "ar":  # RDM from scratch needs <mask>
         add_diffusion_tokens(tokenizer, m.mask_token)
     cfg = m.apply(get_model_config(m.name)).replace(vocab_size=len(tokenizer),
                                                      pad_token_id=int(tokenizer.pad_token_id))
+    cfg = with_mask_row(cfg, tokenizer, m.mask_token)
     if cfg.family == "transformer":  # the source ends at the tokenizer's </s>
         cfg = cfg.replace(sep_token_id=HFVocabulary(tokenizer).eos_id)
     model = model_for(cfg)
@@ -192,7 +206,7 @@ def _mask_id(run: RunConfig, vocab: HFVocabulary, vmap: VocabMap | None) -> int:
 def setup(run: RunConfig) -> Setup:
     mesh = parallel.make_mesh(dict(run.mesh.shape))
     built = build_model(run, mesh)
-    vocab = HFVocabulary(built.tokenizer)
+    vocab = HFVocabulary(built.tokenizer, mask_id=tokenizer_mask_id(built.model.cfg, built.vocab_map))
     spec = run.data.feature_spec(vocab, built.model.cfg.max_length,
                                  separator=built.model.cfg.family == "transformer")
     train = None

@@ -1,8 +1,7 @@
 """Entry point: python -m dlm_jax.export --workdir DIR --out HF_DIR [--checkpoint STEP]
 
-Writes a trained run as a HuggingFace masked-LM directory (config.json, model.safetensors, tokenizer) that
-`transformers.AutoModelForMaskedLM` loads. A run with a pruned vocabulary is exported in the tokenizer's full
-vocabulary (`model.prune.unprune_params`): the exported model computes what the pruned one computes.
+Writes a trained run as a HuggingFace masked-LM directory (`inference.export.export_run`, which scripts and tests
+call in-process: importing this module defines its command-line flags).
 """
 from __future__ import annotations
 
@@ -11,8 +10,6 @@ from pathlib import Path
 from absl import flags
 
 from dlm_jax import cli
-from dlm_jax.errors import ConfigError, InputError
-from dlm_jax.rundir import RunDir
 
 flags.DEFINE_string("workdir", None, "The trained run's directory.")
 flags.DEFINE_string("out", None, "The HuggingFace directory to write.")
@@ -23,45 +20,12 @@ flags.mark_flags_as_required(["workdir", "out"])
 FLAGS = flags.FLAGS
 
 
-EXPORT_FILES = ("config.json", "*.safetensors", "*.safetensors.index.json", "tokenizer*", "special_tokens_map.json",
-                "vocab.txt", "sentencepiece.bpe.model", "generation_config.json")
-
-
-def check_out(out: Path, overwrite: bool) -> None:
-    """Refuses a non-empty `out` (stale shards of an earlier export would survive beside the new ones) unless
-    `overwrite`, which removes the files an export writes first."""
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out} is a file; give a folder for the HuggingFace model")
-    if not out.exists() or not any(out.iterdir()):
-        return
-    if not overwrite:
-        raise InputError(f"--out {out} is not empty; choose a new folder or pass --overwrite to replace an earlier "
-                         "export there")
-    for pattern in EXPORT_FILES:
-        for f in out.glob(pattern):
-            if f.is_file():
-                f.unlink()
-
-
-def export(workdir: str | Path, out: str | Path, *, step: int | None = None) -> Path:
-    from dlm_jax import hf_io
-    from dlm_jax.inference import restore_run
-    from dlm_jax.model.prune import unprune_params
-    if RunDir(workdir).read_model_config().family == "transformer":
-        raise ConfigError(f"{workdir} is a fairseq-style encoder-decoder, which has no HuggingFace masked-LM "
-                          "format to export to; use its orbax checkpoint (evaluate / generate read it)")
-    restored = restore_run(workdir, step=step)
-    params, cfg = restored.params, restored.model.cfg
-    if restored.vocab_map is not None:
-        params, cfg = unprune_params(params, cfg, restored.vocab_map)
-    return hf_io.save_hf(params, cfg.replace(dtype="float32"), out, tokenizer=restored.vocab.tokenizer)
-
-
 def main(argv: list[str]) -> int:
     del argv
     cli.quiet_logs()
+    from dlm_jax.inference.export import check_out, export_run
     check_out(Path(FLAGS.out), FLAGS.overwrite)
-    print(f"wrote {export(FLAGS.workdir, FLAGS.out, step=FLAGS.checkpoint)}")
+    print(f"wrote {export_run(FLAGS.workdir, FLAGS.out, step=FLAGS.checkpoint)}")
     return 0
 
 

@@ -252,8 +252,8 @@ def test_a_decoder_llm_trains_with_rdm_and_samples(shift, padded, tmp_path):
     out = gen.generate(prompts, [5], SamplerConfig(steps=3), jax.random.key(0))
     assert out["response_mask"].sum() == 5 and mask not in np.asarray(out["tokens"])
     if padded:  # the exported model names its mask row; a run started from it keeps that row as the mask
-        from dlm_jax.export import export
-        export(tmp_path / "run", tmp_path / "hf")
+        from dlm_jax.inference.export import export_run
+        export_run(tmp_path / "run", tmp_path / "hf")
         assert json.loads((tmp_path / "hf" / "config.json").read_text())["mask_token_id"] == mask
         from dlm_jax.training.setup import build_model
         c.model.init, c.model.mask_token = str(tmp_path / "hf"), "new"

@@ -115,3 +115,29 @@ def test_every_module_says_what_it_owns_and_functions_stay_short():
                     long.append(f"{name}.{node.name}: {n} lines")
     assert not undocumented, f"modules without a docstring: {undocumented}"
     assert not long, "functions over 60 lines:\n" + "\n".join(long)
+
+
+def _flags_defined(path: Path) -> set[str]:
+    """Names of the absl flags a module defines at import (`flags.DEFINE_*("name", ...)`)."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and node.func.attr.startswith("DEFINE_") and node.args and isinstance(node.args[0], ast.Constant)):
+            out.add(node.args[0].value)
+    return out
+
+
+def test_tests_import_no_two_entry_points_whose_flags_collide():
+    """Entry points define their flags at import; a pytest worker that imports two defining the same flag fails
+    with DuplicateFlagError (CI's failure with `data.prepare` and `export`). Tests and benchmarks call the library
+    function (e.g. `inference.export.export_run`) instead, or an entry point whose flags no other imported one has."""
+    mods = _modules()
+    entries = {m for m in LAYERS[-2] if m in mods}
+    imported = set()
+    for f in list((PACKAGE.parent / "tests").glob("*.py")) + list((PACKAGE.parent / "bench").glob("*.py")):
+        imported |= _imports(f, set(mods)) & entries
+    flags = {m: _flags_defined(mods[m]) for m in sorted(imported)}
+    clashes = [f"{a} and {b} both define {sorted(flags[a] & flags[b])}" for a in flags for b in flags
+               if a < b and flags[a] & flags[b]]
+    assert not clashes, "\n".join(clashes)
+    assert _flags_defined(mods["dlm_jax.export"]) & _flags_defined(mods["dlm_jax.data.prepare"])  # the check bites

@@ -178,11 +178,11 @@ def in_process(args: argparse.Namespace, items: list[tuple[str, int]]) -> dict:
     """The same requests through the Engine one at a time, no HTTP (the reference for HTTP overhead)."""
     from dlm_jax.inference import restore_run
     from dlm_jax.serving import Engine, Request
-    from dlm_jax.serving.protocol import ServeContext, parse_request
+    from dlm_jax.serving.protocol import context_for, parse_request
     restored = restore_run(args.workdir)
-    engine = Engine(restored.generator(), slots=1)
-    ctx = ServeContext(model="m", max_length=restored.max_length, sampler=restored.run.sampler, max_steps=256,
-                       encode=lambda t: list(restored.vocab.encode(t)))
+    gen = restored.generator()
+    engine = Engine(gen, slots=1)
+    ctx = context_for(restored, gen, model="m", max_steps=engine.max_steps)
     extra, e2e, tokens = json.loads(args.extra), [], 0
     reqs = [parse_request({"prompt": p, "max_tokens": n, **extra}, ctx, chat=False) for p, n in items]
     engine.warmup()  # every bucket compiled, as the server's --warmup

@@ -73,7 +73,7 @@ def build_state(restored: Any) -> Any:
     """The server's state for a restored run: engine (continuous or static), its loop, the request context."""
     from pathlib import Path
 
-    from dlm_jax.serving import Engine, EngineLoop, Metrics, ServeContext, ServerState, StaticBatcher
+    from dlm_jax.serving import Engine, EngineLoop, Metrics, ServerState, StaticBatcher, context_for
     gen = restored.generator()
     sampler, static = restored.run.sampler, FLAGS.batching == "static" or gen.decoding is not None
     if gen.decoding is not None:
@@ -83,14 +83,8 @@ def build_state(restored: Any) -> Any:
                             "max_skips": FLAGS.max_skips}
     engine = (StaticBatcher if static else Engine)(gen, slots=FLAGS.slots, max_steps=max_steps, seed=FLAGS.seed,
                                                    **kw)
-    predict = None
-    if restored.length_model is not None:
-        predict = lambda ids: int(gen.predict_lengths([ids], 1)[0, 0])  # noqa: E731
-    ctx = ServeContext(model=FLAGS.served_model_name or Path(FLAGS.workdir).resolve().name,
-                       max_length=restored.max_length, sampler=sampler, max_steps=max_steps,
-                       encode=lambda t: list(restored.vocab.encode(t)),
-                       separator=int(restored.model.cfg.family == "transformer"), predict_length=predict,
-                       default_max_tokens=FLAGS.default_max_tokens)
+    ctx = context_for(restored, gen, model=FLAGS.served_model_name or Path(FLAGS.workdir).resolve().name,
+                      max_steps=max_steps, default_max_tokens=FLAGS.default_max_tokens, sampler=sampler)
     metrics = Metrics(FLAGS.slots)
     loop = EngineLoop(engine, max_queue=FLAGS.max_queue, metrics=metrics)
     return ServerState(ctx, loop, restored.vocab.tokenizer, restored.vocab.eos_id, gen.mask_id, metrics,

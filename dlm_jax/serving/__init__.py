@@ -4,8 +4,8 @@ Prometheus metrics (metrics.py). FastAPI, uvicorn and prometheus_client (the `se
 the app and the metrics when a server is built."""
 from dlm_jax.serving.engine import Engine, Request, StaticBatcher, Update
 from dlm_jax.serving.metrics import Metrics
-from dlm_jax.serving.protocol import APIError, GenerationParams, ServeContext, parse_request
+from dlm_jax.serving.protocol import APIError, GenerationParams, ServeContext, context_for, parse_request
 from dlm_jax.serving.server import EngineLoop, ServerState
 
-__all__ = ["APIError", "Engine", "EngineLoop", "GenerationParams", "Metrics", "Request", "ServeContext",
+__all__ = ["APIError", "Engine", "EngineLoop", "GenerationParams", "Metrics", "Request", "ServeContext", "context_for",
            "ServerState", "StaticBatcher", "Update", "parse_request"]

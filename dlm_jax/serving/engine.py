@@ -82,7 +82,7 @@ class _Pool:
 class _Queue:
     """What both schedulers share: the generator, the waiting requests (first come first served), their checks."""
 
-    def __init__(self, generator: Generator, *, slots: int, max_steps: int, seed: int):
+    def __init__(self, generator: Generator, *, slots: int = 8, max_steps: int = 256, seed: int = 0):
         if slots < 1 or max_steps < 1:
             raise ConfigError(f"slots={slots} and max_steps={max_steps} must be at least 1")
         self.gen, self.slots, self.max_steps = generator, slots, max_steps
@@ -380,9 +380,6 @@ class StaticBatcher(_Queue):
     """Static batching through `Generator.generate`, for comparison: up to `slots` waiting requests with the
     first one's sampler settings decode as one batch, and the next batch starts when all of them are done (the
     batch waits for its slowest row). The same interface as `Engine`; updates only when done."""
-
-    def __init__(self, generator: Generator, *, slots: int = 8, max_steps: int = 256, seed: int = 0):
-        super().__init__(generator, slots=slots, max_steps=max_steps, seed=seed)
 
     running = 0  # a batch runs inside `step`
 

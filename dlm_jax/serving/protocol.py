@@ -48,6 +48,20 @@ class ServeContext:
     default_max_tokens: int = 16
 
 
+def context_for(restored: Any, generator: Any, *, model: str, max_steps: int, default_max_tokens: int = 16,
+                sampler: SamplerConfig | None = None) -> ServeContext:
+    """The request context of a restored run (`inference.RestoredRun`) served through `generator`: its vocabulary's
+    encoder, row length, sampler (default: the run's), the encoder-decoder separator and the length predictor when
+    the run has one loaded. The server and `bench/serve.py --in_process` both build theirs here."""
+    predict = None
+    if restored.length_model is not None:
+        predict = lambda ids: int(generator.predict_lengths([ids], 1)[0, 0])  # noqa: E731
+    return ServeContext(model=model, max_length=restored.max_length, sampler=sampler or restored.run.sampler,
+                        max_steps=max_steps, encode=lambda t: list(restored.vocab.encode(t)),
+                        separator=int(restored.model.cfg.family == "transformer"), predict_length=predict,
+                        default_max_tokens=default_max_tokens)
+
+
 @dataclasses.dataclass(frozen=True)
 class GenerationParams:
     """A checked request: prompt ids, the response canvas length (incl. `</s>`), sampler, stop strings, streaming."""

@@ -37,7 +37,6 @@ FLAGS = flags.FLAGS
 
 
 def request_from_flags() -> "EvalRequest":
-    from dlm_jax.inference import EvalRequest  # deferred, as every heavy import: --helpshort needs none
     overrides = cli.config_overrides()
     if FLAGS.limit is not None and FLAGS.limit <= 0:
         raise ConfigError(f"--limit {FLAGS.limit} would evaluate nothing; give a positive number of examples or "
@@ -48,6 +47,7 @@ def request_from_flags() -> "EvalRequest":
         raise ConfigError(f"--batch_size {FLAGS.batch_size} must be at least 1 (sequences per sampler call)")
     if FLAGS.rank_samples < 0:
         raise ConfigError(f"--rank_samples {FLAGS.rank_samples} must be >= 0 (0 turns rank classification off)")
+    from dlm_jax.inference import EvalRequest  # deferred, as every heavy import: a bad flag is reported first
     length = "beam" if FLAGS.length_beam else "oracle" if FLAGS.oracle_length else "task"
     return EvalRequest(length=length, beam=FLAGS.length_beam or 0, steps=overrides.get("sampler.steps"),
                        split=FLAGS.split, limit=FLAGS.limit, batch_size=FLAGS.batch_size,
@@ -61,12 +61,12 @@ def result_file(rundir: RunDir, name: str) -> Path:
 
 def main(argv: list[str]) -> int:
     del argv
-    RunDir(FLAGS.workdir).require()  # a missing run is reported before the heavy imports
+    RunDir(FLAGS.workdir).require()  # a missing run and bad flags are reported before the heavy imports
+    request = request_from_flags()
     from dlm_jax.inference import Evaluator
     from dlm_jax.inference.evaluator import (TABLE_HEADER, check_available, mixture_summary, paper_model,
                                             table_rows, task_names)
     cli.quiet_logs()
-    request = request_from_flags()
     restored = cli.restore_from_flags(step=FLAGS.checkpoint)
     rundir = RunDir(FLAGS.workdir)
     requested = FLAGS.tasks or [restored.run.data.task]

@@ -93,6 +93,16 @@ def read_input(path: Path) -> list[str]:
     return texts
 
 
+def check_text(t: str) -> None:
+    """A prompt must be non-empty UTF-8 text."""
+    try:
+        t.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InputError(f"the prompt is not valid UTF-8 text (byte {e.start}); pass UTF-8 text")
+    if not t or not t.strip():
+        raise InputError("empty prompt: give some text to condition on")
+
+
 def text_items(restored: RestoredRun) -> list[Item]:
     if FLAGS.prompt is not None:
         texts = [FLAGS.prompt]
@@ -100,12 +110,7 @@ def text_items(restored: RestoredRun) -> list[Item]:
         texts = read_input(Path(FLAGS.input))
     items = []
     for t in texts:
-        try:
-            t.encode("utf-8")
-        except UnicodeEncodeError as e:
-            raise InputError(f"the prompt is not valid UTF-8 text (byte {e.start}); pass UTF-8 text")
-        if not t or not t.strip():
-            raise InputError("empty prompt: give some text to condition on")
+        check_text(t)
         ids = list(restored.vocab.encode(t))
         if len(ids) + 3 > restored.max_length:
             raise InputError(f"prompt has {len(ids)} tokens; with <s>, </s> and a response it must fit in "
@@ -140,9 +145,6 @@ def decode(restored: RestoredRun, items: list[Item], sampler: Any) -> dict[str, 
         return gen.generate(prompts, [0] * len(prompts), sampler, rng)
     if FLAGS.length_beam:
         return gen.generate_with_beam(prompts, FLAGS.length_beam, sampler, rng)
-    if FLAGS.length is not None and FLAGS.length < 2:
-        raise ConfigError(f"--length {FLAGS.length}: the response length counts its </s>, so it must be >= 2 "
-                          "(e.g. --length 8)")
     lengths = [FLAGS.length or it.oracle_length for it in items]
     if any(n is None for n in lengths):
         raise ConfigError("give --length N (response tokens incl. </s>) or --length_beam B --length_workdir DIR")
@@ -198,7 +200,12 @@ def main(argv: list[str]) -> int:
         raise ConfigError("give exactly one of --prompt, --input, --input_task")
     if FLAGS.num_examples < 1 or FLAGS.index < 0:
         raise ConfigError(f"--num_examples {FLAGS.num_examples} must be >= 1 and --index {FLAGS.index} >= 0")
-    RunDir(FLAGS.workdir).require()  # a missing run is reported before the heavy imports
+    if FLAGS.length is not None and FLAGS.length < 2:
+        raise ConfigError(f"--length {FLAGS.length}: the response length counts its </s>, so it must be >= 2 "
+                          "(e.g. --length 8)")
+    if FLAGS.prompt is not None:
+        check_text(FLAGS.prompt)
+    RunDir(FLAGS.workdir).require()  # a missing run and bad flags are reported before the heavy imports
     if FLAGS.trajectory:
         cli.check_output_file(FLAGS.trajectory, "--trajectory")  # before the generation, not after it
     restored = cli.restore_from_flags()

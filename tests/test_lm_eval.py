@@ -55,24 +55,24 @@ metric_list:
     return root
 
 
-def _cli(workdir, tasks_dir, out, *args):
-    return subprocess.run([sys.executable, "-m", "dlm_jax.lm_eval", "--model_args",
-                           f"workdir={workdir},mc_samples=4,steps=2", "--tasks", "dlm_test_mc,dlm_test_gen",
-                           "--include_path", str(tasks_dir), "--output_path", str(out), "--log_samples", *args],
-                          cwd=REPO, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, **OFFLINE, "XLA_FLAGS": ""})
-
-
 def _results(out: Path) -> dict:
     return json.loads(next(out.rglob("results_*.json")).read_text())["results"]
 
 
 @pytest.mark.slow
 def test_lm_eval_cli_matches_our_rank_classification_at_any_batch_size_and_process_count(tmp_path, tiny_trained, monkeypatch):
+    """The CLI in two processes (launch/local_multiprocess.py, 1 device each) at batch 4, one writer, against this
+    process at batch 1 and against dlm_jax's own rank classification: the same loglikelihoods and accuracy."""
     tasks = _write_tasks(tmp_path)
-    r = _cli(tiny_trained, tasks, tmp_path / "out4", "--batch_size", "4")
+    r = subprocess.run([sys.executable, "launch/local_multiprocess.py", "--num_processes", "2",
+                        "--devices_per_process", "1", "--log_dir", str(tmp_path / "logs"), "--", "-m",
+                        "dlm_jax.lm_eval", "--model_args", f"workdir={tiny_trained},mc_samples=4,steps=2", "--tasks",
+                        "dlm_test_mc,dlm_test_gen", "--include_path", str(tasks), "--log_samples", "--batch_size",
+                        "4", "--output_path", str(tmp_path / "two")], cwd=REPO, capture_output=True, text=True,
+                       timeout=600, env={**os.environ, **OFFLINE, "XLA_FLAGS": ""})
     assert r.returncode == 0, r.stderr[-3000:]
-    got = _results(tmp_path / "out4")
+    assert len(list((tmp_path / "two").rglob("results_*.json"))) == 1
+    got = _results(tmp_path / "two")
     assert "acc,none" in got["dlm_test_mc"] and "exact_match,none" in got["dlm_test_gen"]
     # the same items through dlm_jax's own rank classification (same ids, same seed, same samples)
     for k, v in OFFLINE.items():
@@ -84,29 +84,17 @@ def test_lm_eval_cli_matches_our_rank_classification_at_any_batch_size_and_proce
     picks = lm.generator.rank_options(prompts, options, jax.random.key(0), num_samples=4, batch_size=3)
     ours = float(np.mean(picks == np.arange(len(QUESTIONS)) % 3))
     assert got["dlm_test_mc"]["acc,none"] == pytest.approx(ours, abs=1e-12)
-    # batch size 1 through the model class: the same loglikelihoods as the CLI's batch of 4
-    samples = [json.loads(line) for line in next((tmp_path / "out4").rglob("samples_dlm_test_mc_*.jsonl"))
-               .read_text().splitlines()]
+    # batch size 1 through the model class in one process: the same loglikelihoods as two processes at batch 4
+    (f,) = list((tmp_path / "two").rglob("samples_dlm_test_mc_*.jsonl"))
+    samples = [json.loads(line) for line in f.read_text().splitlines()]
 
     class Req:
         def __init__(self, *args):
             self.args = args
     reqs = [Req(s["arguments"]["gen_args_0"]["arg_0"], s["arguments"]["gen_args_0"]["arg_1"]) for s in samples]
-    cli_ll = [s["resps"][0][0][0] for s in samples]
     ll = lm.loglikelihood(reqs)
-    assert [float(x) for x, _ in ll] == pytest.approx([float(x) for x in cli_ll], abs=0, rel=0)
+    assert [float(x) for x, _ in ll] == pytest.approx([float(s["resps"][0][0][0]) for s in samples], abs=0, rel=0)
     assert lm.last_stderr is not None and (lm.last_stderr >= 0).all()
-    # two processes (launch/local_multiprocess.py, 1 device each): the same loglikelihoods, one writer
-    two = subprocess.run([sys.executable, "launch/local_multiprocess.py", "--num_processes", "2",
-                          "--devices_per_process", "1", "--log_dir", str(tmp_path / "logs"), "--", "-m",
-                          "dlm_jax.lm_eval", "--model_args", f"workdir={tiny_trained},mc_samples=4,steps=2", "--tasks",
-                          "dlm_test_mc", "--include_path", str(tasks), "--log_samples", "--batch_size", "4",
-                          "--output_path", str(tmp_path / "two")], cwd=REPO, capture_output=True, text=True,
-                         timeout=600, env={**os.environ, **OFFLINE, "XLA_FLAGS": ""})
-    assert two.returncode == 0, two.stderr[-3000:]
-    assert len(list((tmp_path / "two").rglob("results_*.json"))) == 1
-    (f,) = list((tmp_path / "two").rglob("samples_dlm_test_mc_*.jsonl"))
-    assert [json.loads(line)["resps"] for line in f.read_text().splitlines()] == [s["resps"] for s in samples]
 
 
 def test_bad_model_args_and_rolling_are_one_line_errors(tmp_path, tiny_trained):

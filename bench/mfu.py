@@ -45,7 +45,7 @@ import optax  # noqa: E402
 
 from dlm_jax import parallel  # noqa: E402
 from dlm_jax.diffusion import RDMConfig  # noqa: E402
-from dlm_jax.model import MaskedLM, get_config  # noqa: E402
+from dlm_jax.model import MaskedLM, get_config, model_for  # noqa: E402
 from dlm_jax.model.axes import DEFAULT_RULES  # noqa: E402
 from dlm_jax.training.step import (diffusion_loss_fn, make_train_step, peak_flops_per_device,  # noqa: E402
                           train_flops_per_step)
@@ -102,7 +102,7 @@ def run_one(name: str, batch: int, length: int, grad_accum: int, remat: str, att
     devices = jax.device_count()
     cfg = get_config(name, dtype=dtype, remat=remat, attention=attention, hidden_dropout=dropout,
                      attention_dropout=0.0 if attention != "einsum" else dropout, head_vocab_multiple=head_pad)
-    model = MaskedLM(cfg)
+    model = model_for(cfg)  # the encoder's MaskedLM, or the decoder LLM's DecoderLM (--model qwen2.5-0.5b)
     mesh = parallel.make_mesh({"data": -1, "fsdp": 1, "tensor": 1})
     rules = DEFAULT_RULES
     ids = jnp.zeros((1, 8), jnp.int32)

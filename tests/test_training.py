@@ -268,6 +268,28 @@ def test_step_flops_count_the_head_at_masked_positions():
     assert train_flops_per_sequence(mb, L, 0) == 3 * (2 * n * (4 * h * h + 3 * h * f) * L + attn)
 
 
+def test_step_flops_of_a_decoder_llm_count_gqa_swiglu_and_a_head_without_transform():
+    """The body's matmul parameters in the FLOP count equal the 2-D kernels of an initialised tiny Llama (grouped-
+    query attention, a head size override, SwiGLU), and Qwen2.5-0.5B's count gives its published 494M parameters
+    (body + the tied 151,936 x 896 table)."""
+    import jax
+    import jax.numpy as jnp
+    from dlm_jax.model import get_config, model_for
+    from dlm_jax.training.step import _body_params_per_layer, train_flops_per_sequence
+    cfg = get_config("tiny-test").replace(family="llama", vocab_size=50, tie_embeddings=True, pad_token_id=0,
+                                          num_heads=4, num_kv_heads=2, head_size=12, hidden_size=32)
+    params = jax.eval_shape(lambda: model_for(cfg).init(jax.random.key(0), jnp.ones((1, 8), jnp.int32))["params"])
+    kernels = sum(int(x.size) for path, x in jax.tree_util.tree_leaves_with_path(params)
+                  if x.ndim >= 2 and "embed" not in jax.tree_util.keystr(path).lower())
+    assert kernels == cfg.num_layers * _body_params_per_layer(cfg)
+    L = 16
+    attn = cfg.num_layers * 4 * L * L * 4 * 12
+    assert train_flops_per_sequence(cfg, L, 1) == 3 * (2 * kernels * L + attn + 2 * 50 * 32)
+    qwen = get_config("qwen2.5-0.5b")
+    total = qwen.num_layers * _body_params_per_layer(qwen) + qwen.vocab_size * qwen.hidden_size
+    assert round(total / 1e6) == 494  # without the norms and q/k/v biases (0.4M)
+
+
 def test_released_schedule_is_log_warmup_then_constant():
     """scripts/ds_config_zero2.json's WarmupLR (log warm-up over ceil(1% of the steps), then constant) wins over
     the scripts' --lr_scheduler_type inverse_sqrt."""

@@ -169,22 +169,36 @@ PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "V100": 125.0, "TPU 
                "TPU v5e": 197.0, "TPU v5p": 459.0, "TPU v6": 918.0, "L4": 121.0, "A10": 125.0}
 
 
+def _body_params_per_layer(cfg: ModelConfig) -> int:
+    """Matmul parameters of one body layer: the attention projections and the MLP.
+
+    Encoders: q, k, v, o of hidden x hidden and a 2-matrix MLP (ModernBERT's GeGLU input product is
+    [hidden, 2 * intermediate]: 3 matrices). Decoder LLMs ("llama"): q and o of hidden x heads * head_dim, k and v of
+    hidden x kv_heads * head_dim (grouped-query attention), and SwiGLU's gate, up and down (3 matrices).
+    """
+    h, f = cfg.hidden_size, cfg.intermediate_size
+    if cfg.family == "llama":
+        q, kv = cfg.num_heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim
+        return 2 * h * q + 2 * h * kv + 3 * h * f
+    return 4 * h * h + (3 if cfg.family == "modernbert" else 2) * h * f
+
+
 def train_flops_per_sequence(cfg: ModelConfig, length: int, predicted: float) -> float:
     """Training FLOPs of one sequence = 3 x forward (forward + 2x backward).
 
-    Forward: 2 * (matmul params of the body) * length + attention (QK^T and AV: 4 * length * keys * hidden per layer,
-    keys = length, or the band of 2 * window_radius + 1 keys of a ModernBERT sliding-window layer)
-    + the MLM head at the `predicted` positions: 2 * (hidden^2 + vocab * hidden) each. ModernBERT's GeGLU input
-    product is [hidden, 2 * intermediate]: 3 * hidden * intermediate MLP params per layer instead of 2.
+    Forward: 2 * (matmul params of the body, `_body_params_per_layer`) * length + attention (QK^T and AV:
+    4 * length * keys * heads * head_dim per layer, keys = length, or the band of 2 * window_radius + 1 keys of a
+    ModernBERT sliding-window layer) + the head at the `predicted` positions: 2 * (hidden^2 + vocab * hidden) each
+    for an encoder's MLM head (transform, then the output product), 2 * vocab * hidden for a decoder LLM's
+    (the output product only).
     """
-    h, f, nl = cfg.hidden_size, cfg.intermediate_size, cfg.num_layers
-    modern = cfg.family == "modernbert"
-    body = nl * (4 * h * h + (3 if modern else 2) * h * f)
+    h, nl = cfg.hidden_size, cfg.num_layers
     band = min(length, 2 * cfg.window_radius + 1)
-    keys = (sum(length if kind == "full_attention" else band for kind in cfg.attention_kinds) if modern
-            else nl * length)
-    fwd = 2 * body * length + 4 * length * keys * h + predicted * 2 * (h * h + cfg.vocab_size * h)
-    return 3.0 * fwd
+    keys = (sum(length if kind == "full_attention" else band for kind in cfg.attention_kinds)
+            if cfg.family == "modernbert" else nl * length)
+    head = 2 * cfg.vocab_size * h + (0 if cfg.family == "llama" else 2 * h * h)
+    fwd = 2 * nl * _body_params_per_layer(cfg) * length + 4 * length * keys * cfg.num_heads * cfg.head_dim
+    return 3.0 * (fwd + predicted * head)
 
 
 def train_flops_per_step(cfg: ModelConfig, length: int, rows: int, predicted: float) -> float:

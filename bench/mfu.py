@@ -45,7 +45,7 @@ import optax  # noqa: E402
 
 from dlm_jax import parallel  # noqa: E402
 from dlm_jax.diffusion import RDMConfig  # noqa: E402
-from dlm_jax.model import MaskedLM, get_config, model_for  # noqa: E402
+from dlm_jax.model import get_config, model_for  # noqa: E402
 from dlm_jax.model.axes import DEFAULT_RULES  # noqa: E402
 from dlm_jax.training.step import (diffusion_loss_fn, make_train_step, peak_flops_per_device,  # noqa: E402
                           train_flops_per_step)
@@ -76,11 +76,11 @@ def check_attention(name: str, impl: str, dtype: str) -> dict[str, float]:
     for i, frac in enumerate((1.0, 0.8, 0.5, 0.1)):
         ids[i, max(2, int(frac * length)):] = cfg.pad_token_id
     ids = jnp.asarray(ids)
-    params = jax.jit(MaskedLM(cfg).init)(jax.random.key(0), ids)["params"]
+    params = jax.jit(model_for(cfg).init)(jax.random.key(0), ids)["params"]
     real = (ids != cfg.pad_token_id)[..., None]
 
     def logits(c):
-        return jax.jit(MaskedLM(c).apply)({"params": params}, ids)
+        return jax.jit(model_for(c).apply)({"params": params}, ids)
     ref = logits(cfg.replace(dtype="float32"))
     err = lambda out: float(jnp.linalg.norm(jnp.where(real, out - ref, 0.0))  # noqa: E731
                             / jnp.linalg.norm(jnp.where(real, ref, 0.0)))

@@ -66,6 +66,16 @@ def task_items(restored: RestoredRun) -> list[Item]:
     return [Item(ex.inputs[i], prompts[i], int(ex.rows["response_length"][i]), ex.targets[i]) for i in rows]
 
 
+def check_text(t: str) -> None:
+    """A prompt must be non-empty UTF-8 text."""
+    try:
+        t.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InputError(f"the prompt is not valid UTF-8 text (byte {e.start}); pass UTF-8 text")
+    if not t or not t.strip():
+        raise InputError("empty prompt: give some text to condition on")
+
+
 def read_input(path: Path) -> list[str]:
     """The prompts of a JSONL file (a "prompt" or "inputs" string per line); every problem is one `InputError`
     naming the file and line."""
@@ -87,20 +97,11 @@ def read_input(path: Path) -> list[str]:
         text = row.get("prompt", row.get("inputs")) if isinstance(row, dict) else None
         if not isinstance(text, str):
             raise InputError(f'--input {path} line {n} has no "prompt" (or "inputs") string')
+        check_text(text)  # JSON can hold a lone surrogate or an empty string
         texts.append(text)
     if not texts:
         raise InputError(f"--input {path} holds no prompts")
     return texts
-
-
-def check_text(t: str) -> None:
-    """A prompt must be non-empty UTF-8 text."""
-    try:
-        t.encode("utf-8")
-    except UnicodeEncodeError as e:
-        raise InputError(f"the prompt is not valid UTF-8 text (byte {e.start}); pass UTF-8 text")
-    if not t or not t.strip():
-        raise InputError("empty prompt: give some text to condition on")
 
 
 def text_items(restored: RestoredRun) -> list[Item]:
@@ -109,8 +110,7 @@ def text_items(restored: RestoredRun) -> list[Item]:
     else:
         texts = read_input(Path(FLAGS.input))
     items = []
-    for t in texts:
-        check_text(t)
+    for t in texts:  # each checked already: --prompt in main, --input's lines in read_input
         ids = list(restored.vocab.encode(t))
         if len(ids) + 3 > restored.max_length:
             raise InputError(f"prompt has {len(ids)} tokens; with <s>, </s> and a response it must fit in "

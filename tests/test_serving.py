@@ -70,6 +70,27 @@ def test_engine_request_alone_equals_mixed_batch_admitted_mid_flight(generator, 
     assert all(f._cache_size() == 1 for f in engine._fns.values())
 
 
+def test_progress_reports_every_call_and_snapshots_every_step_with_the_same_tokens(generator):
+    """A settled-prefix stream (`progress`) is reported after each engine call of up to `steps_per_call` steps; a
+    `diffusing` stream (`snapshots`) after each step; neither changes the tokens."""
+    from dlm_jax.serving import Engine
+    restored, gen = generator
+    prompt = list(restored.vocab.encode("Das Haus ist klein."))
+    cfg = SamplerConfig(steps=6, strategy="reparam-uncond-deterministic-cosine")
+    seen, final = {}, {}
+    for kind, kw in (("plain", {}), ("progress", {"progress": True}), ("snapshots", {"snapshots": True})):
+        engine = Engine(gen, slots=2, steps_per_call=4)
+        engine.submit(Request(1, prompt, 6, cfg, **kw))
+        while not engine.idle():
+            for u in engine.step():
+                seen.setdefault(kind, []).append(u.steps)
+                final[kind] = u
+    assert seen == {"plain": [6], "progress": [4, 6], "snapshots": [1, 2, 3, 4, 5, 6]}
+    for kind in ("progress", "snapshots"):
+        np.testing.assert_array_equal(final[kind].tokens, final["plain"].tokens)
+        np.testing.assert_array_equal(final[kind].scores, final["plain"].scores)
+
+
 @pytest.mark.parametrize("admission, admitted, left", [("pack", ["a1", "a2", "b1", "b2"], ["a3"]),
                                                          ("fcfs", ["a1", "a2", "a3", "b1"], ["b2"])])
 def test_admission_packs_live_micro_batches_and_bounds_the_wait(generator, admission, admitted, left):

@@ -36,7 +36,9 @@ from dlm_jax.inference.generator import Generator, bucket
 @dataclasses.dataclass
 class Request:
     """One generation request: a prompt (ids of the original vocabulary, without `<s>`), its response length (the
-    canvas, incl. `</s>`) and sampler settings. `snapshots`: report the canvas after every step."""
+    canvas, incl. `</s>`) and sampler settings. `snapshots`: report the canvas after every step (its pool runs one
+    step per call); `progress`: report it after every engine call (up to `steps_per_call` steps; enough for a
+    settled-prefix stream, which is append-only whatever the granularity)."""
 
     id: int
     prompt: list[int]
@@ -45,6 +47,12 @@ class Request:
     snapshots: bool = False
     seed: int | None = None  # the key is fold_in(seed of the engine, this or else `id`)
     arrived: float = dataclasses.field(default_factory=time.perf_counter)
+    progress: bool = False
+
+    @property
+    def reports(self) -> bool:
+        """Whether an unfinished step's canvas is reported."""
+        return self.snapshots or self.progress
 
     @property
     def key_id(self) -> int:
@@ -165,7 +173,7 @@ class Engine(_Queue):
     # -- the step ----------------------------------------------------------------------------------------------
     def step(self) -> list[Update]:
         """Admits waiting requests into free slots, runs one denoising step of every pool that holds a request
-        and retires finished rows. Returns an `Update` for every finished request and every snapshot request."""
+        and retires finished rows. Returns an `Update` for every finished request and every request that `reports`."""
         self._admit()
         updates: list[Update] = []
         for pool in self._pools.values():
@@ -284,7 +292,7 @@ class Engine(_Queue):
         response = pool.response
         out = []
         for slot, req in enumerate(pool.owners):
-            if req is None or not (done[slot] or req.snapshots):
+            if req is None or not (done[slot] or req.reports):
                 continue
             cols = np.flatnonzero(response[slot])
             if req.sampler.fixed_eos:  # the released canvas: the fixed </s> closes the response

@@ -151,9 +151,12 @@ class ServerState:
     metrics: Metrics
     max_body_bytes: int = 1 << 20
 
-    def request(self, params: GenerationParams, snapshots: bool) -> Request:
-        """The engine request of checked params; one-line engine checks (e.g. `ar` steps) become 400s."""
-        req = Request(self.loop.next_id(), params.prompt_ids, params.length, params.sampler, snapshots, params.seed)
+    def request(self, params: GenerationParams) -> Request:
+        """The engine request of checked params; one-line engine checks (e.g. `ar` steps) become 400s. A
+        `diffusing` stream gets every step's canvas; a settled-prefix stream the canvas after every engine call."""
+        req = Request(self.loop.next_id(), params.prompt_ids, params.length, params.sampler,
+                      snapshots=params.stream and params.diffusing, seed=params.seed,
+                      progress=params.stream and params.streams_prefix)
         try:
             self.loop.engine.check(req)
         except UserError as e:
@@ -190,7 +193,7 @@ async def generate(state: ServerState, request: Any, *, chat: bool) -> Any:
     from fastapi.responses import JSONResponse, StreamingResponse
     arrived = time.perf_counter()
     params = parse_request(await read_json(request, state.max_body_bytes), state.ctx, chat=chat)
-    req = state.request(params, snapshots=params.stream and (params.diffusing or params.streams_prefix))
+    req = state.request(params)
     updates: asyncio.Queue = asyncio.Queue()
     aloop = asyncio.get_running_loop()
     state.loop.submit(req, lambda u: aloop.call_soon_threadsafe(updates.put_nowait, u))

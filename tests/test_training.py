@@ -268,19 +268,26 @@ def test_step_flops_count_the_head_at_masked_positions():
     assert train_flops_per_sequence(mb, L, 0) == 3 * (2 * n * (4 * h * h + 3 * h * f) * L + attn)
 
 
+def _kernel_params(cfg) -> int:
+    """Parameters in the matmul kernels of an initialised model of `cfg` (shapes only; no embeddings, norms or
+    biases: q/k/v biases are [heads, head_dim], so dimensions alone would not tell them apart)."""
+    import jax
+    import jax.numpy as jnp
+    from dlm_jax.model import model_for
+    params = jax.eval_shape(lambda: model_for(cfg).init(jax.random.key(0), jnp.ones((1, 8), jnp.int32))["params"])
+    return sum(int(x.size) for path, x in jax.tree_util.tree_leaves_with_path(params)
+               if "kernel" in jax.tree_util.keystr(path))
+
+
 def test_step_flops_of_a_decoder_llm_count_gqa_swiglu_and_a_head_without_transform():
     """The body's matmul parameters in the FLOP count equal the 2-D kernels of an initialised tiny Llama (grouped-
     query attention, a head size override, SwiGLU), and Qwen2.5-0.5B's count gives its published 494M parameters
     (body + the tied 151,936 x 896 table)."""
-    import jax
-    import jax.numpy as jnp
-    from dlm_jax.model import get_config, model_for
+    from dlm_jax.model import get_config
     from dlm_jax.training.step import body_matmul_params, train_flops_per_sequence
     cfg = get_config("tiny-test").replace(family="llama", vocab_size=50, tie_embeddings=True, pad_token_id=0,
                                           num_heads=4, num_kv_heads=2, head_size=12, hidden_size=32)
-    params = jax.eval_shape(lambda: model_for(cfg).init(jax.random.key(0), jnp.ones((1, 8), jnp.int32))["params"])
-    kernels = sum(int(x.size) for path, x in jax.tree_util.tree_leaves_with_path(params)
-                  if x.ndim >= 2 and "embed" not in jax.tree_util.keystr(path).lower())
+    kernels = _kernel_params(cfg)
     assert kernels == body_matmul_params(cfg)
     L = 16
     attn = cfg.num_layers * 4 * L * L * 4 * 12
@@ -294,14 +301,10 @@ def test_step_flops_of_the_encoder_decoder_count_both_stacks_and_cross_attention
     """The encoder-decoder's count: its body parameters equal the 2-D kernels of an initialised tiny model (2
     encoder, 3 decoder layers with cross-attention), attention has one product per encoder layer and two per decoder
     layer over the whole row, and the head is the output product only (no MLM transform)."""
-    import jax
-    import jax.numpy as jnp
-    from dlm_jax.model import get_config, model_for
+    from dlm_jax.model import get_config
     from dlm_jax.training.step import body_matmul_params, train_flops_per_sequence
     cfg = get_config("transformer-tiny-test")
-    params = jax.eval_shape(lambda: model_for(cfg).init(jax.random.key(0), jnp.ones((1, 8), jnp.int32))["params"])
-    kernels = sum(int(x.size) for path, x in jax.tree_util.tree_leaves_with_path(params)
-                  if "kernel" in jax.tree_util.keystr(path))  # q/k/v biases are [heads, head_dim]: not kernels
+    kernels = _kernel_params(cfg)
     assert kernels == body_matmul_params(cfg) == 2 * (4 * 32 * 32 + 2 * 32 * 37) + 3 * (8 * 32 * 32 + 2 * 32 * 37)
     L = 16
     attn = (2 + 2 * 3) * 4 * L * L * 32

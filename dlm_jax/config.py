@@ -22,7 +22,7 @@ import ml_collections
 from dlm_jax.data.features import FeatureSpec
 from dlm_jax.diffusion import DecodeConfig, RDMConfig, SamplerConfig
 from dlm_jax.errors import ConfigError
-from dlm_jax.model import ModelConfig, get_config as get_model_config
+from dlm_jax.model import ModelConfig, get_config as get_model_config, unread_checkpoint_config
 from dlm_jax.model.axes import DEFAULT_RULES
 from dlm_jax.model.configs import mask_row
 from dlm_jax.parallel import batch_mesh_axes, data_parallel_size, resolve_mesh_shape
@@ -399,8 +399,7 @@ def _model(c: ml_collections.ConfigDict) -> ModelSettings:
     # The model.* values as ModelConfig reads them, checked on the named config (or the defaults, for a
     # checkpoint whose own config is read later).
     # (a checkpoint's family is known only when it is read: model.shift is checked there against it)
-    out.apply(get_model_config(m.name) if m.init == "random" else ModelConfig(family="llama" if m.get("shift") else
-                                                                              "roberta"))
+    out.apply(get_model_config(m.name) if m.init == "random" else unread_checkpoint_config(out.overrides))
     return out
 
 

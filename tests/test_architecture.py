@@ -141,3 +141,36 @@ def test_tests_import_no_two_entry_points_whose_flags_collide():
                if a < b and flags[a] & flags[b]]
     assert not clashes, "\n".join(clashes)
     assert _flags_defined(mods["dlm_jax.export"]) & _flags_defined(mods["dlm_jax.data.prepare"])  # the check bites
+
+
+def _family_name_comparisons(path: Path, names: set[str]) -> list[str]:
+    """Comparisons that ask for a model family by name: `x.family == ...` / `in`, or a family's name compared."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, ast.Compare):
+            continue
+        sides = [node.left, *node.comparators]
+        by_attr = any(isinstance(s, ast.Attribute) and s.attr == "family" for s in sides)
+        consts = {c.value for s in sides for c in ast.walk(s) if isinstance(c, ast.Constant)}
+        if by_attr or consts & names:
+            out.append(f"{path.name}:{node.lineno}")
+    return out
+
+
+def test_only_the_model_package_names_families():
+    """Outside dlm_jax/model/ the package asks a family (`family_of(cfg).prompt_separator`, ...), never its name."""
+    from dlm_jax.model.family import REGISTRY
+    names = set(REGISTRY)
+    found = [hit for name, path in _modules().items() if not name.startswith("dlm_jax.model")
+             for hit in _family_name_comparisons(path, names)]
+    assert not found, "family names compared outside dlm_jax/model/:\n" + "\n".join(found)
+    assert {"bert", "roberta", "xlmr-xl", "modernbert", "transformer", "llama"} <= names
+
+
+def test_the_family_check_catches_a_name_comparison(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("def f(cfg, run):\n    return cfg.family == 'llama' or run.model.family in ('bert',)\n")
+    good = tmp_path / "good.py"
+    good.write_text("def f(kind):\n    return kind == 'encoder-decoder'\n")
+    assert len(_family_name_comparisons(bad, {"llama", "bert"})) == 2
+    assert not _family_name_comparisons(good, {"llama", "bert"})

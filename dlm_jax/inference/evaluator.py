@@ -30,6 +30,7 @@ from dlm_jax.data.vocab import HFVocabulary
 from dlm_jax.diffusion import SamplerConfig
 from dlm_jax.errors import ConfigError, InputError, MissingDataError, UserError
 from dlm_jax.inference.generator import Generator, response_ids
+from dlm_jax.model import NAMED_CONFIGS, family_of
 
 
 @dataclasses.dataclass(frozen=True)
@@ -260,7 +261,7 @@ def paper_model(run: Any) -> str:
     initialised XLM-R-BASE shape (":ar" for the decoder-only AR baseline); "<name>:ar" / "<name>:rdm" for the
     encoder-decoder Transformers."""
     name = run.model.name
-    if name.startswith("transformer"):
+    if name in NAMED_CONFIGS and family_of(NAMED_CONFIGS[name]).kind == "encoder-decoder":
         return f"{name}:{run.objective}"
     if run.model.init == "random" and name == "xlmr-base":
         return "scratch:ar" if run.objective == "ar" else "scratch"

@@ -9,6 +9,7 @@ from pathlib import Path
 from dlm_jax import hf_io
 from dlm_jax.errors import ConfigError, InputError
 from dlm_jax.inference.restored import restore_run
+from dlm_jax.model import family_of
 from dlm_jax.model.prune import unprune_params
 from dlm_jax.rundir import RunDir
 
@@ -34,9 +35,10 @@ def check_out(out: Path, overwrite: bool) -> None:
 
 def export_run(workdir: str | Path, out: str | Path, *, step: int | None = None) -> Path:
     """Writes checkpoint `step` (default: the latest) of the run in `workdir` to `out`; returns `out`."""
-    if RunDir(workdir).read_model_config().family == "transformer":
-        raise ConfigError(f"{workdir} is a fairseq-style encoder-decoder, which has no HuggingFace masked-LM "
-                          "format to export to; use its orbax checkpoint (evaluate / generate read it)")
+    cfg = RunDir(workdir).read_model_config()
+    if not family_of(cfg).exportable:
+        raise ConfigError(f"{workdir} is a {family_of(cfg).description} model, which has no HuggingFace format to "
+                          "export to; use its orbax checkpoint (evaluate / generate read it)")
     restored = restore_run(workdir, step=step)
     params, cfg = restored.params, restored.model.cfg
     if restored.vocab_map is not None:

@@ -27,6 +27,7 @@ from dlm_jax.diffusion.sampler import check_steps
 from dlm_jax.data.vocab import HFVocabulary
 from dlm_jax.errors import ConfigError, InputError
 from dlm_jax.model import model_for
+from dlm_jax.model import family_of
 from dlm_jax.model.prune import VocabMap
 
 
@@ -41,7 +42,8 @@ class Generator:
 
     `decoding` (an AR run's, `objective="ar"`): `generate` decodes with a KV cache (greedy or beam search) and
     `score` is the exact negative log-likelihood; the diffusion sampler and the ELBO are for RDM runs. An
-    encoder-decoder (family "transformer") reads `<s> prompt </s> response </s>`: prompts get their `</s>` here.
+    encoder-decoder reads `<s> prompt </s> response </s>` (`prompt_separator`, from its family in `with_vocab`):
+    prompts get their `</s>` here.
     """
 
     model: Any
@@ -59,6 +61,7 @@ class Generator:
     micro_batch: int = 8
     decoding: DecodeConfig | None = None
     head_chunk: int = 0  # > 0: the head's argmax / log-sum-exp read the vocabulary this many rows at a time
+    prompt_separator: bool = False  # prompts end with `</s>` (`Family.prompt_separator`)
 
     def __post_init__(self) -> None:
         self._jitted: dict[tuple, Callable] = {}  # (SamplerConfig, max_response), ("score", samples), ("length",)
@@ -73,7 +76,7 @@ class Generator:
         return cls(model, params, bos_id=vocab.bos_id, eos_id=vocab.eos_id, pad_id=vocab.pad_id,
                    mask_id=mask_id, max_length=max_length, vocab_map=vocab_map, length_model=length_model,
                    length_params=length_params, mesh=mesh, micro_batch=micro_batch, decoding=decoding,
-                   head_chunk=head_chunk)
+                   head_chunk=head_chunk, prompt_separator=family_of(model.cfg).prompt_separator)
 
     def head(self, params: Any, tokens: jax.Array, attn: jax.Array, positions: jax.Array | None) -> Any:
         """The model's logits at `positions`, or with `head_chunk` its head's inputs (`HeadParts`): the sampler's
@@ -86,8 +89,7 @@ class Generator:
 
     def _prompts(self, prompts: Sequence[Sequence[int]]) -> list[list[int]]:
         """The prompts as the model reads them: with `</s>` appended for an encoder-decoder."""
-        family = getattr(getattr(self.model, "cfg", None), "family", None)  # test doubles may have no config
-        sep = [self.eos_id] if family == "transformer" else []
+        sep = [self.eos_id] if self.prompt_separator else []
         return [[*p, *sep] for p in prompts]
 
     def _jit(self, fn: Callable) -> Callable:

@@ -19,7 +19,7 @@ from dlm_jax.data.features import FeatureSpec
 from dlm_jax.data.vocab import HFVocabulary
 from dlm_jax.errors import ConfigError
 from dlm_jax.inference.generator import Generator
-from dlm_jax.model import MaskedLM, ModelConfig, abstract_params, model_for
+from dlm_jax.model import MaskedLM, ModelConfig, abstract_params, family_of, model_for
 from dlm_jax.model.length import LengthPredictor
 from dlm_jax.model.prune import VocabMap, tokenizer_mask_id
 from dlm_jax.parallel import make_mesh, sharded_abstract
@@ -45,7 +45,7 @@ class RestoredRun:
         """The row layout for evaluation: the run's length (at most the model's), overlong examples skipped as in
         the paper."""
         return self.run.data.feature_spec(self.vocab, self.model.cfg.max_length, overlong="skip",
-                                          separator=self.model.cfg.family == "transformer")
+                                          separator=family_of(self.model.cfg).prompt_separator)
 
     @property
     def max_length(self) -> int:

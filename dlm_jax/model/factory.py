@@ -1,5 +1,4 @@
-"""The model of a config: the masked LM of the encoder families or fairseq's encoder-decoder, and its abstract
-params."""
+"""The model of a config (its family's Flax module) and its abstract params."""
 from __future__ import annotations
 
 from typing import Any
@@ -8,17 +7,13 @@ import jax
 import jax.numpy as jnp
 
 from dlm_jax.model.configs import ModelConfig
-from dlm_jax.model.encoder import MaskedLM
-from dlm_jax.model.llama import DecoderLM
-from dlm_jax.model.seq2seq import Seq2SeqLM
-
-MODULES = {"transformer": Seq2SeqLM, "llama": DecoderLM}
+from dlm_jax.model.family import family_of
 
 
 def model_for(cfg: ModelConfig, *, decode: bool = False) -> Any:
-    """`Seq2SeqLM` for the "transformer" family, `DecoderLM` for "llama" (Llama / Qwen2), else `MaskedLM`;
-    `decode`: with a KV cache (`prefill` / `decode_step`)."""
-    return MODULES.get(cfg.family, MaskedLM)(cfg, decode=decode)
+    """The Flax module of `cfg`'s family (`MaskedLM`, `Seq2SeqLM`, `DecoderLM`); `decode`: with a KV cache
+    (`prefill` / `decode_step`)."""
+    return family_of(cfg).module(cfg, decode=decode)
 
 
 def abstract_params(cfg: ModelConfig) -> Any:

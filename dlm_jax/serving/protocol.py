@@ -13,6 +13,7 @@ from typing import Any, Callable, Sequence
 
 from dlm_jax.diffusion import SamplerConfig
 from dlm_jax.errors import UserError
+from dlm_jax.model import family_of
 
 MAX_STOP = 4  # OpenAI's limit on stop strings
 ROLES = ("system", "developer", "user", "assistant")
@@ -58,7 +59,7 @@ def context_for(restored: Any, generator: Any, *, model: str, max_steps: int, de
         predict = lambda ids: int(generator.predict_lengths([ids], 1)[0, 0])  # noqa: E731
     return ServeContext(model=model, max_length=restored.max_length, sampler=sampler or restored.run.sampler,
                         max_steps=max_steps, encode=lambda t: list(restored.vocab.encode(t)),
-                        separator=int(restored.model.cfg.family == "transformer"), predict_length=predict,
+                        separator=int(family_of(restored.model.cfg).prompt_separator), predict_length=predict,
                         default_max_tokens=default_max_tokens)
 
 

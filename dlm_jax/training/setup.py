@@ -24,7 +24,7 @@ from dlm_jax.data.vocab import HFVocabulary
 from dlm_jax.errors import ConfigError, InputError
 from dlm_jax.inference import restore_run
 from dlm_jax.inference.evaluator import EvalRequest, TaskData, check_available, load_task_data, task_names
-from dlm_jax.model import get_config as get_model_config, model_for
+from dlm_jax.model import family_of, get_config as get_model_config, model_for
 from dlm_jax.model.configs import MASK_ROW_PREFIX
 from dlm_jax.model.length import LengthPredictor
 from dlm_jax.model.prune import VocabMap, mean_init_rows, prune_params, tokenizer_mask_id
@@ -102,16 +102,16 @@ def build_model(run: RunConfig, mesh: Any) -> _Model:
     if m.init != "random":
         pre = load_pretrained(m.init, mesh=mesh, rules=run.mesh.rules, **m.overrides)
         tokenizer = pre.tokenizer if pre.tokenizer is not None else _tokenizer(m.tokenizer)
-        if pre.config.family == "llama":  # a decoder LLM: <pad> / <mask> added, their rows the mean of the others
+        if family_of(pre.config).adds_diffusion_tokens:  # a decoder LLM: <pad> / <mask> added, rows the mean
             return _adapted_llm(pre, tokenizer, m)
         return _Model(pre.model, pre.params, tokenizer)
     tokenizer = _tokenizer(m.tokenizer)
-    if get_model_config(m.name).family == "llama" and run.objective != "ar":  # RDM from scratch needs <mask>
+    if family_of(get_model_config(m.name)).adds_diffusion_tokens and run.objective != "ar":  # RDM needs <mask>
         add_diffusion_tokens(tokenizer, m.mask_token)
     cfg = m.apply(get_model_config(m.name)).replace(vocab_size=len(tokenizer),
                                                      pad_token_id=int(tokenizer.pad_token_id))
     cfg = with_mask_row(cfg, tokenizer, m.mask_token)
-    if cfg.family == "transformer":  # the source ends at the tokenizer's </s>
+    if family_of(cfg).prompt_separator:  # the source ends at the tokenizer's </s>
         cfg = cfg.replace(sep_token_id=HFVocabulary(tokenizer).eos_id)
     model = model_for(cfg)
     ids = jnp.zeros((1, 8), jnp.int32)
@@ -208,7 +208,7 @@ def setup(run: RunConfig) -> Setup:
     built = build_model(run, mesh)
     vocab = HFVocabulary(built.tokenizer, mask_id=tokenizer_mask_id(built.model.cfg, built.vocab_map))
     spec = run.data.feature_spec(vocab, built.model.cfg.max_length,
-                                 separator=built.model.cfg.family == "transformer")
+                                 separator=family_of(built.model.cfg).prompt_separator)
     train = None
     if run.data.cache:
         train = pipeline.load_examples(run.data.task, "train", spec, vocab, limit=run.data.train_limit)

@@ -17,7 +17,7 @@ import optax
 from dlm_jax.config import OptimizerConfig
 from dlm_jax.diffusion import RDMConfig, ar_loss, rdm_loss
 from dlm_jax.diffusion.fused_head import HeadParts
-from dlm_jax.model import MaskedLM, ModelConfig
+from dlm_jax.model import MaskedLM, ModelConfig, family_of
 from dlm_jax.model.length import LengthPredictor, length_loss
 
 State = dict[str, Any]  # the keys are `dlm_jax.rundir.STATE_KEYS`
@@ -170,50 +170,25 @@ PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "V100": 125.0, "TPU 
 
 
 def body_matmul_params(cfg: ModelConfig) -> int:
-    """Matmul parameters of the body (every layer's attention projections and MLP; no embeddings, norms or head).
-
-    Encoders: q, k, v, o of hidden x hidden and a 2-matrix MLP per layer (ModernBERT's GeGLU input product is
-    [hidden, 2 * intermediate]: 3 matrices). Decoder LLMs ("llama"): q and o of hidden x heads * head_dim, k and v of
-    hidden x kv_heads * head_dim (grouped-query attention), and SwiGLU's gate, up and down (3 matrices). The
-    encoder-decoder ("transformer"): `num_layers` encoder layers, and `num_decoder_layers` decoder layers of
-    self-attention, cross-attention (4 more hidden x hidden) and a 2-matrix MLP.
-    """
-    h, f, n = cfg.hidden_size, cfg.intermediate_size, cfg.num_layers
-    if cfg.family == "llama":
-        q, kv = cfg.num_heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim
-        return n * (2 * h * q + 2 * h * kv + 3 * h * f)
-    encoder = n * (4 * h * h + (3 if cfg.family == "modernbert" else 2) * h * f)
-    if cfg.family == "transformer":
-        return encoder + cfg.num_decoder_layers * (8 * h * h + 2 * h * f)
-    return encoder
-
-
-def _attention_keys(cfg: ModelConfig, length: int) -> int:
-    """Keys per query summed over the attention products of every layer: `length` per layer, the band of
-    2 * window_radius + 1 keys on a ModernBERT sliding-window layer, and the encoder-decoder's decoder layers twice
-    (self- and cross-attention; both stacks run over the whole row, `model.seq2seq`)."""
-    if cfg.family == "modernbert":
-        band = min(length, 2 * cfg.window_radius + 1)
-        return sum(length if kind == "full_attention" else band for kind in cfg.attention_kinds)
-    if cfg.family == "transformer":
-        return (cfg.num_layers + 2 * cfg.num_decoder_layers) * length
-    return cfg.num_layers * length
+    """Matmul parameters of the body (every layer's attention projections and MLP; no embeddings, norms or head):
+    the family's count (`Family.body_matmul_params`, e.g. grouped-query attention and SwiGLU for decoder LLMs, the
+    decoder layers' cross-attention for the encoder-decoder)."""
+    return family_of(cfg).body_matmul_params(cfg)
 
 
 def train_flops_per_sequence(cfg: ModelConfig, length: int, predicted: float) -> float:
     """Training FLOPs of one sequence = 3 x forward (forward + 2x backward).
 
     Forward: 2 * `body_matmul_params` * length + attention (QK^T and AV: 4 * length * keys * heads * head_dim,
-    keys from `_attention_keys`) + the head at the `predicted` positions: 2 * (hidden^2 + vocab * hidden) each for
-    an encoder's MLM head (transform, then the output product), 2 * vocab * hidden for a decoder LLM's and the
-    encoder-decoder's (the output product only). The encoder-decoder runs both stacks over the whole row, so this
-    is the work it does, up to twice that of separate source and target tensors.
+    keys per query summed over the attention products from `Family.attention_keys`: ModernBERT's sliding layers see
+    a band, the encoder-decoder's decoder layers attend twice) + the head at the `predicted` positions:
+    2 * `Family.head_matmul_params` each (an encoder's MLM transform and output product; the output product alone
+    for a decoder LLM and the encoder-decoder).
     """
-    h = cfg.hidden_size
-    head = 2 * cfg.vocab_size * h + (0 if cfg.family in ("llama", "transformer") else 2 * h * h)
-    attention = 4 * length * _attention_keys(cfg, length) * cfg.num_heads * cfg.head_dim
+    fam = family_of(cfg)
+    attention = 4 * length * fam.attention_keys(cfg, length) * cfg.num_heads * cfg.head_dim
     fwd = 2 * body_matmul_params(cfg) * length + attention
-    return 3.0 * (fwd + predicted * head)
+    return 3.0 * (fwd + predicted * 2 * fam.head_matmul_params(cfg))
 
 
 def train_flops_per_step(cfg: ModelConfig, length: int, rows: int, predicted: float) -> float:

@@ -160,3 +160,24 @@ def test_uneven_split_names_the_array_the_axis_and_the_fix():
     abstract = jax.eval_shape(lambda: MaskedLM(even).init(jax.random.key(0), jnp.ones((2, 8), jnp.int32))["params"])
     shardings = parallel.logical_to_shardings(abstract, mesh)
     assert nn.unbox(shardings)["word"]["embedding"].spec[0] == "tensor"
+
+
+@pytest.mark.parametrize("devices", [1, 8])
+def test_the_train_step_compiles_once_whatever_the_mesh_size(devices):
+    """A fresh state's scalars (step counters) are placed on the mesh like the step's outputs: on a 1-device mesh
+    they were not, so the second step compiled the whole step again (and the logged tokens/s counted it)."""
+    from jax.sharding import NamedSharding
+    mesh = make_mesh({"data": -1}, devices=jax.devices()[:devices])
+    w = jax.device_put(jnp.ones((8, 3)), NamedSharding(mesh, P()))
+    state = parallel.replicate_unplaced({"step": jnp.zeros((), jnp.int32), "w": w}, mesh)
+    assert all(isinstance(x.sharding, NamedSharding) and x.sharding.mesh == mesh for x in jax.tree.leaves(state))
+
+    def step(st, batch, frozen):
+        return {"step": st["step"] + 1, "w": st["w"] * batch["x"].mean()}, {"loss": st["w"].sum()}
+
+    jitted = parallel.jit_train_step(step, state, mesh)
+    batch = parallel.global_batch({"x": np.ones((8, 2), np.float32)}, mesh)
+    with parallel.mesh_rules(mesh, DEFAULT_RULES):
+        for _ in range(3):
+            state, _ = jitted(state, batch, None)
+    assert int(state["step"]) == 3 and jitted._cache_size() == 1

@@ -116,9 +116,17 @@ def init_optimizer_state(tx: Any, params: Any, mesh: Mesh) -> Any:
 
 
 def replicate_unplaced(tree: Any, mesh: Mesh) -> Any:
-    """Leaves not already spread over the mesh (step counters, a freshly initialised head) become replicated."""
+    """Leaves not already placed on the mesh (step counters, a freshly initialised head) become replicated on it.
+
+    A leaf counts as placed only with a NamedSharding over this mesh: a scalar on the one device of a 1-device mesh
+    has the mesh's devices but not its sharding type, and the step's outputs would then differ from its inputs in
+    type, which made the second train step compile the whole step again."""
     rep = NamedSharding(mesh, P())
-    return jax.tree.map(lambda x: x if len(x.sharding.device_set) == mesh.size else jax.device_put(x, rep), tree)
+
+    def placed(x: Any) -> bool:
+        return isinstance(x.sharding, NamedSharding) and x.sharding.mesh == mesh
+
+    return jax.tree.map(lambda x: x if placed(x) else jax.device_put(x, rep), tree)
 
 
 def jit_train_step(step_fn: Callable, state: Any, mesh: Mesh, rules: Rules = DEFAULT_RULES) -> Callable:

@@ -8,7 +8,8 @@ from dlm_jax.config import base_config
 
 
 def parse_arg(arg: str | None, **defaults):
-    """"a=1,b=x" (or a bare variant name) -> ConfigDict over `defaults` (big_vision style)."""
+    """"a=1,b=x" (or a bare variant name) -> ConfigDict over `defaults` (big_vision style). A key that is not in
+    `defaults` is refused (ValueError: one error line naming the keys), never silently carried."""
     out = ml_collections.ConfigDict(defaults)
     if not arg:
         return out
@@ -17,8 +18,17 @@ def parse_arg(arg: str | None, **defaults):
             out.variant = part
             continue
         k, v = part.split("=", 1)
-        out[k] = type(defaults[k])(v) if k in defaults and defaults[k] is not None else v
+        if k not in defaults:
+            raise ValueError(f"unknown config argument {k!r} in {arg!r}; this file takes "
+                             f"{', '.join(sorted(defaults))} (e.g. {next(iter(defaults))}=...)")
+        out[k] = type(defaults[k])(v) if defaults[k] is not None else v
     return out
+
+
+def no_arg(arg: str | None, path: str) -> None:
+    """A config file without variants refuses one (`configs/tiny.py:foo` would train the default silently)."""
+    if arg:
+        raise ValueError(f"{path} takes no variant or arguments, got {arg!r}; drop ':{arg}'")
 
 
 HUB_IDS = {"base": "FacebookAI/xlm-roberta-base", "large": "FacebookAI/xlm-roberta-large",

@@ -9,10 +9,11 @@ training, checkpoints, evaluation, generation) runs. configs/demo.py is the run 
 """
 import ml_collections
 
-from configs.common import base_config
+from configs.common import base_config, no_arg
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    no_arg(arg, "configs/tiny.py")
     c = base_config()
     c.num_train_steps = 20
     c.batch_size = 8

@@ -10,6 +10,7 @@ there exactly as they override a config file in `train`.
 """
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import re
@@ -42,9 +43,32 @@ def define_config_override_flag() -> None:
     try:  # ml_collections reads the command line's --config.key overrides here, at definition
         config_flags.DEFINE_config_dict("config", config_lib.base_config(), "Overrides of the run's saved config.",
                                         lock_config=True)
-    except (AttributeError, KeyError) as e:
-        _fail(f"unknown config key {e}; the keys are those `python -m dlm_jax.train --config configs/demo.py "
-              "--dump` prints")
+    except (AttributeError, KeyError):
+        _fail(unknown_key_message(sys.argv))
+
+
+def unknown_key_message(argv: list[str]) -> str:
+    """The error for a `--config.a.b=...` whose key the config lacks, from the schema (`config.base_config()`, which
+    every config file builds on): the first unknown key, the closest existing one, or the keys at that level."""
+    base = config_lib.base_config()
+    for arg in argv:
+        if not arg.startswith("--config."):
+            continue
+        key = arg[len("--config."):].split("=", 1)[0]
+        node, walked = base, []
+        parts = key.split(".")
+        for i, part in enumerate(parts):
+            if not isinstance(node, config_dict.ConfigDict) or part not in node:
+                options = sorted(node.keys()) if isinstance(node, config_dict.ConfigDict) else []
+                near = difflib.get_close_matches(part, options, n=1)
+                where = ".".join(walked) or "the config"
+                hint = (f"did you mean --config.{'.'.join([*walked, near[0], *parts[i + 1:]])}?" if near
+                        else f"{where} has {', '.join(options)}" if options else f"{where} is a value, not a group")
+                return f"unknown config key {key!r}; {hint} (`python -m dlm_jax.train --config configs/demo.py " \
+                       "--dump` prints every key)"
+            node, walked = node[part], [*walked, part]
+    return ("unknown config key; the keys are those `python -m dlm_jax.train --config configs/demo.py --dump` "
+            "prints")
 
 
 def config_overrides() -> dict[str, object]:
@@ -178,9 +202,8 @@ def parse_flags(argv: list[str]) -> list[str]:
         _fail(e)
     except OSError as e:
         _fail(f"cannot read the config file: {e}; give an existing file, e.g. --config configs/demo.py")
-    except (AttributeError, KeyError) as e:
-        _fail(f"unknown config key {e}; the keys are those `python -m dlm_jax.train --config configs/demo.py "
-              "--dump` prints")
+    except (AttributeError, KeyError):
+        _fail(unknown_key_message(argv))
     except flags.Error as e:
         text = str(e)
         if "Traceback" in text:  # ml_collections formats a config file's own exception into the message
@@ -201,9 +224,8 @@ def load_config_flag() -> None:
         why = re.search(r"\[Errno \d+\] ([^\n]*)", str(e))
         raise ConfigError(f"cannot read the config file: {why.group(1) if why else ' '.join(str(e).split())}; "
                           "give an existing file, e.g. --config configs/demo.py") from None
-    except (AttributeError, KeyError) as e:
-        raise ConfigError(f"unknown config key {e}; the keys are those `python -m dlm_jax.train --config "
-                          "configs/demo.py --dump` prints") from None
+    except (AttributeError, KeyError):
+        raise ConfigError(unknown_key_message(sys.argv)) from None
 
 
 def run(main: Callable[[list[str]], int | None]) -> None:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from dlm_jax.inference import EvalRequest
 
 cli.define_inference_flags()
+flags.adopt_module_key_flags(cli)  # --helpshort lists --config and --workdir, defined in cli
 flags.DEFINE_integer("checkpoint", None, "Checkpoint step (default: the latest).")
 flags.DEFINE_list("tasks", None, "Tasks to evaluate (default: the training task).")
 flags.DEFINE_string("split", None, "Split (default: each task's evaluation split).")

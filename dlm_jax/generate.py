@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # the heavy modules are imported where used: --helpshort and 
     from dlm_jax.inference import RestoredRun
 
 cli.define_inference_flags()
+flags.adopt_module_key_flags(cli)  # --helpshort lists --config and --workdir, defined in cli
 flags.DEFINE_string("prompt", None, "One prompt.")
 flags.DEFINE_string("input", None, "JSONL file with a 'prompt' (or 'inputs') field per line.")
 flags.DEFINE_string("input_task", None, "Take prompts (and oracle lengths) from a task's split.")

@@ -23,6 +23,7 @@ from dlm_jax.errors import ConfigError
 from dlm_jax.rundir import RunDir
 
 cli.define_inference_flags()
+flags.adopt_module_key_flags(cli)  # --helpshort lists --config and --workdir, defined in cli
 flags.DEFINE_string("host", "127.0.0.1", "Address to listen on (0.0.0.0: every interface).")
 flags.DEFINE_integer("port", 8000, "Port; 0 picks a free one (printed).")
 flags.DEFINE_integer("slots", 8, "Requests decoding at once (the engine's rows).")

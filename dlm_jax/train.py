@@ -16,6 +16,7 @@ from dlm_jax.config import parse
 from dlm_jax.errors import ConfigError
 
 cli.define_config_file_flag()
+flags.adopt_module_key_flags(cli)  # --helpshort lists --config, defined in cli
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics.jsonl, TensorBoard and the config.")
 flags.DEFINE_bool("dump", False, "Print the resolved config (as config.json will hold it) and exit.")
 flags.mark_flags_as_required(["config"])

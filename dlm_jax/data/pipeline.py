@@ -23,7 +23,7 @@ import seqio  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from dlm_jax.data import features
-from dlm_jax.data.registry import get_task_or_mixture, row_access
+from dlm_jax.data.registry import check_split, get_task_or_mixture, row_access
 from dlm_jax.data.vocab import HFVocabulary
 from dlm_jax.errors import InputError
 
@@ -42,8 +42,9 @@ class Examples:
 def load_examples(name: str, split: str, spec: features.FeatureSpec, vocab: HFVocabulary, *,
                   limit: int | None = None, shard: seqio.ShardInfo | None = None) -> Examples:
     """Tokenizes (with `vocab`) and lays out a whole (finite) split of a task or mixture."""
-    ds = get_task_or_mixture(name, vocab).get_dataset(sequence_length=None, split=split, shuffle=False,
-                                               shard_info=shard, num_epochs=1)
+    task = get_task_or_mixture(name, vocab)
+    check_split(name, task, split)
+    ds = task.get_dataset(sequence_length=None, split=split, shuffle=False, shard_info=shard, num_epochs=1)
     if limit:
         ds = ds.take(limit)
     counters = features.Counters()

@@ -29,7 +29,7 @@ import tensorflow as tf  # noqa: E402
 from dlm_jax.data import eval_specs, metrics, sources
 from dlm_jax.data.eval_specs import EvalSpec
 from dlm_jax.data.vocab import HFVocabulary, tokenize_in_batches
-from dlm_jax.errors import ConfigError, MissingDataError, UserError
+from dlm_jax.errors import ConfigError, InputError, MissingDataError, UserError
 
 _EVAL_SPECS: dict[str, EvalSpec] = {}
 _REGISTERED_WITH: list[HFVocabulary] = []  # the vocabulary the registry's tasks currently use
@@ -380,6 +380,19 @@ def register_all(vocab: HFVocabulary, *, flan2022_root: Path | None = None) -> N
 def mixture_members(name: str) -> list[str]:
     """The members of registered mixture `name` (tasks or mixtures) in the order they were listed."""
     return list(_MIXTURE_ORDER.get(name, [t.name for t in seqio.get_mixture_or_task(name).tasks]))
+
+
+def check_split(name: str, task: seqio.Task | seqio.Mixture, split: str) -> None:
+    """One `InputError` naming the splits when `task` has no `split` (a TFDS source lists its splits only once the
+    data set is prepared: that is checked when it is read)."""
+    try:
+        splits = task.splits
+    except ValueError:
+        return
+    if splits and split not in splits:
+        close = difflib.get_close_matches(split, list(splits), n=1)
+        raise InputError(f"{name} has no split {split!r}; its splits: {', '.join(splits)}"
+                         + (f" (did you mean {close[0]!r}?)" if close else ""))
 
 
 def get_task_or_mixture(name: str, vocab: HFVocabulary) -> seqio.Task | seqio.Mixture:

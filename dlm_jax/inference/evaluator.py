@@ -25,7 +25,7 @@ from dlm_jax.data import eval_specs, features, metrics, pipeline
 from dlm_jax.data.eval_specs import EvalSpec
 from dlm_jax.data.features import FeatureSpec
 from dlm_jax.data.paper_results import paper_value
-from dlm_jax.data.registry import eval_spec, get_task_or_mixture, mixture_members
+from dlm_jax.data.registry import check_split, eval_spec, get_task_or_mixture, mixture_members
 from dlm_jax.data.vocab import HFVocabulary
 from dlm_jax.diffusion import SamplerConfig
 from dlm_jax.errors import ConfigError, InputError, MissingDataError, UserError
@@ -80,12 +80,7 @@ def check_available(names: list[str], vocab: HFVocabulary, split: str | None) ->
     for name in names:
         task = get_task_or_mixture(name, vocab)
         wanted = split or eval_spec(name).split
-        try:
-            splits = task.splits
-        except ValueError:  # a TFDS source lists its splits only once the data set is prepared (checked below)
-            splits = None
-        if splits and wanted not in splits:
-            raise InputError(f"{name} has no split {wanted!r}; its splits: {', '.join(splits)}")
+        check_split(name, task, wanted)
         try:
             task.source.get_dataset(wanted, shuffle=False)
         except UserError as e:

@@ -19,7 +19,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
+import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -201,6 +204,36 @@ class RunDir:
         return out["state"]["params"], got
 
 
+def _short_reason(e: BaseException, limit: int = 100) -> str:
+    """`Type: the first words of the message`, without object reprs (`<... at 0x...>`), at most `limit` chars."""
+    text = re.sub(r"<[^<>]* at 0x[0-9a-f]+>", "", " ".join(str(e).split()))
+    text = text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " ..."
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def _abandoned_read(exc_type: type, exc: BaseException, tb: Any) -> bool:
+    """The traceback tensorstore prints when a read orbax abandoned (a damaged checkpoint) completes after orbax
+    closed its event loop: harmless, printed once per array."""
+    frames = traceback.extract_tb(tb)
+    return (exc_type is RuntimeError and str(exc) == "Event loop is closed"
+            and any(f.name == "call_soon_threadsafe" for f in frames))
+
+
+def _quiet_abandoned_reads() -> None:
+    """After a checkpoint failed to load, `_abandoned_read` tracebacks are dropped (hundreds to thousands of lines
+    for one damaged checkpoint); every other exception is printed as before."""
+    hook = sys.excepthook
+    if getattr(hook, "drops_abandoned_reads", False):
+        return
+
+    def excepthook(exc_type: type, exc: BaseException, tb: Any) -> None:
+        if not _abandoned_read(exc_type, exc, tb):
+            hook(exc_type, exc, tb)
+
+    excepthook.drops_abandoned_reads = True  # type: ignore[attr-defined]
+    sys.excepthook = excepthook
+
+
 def newest_readable(steps: list[int], load: Any, where: str) -> tuple[int, Any] | None:
     """(step, load(step)) of the first of `steps` (newest first) that loads; each unreadable newer one is skipped
     with one warning line. None without steps; `CheckpointMismatchError` (one line, the newest error) when none
@@ -210,8 +243,9 @@ def newest_readable(steps: list[int], load: Any, where: str) -> tuple[int, Any] 
         try:
             out = load(step)
         except Exception as e:  # noqa: BLE001 - orbax / tensorstore raise many kinds for a damaged checkpoint
-            first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
-            errors.append((step, f"{type(e).__name__}: {first}"))
+            _quiet_abandoned_reads()
+            logging.debug("checkpoint %d: %r", step, e)  # the whole error, for --verbosity=1
+            errors.append((step, _short_reason(e)))
             continue
         for bad, why in errors:
             logging.warning("checkpoint %d in %s is incomplete or unreadable (%s); using step %d instead",

@@ -325,7 +325,9 @@ def test_an_unreadable_latest_checkpoint_is_skipped_with_one_warning(trained, tm
     r = _run("dlm_jax.train", "--config", "configs/tiny.py", "--workdir", str(wd), "--config.num_train_steps=10")
     assert r.returncode == 0, r.stderr[-3000:]
     assert "checkpoint 16" in r.stderr and "using step 8 instead" in r.stderr and "resuming at step 8" in r.stderr
-    assert "Traceback" not in r.stderr
+    assert "Traceback" not in r.stderr and "Event loop is closed" not in r.stderr  # orbax's abandoned reads
+    warning = [line for line in r.stderr.splitlines() if "checkpoint 16" in line]
+    assert len(warning) == 1 and len(warning[0]) < 300 and " at 0x" not in warning[0], warning
     assert {"8", "10", "16"} <= {p.name for p in (wd / "checkpoints").iterdir()}  # saved; the damaged one kept
 
 

@@ -211,27 +211,29 @@ def _short_reason(e: BaseException, limit: int = 100) -> str:
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
-def _abandoned_read(exc_type: type, exc: BaseException, tb: Any) -> bool:
-    """The traceback tensorstore prints when a read orbax abandoned (a damaged checkpoint) completes after orbax
-    closed its event loop: harmless, printed once per array."""
-    frames = traceback.extract_tb(tb)
-    return (exc_type is RuntimeError and str(exc) == "Event loop is closed"
+def _abandoned_read(unraisable: Any) -> bool:
+    """What tensorstore reports (through `sys.unraisablehook`) when a read orbax abandoned (a damaged checkpoint)
+    completes after orbax closed its event loop: harmless, one traceback per array."""
+    frames = traceback.extract_tb(unraisable.exc_traceback)
+    return (unraisable.exc_type is RuntimeError and str(unraisable.exc_value) == "Event loop is closed"
             and any(f.name == "call_soon_threadsafe" for f in frames))
 
 
 def _quiet_abandoned_reads() -> None:
-    """After a checkpoint failed to load, `_abandoned_read` tracebacks are dropped (hundreds to thousands of lines
-    for one damaged checkpoint); every other exception is printed as before."""
-    hook = sys.excepthook
+    """After a checkpoint failed to load, `_abandoned_read` reports are dropped (hundreds to thousands of lines
+    for one damaged checkpoint); every other unraisable exception is printed as before."""
+    hook = sys.unraisablehook
     if getattr(hook, "drops_abandoned_reads", False):
         return
 
-    def excepthook(exc_type: type, exc: BaseException, tb: Any) -> None:
-        if not _abandoned_read(exc_type, exc, tb):
-            hook(exc_type, exc, tb)
+    def unraisablehook(unraisable: Any) -> None:
+        if not _abandoned_read(unraisable):
+            hook(unraisable)
 
-    excepthook.drops_abandoned_reads = True  # type: ignore[attr-defined]
-    sys.excepthook = excepthook
+    unraisablehook.drops_abandoned_reads = True  # type: ignore[attr-defined]
+    sys.unraisablehook = unraisablehook
+    # ... and asyncio's report of the same abandoned reads' futures ("Future exception was never retrieved")
+    logging.getLogger("asyncio").addFilter(lambda r: not str(r.msg).startswith("Future exception was never"))
 
 
 def newest_readable(steps: list[int], load: Any, where: str) -> tuple[int, Any] | None:

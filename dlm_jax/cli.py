@@ -103,9 +103,13 @@ def check_workdir(path: str | Path, flag: str = "--workdir") -> None:
         raise InputError(f"{flag} {p} cannot be written ({e.strerror or e}); choose a folder you can write")
 
 
-def check_output_file(path: str | Path, flag: str) -> None:
-    """An output file's folder must exist or be creatable and writable, checked before the work that fills it."""
+def check_output_file(path: str | Path, flag: str, suffixes: tuple[str, ...] = ()) -> None:
+    """An output file's folder must exist or be creatable and writable, and its name end in one of `suffixes` (the
+    formats the command writes, when it picks the format by the name), checked before the work that fills it."""
     p = Path(path)
+    if suffixes and p.suffix.lower() not in suffixes:
+        raise InputError(f"{flag} {p}: the file name must end in {' or '.join(suffixes)} (the format is chosen by "
+                         "the extension)")
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
         existed = p.exists()

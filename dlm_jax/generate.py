@@ -184,7 +184,7 @@ def show_trajectory(restored: RestoredRun, items: list[Item], decoded: dict[str,
                   "response lengths": ", ".join(str(int(m.sum())) for m in first["response_mask"])}
         if sampler.threshold is not None or "adaptive" in decoded:
             header["threshold"] = sampler.threshold or 0.9
-        svg = FLAGS.trajectory.endswith(".svg")
+        svg = Path(FLAGS.trajectory).suffix.lower() == ".svg"
         if compare and not svg:
             page = visualize.comparison_html([list(g) for g in zip(*per.values())], header)
         else:  # an SVG figure stacks the strategies' grids of each example
@@ -208,7 +208,7 @@ def main(argv: list[str]) -> int:
         check_text(FLAGS.prompt)
     RunDir(FLAGS.workdir).require()  # a missing run and bad flags are reported before the heavy imports
     if FLAGS.trajectory:
-        cli.check_output_file(FLAGS.trajectory, "--trajectory")  # before the generation, not after it
+        cli.check_output_file(FLAGS.trajectory, "--trajectory", (".html", ".svg"))  # before the generation
     restored = cli.restore_from_flags()
     items = task_items(restored) if FLAGS.input_task else text_items(restored)
     from dlm_jax.inference import decode_responses

@@ -137,8 +137,7 @@ def test_the_trajectory_page_renders_in_a_real_browser(trained, tmp_path):
         assert (np.abs(pixels.astype(int) - rgb).sum(1) < 8).sum() > 100, colour
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("args, needle", [
+BAD_INPUT = [
     (["dlm_jax.evaluate", "--workdir", "/nonexistent/run"], "does not exist"),
     (["dlm_jax.generate", "--workdir", "WD", "--prompt", "   ", "--length", "4"], "empty prompt"),
     (["dlm_jax.generate", "--workdir", "WD", "--prompt", "Haus " * 200, "--length", "4"], "Shorten it"),
@@ -167,23 +166,68 @@ def test_the_trajectory_page_renders_in_a_real_browser(trained, tmp_path):
     (["dlm_jax.evaluate", "--workdir", "WD", "--batch_size", "0"], "must be at least 1"),
     (["dlm_jax.evaluate", "--workdir", "WD", "--rank_samples", "-1"], "must be >= 0"),
     (["dlm_jax.generate", "--workdir", "WD", "--input_task", "ding_de_en", "--index", "99999"], "past the end"),
+    (["dlm_jax.generate", "--workdir", "WD", "--input_task", "ding_de_en", "--split", "bogus"], "no split 'bogus'"),
+    (["dlm_jax.data.show", "ding_de_en", "--split", "tset"], "(did you mean 'test'?)"),
+    (["dlm_jax.generate", "--workdir", "WD", "--prompt", "Hallo", "--length", "4", "--trajectory", "TMP/t.png"],
+     "must end in .html or .svg"),
+    (["dlm_jax.train", "--config", "configs/tiny.py", "--workdir", "TMP", "--config.optimizer.lrr=1"],
+     "did you mean --config.optimizer.lr?"),
+    (["dlm_jax.evaluate", "--workdir", "WD", "--config.samplr.steps=3"], "did you mean --config.sampler.steps?"),
+    (["dlm_jax.train", "--config", "configs/tiny.py:foo", "--workdir", "TMP"], "takes no variant"),
+    (["dlm_jax.train", "--config", "configs/demo.py:stepz=3", "--workdir", "TMP"], "unknown config argument 'stepz'"),
     (["launch.local_multiprocess", "--num_processes", "2", "--devices_per_process", "0", "--", "-m",
       "dlm_jax.train"], "--devices_per_process must be at least 1"),
-])
-def test_bad_input_gives_a_clear_message(trained, tmp_path, args, needle):
-    (tmp_path / "bad.jsonl").write_text('{"prompt": "Hallo"}\n{"prompt": \n')
-    (tmp_path / "latin1.jsonl").write_bytes('{"prompt": "spät"}\n'.encode("latin-1"))
-    (tmp_path / "nonempty").mkdir()
-    (tmp_path / "nonempty" / "model-00001-of-00002.safetensors").write_bytes(b"stale")
-    paths = {"WD": trained, "BADJSON": tmp_path / "bad.jsonl", "LATIN1": tmp_path / "latin1.jsonl",
-             "TMP": tmp_path / "run", "NONEMPTY": tmp_path / "nonempty"}
+]
+# Each entry point's cases run in one interpreter (tests/cli_cases.py): one import of JAX / TF / seqio per entry
+# point, not per case. A few stay separate processes: an override read at import, the multi-process launcher.
+OWN_PROCESS = {("dlm_jax.evaluate", "--config.nope=1"), ("dlm_jax.evaluate", "--config.samplr.steps=3"),
+               ("launch.local_multiprocess", "--num_processes")}
+
+
+def _own_process(args):
+    return any(args[0] == m and flag in args for m, flag in OWN_PROCESS)
+
+
+@pytest.fixture(scope="module")
+def bad_input_results(tiny_trained, tmp_path_factory):
+    """{case index: {"rc", "stderr"}} for every BAD_INPUT case, plus the tmp folder they ran against."""
+    tmp = tmp_path_factory.mktemp("bad_input")
+    (tmp / "bad.jsonl").write_text('{"prompt": "Hallo"}\n{"prompt": \n')
+    (tmp / "latin1.jsonl").write_bytes('{"prompt": "spät"}\n'.encode("latin-1"))
+    (tmp / "nonempty").mkdir()
+    (tmp / "nonempty" / "model-00001-of-00002.safetensors").write_bytes(b"stale")
+    paths = {"WD": tiny_trained, "BADJSON": tmp / "bad.jsonl", "LATIN1": tmp / "latin1.jsonl",
+             "TMP": tmp / "run", "NONEMPTY": tmp / "nonempty"}
     head = lambda a: a.split("/")[0]  # noqa: E731  "LATIN1/t.html": a path under a file
-    r = _run(*[str(paths[head(a)]) + a[len(head(a)):] if head(a) in paths else a for a in args])
-    assert r.returncode == 2 and needle in r.stderr, r.stderr[-2000:]
-    assert "Traceback" not in r.stderr
-    *before, last = r.stderr.strip().splitlines()  # the error is one line, the last; only log lines come before
-    assert last.startswith("error: ") and all(re.match(r"[IW]\d{4} ", line) for line in before), r.stderr[-2000:]
-    assert (tmp_path / "nonempty" / "model-00001-of-00002.safetensors").read_bytes() == b"stale"  # nothing lost
+    argvs = [[str(paths[head(a)]) + a[len(head(a)):] if head(a) in paths else a for a in args]
+             for args, _ in BAD_INPUT]
+    out, groups = {}, {}
+    for i, argv in enumerate(argvs):
+        if _own_process(argv):
+            r = _run(*argv)
+            out[i] = {"rc": r.returncode, "stderr": r.stderr}
+        else:
+            groups.setdefault(argv[0], []).append(i)
+    for module, idx in groups.items():
+        r = subprocess.run([sys.executable, str(REPO / "tests" / "cli_cases.py"), module,
+                            json.dumps([argvs[i][1:] for i in idx])], cwd=REPO, capture_output=True, text=True,
+                           timeout=600, env={**__import__("os").environ, "XLA_FLAGS": ""})
+        rows = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+        assert len(rows) == len(idx), (module, r.stdout[-2000:], r.stderr[-3000:])
+        out.update(zip(idx, rows))
+    return out, tmp
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", range(len(BAD_INPUT)), ids=[needle for _, needle in BAD_INPUT])
+def test_bad_input_gives_a_clear_message(bad_input_results, case):
+    results, tmp = bad_input_results
+    r, needle = results[case], BAD_INPUT[case][1]
+    assert r["rc"] == 2 and needle in r["stderr"], r["stderr"][-2000:]
+    assert "Traceback" not in r["stderr"]
+    *before, last = r["stderr"].strip().splitlines()  # the error is one line, the last; only log lines come before
+    assert last.startswith("error: ") and all(re.match(r"[IW]\d{4} ", line) for line in before), r["stderr"][-2000:]
+    assert (tmp / "nonempty" / "model-00001-of-00002.safetensors").read_bytes() == b"stale"  # nothing lost
 
 
 @pytest.mark.slow

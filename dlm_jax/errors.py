@@ -7,7 +7,12 @@ from __future__ import annotations
 
 
 class UserError(Exception):
-    """Something the user can fix; the message says what was wrong and how to fix it."""
+    """Something the user can fix; the message says what was wrong and how to fix it. `field` (optional) names the
+    setting at fault in a request's terms (e.g. "steps", "max_tokens"): the server's 400 reports it as `param`."""
+
+    def __init__(self, message: str = "", *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class ConfigError(UserError, ValueError):

@@ -124,18 +124,22 @@ CTX = ServeContext(model="m", max_length=16, sampler=SamplerConfig(steps=4), max
 
 
 @pytest.mark.parametrize("body, status, param", [
-    ([1], 400, None), ({"prompt": ""}, 400, "prompt"), ({"prompt": 3}, 400, "prompt"), ({}, 400, "prompt"),
-    ({"prompt": "the", "max_tokens": 0}, 400, "max_tokens"), ({"prompt": "the", "max_tokens": "8"}, 400, "max_tokens"),
-    ({"prompt": "the cat", "max_tokens": 13}, 400, "max_tokens"), ({"prompt": "the", "temperature": 2.5}, 400,
+    ([1], 400, None), ({"model": "m", "prompt": ""}, 400, "prompt"), ({"model": "m", "prompt": 3}, 400, "prompt"),
+    ({"model": "m"}, 400, "prompt"), ({"prompt": "the"}, 400, "model"), ({"model": None, "prompt": "the"}, 400, "model"),
+    ({"model": "m", "prompt": "the", "max_token": 3}, 400, "max_token"),
+    ({"model": "m", "prompt": "the", "messages": []}, 400, "messages"),
+    ({"model": "m", "prompt": "the", "presence_penalty": 0.5}, 400, "presence_penalty"),
+    ({"model": "m", "prompt": "the", "max_tokens": 0}, 400, "max_tokens"), ({"model": "m", "prompt": "the", "max_tokens": "8"}, 400, "max_tokens"),
+    ({"model": "m", "prompt": "the cat", "max_tokens": 13}, 400, "max_tokens"), ({"model": "m", "prompt": "the", "temperature": 2.5}, 400,
                                                                     "temperature"),
-    ({"prompt": "the", "strategy": "nope"}, 400, "strategy"), ({"prompt": "the", "threshold": 0.5}, 400, "threshold"),
-    ({"prompt": "the", "strategy": "adaptive", "threshold": 1.5}, 400, "threshold"),
-    ({"prompt": "the", "stop": ["a", "b", "c", "d", "e"]}, 400, "stop"), ({"prompt": "the", "stop": [1]}, 400, "stop"),
-    ({"prompt": "the", "n": 2}, 400, "n"), ({"prompt": "the", "logprobs": 1}, 400, "logprobs"),
-    ({"prompt": "the", "best_of": 3}, 400, "best_of"), ({"prompt": "the", "top_p": 0.9}, 400, "top_p"),
-    ({"prompt": "the", "steps": 0}, 400, "steps"), ({"prompt": "the", "steps": 33}, 400, "steps"),
-    ({"prompt": "the", "strategy": "ar", "steps": 3, "max_tokens": 5}, 400, "steps"),
-    ({"prompt": "the", "stream": "yes"}, 400, "stream"), ({"prompt": "the", "model": "other"}, 404, "model"),
+    ({"model": "m", "prompt": "the", "strategy": "nope"}, 400, "strategy"), ({"model": "m", "prompt": "the", "threshold": 0.5}, 400, "threshold"),
+    ({"model": "m", "prompt": "the", "strategy": "adaptive", "threshold": 1.5}, 400, "threshold"),
+    ({"model": "m", "prompt": "the", "stop": ["a", "b", "c", "d", "e"]}, 400, "stop"), ({"model": "m", "prompt": "the", "stop": [1]}, 400, "stop"),
+    ({"model": "m", "prompt": "the", "n": 2}, 400, "n"), ({"model": "m", "prompt": "the", "logprobs": 1}, 400, "logprobs"),
+    ({"model": "m", "prompt": "the", "best_of": 3}, 400, "best_of"), ({"model": "m", "prompt": "the", "top_p": 0.9}, 400, "top_p"),
+    ({"model": "m", "prompt": "the", "steps": 0}, 400, "steps"), ({"model": "m", "prompt": "the", "steps": 33}, 400, "steps"),
+    ({"model": "m", "prompt": "the", "strategy": "ar", "steps": 3, "max_tokens": 5}, 400, "steps"),
+    ({"model": "m", "prompt": "the", "stream": "yes"}, 400, "stream"), ({"prompt": "the", "model": "other"}, 404, "model"),
 ])
 def test_bad_requests_name_the_field(body, status, param):
     with pytest.raises(APIError) as e:
@@ -145,19 +149,19 @@ def test_bad_requests_name_the_field(body, status, param):
 
 
 def test_requests_parse_into_the_engines_terms():
-    p = parse_request({"prompt": "the cat", "max_tokens": 5, "strategy": "adaptive", "temperature": 0,
+    p = parse_request({"model": "m", "prompt": "the cat", "max_tokens": 5, "strategy": "adaptive", "temperature": 0,
                        "stop": "mat", "stream": True, "stream_options": {"include_usage": True}}, CTX, chat=False)
     assert (p.prompt_ids, p.length, p.max_tokens, p.stop) == ([3, 4], 6, 5, ("mat",))
     assert p.sampler.strategy == "adaptive" and p.sampler.threshold == 0.9 and p.sampler.argmax
     assert p.stream and p.include_usage and p.streams_prefix
-    ar = parse_request({"prompt": "the", "strategy": "ar", "max_tokens": 5}, CTX, chat=False)
+    ar = parse_request({"model": "m", "prompt": "the", "strategy": "ar", "max_tokens": 5}, CTX, chat=False)
     assert ar.sampler.steps == 6  # one step per response position unless asked
-    chat = parse_request({"messages": [{"role": "system", "content": "the"}, {"role": "user", "content": [
+    chat = parse_request({"model": "m", "messages": [{"role": "system", "content": "the"}, {"role": "user", "content": [
         {"type": "text", "text": "cat"}]}]}, CTX, chat=True)
     assert chat.prompt_ids == [3, 4] and chat.length == 16 - 1 - 2  # no max_tokens: 16 + 1, cut to the room
     for bad in ([], [{"role": "bot", "content": "x"}], [{"role": "user", "content": 3}], [{"role": "user"}]):
         with pytest.raises(APIError, match="messages"):
-            parse_request({"messages": bad}, CTX, chat=True)
+            parse_request({"model": "m", "messages": bad}, CTX, chat=True)
 
 
 def _stream(stops=(), max_tokens=8):
@@ -323,22 +327,22 @@ def test_server_speaks_openai_rejects_bad_input_and_drains_on_sigterm(tiny_train
 
 
 def _bad_inputs_then_valid(url):
-    cases = [(b"{not json", 400), ({"prompt": ""}, 400), ({"prompt": "x", "max_tokens": -1}, 400),
-             ({"prompt": "x", "max_tokens": 400}, 400), ({"prompt": "x", "temperature": 9}, 400),
-             ({"prompt": "x", "strategy": "zzz"}, 400), ({"prompt": "x", "n": 3}, 400),
-             ({"prompt": "x", "model": "gpt-4"}, 404), ({"prompt": "x" * 5000}, 413)]
+    cases = [(b"{not json", 400), ({"model": "tiny", "prompt": ""}, 400), ({"model": "tiny", "prompt": "x", "max_tokens": -1}, 400),
+             ({"model": "tiny", "prompt": "x", "max_tokens": 400}, 400), ({"model": "tiny", "prompt": "x", "temperature": 9}, 400),
+             ({"model": "tiny", "prompt": "x", "strategy": "zzz"}, 400), ({"model": "tiny", "prompt": "x", "n": 3}, 400),
+             ({"prompt": "x", "model": "gpt-4"}, 404), ({"model": "tiny", "prompt": "x" * 5000}, 413)]
     for body, status in cases:
         got, err, _ = _post(f"{url}/v1/completions", body)
         assert got == status and err["error"]["message"], (body, got, err)
-    got, err, _ = _post(f"{url}/v1/chat/completions", {"messages": []})
+    got, err, _ = _post(f"{url}/v1/chat/completions", {"model": "tiny", "messages": []})
     assert got == 400 and err["error"]["param"] == "messages"
     got, err, _ = _post(f"{url}/v1/nowhere", {})
     assert got == 404 and err["error"]["code"] == "not_found"
-    got, ok, _ = _post(f"{url}/v1/completions", {"prompt": "Wie spät ist es?", "max_tokens": 3})
+    got, ok, _ = _post(f"{url}/v1/completions", {"model": "tiny", "prompt": "Wie spät ist es?", "max_tokens": 3})
     assert got == 200 and ok["choices"][0]["text"] is not None
     # a client that leaves mid-stream frees its slot
     req = urllib.request.Request(f"{url}/v1/completions", data=json.dumps(
-        {"prompt": "Wie spät ist es?", "max_tokens": 8, "steps": 2000, "stream": True, "diffusing": True}).encode())
+        {"model": "tiny", "prompt": "Wie spät ist es?", "max_tokens": 8, "steps": 2000, "stream": True, "diffusing": True}).encode())
     with urllib.request.urlopen(req, timeout=30) as r:
         r.readline()
     deadline = time.time() + 20
@@ -376,3 +380,21 @@ def test_serve_flags_fail_in_one_line(args, message):
                        timeout=120, env={**os.environ, "XLA_FLAGS": ""})
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], r.stderr
+
+
+def test_a_prompt_that_fills_the_model_names_the_prompt_and_no_invalid_max_tokens():
+    for extra in ({"max_tokens": 1}, {}):  # the room left is one position: the response's </s> alone
+        with pytest.raises(APIError) as e:
+            parse_request({"model": "m", "prompt": "the " * 14, **extra}, CTX, chat=False)
+        assert e.value.param == "prompt" and "shorten it" in e.value.message and "max_tokens=0" not in e.value.message
+    with pytest.raises(APIError) as e:  # room for some response: the most max_tokens that fits, at least 1
+        parse_request({"model": "m", "prompt": "the " * 10, "max_tokens": 9}, CTX, chat=False)
+    assert e.value.param == "max_tokens" and "at most max_tokens=4" in e.value.message
+
+
+def test_an_engine_check_reports_its_field():
+    from dlm_jax.diffusion.sampler import check_steps
+    from dlm_jax.errors import ConfigError
+    with pytest.raises(ConfigError) as e:
+        check_steps(SamplerConfig(strategy="ar", steps=2), np.asarray([5]))
+    assert e.value.field == "steps"

@@ -351,7 +351,7 @@ def check_steps(config: SamplerConfig, response_lengths: np.ndarray) -> None:
     most = int(np.max(response_lengths, initial=0))
     if config.kind == "ar" and most > config.steps:
         raise ConfigError(f"the ar strategy writes one token per step: steps={config.steps} is fewer than a "
-                          f"response of {most} tokens; set --config.sampler.steps={most} or more")
+                          f"response of {most} tokens; set --config.sampler.steps={most} or more", field="steps")
 
 
 def _adaptive_step(state: tuple, cur_tok: jax.Array, cur_score: jax.Array, log_tau: jax.Array) -> tuple:

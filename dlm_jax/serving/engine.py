@@ -378,9 +378,10 @@ def check_request(gen: Generator, request: Request, max_steps: int) -> None:
     room = gen.max_length - 1 - len(gen._prompts([request.prompt])[0])
     if request.length < 1 or request.length > room:
         raise InputError(f"the prompt has {len(request.prompt)} tokens and the response {request.length}: "
-                         f"together with <s> they must fit in {gen.max_length} positions")
+                         f"together with <s> they must fit in {gen.max_length} positions", field="max_tokens")
     if request.sampler.kind != "adaptive" and request.sampler.steps > max_steps:
-        raise ConfigError(f"steps={request.sampler.steps} is more than this engine's max_steps={max_steps}")
+        raise ConfigError(f"steps={request.sampler.steps} is more than this engine's max_steps={max_steps}",
+                          field="steps")
     check_steps(request.sampler, np.asarray([request.length - int(request.sampler.fixed_eos)]))
 
 

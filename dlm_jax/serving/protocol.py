@@ -18,8 +18,17 @@ from dlm_jax.model import family_of
 MAX_STOP = 4  # OpenAI's limit on stop strings
 ROLES = ("system", "developer", "user", "assistant")
 NEVER_REMASK = ("adaptive", "cmlm", "ar")  # strategies whose committed tokens are final: their prefix can stream
+# Every field a body may carry: OpenAI's (completions and chat; those in UNSUPPORTED only at their neutral value) and
+# dlm_jax's extensions (strategy, steps, threshold, diffusing). Any other field is a 400 naming it.
+COMMON_FIELDS = frozenset({"model", "max_tokens", "max_completion_tokens", "temperature", "top_p", "n", "stream",
+                           "stream_options", "stop", "seed", "user", "presence_penalty", "frequency_penalty",
+                           "strategy", "steps", "threshold", "diffusing"})
+CHAT_FIELDS = frozenset({"messages", "top_logprobs", "tools", "functions", "response_format", "logit_bias",
+                         "logprobs"})
+COMPLETION_FIELDS = frozenset({"prompt", "logprobs", "best_of", "echo", "suffix", "logit_bias"})
 UNSUPPORTED = {"logprobs": None, "top_logprobs": None, "best_of": 1, "echo": False, "suffix": None, "tools": None,
-               "functions": None, "logit_bias": None, "response_format": None}
+               "functions": None, "logit_bias": None, "response_format": None, "presence_penalty": 0,
+               "frequency_penalty": 0}
 
 
 class APIError(Exception):
@@ -175,6 +184,9 @@ def _length(body: dict[str, Any], ctx: ServeContext, prompt_ids: list[int]) -> t
             raise _bad(f"the prompt has {len(prompt_ids)} tokens and leaves no room for a response in the model's "
                        f"{ctx.max_length} positions; shorten it", "prompt", "context_length_exceeded")
         return length, length - 1
+    if room < 2:
+        raise _bad(f"the prompt has {len(prompt_ids)} tokens and leaves no room for a response in the model's "
+                   f"{ctx.max_length} positions; shorten it", "prompt", "context_length_exceeded")
     if max_tokens + 1 > room:
         raise _bad(f"the prompt ({len(prompt_ids)} tokens) and max_tokens={max_tokens} (+1 for </s>) exceed the "
                    f"model's {ctx.max_length} positions; at most max_tokens={max(room - 1, 0)} for this prompt",
@@ -209,6 +221,14 @@ def parse_request(body: Any, ctx: ServeContext, *, chat: bool) -> GenerationPara
     """A `/v1/completions` (chat=False) or `/v1/chat/completions` body -> GenerationParams, or `APIError`."""
     if not isinstance(body, dict):
         raise _bad("the request body must be a JSON object", None)
+    known = COMMON_FIELDS | (CHAT_FIELDS if chat else COMPLETION_FIELDS)
+    unknown = sorted(set(body) - known)
+    if unknown:
+        raise _bad(f"unrecognized request argument {unknown[0]!r}"
+                   + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else "")
+                   + f"; this route takes {', '.join(sorted(known))}", unknown[0], "unknown_parameter")
+    if body.get("model") is None:
+        raise _bad(f"you must provide a model parameter ('model': {ctx.model!r})", "model", "missing_required_parameter")
     model = _typed(body, "model", (str,), ctx.model)
     if model != ctx.model:
         raise APIError(404, f"the model {model!r} does not exist; this server serves {ctx.model!r}",

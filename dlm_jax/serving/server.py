@@ -160,7 +160,7 @@ class ServerState:
         try:
             self.loop.engine.check(req)
         except UserError as e:
-            raise APIError(400, str(e), param="steps" if "steps" in str(e) else "max_tokens") from None
+            raise APIError(400, str(e), param=e.field) from None
         return req
 
     def text_stream(self, params: GenerationParams) -> TextStream:

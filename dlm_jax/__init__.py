@@ -7,7 +7,12 @@ only jax / flax / optax. The package layout and its layer order are in the READM
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
+
+# dlm_jax uses transformers for tokenizers and configs only (our models are Flax), so its advice that "PyTorch was
+# not found. Models won't be available ..." is noise on every command of a torch-free install; its warnings stay.
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
 __version__ = "0.1.0"
 

@@ -174,3 +174,19 @@ def test_the_family_check_catches_a_name_comparison(tmp_path):
     good.write_text("def f(kind):\n    return kind == 'encoder-decoder'\n")
     assert len(_family_name_comparisons(bad, {"llama", "bert"})) == 2
     assert not _family_name_comparisons(good, {"llama", "bert"})
+
+
+def test_importing_the_package_silences_transformers_advice():
+    """transformers' advice lines (on a torch-free install: "PyTorch was not found. Models won't be available...",
+    printed by every command though dlm_jax needs torch for nothing) are off once dlm_jax is imported; its
+    warnings stay."""
+    import subprocess
+    import sys
+    probe = ("from transformers.utils import logging as tl\n"
+             "tl.get_logger('transformers.probe').warning_advice('ADVICE')\n"
+             "tl.get_logger('transformers.probe').warning('WARNING')\n")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "TRANSFORMERS_NO_ADVISORY_WARNINGS"}
+    for first, advice in (("", True), ("import dlm_jax\n", False)):
+        r = subprocess.run([sys.executable, "-c", first + probe], capture_output=True, text=True, timeout=300,
+                           cwd=PACKAGE.parent, env=env)
+        assert r.returncode == 0 and "WARNING" in r.stderr and ("ADVICE" in r.stderr) == advice, r.stderr[-2000:]

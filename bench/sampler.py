@@ -169,7 +169,7 @@ def main() -> None:
             model = pre.model
 
             def make_run(config: SamplerConfig, max_response: int | None):
-                """As `dlm_jax.generation.Generator`: params are an argument; the head runs at response positions."""
+                """As `dlm_jax.inference.Generator`: params are an argument; the head runs at response positions."""
                 @jax.jit
                 def run(params, tokens, resp, attn):
                     def fn(t, positions=None):

@@ -41,7 +41,7 @@ try:
 except ImportError:  # lm-eval is an optional extra: pip install -e ".[lmeval]"
     LM, register_model = object, None
 
-log = logging.getLogger("dlm_jax.lm_eval")
+log = logging.getLogger("lm_eval.models.dlm_jax")  # lm-eval's logger tree: shown at its level, with its lines
 INSTALL_HINT = 'lm-eval is not installed; install it with pip install -e ".[lmeval]" (lm-eval==0.4.13)'
 
 
@@ -131,6 +131,12 @@ class DlmJaxLM(LM):
         self.sampler = _sampler(run, self.args)
         self.rng = jax.random.key(self.args.seed)
         self.last_stderr: np.ndarray | None = None
+        self._device = jax_device()
+
+    def get_model_info(self) -> dict[str, Any]:
+        """Merged into the results' `config`: the run, its checkpoint and the JAX devices it ran on."""
+        return {"dlm_jax_workdir": str(self.args.workdir), "dlm_jax_checkpoint_step": int(self.run.step),
+                "jax_devices": jax.device_count(), "jax_backend": jax.default_backend()}
 
     # ---- tokens
     def _encode(self, text: str) -> list[int]:
@@ -232,6 +238,8 @@ def main(argv: list[str]) -> int:
     if jax.process_index() > 0:  # every process computes; process 0 prints and writes
         argv = _drop_outputs(argv)
         sys.stdout = open(os.devnull, "w")
+    if not any(a == "--device" or a.startswith("--device=") for a in argv):  # lm-eval's default is "cuda:0"
+        argv = ["--device", jax_device(), *argv]
     sys.argv = ["lm_eval", "run", *argv]
     setup_logging()
     try:
@@ -241,6 +249,13 @@ def main(argv: list[str]) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def jax_device() -> str:
+    """What the results' `config.device` records: JAX's backend and device count (e.g. "cpu", "gpu x8"), not
+    lm-eval's PyTorch default "cuda:0"; the model runs on every JAX device of the mesh whatever it says."""
+    n = jax.device_count()
+    return jax.default_backend() + (f" x{n}" if n > 1 else "")
 
 
 def _drop_outputs(argv: list[str]) -> list[str]:

@@ -72,6 +72,10 @@ def test_lm_eval_cli_matches_our_rank_classification_at_any_batch_size_and_proce
                        timeout=600, env={**os.environ, **OFFLINE, "XLA_FLAGS": ""})
     assert r.returncode == 0, r.stderr[-3000:]
     assert len(list((tmp_path / "two").rglob("results_*.json"))) == 1
+    config = json.loads(next((tmp_path / "two").rglob("results_*.json")).read_text())["config"]
+    assert config["device"] == "cpu x2" and config["jax_devices"] == 2 and config["dlm_jax_checkpoint_step"] == 8
+    logs = r.stderr + "".join(p.read_text() for p in (tmp_path / "logs").glob("*"))
+    assert "Monte Carlo samples each, mean standard error" in logs, logs[-3000:]  # the README's promise
     got = _results(tmp_path / "two")
     assert "acc,none" in got["dlm_test_mc"] and "exact_match,none" in got["dlm_test_gen"]
     # the same items through dlm_jax's own rank classification (same ids, same seed, same samples)

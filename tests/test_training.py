@@ -400,3 +400,16 @@ def test_periodic_evaluation_runs_the_configured_tasks_through_the_evaluator(tmp
     loop.run(parse(_cfg(num_train_steps=2, eval_every_steps=2, **{"data.eval_examples": 3})), tmp_path / "b")
     rows = [json.loads(l) for l in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     assert any("eval_bleu" in r for r in rows)
+
+
+def test_the_prng_implementation_is_the_runs_and_not_set_for_the_process(tmp_path):
+    """`prng_impl` picks the generator of the run's init and step keys; the process's default is left alone (it
+    was set globally inside loop.run, so anything after a training in the same process drew differently)."""
+    import jax
+    before = jax.config.jax_default_prng_impl
+    losses = {}
+    for impl in ("unsafe_rbg", "threefry2x32"):
+        loop.run(parse(_cfg(prng_impl=impl, num_train_steps=2, checkpoint_every_steps=2)), tmp_path / impl)
+        assert jax.config.jax_default_prng_impl == before
+        losses[impl] = _losses(tmp_path / impl)
+    assert losses["unsafe_rbg"] != losses["threefry2x32"]  # the step's noise really came from the other generator

@@ -488,7 +488,7 @@ def sample(logits_fn: LogitsFn, tokens: jax.Array, response_mask: jax.Array, rng
     Args:
       logits_fn: tokens [batch, length] -> logits [batch, length, vocab]; it closes over padding and params. To keep
         params out of the compiled constants, call `sample` inside your own `jax.jit` that takes params as an
-        argument (see `dlm_jax.generation.Generator`).
+        argument (see `dlm_jax.inference.Generator`).
       tokens: [batch, length] int; response positions are (re)set to `mask_id`.
       response_mask: [batch, length] bool, the positions to generate; nothing else changes.
       rng: PRNG key (used by sampling, stochastic ranking), or one key per row ([batch]): then each row's output

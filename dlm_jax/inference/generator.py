@@ -157,11 +157,13 @@ class Generator:
     def _m(self, old_id: int) -> int:
         return int(self.vocab_map.old_to_new[old_id]) if self.vocab_map is not None else old_id
 
-    def _call_arrays(self, idx: np.ndarray, rows: int, width: int, *arrays: np.ndarray) -> list[np.ndarray]:
-        """`arrays`' rows `idx` cut to `width`, padded to `rows` rows by repeating the last; token arrays (the
-        first) mapped into a pruned model's ids."""
+    def _call_arrays(self, idx: np.ndarray, rows: int, width: int, positions: Sequence[np.ndarray],
+                     per_row: Sequence[np.ndarray] = ()) -> list[np.ndarray]:
+        """Rows `idx` of each array, padded to `rows` rows by repeating the last: `positions` ([n, max_length]:
+        tokens first, mapped into a pruned model's ids, then masks) cut to `width` columns, then `per_row` (e.g.
+        the rows' keys) whole."""
         take = np.concatenate([idx, np.repeat(idx[-1:], rows - len(idx))])
-        out = [a[take][:, :width] if a.ndim == 2 and a.shape[1] == self.max_length else a[take] for a in arrays]
+        out = [a[take][:, :width] for a in positions] + [a[take] for a in per_row]
         if self.vocab_map is not None:
             out[0] = self.vocab_map.to_new(out[0])
         return out
@@ -194,7 +196,7 @@ class Generator:
         trajs: list[tuple[np.ndarray, np.ndarray]] = []
         traj_scores: list[tuple[np.ndarray, np.ndarray]] = []
         for idx, rows, width, max_response in self._calls(attn, resp, batch_size):
-            arrays = self._call_arrays(idx, rows, width, tokens, resp, attn, keys)
+            arrays = self._call_arrays(idx, rows, width, (tokens, resp, attn), (keys,))
             res = self._fn(config, max_response)(self.params, *self._put(*arrays))
             got = np.asarray(res.tokens)[:len(idx)]
             out["tokens"][idx, :width] = self.vocab_map.to_old(got) if self.vocab_map is not None else got
@@ -260,7 +262,7 @@ class Generator:
         tokens[resp.nonzero()] = np.concatenate([[*x, self.eos_id] for x in responses]).astype(tokens.dtype)
         nll, se = np.zeros((len(prompts),), np.float32), np.zeros((len(prompts),), np.float32)
         for idx, rows, width, max_response in self._calls(attn, resp, batch_size):
-            arrays = self._call_arrays(idx, rows, width, tokens, resp, attn, keys)
+            arrays = self._call_arrays(idx, rows, width, (tokens, resp, attn), (keys,))
             fn = self._ar_score_fn() if self.decoding is not None else self._score_fn(num_samples, max_response)
             m, s = fn(self.params, *self._put(*arrays))
             nll[idx], se[idx] = np.asarray(m)[:len(idx)], np.asarray(s)[:len(idx)]
@@ -313,7 +315,7 @@ class Generator:
                    num_evals=np.zeros((n,), np.int32), trajectory=None, trajectory_scores=None)
         out["tokens"][resp] = self.pad_id
         for idx, rows, width, max_new in self._calls(attn, resp, batch_size):
-            arrays = self._call_arrays(idx, rows, width, tokens, resp, attn, limits)
+            arrays = self._call_arrays(idx, rows, width, (tokens, resp, attn), (limits,))
             res = self._ar_fn(config, max_new)(self.params, *self._put(*arrays))
             got = np.asarray(res.tokens)[:len(idx)]
             got = self.vocab_map.to_old(got) if self.vocab_map is not None else got

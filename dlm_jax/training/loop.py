@@ -78,9 +78,6 @@ def run(run_config: RunConfig, workdir: str | Path) -> dict[str, float]:
     rundir = RunDir(workdir)
     if run_config.compilation_cache_dir:
         set_compilation_cache(run_config.compilation_cache_dir)
-    # Dropout's random bits: threefry (the default) is slow on GPUs; rbg / unsafe_rbg are the fast hardware-friendly
-    # generators (a different, still seed-determined, stream).
-    jax.config.update("jax_default_prng_impl", run_config.prng_impl)
     rundir.check_resume(run_config)  # a resume that changes the computation is refused before anything is built
     s = setup(run_config)  # raises on what parsing cannot see (data, shapes x mesh) before the workdir is touched
     rundir.write_run(run_config, s.model.cfg, s.tokenizer, s.vocab_map)

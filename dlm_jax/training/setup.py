@@ -116,7 +116,7 @@ def build_model(run: RunConfig, mesh: Any) -> _Model:
     model = model_for(cfg)
     ids = jnp.zeros((1, 8), jnp.int32)
     params, _ = parallel.sharded_init(lambda k: model.init(k, ids)["params"], mesh, run.mesh.rules,
-                                      jax.random.key(run.seed))
+                                      jax.random.key(run.seed, impl=run.prng_impl))
     logging.info("random init of %s: %d layers, hidden %d, vocabulary %d", m.name, cfg.num_layers, cfg.hidden_size,
                  cfg.vocab_size)
     return _Model(model, params, tokenizer)
@@ -178,7 +178,7 @@ def _loss_and_trainable(run: RunConfig, model: MaskedLM, params: Any, mask_id: i
     if run.stage == "diffusion":
         return diffusion_loss_fn(model, run.diffusion.rdm(mask_id)), params, None
     head = LengthPredictor.for_backbone(model.cfg)
-    trainable = jax.jit(head.init_params)(jax.random.key(run.seed + 1))
+    trainable = jax.jit(head.init_params)(jax.random.key(run.seed + 1, impl=run.prng_impl))
     return length_loss_fn(model, head), trainable, params
 
 
@@ -222,7 +222,8 @@ def setup(run: RunConfig) -> Setup:
     trainable = parallel.replicate_unplaced(trainable, mesh)
     opt_state = parallel.init_optimizer_state(tx, trainable, mesh)  # Adam moments sharded like their params
     state = parallel.replicate_unplaced(new_state(trainable, opt_state), mesh)
-    step_fn = make_train_step(loss_fn, tx, schedule, grad_accum=run.optimizer.grad_accum, seed=run.seed)
+    step_fn = make_train_step(loss_fn, tx, schedule, grad_accum=run.optimizer.grad_accum, seed=run.seed,
+                              prng_impl=run.prng_impl)
     jitted = parallel.jit_train_step(step_fn, state, mesh, run.mesh.rules)
     return Setup(run, mesh, built.model, built.tokenizer, vocab, spec, vmap, state, frozen, train_data,
                  eval_data, jitted, schedule)

@@ -122,8 +122,9 @@ def length_loss_fn(model: MaskedLM, head: LengthPredictor) -> Callable:
 # The step
 # --------------------------------------------------------------------------------------------------------------
 def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation, schedule: optax.Schedule, *,
-                    grad_accum: int, seed: int) -> Callable:
-    """(state, batch, frozen) -> (state, metrics). A non-finite loss or gradient skips the update and counts it."""
+                    grad_accum: int, seed: int, prng_impl: str | None = None) -> Callable:
+    """(state, batch, frozen) -> (state, metrics). A non-finite loss or gradient skips the update and counts it.
+    The step's random bits (noise, dropout) come from a `prng_impl` key (None: JAX's default implementation)."""
 
     def grads_of(params, frozen, batch, rng):
         if grad_accum == 1:
@@ -145,7 +146,7 @@ def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation, schedul
         return jax.tree.map(scale, g), jax.tree.map(scale, m)
 
     def step(state: State, batch: dict[str, jax.Array], frozen: Any) -> tuple[State, dict[str, jax.Array]]:
-        rng = jax.random.fold_in(jax.random.key(seed), state["step"])
+        rng = jax.random.fold_in(jax.random.key(seed, impl=prng_impl), state["step"])
         grads, metrics = grads_of(state["params"], frozen, batch, rng)
         gnorm = optax.global_norm(grads)
         ok = jnp.isfinite(metrics["loss"]) & jnp.isfinite(gnorm)

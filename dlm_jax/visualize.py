@@ -147,32 +147,59 @@ def comparison_html(groups: Sequence[Sequence[Example]], header: dict[str, objec
     return _page("Unmasking order by strategy", header, parts)
 
 
+_CHAR_W, _ROW_H, _PAD = 7.2, 18, 6
+
+
 def trajectory_svg(examples: Sequence[Example], header: dict[str, object]) -> str:
-    """The grid of every example as one SVG figure (monospace cells sized to their longest token)."""
-    char_w, row_h, pad = 7.2, 18, 6
-    lines = [" | ".join(f"{k}: {v}" for k, v in header.items())]
-    body, y, width = [], 2 * row_h, 0.0
+    """The grid of every example as one SVG figure that stands alone as the HTML page does: the run's header, per
+    example its title, a header row of response positions, one row per step, the "settled" row (the step each
+    position took its final token at), and a legend with each colour's meaning."""
+    top = " | ".join(f"{k}: {v}" for k, v in header.items())
+    body, y, width = [_svg_text(_PAD, _ROW_H, top, bold=True)], 2 * _ROW_H, _PAD * 2 + len(top) * _CHAR_W
     for n, ex in enumerate(examples):
-        body.append(_svg_text(pad, y, _svg_title(n, ex), bold=True))
-        y += row_h * 0.6
-        cols = [max(len(_svg_label(c)) for c in col) for col in zip(*ex.steps)]
-        xs = np.concatenate([[pad + 6 * char_w], pad + 6 * char_w + np.cumsum([w * char_w + 8 for w in cols])])
-        for i, cells in enumerate(ex.steps):
-            body.append(_svg_text(pad, y + row_h * 0.7, f"{i:>3}"))
-            for j, cell in enumerate(cells):
-                body.append(_svg_cell(xs[j], y, xs[j + 1] - xs[j] - 2, row_h - 2, cell))
-            y += row_h
-        width, y = max(width, float(xs[-1]) + pad), y + row_h
-    legend_x = pad
+        parts, y, w = _svg_grid(n, ex, y)
+        body, width = body + parts, max(width, w)
+    parts, y, w = _svg_legend(y)
+    body, width = body + parts, max(width, w)
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{y + _PAD:.0f}" '
+            f'font-family="monospace" font-size="11">{"".join(body)}</svg>')
+
+
+def _svg_grid(n: int, ex: Example, y: float) -> tuple[list[str], float, float]:
+    """One example's title, position header, step rows and settled row from height `y`: (parts, next y, width)."""
+    title = _svg_title(n, ex)
+    body = [_svg_text(_PAD, y, title, bold=True)]
+    y += _ROW_H * 0.4
+    settled = settled_steps(ex.steps)
+    cols = [max([len(_svg_label(c)) for c in col] + [len(str(j)), len(str(settled[j] or "-"))])
+            for j, col in enumerate(zip(*ex.steps))]
+    left = _PAD + 8 * _CHAR_W
+    xs = np.concatenate([[left], left + np.cumsum([w * _CHAR_W + 8 for w in cols])])
+    body.append(_svg_text(_PAD, y + _ROW_H * 0.7, "step", bold=True))
+    body += [_svg_text(xs[j] + 3, y + _ROW_H * 0.7, str(j), bold=True) for j in range(len(cols))]
+    y += _ROW_H
+    for i, cells in enumerate(ex.steps):
+        body.append(_svg_text(_PAD, y + _ROW_H * 0.7, f"{i:>4}"))
+        body += [_svg_cell(xs[j], y, xs[j + 1] - xs[j] - 2, _ROW_H - 2, cell) for j, cell in enumerate(cells)]
+        y += _ROW_H
+    body.append(_svg_text(_PAD, y + _ROW_H * 0.7, "settled", bold=True))
+    body += [_svg_text(xs[j] + 3, y + _ROW_H * 0.7, "-" if s is None else str(s)) for j, s in enumerate(settled)]
+    width = max(float(xs[-1]) + _PAD, _PAD * 2 + len(title) * _CHAR_W)
+    return body, y + 2 * _ROW_H, width
+
+
+def _svg_legend(y: float) -> tuple[list[str], float, float]:
+    """A swatch and the words of `LEGEND` for each state, one per line, and what the rows mean."""
+    body = []
     for k in STATES:
-        body.append(_svg_cell(legend_x, y, 9 * char_w, row_h - 2, {"state": k, "text": k, "withdrawn": k}))
-        legend_x += 10 * char_w
-    height = y + row_h + pad
-    width = max(width, legend_x, *(pad * 2 + len(t) * char_w for t in [lines[0]] + [
-        _svg_title(n, ex) for n, ex in enumerate(examples)]))
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
-            f'font-family="monospace" font-size="11">{_svg_text(pad, row_h, lines[0], bold=True)}'
-            f"{''.join(body)}</svg>")
+        body.append(_svg_cell(_PAD, y, 9 * _CHAR_W, _ROW_H - 2, {"state": k, "text": k, "withdrawn": k}))
+        body.append(_svg_text(_PAD + 10 * _CHAR_W, y + _ROW_H * 0.7, LEGEND[k]))
+        y += _ROW_H
+    note = ("Rows: the canvas after each step (step 0: all masked); settled: the step each position took its final "
+            "token at")
+    body.append(_svg_text(_PAD, y + _ROW_H * 0.7, note))
+    width = _PAD * 2 + max([10 * _CHAR_W + len(v) * _CHAR_W for v in LEGEND.values()] + [len(note) * _CHAR_W])
+    return body, y + 2 * _ROW_H, width
 
 
 def _svg_title(n: int, ex: Example) -> str:

@@ -97,6 +97,24 @@ def test_settled_steps_and_side_by_side_columns():
     assert "<h3>ar</h3>" in page and "<h3>reparam</h3>" in page
 
 
+def test_the_svg_figure_stands_alone_as_the_page_does():
+    """Position headers, a step number per row, the settled row and the legend's words, as in the HTML page."""
+    import re as re_
+    import xml.etree.ElementTree as ET
+    from dlm_jax import visualize
+    M = 9
+    steps = visualize.step_cells(np.array([[M, 2, M], [1, M, 3], [1, 2, 3]]), np.ones(3, bool), M, str)
+    svg = visualize.trajectory_svg([visualize.Example("p", "1 2 3", steps)], {"model": "m", "steps": 3})
+    texts = [t.text for t in ET.fromstring(svg).iter("{http://www.w3.org/2000/svg}text")]
+    assert texts[:2] == ["model: m | steps: 3", "Example 0: p -> 1 2 3"]
+    assert texts[2:6] == ["step", "0", "1", "2"]  # the position header
+    at = texts.index("settled")
+    assert texts[at + 1:at + 4] == ["2", "3", "2"]  # the step each position settled at, as settled_steps
+    assert [t.strip() for t in texts if re_.fullmatch(r" *\d+", t or "") and t.startswith(" ")] == ["0", "1", "2", "3"]
+    for state, words in visualize.LEGEND.items():
+        assert state in texts and words in texts
+
+
 @pytest.mark.slow
 def test_generate_compares_left_to_right_and_diffusive_unmasking(trained, tmp_path):
     page_path = tmp_path / "cmp.html"

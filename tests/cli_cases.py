@@ -19,10 +19,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # as `python -m` from the repository root
 
 
-def run_one(module: str, entry, args: list[str]) -> dict:
+def run_one(module: str, entry, args: list[str], defined: set[str]) -> dict:
     from absl import flags
     flags.FLAGS.unparse_flags()
-    for name in [n for n in flags.FLAGS if n.startswith("config.")]:  # ml_collections adds one per override given
+    for name in set(flags.FLAGS) - defined:  # a config file's --config.key flags, added per parse by ml_collections
         delattr(flags.FLAGS, name)
     sys.argv = [module, *args]
     err = io.StringIO()
@@ -51,9 +51,10 @@ def main() -> None:
     sys.argv = [module, *cases[0]]  # modules that read the command line at import see the first case
     mod = importlib.import_module(module)
     from dlm_jax import cli
-    entry = lambda: cli.run(mod.main)  # noqa: E731
+    from absl import flags
+    entry, defined = (lambda: cli.run(mod.main)), set(flags.FLAGS)  # noqa: E731
     for args in cases:
-        print(json.dumps(run_one(module, entry, args)), flush=True)
+        print(json.dumps(run_one(module, entry, args, defined)), flush=True)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,21 @@ def set_dotted(config, overrides: dict):
     return config
 
 
+def run_cli_cases(module: str, argvs: list[list[str]], timeout: int = 600) -> list[dict]:
+    """Each command line `python -m MODULE *argv` run in one interpreter (tests/cli_cases.py): [{"rc", "stderr"}]
+    in order. One import of JAX / TF / seqio for all of an entry point's bad inputs instead of one per case."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+    repo = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, str(repo / "tests" / "cli_cases.py"), module, json.dumps(argvs)], cwd=repo,
+                       capture_output=True, text=True, timeout=timeout, env={**os.environ, "XLA_FLAGS": ""})
+    rows = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+    assert len(rows) == len(argvs), (module, r.stdout[-2000:], r.stderr[-3000:])
+    return rows
+
+
 def torch_or_skip():
     """Imports torch or skips the calling test (parity tests need it; the library never does)."""
     return pytest.importorskip("torch", reason="torch is not installed; parity tests need `pip install torch==2.13.0`")

@@ -144,10 +144,11 @@ def test_restoring_with_the_other_objective_is_one_line(encdec_ar):
 
 
 def test_export_refuses_the_encoder_decoder(encdec_ar, tmp_path):
-    import subprocess
-    import sys
-    r = subprocess.run([sys.executable, "-m", "dlm_jax.export", "--workdir", str(encdec_ar), "--out",
-                        str(tmp_path / "hf")], capture_output=True, text=True, timeout=300)
-    assert r.returncode == 2 and "no HuggingFace" in r.stderr
-    assert len([line for line in r.stderr.splitlines() if line.startswith("error:")]) == 1
+    """A ConfigError (the one error line of `python -m dlm_jax.export`, whose exit-2 plumbing the one-line-error
+    cases of test_end_to_end.py check); nothing is written."""
+    from dlm_jax.errors import ConfigError
+    from dlm_jax.inference.export import export_run
+    with pytest.raises(ConfigError, match="no HuggingFace format"):
+        export_run(encdec_ar, tmp_path / "hf")
+    assert not (tmp_path / "hf").exists()
     assert not (tmp_path / "hf").exists()

@@ -366,7 +366,7 @@ def _sigterm_drains(proc, url):
     assert proc.wait(60) == 0
 
 
-@pytest.mark.parametrize("args, message", [
+SERVE_FLAG_CASES = [
     (["--workdir", "/nonexistent/run", "--slots", "0"], "--slots must be at least 1"),
     (["--workdir", "/nonexistent/run", "--steps_per_call", "0"], "--steps_per_call must be at least 1"),
     (["--workdir", "/nonexistent/run", "--max_skips", "-1"], "--max_skips must be at least 0"),
@@ -374,12 +374,21 @@ def _sigterm_drains(proc, url):
     (["--workdir", "/nonexistent/run", "--length_beam", "3"], "--length_beam 3"),
     (["--workdir", "/nonexistent/run", "--port", "70000"], "--port 70000"),
     (["--workdir", "/nonexistent/run"], "/nonexistent/run"),
-])
-def test_serve_flags_fail_in_one_line(args, message):
-    r = subprocess.run([sys.executable, "-m", "dlm_jax.serve", *args], cwd=REPO, capture_output=True, text=True,
-                       timeout=120, env={**os.environ, "XLA_FLAGS": ""})
-    lines = [line for line in r.stderr.splitlines() if line.strip()]
-    assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], r.stderr
+]
+
+
+@pytest.fixture(scope="module")
+def serve_flag_results():
+    """Every SERVE_FLAG_CASES command line run by `python -m dlm_jax.serve`'s code in one interpreter."""
+    from conftest import run_cli_cases
+    return run_cli_cases("dlm_jax.serve", [args for args, _ in SERVE_FLAG_CASES])
+
+
+@pytest.mark.parametrize("args, message", SERVE_FLAG_CASES)
+def test_serve_flags_fail_in_one_line(serve_flag_results, args, message):
+    r = serve_flag_results[SERVE_FLAG_CASES.index((args, message))]
+    lines = [line for line in r["stderr"].splitlines() if line.strip()]
+    assert r["rc"] == 2 and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], r["stderr"]
 
 
 def test_a_prompt_that_fills_the_model_names_the_prompt_and_no_invalid_max_tokens():

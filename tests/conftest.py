@@ -52,13 +52,36 @@ def torch_or_skip():
     return pytest.importorskip("torch", reason="torch is not installed; parity tests need `pip install torch==2.13.0`")
 
 
+def _shared_dir(tmp_path_factory, name: str):
+    """A folder every pytest-xdist worker of this session sees (the workers' common base), and its lock."""
+    from filelock import FileLock
+    root = tmp_path_factory.getbasetemp()
+    root = root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root
+    return root / name, FileLock(str(root / f"{name}.lock"))
+
+
 @pytest.fixture(scope="session")
 def tiny_trained(tmp_path_factory):
-    """A tiny run trained for 8 steps by the real CLI (configs/tiny.py), shared by the end-to-end tests."""
+    """A tiny run trained for 8 steps by the real CLI (configs/tiny.py), shared by the end-to-end tests: trained
+    once per test session, by whichever xdist worker asks first (the others wait for it and copy it, so tests that
+    write into it do not race). Each worker's copy is its own."""
+    import shutil
+    shared, lock = _shared_dir(tmp_path_factory, "tiny_trained")
+    with lock:
+        if not (shared / "done").exists():
+            _train_tiny(tmp_path_factory, shared / "e2e")
+            (shared / "done").write_text("")
+    wd = tmp_path_factory.mktemp("e2e")
+    shutil.copytree(shared / "e2e", wd, dirs_exist_ok=True)
+    shutil.copy(shared / "train_output.json", wd.parent / "train_output.json")
+    return wd
+
+
+def _train_tiny(tmp_path_factory, wd):
     import subprocess
     import sys
     from pathlib import Path
-    wd = tmp_path_factory.mktemp("e2e")
+    wd.mkdir(parents=True)
     cache = tmp_path_factory.mktemp("xla_cache")  # the config key, not the test session's cache (env var unset)
     r = subprocess.run([sys.executable, "-m", "dlm_jax.train", "--config", "configs/tiny.py", "--workdir", str(wd),
                         "--config.num_train_steps=8", f"--config.compilation_cache_dir={cache}"],
@@ -67,7 +90,6 @@ def tiny_trained(tmp_path_factory):
     assert r.returncode == 0, r.stderr[-3000:]
     assert any(cache.iterdir()), "compilation_cache_dir was not used"
     (wd.parent / "train_output.json").write_text(__import__("json").dumps({"stdout": r.stdout, "stderr": r.stderr}))
-    return wd
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ def trained(tiny_trained):
 
 
 @pytest.mark.slow
-def test_evaluate_writes_json_with_signature(trained):
+def test_evaluate_writes_json_with_signature_and_sharded_gives_the_same(trained):
     r = _run("dlm_jax.evaluate", "--workdir", str(trained), "--tasks", "ding_de_en", "--oracle_length",
              "--config.sampler.steps=3", "--limit", "12")
     assert r.returncode == 0, r.stderr[-3000:]
@@ -33,6 +33,14 @@ def test_evaluate_writes_json_with_signature(trained):
     assert res["signature"].startswith("nrefs:1|case:lc|") and "|case:mixed|" in res["signature_cased"]
     assert "tok:13a" in res["signature"] and res["sampler"]["steps"] == 3
     assert "| ding_de_en | bleu (paper's) |" in r.stdout and "| ding_de_en | bleu_cased |" in r.stdout
+    # the same evaluation sharded: params restored straight into 4 devices' shards give the 1-device results
+    r = _run("dlm_jax.evaluate", "--workdir", str(trained), "--tasks", "ding_de_en", "--oracle_length",
+             "--config.sampler.steps=3", "--limit", "12", "--mesh", "data=2,fsdp=2,tensor=1",
+             env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    four = json.loads((trained / "eval" / "ding_de_en.json").read_text())
+    assert [e["prediction"] for e in four["examples"]] == [e["prediction"] for e in res["examples"]]
+    assert four["metrics"] == res["metrics"]
 
 
 @pytest.mark.slow
@@ -280,20 +288,6 @@ def test_multiple_choice_is_scored_generatively_and_by_rank_classification(train
     assert set(res["metrics"]) == {"accuracy", "accuracy_macro", "rank_accuracy", "rank_accuracy_macro"}
     assert res["sampler"]["steps"] == 1 and res["num_examples"] == 6
     assert 0.0 <= res["metrics"]["rank_accuracy"] <= 100.0
-
-
-@pytest.mark.slow
-def test_sharded_evaluation_gives_the_single_device_result(trained):
-    args = ["dlm_jax.evaluate", "--workdir", str(trained), "--tasks", "ding_de_en", "--oracle_length",
-            "--config.sampler.steps=3", "--limit", "12"]
-    assert _run(*args).returncode == 0
-    one = json.loads((trained / "eval" / "ding_de_en.json").read_text())
-    r = _run(*args, "--mesh", "data=2,fsdp=2,tensor=1",  # params restored straight into 4 devices' shards
-             env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
-    assert r.returncode == 0, r.stderr[-3000:]
-    four = json.loads((trained / "eval" / "ding_de_en.json").read_text())
-    assert [e["prediction"] for e in four["examples"]] == [e["prediction"] for e in one["examples"]]
-    assert four["metrics"] == one["metrics"]
 
 
 @pytest.mark.slow

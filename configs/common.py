@@ -28,7 +28,7 @@ def parse_arg(arg: str | None, **defaults):
 def no_arg(arg: str | None, path: str) -> None:
     """A config file without variants refuses one (`configs/tiny.py:foo` would train the default silently)."""
     if arg:
-        raise ValueError(f"{path} takes no variant or arguments, got {arg!r}; drop ':{arg}'")
+        raise ValueError(f"this file takes no variant or arguments, got {arg!r}; drop ':{arg}'")
 
 
 HUB_IDS = {"base": "FacebookAI/xlm-roberta-base", "large": "FacebookAI/xlm-roberta-large",

@@ -76,12 +76,18 @@ def config_overrides() -> dict[str, object]:
     return dict(config_flags.get_override_values(FLAGS["config"]))
 
 
-def config_line(argv: list[str] | None = None) -> str:
-    """One line saying which config a run uses: the file, its variant and the command line's overrides."""
-    argv = sys.argv if argv is None else argv
+def config_spec(argv: list[str]) -> str | None:
+    """The `FILE.py[:arg]` of the command line's `--config` (either spelling), if any."""
     spec = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
     if spec is None and "--config" in argv and argv.index("--config") + 1 < len(argv):
         spec = argv[argv.index("--config") + 1]
+    return spec
+
+
+def config_line(argv: list[str] | None = None) -> str:
+    """One line saying which config a run uses: the file, its variant and the command line's overrides."""
+    argv = sys.argv if argv is None else argv
+    spec = config_spec(argv)
     path, _, variant = (spec or "?").partition(":")
     overrides = ", ".join(f"{k}={v}" for k, v in config_overrides().items())
     return (f"config: {path}" + (f", variant {variant}" if variant else "")
@@ -209,12 +215,27 @@ def parse_flags(argv: list[str]) -> list[str]:
     except (AttributeError, KeyError):
         _fail(unknown_key_message(argv))
     except flags.Error as e:
-        text = str(e)
-        if "Traceback" in text:  # ml_collections formats a config file's own exception into the message
-            last = [line for line in text.splitlines() if line.strip()][-1]
-            _fail(last.split(": ", 1)[1] if "Error: " in last else last)
-        _fail(f"{text}; see --helpshort")
+        failed = config_file_error(argv)  # ml_collections folds a config file's exception into its own text
+        _fail(failed if failed is not None else f"{str(e).strip().splitlines()[0]}; see --helpshort")
     return []
+
+
+def config_file_error(argv: list[str]) -> str | None:
+    """The message of the exception `get_config(arg)` of the command line's `--config FILE[:arg]` raises (a bad
+    variant or argument), from calling it again ourselves; None when it loads or there is no --config file."""
+    spec = config_spec(argv)
+    path, _, arg = (spec or "").partition(":")
+    if not path.endswith(".py") or not Path(path).is_file():
+        return None
+    import importlib.util
+    module_spec = importlib.util.spec_from_file_location("_dlm_jax_config_check", path)
+    try:
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)  # type: ignore[union-attr]
+        module.get_config(*([arg] if arg else []))
+    except Exception as e:  # noqa: BLE001 - whatever the file raises is its message to the user
+        return f"{path}: {e}" if not isinstance(e, UserError) else str(e)
+    return None
 
 
 def load_config_flag() -> None:

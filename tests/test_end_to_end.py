@@ -414,3 +414,13 @@ def test_the_decoder_only_ar_baseline_trains_through_the_same_command(tmp_path):
         restore_run(wd, config=rdm)
     with pytest.raises(ConfigError, match="objective: 'ar' -> 'rdm'"):  # a resume with the other objective
         RunDir(wd).check_resume(parse(rdm))
+
+
+@pytest.mark.parametrize("module, required", [("dlm_jax.train", ("--config", "--workdir")),
+                                              ("dlm_jax.generate", ("--config", "--workdir", "--prompt")),
+                                              ("dlm_jax.evaluate", ("--config", "--workdir", "--tasks"))])
+def test_helpshort_lists_the_flags_a_user_must_pass(module, required):
+    r = _run(module, "--helpshort", timeout=120)
+    shown = {line.split(":")[0].strip().replace("[no]", "") for line in r.stdout.splitlines()
+             if line.strip().startswith("--")}
+    assert set(required) <= shown, r.stdout[-2000:]

@@ -25,7 +25,7 @@ def parse_arg(arg: str | None, **defaults):
     return out
 
 
-def no_arg(arg: str | None, path: str) -> None:
+def no_arg(arg: str | None) -> None:
     """A config file without variants refuses one (`configs/tiny.py:foo` would train the default silently)."""
     if arg:
         raise ValueError(f"this file takes no variant or arguments, got {arg!r}; drop ':{arg}'")

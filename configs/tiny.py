@@ -13,7 +13,7 @@ from configs.common import base_config, no_arg
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    no_arg(arg, "configs/tiny.py")
+    no_arg(arg)
     c = base_config()
     c.num_train_steps = 20
     c.batch_size = 8

@@ -184,7 +184,7 @@ def in_process(args: argparse.Namespace, items: list[tuple[str, int]]) -> dict:
     engine = Engine(gen, slots=1)
     ctx = context_for(restored, gen, model="m", max_steps=engine.max_steps)
     extra, e2e, tokens = json.loads(args.extra), [], 0
-    reqs = [parse_request({"prompt": p, "max_tokens": n, **extra}, ctx, chat=False) for p, n in items]
+    reqs = [parse_request({"model": "m", "prompt": p, "max_tokens": n, **extra}, ctx, chat=False) for p, n in items]
     engine.warmup()  # every bucket compiled, as the server's --warmup
     t0 = time.perf_counter()
     for i, r in enumerate(reqs):

@@ -357,7 +357,7 @@ def _bad_inputs_then_valid(url):
 def _sigterm_drains(proc, url):
     result = {}
     t = threading.Thread(target=lambda: result.update(r=_post(f"{url}/v1/completions", {
-        "prompt": "Das Haus ist klein.", "max_tokens": 8, "steps": 2000})))
+        "model": "tiny", "prompt": "Das Haus ist klein.", "max_tokens": 8, "steps": 2000})))
     t.start()
     time.sleep(0.5)  # in flight
     proc.send_signal(signal.SIGTERM)

@@ -114,3 +114,15 @@ def tiny_rdm_batch(b=8, length=12, vocab=50, seed=0):
     pad[:, 10:] = 0
     tokens[:, 10:] = 1
     return {"tokens": tokens, "response_mask": resp, "padding_mask": pad}
+
+
+# Modules whose tests take the longest (multi-process launches, CLI subprocesses), collected first so that the two
+# xdist workers start on them and finish together instead of one long test running alone at the end. The order
+# inside a module is kept (module-scoped fixtures are set up once per worker).
+HEAVY_FIRST = ("test_multiprocess.py", "test_lm_eval.py", "test_end_to_end.py", "test_modernbert.py",
+               "test_paper_eval.py", "test_baselines.py", "test_serving.py", "test_training.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(HEAVY_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(HEAVY_FIRST)))  # stable sort

@@ -17,6 +17,7 @@ the params alone (`restore_params`), straight into the shardings it asks for: no
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import logging
 import re
@@ -32,7 +33,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 
 from dlm_jax import config as config_lib
-from dlm_jax.errors import CheckpointMismatchError, ConfigError, NoCheckpointError
+from dlm_jax.errors import CheckpointMismatchError, ConfigError, InputError, NoCheckpointError
 from dlm_jax.model import ModelConfig
 from dlm_jax.model.prune import VocabMap
 
@@ -75,6 +76,19 @@ class RunDir:
         return self.path / name
 
     # -- config, model config, vocabulary, tokenizer ---------------------------------------------------------
+    def metrics_rows(self) -> list[dict[str, Any]]:
+        """The rows of metrics.jsonl (training windows and periodic evaluations), in file order."""
+        f = self.file(METRICS_FILE)
+        if not f.is_file():
+            raise InputError(f"{self.path} has no {METRICS_FILE}; give the --workdir of a training run")
+        rows = []
+        for n, line in enumerate(f.read_text().splitlines(), 1):
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise InputError(f"{f} line {n} is not JSON (a run killed mid-write?); delete that line") from None
+        return rows
+
     def require(self) -> None:
         """Raises `NoCheckpointError` unless this is a dlm_jax run directory."""
         if not self.path.exists():
@@ -202,6 +216,49 @@ class RunDir:
         finally:
             mngr.close()
         return out["state"]["params"], got
+
+
+def metric_curve(rows: list[dict[str, Any]], metric: str, x: str = "step") -> tuple[list[float], list[float]]:
+    """(xs, ys) of `metric` over a run's metrics rows, by step or (`x="wall"`) by training seconds: the first
+    step's compilation (`compile_time_s`) plus each logged window's `step_time_s` x its steps, evaluation time
+    excluded. A row without the metric contributes no point; an evaluation row's wall time is that of its step."""
+    wall, last, seen, walls = 0.0, 0, None, {}
+    for r in sorted((r for r in rows if "step_time_s" in r), key=lambda r: r["step"]):
+        steps, compiled = r["step"] - last, r.get("compile_time_s")
+        if compiled is not None and compiled != seen:  # a process's first step: its compilation + run (resumes too)
+            wall, steps, seen = wall + float(compiled), steps - 1, compiled
+        wall += float(r["step_time_s"]) * max(steps, 0)
+        last, walls[r["step"]] = r["step"], wall
+    xs, ys = [], []
+    for r in rows:
+        if metric in r and isinstance(r[metric], (int, float)):
+            if x == "wall":
+                done = [s for s in walls if s <= r["step"]]
+                xs.append(walls[max(done)] if done else 0.0)
+            else:
+                xs.append(float(r["step"]))
+            ys.append(float(r[metric]))
+    return xs, ys
+
+
+def metric_series(runs: list[str], metric: str, x: str = "step", labels: list[str] | None = None
+                  ) -> dict[str, tuple[list[float], list[float]]]:
+    """label -> (xs, ys) of `metric` per run; one `InputError` naming the run and its metrics when one lacks it."""
+    if not runs:
+        raise InputError("name at least one run, e.g. python -m dlm_jax.plot runs/demo --metric loss --out l.png")
+    if labels is not None and len(labels) != len(runs):
+        raise ConfigError(f"--labels has {len(labels)} labels for {len(runs)} runs; give one per run")
+    series = {}
+    for run, label in zip(runs, labels or [Path(r).name for r in runs]):
+        rows = RunDir(run).metrics_rows()
+        xs, ys = metric_curve(rows, metric, x)
+        if not ys:
+            known = sorted({k for r in rows for k in r if k != "step"})
+            near = difflib.get_close_matches(metric, known, n=1)
+            raise InputError(f"{run} has no metric {metric!r}" + (f" (did you mean {near[0]!r}?)" if near else "")
+                             + f"; its metrics: {', '.join(known)}")
+        series[label] = (xs, ys)
+    return series
 
 
 def _short_reason(e: BaseException, limit: int = 100) -> str:

@@ -252,3 +252,27 @@ def side_by_side_frames(columns: dict[str, Sequence[Sequence[dict]]], *, color: 
     order = [" ".join("-" if s is None else str(s) for s in settled_steps(steps)) for steps in columns.values()]
     lines.append("settled:  " + " | ".join(o.ljust(widths[k]) for o, k in zip(order, frames)))
     return [line.rstrip() for line in lines]
+
+
+FIGURE_FORMATS = (".png", ".svg", ".pdf")
+
+
+def curves_figure(series: dict[str, tuple[Sequence[float], Sequence[float]]], out: str, *, xlabel: str,
+                  ylabel: str, title: str = "") -> None:
+    """Learning curves: one labelled line (with markers) per `label -> (xs, ys)`, written to `out` (.png, .svg or
+    .pdf, by its extension) with matplotlib's file backend."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=150)
+    for label, (xs, ys) in series.items():
+        ax.plot(xs, ys, marker="o", markersize=3, linewidth=1.5, label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(frameon=False)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)

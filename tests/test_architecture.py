@@ -19,7 +19,7 @@ LAYERS = [
     ["dlm_jax.training", "dlm_jax.serving"],
     ["dlm_jax.cli"],
     ["dlm_jax.train", "dlm_jax.evaluate", "dlm_jax.generate", "dlm_jax.export", "dlm_jax.data.show",
-     "dlm_jax.data.prepare", "dlm_jax.lm_eval", "dlm_jax.serve"],
+     "dlm_jax.data.prepare", "dlm_jax.lm_eval", "dlm_jax.serve", "dlm_jax.plot"],
     ["dlm_jax"],
 ]
 

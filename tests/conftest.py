@@ -8,6 +8,13 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# The test models are tiny: compiling them costs far more than running them, so tests (and the processes they
+# start) compile with XLA's optimizations mostly off (about a third less time). What they check is behaviour;
+# the modules whose claims are about production compiles, bit-identical results across batches and processes
+# (test_batch_invariance.py, test_multiprocess.py), turn optimizations back on (`full_optimization`).
+# DLM_TEST_FULL_OPTIMIZATION=1 compiles everything as in production.
+if not os.environ.get("DLM_TEST_FULL_OPTIMIZATION"):
+    os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # A persistent compilation cache for this test session only (subprocesses inherit it): the trainer tests run the
 # same tiny train step several times (full run, killed run, resumed run), and each would otherwise recompile it.
@@ -30,6 +37,19 @@ def set_dotted(config, overrides: dict):
             node = node[part]
         node[last] = value
     return config
+
+
+@pytest.fixture(scope="module")
+def full_optimization():
+    """XLA's optimizations on, in this process and the processes it starts, for a whole module (see the top of
+    this file); a module uses it as an autouse fixture so that its other module fixtures compile under it too."""
+    import jax
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("JAX_DISABLE_MOST_OPTIMIZATIONS", "0")
+        before = jax.config.jax_disable_most_optimizations
+        jax.config.update("jax_disable_most_optimizations", False)
+        yield
+        jax.config.update("jax_disable_most_optimizations", before)
 
 
 def run_cli_cases(module: str, argvs: list[list[str]], timeout: int = 600) -> list[dict]:

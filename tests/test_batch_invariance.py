@@ -13,6 +13,12 @@ from dlm_jax.model.configs import get_config
 V, BOS, PAD, EOS, MASK = 97, 0, 1, 2, 96
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _production_compiles(full_optimization):
+    """Bit-identical results are claimed for production compiles: XLA's optimizations on (tests/conftest.py)."""
+    yield
+
+
 @pytest.fixture(scope="module")
 def gen():
     cfg = get_config("bert-tiny", vocab_size=V, hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128,

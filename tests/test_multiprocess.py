@@ -22,6 +22,12 @@ TINY = {"num_train_steps": 4, "log_every_steps": 1, "checkpoint_every_steps": 4,
         "data.train_limit": 64}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _production_compiles(full_optimization):
+    """Bit-identical results are claimed for production compiles: XLA's optimizations on (tests/conftest.py)."""
+    yield
+
+
 def _flags(overrides: dict) -> list[str]:
     return [f"--config.{k}={v}" for k, v in overrides.items()]
 

@@ -46,7 +46,7 @@ def full_optimization():
     import jax
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("JAX_DISABLE_MOST_OPTIMIZATIONS", "0")
-        before = jax.config.jax_disable_most_optimizations
+        before = jax.config.read("jax_disable_most_optimizations")
         jax.config.update("jax_disable_most_optimizations", False)
         yield
         jax.config.update("jax_disable_most_optimizations", before)

@@ -194,6 +194,24 @@ def test_choice_options_for_rank_classification():
     assert acc == {"accuracy": 50.0, "accuracy_macro": 50.0}
 
 
+def test_built_in_pairs_in_k_shot_prompts(bert_vocab):
+    """ding_de_en_<k>shot: the built-in test pairs with k demonstrations from its train split in the released
+    layout (the long-prompt workload of cached decoding), the references unchanged, the same prompts every time."""
+    from dlm_jax.data import sources
+    spec = features.FeatureSpec(max_length=512, bos_id=101, eos_id=102, pad_id=0)
+    zero = pipeline.load_examples("ding_de_en", "test", spec, bert_vocab, limit=20)
+    four = pipeline.load_examples("ding_de_en_4shot", "test", spec, bert_vocab, limit=20)
+    train = set(sources.ding_pairs("train"))
+    assert four.targets == zero.targets
+    for question, prompt in zip(zero.inputs, four.inputs):
+        demos = re.findall(r"German: (.*?) English: (.*?)(?= German:)", prompt)
+        assert prompt.startswith("Translate the sentences into English.  German: ") and len(demos) == 4
+        assert all(d in train for d in demos) and prompt.endswith(f" German: {question} English: ")
+    assert four.rows["prompt_length"].mean() > 4 * zero.rows["prompt_length"].mean()
+    assert pipeline.load_examples("ding_de_en_4shot", "test", spec, bert_vocab, limit=20).inputs == four.inputs
+    assert registry.eval_spec("ding_de_en_2shot").shots == 2
+
+
 def test_translation_fixtures_and_missing_data_message(data_root, bert_vocab):
     _write(data_root / "iwslt14.tokenized.de-en" / "test.de", "das ist gu@@ t , oder ?\n")
     _write(data_root / "iwslt14.tokenized.de-en" / "test.en", "it &apos;s go@@ od , isn &apos;t it ?\n")

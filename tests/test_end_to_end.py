@@ -249,6 +249,7 @@ def bad_input_results(tiny_trained, tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("bad_input")  # one worker runs every case: the fixture's processes run once
 @pytest.mark.parametrize("case", range(len(BAD_INPUT)), ids=[needle for _, needle in BAD_INPUT])
 def test_bad_input_gives_a_clear_message(bad_input_results, case):
     results, tmp = bad_input_results

@@ -384,6 +384,7 @@ def serve_flag_results():
     return run_cli_cases("dlm_jax.serve", [args for args, _ in SERVE_FLAG_CASES])
 
 
+@pytest.mark.xdist_group("serve_flags")  # one worker: the cases' interpreter runs once
 @pytest.mark.parametrize("args, message", SERVE_FLAG_CASES)
 def test_serve_flags_fail_in_one_line(serve_flag_results, args, message):
     r = serve_flag_results[SERVE_FLAG_CASES.index((args, message))]

@@ -15,6 +15,7 @@ import difflib
 
 import dataclasses
 import functools
+import itertools
 import json
 import re
 from pathlib import Path
@@ -313,12 +314,14 @@ def register_eval_tasks(reg: _Registrar) -> None:
         for k in range(0, min(most, MAX_SHOTS) + 1):
             reg.task(eval_task_name(base, k), _function_source(lambda s, f=reader, kk=k: f(s, kk), [spec.split]),
                      metric_fns=[metric], spec=dataclasses.replace(spec, shots=k, paper_key=base))
-    for k in range(1, MAX_SHOTS + 1):
-        name = f"iwslt14_de_en_prompt_{k}shot"
-        reg.task(name, _function_source(lambda s, kk=k, n=name: sources.iwslt_few_shot_rows(s, kk, n),
+    # k-shot translation prompts: IWSLT14 (Table 6's) and the built-in pairs (long prompts on any machine)
+    for k, (base, pairs) in itertools.product(range(1, MAX_SHOTS + 1), (("iwslt14_de_en_prompt", sources.iwslt_pairs),
+                                                                         ("ding_de_en", sources.ding_pairs))):
+        name = f"{base}_{k}shot"
+        reg.task(name, _function_source(lambda s, kk=k, n=name, p=pairs: sources.few_shot_rows(p, s, kk, n),
                                         ["test", "validation"]),
                  metric_fns=[metrics.bleu_cased_and_uncased("13a")],
-                 spec=dataclasses.replace(eval_specs.TRANSLATION, shots=k, paper_key="iwslt14_de_en_prompt"))
+                 spec=dataclasses.replace(eval_specs.TRANSLATION, shots=k, paper_key=base))
     # Table 6's tasks and shots, built from the original datasets
     reg.mixture("flan_eval_zero_shot", [(n, 1.0) for n in ("iwslt14_de_en_prompt", "mmlu", "bbh_nlp", "tydiqa_goldp",
                                                            "mgsm_en", "mgsm_de")])

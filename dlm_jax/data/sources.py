@@ -15,7 +15,7 @@ import os
 import random
 import re
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -116,13 +116,15 @@ def iwslt_pairs(split: str) -> list[tuple[str, str]]:
     return _fairseq_pairs("iwslt14.tokenized.de-en", split, "de", "en", "prepare-iwslt14.sh", detokenize=True)
 
 
-def iwslt_few_shot_rows(split: str, shots: int, task: str, seed: int = 0) -> list[dict]:
-    """IWSLT14 DE->EN with `shots` demonstrations from the train split (never the evaluated one), in the released
-    layout: the instruction once, then " German: d English: e" per demonstration, then the question."""
-    pool = iwslt_pairs("train")
+def few_shot_rows(pairs: Callable[[str], list[tuple[str, str]]], split: str, shots: int, task: str,
+                  seed: int = 0) -> list[dict]:
+    """DE->EN pairs (IWSLT14, the built-in ding_de_en) with `shots` demonstrations from the train split (never the
+    evaluated one), in the released layout: the instruction once, then " German: d English: e" per demonstration,
+    then the question."""
+    pool = pairs("train")
     rng = random.Random(seed)
     rows = []
-    for de, en in iwslt_pairs(split):
+    for de, en in pairs(split):
         demos = rng.sample(pool, shots)
         turns = "".join(DE_EN_TURN.format(de=d) + e for d, e in demos)
         rows.append({"inputs": DE_EN_INSTRUCTION + turns + DE_EN_TURN.format(de=de), "targets": en, "task": task})

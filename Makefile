@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: install
-	$(PY) -m pytest -n 2 --dist loadgroup --durations=12 tests  # two workers (pytest-xdist), one per core; a group's tests on one worker
+	$(PY) -m pytest -n 2 --durations=12 tests  # two workers (pytest-xdist): the suite is compile-bound, one worker per core
 
 demo: install
 	$(PY) -m dlm_jax.train --config configs/demo.py --workdir $(DEMO_DIR)

@@ -221,9 +221,7 @@ def _own_process(args):
             or args[0] == "launch.local_multiprocess")
 
 
-@pytest.fixture(scope="module")
-def bad_input_results(tiny_trained, tmp_path_factory):
-    """{case index: {"rc", "stderr"}} for every BAD_INPUT case, plus the tmp folder they ran against."""
+def _bad_input_cases(tiny_trained, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("bad_input")
     (tmp / "bad.jsonl").write_text('{"prompt": "Hallo"}\n{"prompt": \n')
     (tmp / "latin1.jsonl").write_bytes('{"prompt": "spät"}\n'.encode("latin-1"))
@@ -245,20 +243,23 @@ def bad_input_results(tiny_trained, tmp_path_factory):
             groups.setdefault(argv[0], []).append(i)
     for module, idx in groups.items():
         out.update(zip(idx, run_cli_cases(module, [argvs[i][1:] for i in idx])))
-    return out, tmp
+    return out, str(tmp)
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("bad_input")  # one worker runs every case: the fixture's processes run once
-@pytest.mark.parametrize("case", range(len(BAD_INPUT)), ids=[needle for _, needle in BAD_INPUT])
-def test_bad_input_gives_a_clear_message(bad_input_results, case):
-    results, tmp = bad_input_results
-    r, needle = results[case], BAD_INPUT[case][1]
-    assert r["rc"] == 2 and needle in r["stderr"], r["stderr"][-2000:]
-    assert "Traceback" not in r["stderr"]
-    *before, last = r["stderr"].strip().splitlines()  # the error is one line, the last; only log lines come before
-    assert last.startswith("error: ") and all(re.match(r"[IW]\d{4} ", line) for line in before), r["stderr"][-2000:]
-    assert (tmp / "nonempty" / "model-00001-of-00002.safetensors").read_bytes() == b"stale"  # nothing lost
+def test_bad_input_gives_a_clear_message(tiny_trained, tmp_path_factory):
+    """Every BAD_INPUT command line: exit 2, the needle in one `error:` line (the last; only log lines before it),
+    no traceback, nothing lost. One test (one worker, one run of the cases); a failure lists every failing case."""
+    results, tmp = _bad_input_cases(tiny_trained, tmp_path_factory)
+    failures = []
+    for i, (args, needle) in enumerate(BAD_INPUT):
+        err = results[i]["stderr"]
+        *before, last = err.strip().splitlines() or [""]
+        if not (results[i]["rc"] == 2 and needle in err and "Traceback" not in err and last.startswith("error: ")
+                and all(re.match(r"[IW]\d{4} ", line) for line in before)):
+            failures.append(f"{' '.join(args)[:120]} -> rc {results[i]['rc']}, wanted {needle!r}:\n{err[-1500:]}")
+    assert not failures, "\n\n".join(failures)
+    assert (Path(tmp) / "nonempty" / "model-00001-of-00002.safetensors").read_bytes() == b"stale"  # nothing lost
 
 
 @pytest.mark.slow

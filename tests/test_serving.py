@@ -377,19 +377,17 @@ SERVE_FLAG_CASES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def serve_flag_results():
-    """Every SERVE_FLAG_CASES command line run by `python -m dlm_jax.serve`'s code in one interpreter."""
+def test_serve_flags_fail_in_one_line():
+    """Every SERVE_FLAG_CASES command line (run by `python -m dlm_jax.serve`'s code in one interpreter): exit 2 and
+    one `error:` line naming the flag; a failure lists every failing case."""
     from conftest import run_cli_cases
-    return run_cli_cases("dlm_jax.serve", [args for args, _ in SERVE_FLAG_CASES])
-
-
-@pytest.mark.xdist_group("serve_flags")  # one worker: the cases' interpreter runs once
-@pytest.mark.parametrize("args, message", SERVE_FLAG_CASES)
-def test_serve_flags_fail_in_one_line(serve_flag_results, args, message):
-    r = serve_flag_results[SERVE_FLAG_CASES.index((args, message))]
-    lines = [line for line in r["stderr"].splitlines() if line.strip()]
-    assert r["rc"] == 2 and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], r["stderr"]
+    results = run_cli_cases("dlm_jax.serve", [args for args, _ in SERVE_FLAG_CASES])
+    failures = []
+    for (args, message), r in zip(SERVE_FLAG_CASES, results):
+        lines = [line for line in r["stderr"].splitlines() if line.strip()]
+        if not (r["rc"] == 2 and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]):
+            failures.append(f"{args} -> rc {r['rc']}, wanted {message!r}: {r['stderr'][-800:]}")
+    assert not failures, "\n".join(failures)
 
 
 def test_a_prompt_that_fills_the_model_names_the_prompt_and_no_invalid_max_tokens():

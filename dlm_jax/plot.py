@@ -28,9 +28,7 @@ FLAGS = flags.FLAGS
 def main(argv: list[str]) -> int:
     cli.quiet_logs()
     out = Path(FLAGS.out)
-    if out.suffix.lower() not in visualize.FIGURE_FORMATS:
-        raise InputError(f"--out {out}: the figure's name must end in {', '.join(visualize.FIGURE_FORMATS)}")
-    cli.check_output_file(out, "--out")
+    cli.check_output_file(out, "--out", visualize.FIGURE_FORMATS)
     series = metric_series(argv[1:], FLAGS.metric, FLAGS.x, FLAGS.labels)
     try:
         import matplotlib  # noqa: F401

@@ -49,7 +49,7 @@ def test_plot_writes_one_labelled_line_per_run_and_bad_input_is_one_line(tmp_pat
         [str(a), "--metric", "bleu", "--out", str(tmp_path / "m.png")],
         [str(a), str(b), "--metric", "loss", "--labels", "one", "--out", str(tmp_path / "l.png")]])
     assert rows[0]["rc"] == 0 and (tmp_path / "ok.png").read_bytes()[:4] == b"\x89PNG"
-    for r, needle in zip(rows[1:], ("must end in .png, .svg, .pdf", "has no metrics.jsonl", "has no metric 'bleu'",
+    for r, needle in zip(rows[1:], ("must end in .png or .svg or .pdf", "has no metrics.jsonl", "has no metric 'bleu'",
                                     "--labels has 1 labels for 2 runs")):
         lines = [line for line in r["stderr"].splitlines() if line.strip()]
         assert r["rc"] == 2 and lines[-1].startswith("error: ") and needle in lines[-1], r["stderr"]

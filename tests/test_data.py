@@ -378,8 +378,6 @@ def test_indexed_stream_hosts_read_only_their_rows_and_together_give_the_global_
 
 
 def test_show_cli_prints_examples(capsys, bert_vocab):
-    import subprocess
-    import sys
     from dlm_jax.data import show
     show.show("ding_de_en", "test", 2, "bundled", 512)
     out = capsys.readouterr().out

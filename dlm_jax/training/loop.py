@@ -10,7 +10,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import jax
 from jax.experimental.compilation_cache import compilation_cache
 
 from dlm_jax import parallel

@@ -1,17 +1,23 @@
-"""Runs several command lines of one entry point in one interpreter, as `python -m MODULE ARGS...` would, and prints
-one JSON line per command line: {"rc": exit code, "stderr": what it wrote to stderr}.
+"""Runs command lines of the entry points in one interpreter, as `python -m MODULE ARGS...` would, so that the tests
+pay one import of JAX / TensorFlow / seqio / transformers (about 12 s of CPU here) per interpreter instead of one
+per command line.
 
-    python tests/cli_cases.py dlm_jax.generate '[["--workdir", "W", "--prompt", " "], [...]]'
+    python tests/cli_cases.py --serve
+        a helper that reads {"module": M, "args": [...], "env": {...}} lines on stdin and answers each with one JSON
+        line on the file descriptor DLM_CLI_REPLY_FD (tests/conftest.py `cli`, one helper per test worker)
 
-The one-line-error tests use it so that each entry point's bad inputs cost one import of JAX / TensorFlow / seqio,
-not one per case. absl's flags are reset between command lines; the entry point's `main` runs through `cli.run` as
-from the shell (flag parsing, the `UserError` catch, the exit code).
+Each command line starts from a fresh entry module: absl's flags are reset, the flags every entry module defined
+are removed and the module is imported again (evaluate / generate read `--config.key` overrides when their flags
+are defined, at import), then its `main` runs through `cli.run` as from the shell (flag parsing, the `UserError`
+catch, the exit code). What a command cannot change in a shared interpreter (the device count: XLA_FLAGS; the
+first-import output) stays with a fresh process (conftest).
 """
 import contextlib
 import importlib
 import io
 import json
 import logging
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -19,22 +25,42 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # as `python -m` from the repository root
 
 
-def run_one(module: str, entry, args: list[str], defined: set[str]) -> dict:
+def _fresh_entry(module: str, args: list[str], base: set[str]):
+    """`module`'s main behind `cli.run`, imported anew with `sys.argv` = the command line and only absl's own
+    flags (`base`) defined before it."""
     from absl import flags
     flags.FLAGS.unparse_flags()
-    for name in set(flags.FLAGS) - defined:  # a config file's --config.key flags, added per parse by ml_collections
+    for name in set(flags.FLAGS) - base:  # every entry module's flags and the config files' --config.key flags
         delattr(flags.FLAGS, name)
+    for name in [m for m in sys.modules if m == module or m in ENTRY_MODULES]:
+        del sys.modules[name]
     sys.argv = [module, *args]
-    err = io.StringIO()
+    mod = importlib.import_module(module)
+    from dlm_jax import cli
+    return lambda: cli.run(mod.main)
+
+
+# entry modules that define absl flags at import (imported anew for each command line)
+ENTRY_MODULES = {"dlm_jax.train", "dlm_jax.evaluate", "dlm_jax.generate", "dlm_jax.export", "dlm_jax.serve",
+                 "dlm_jax.lm_eval", "dlm_jax.plot", "dlm_jax.data.prepare", "dlm_jax.data.show",
+                 "launch.local_multiprocess"}
+
+
+def run_one(module: str, args: list[str], base: set[str], env: dict | None = None) -> dict:
+    """Runs one command line; its exit code and what it printed. `env`: variables set for this command only."""
+    out, err = io.StringIO(), io.StringIO()
+    saved_env = {k: os.environ.get(k) for k in env or {}}
+    os.environ.update(env or {})
+    _jax_compile_mode()
     handlers = logging.getLogger().handlers
     streams = [(h, getattr(h, "stream", None)) for h in handlers]
     for h, _ in streams:  # log lines go where print(..., file=sys.stderr) goes
         if hasattr(h, "setStream"):
             h.setStream(err)
     rc = 0
-    with contextlib.redirect_stderr(err):
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
-            entry()
+            _fresh_entry(module, args, base)()
         except SystemExit as e:
             rc = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
         except BaseException:  # noqa: BLE001 - a bug: reported as the shell would see it
@@ -43,19 +69,42 @@ def run_one(module: str, entry, args: list[str], defined: set[str]) -> dict:
     for h, s in streams:
         if s is not None and hasattr(h, "setStream"):
             h.setStream(s)
-    return {"rc": rc, "stderr": err.getvalue()}
+    for k, v in saved_env.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    return {"rc": rc, "stdout": out.getvalue(), "stderr": err.getvalue()}
 
 
-def main() -> None:
-    module, cases = sys.argv[1], json.loads(sys.argv[2])
-    sys.argv = [module, *cases[0]]  # modules that read the command line at import see the first case
-    mod = importlib.import_module(module)
-    from dlm_jax import cli
-    from absl import flags
-    entry, defined = (lambda: cli.run(mod.main)), set(flags.FLAGS)  # noqa: E731
-    for args in cases:
-        print(json.dumps(run_one(module, entry, args, defined)), flush=True)
+def _jax_compile_mode() -> None:
+    """JAX_DISABLE_MOST_OPTIMIZATIONS as the caller has it now (read by jax at import; set anew per command)."""
+    if "jax" in sys.modules:
+        value = os.environ.get("JAX_DISABLE_MOST_OPTIMIZATIONS", "0").lower() not in ("0", "false", "")
+        sys.modules["jax"].config.update("jax_disable_most_optimizations", value)
 
 
-if __name__ == "__main__":
-    main()
+def _base_flags() -> set[str]:
+    from absl import app, flags
+    import absl.logging  # noqa: F401  (its flags are absl's own)
+    app.define_help_flags()  # defined once per interpreter, by the first app.run
+    return set(flags.FLAGS)
+
+
+def serve() -> None:
+    """The helper: one command line per stdin line, one reply per line on DLM_CLI_REPLY_FD."""
+    import signal
+    base = _base_flags()
+    reply = os.fdopen(int(os.environ["DLM_CLI_REPLY_FD"]), "w")
+    for line in sys.stdin:
+        req = json.loads(line)
+        handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        res = run_one(req["module"], req["args"], base, req.get("env"))
+        for s, h in handlers.items():  # a training run's stop handlers end with it
+            signal.signal(s, h)
+        reply.write(json.dumps(res) + "\n")
+        reply.flush()
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--serve"]:
+    serve()

@@ -53,18 +53,64 @@ def full_optimization():
 
 
 def run_cli_cases(module: str, argvs: list[list[str]], timeout: int = 600) -> list[dict]:
-    """Each command line `python -m MODULE *argv` run in one interpreter (tests/cli_cases.py): [{"rc", "stderr"}]
-    in order. One import of JAX / TF / seqio for all of an entry point's bad inputs instead of one per case."""
-    import json
+    """Each command line `python -m MODULE *argv` run by `cli` (this worker's helper interpreter): [{"rc",
+    "stdout", "stderr"}] in order."""
+    out = []
+    for argv in argvs:
+        r = cli(module, *argv, timeout=timeout)
+        out.append({"rc": r.returncode, "stdout": r.stdout, "stderr": r.stderr})
+    return out
+
+
+_HELPER: dict = {}  # this worker's tests/cli_cases.py --serve process and the pipe it answers on
+
+
+def cli(module: str, *args: str, env: dict | None = None, timeout: int = 300, fresh: bool = False):
+    """`python -m MODULE *args` from the repository root with one device (XLA_FLAGS=""), as a CompletedProcess
+    (returncode, stdout, stderr). It runs in this worker's helper interpreter (tests/cli_cases.py --serve: flags
+    reset and the entry module imported anew for each command line), which pays the imports of JAX / TF / seqio /
+    transformers once per worker instead of once per command. `fresh` (or an XLA_FLAGS in `env`, which a running
+    interpreter cannot change): a new process, for what depends on it (start-up output, the device count)."""
     import subprocess
     import sys
     from pathlib import Path
     repo = Path(__file__).resolve().parents[1]
-    r = subprocess.run([sys.executable, str(repo / "tests" / "cli_cases.py"), module, json.dumps(argvs)], cwd=repo,
-                       capture_output=True, text=True, timeout=timeout, env={**os.environ, "XLA_FLAGS": ""})
-    rows = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
-    assert len(rows) == len(argvs), (module, r.stdout[-2000:], r.stderr[-3000:])
-    return rows
+    if fresh or "XLA_FLAGS" in (env or {}):
+        return subprocess.run([sys.executable, "-m", module, *args], cwd=repo, capture_output=True, text=True,
+                              timeout=timeout, env={**os.environ, "XLA_FLAGS": "", **(env or {})})
+    request = {"module": module, "args": list(args), "env": {
+        **(env or {}), "JAX_DISABLE_MOST_OPTIMIZATIONS": os.environ.get("JAX_DISABLE_MOST_OPTIMIZATIONS", "0")}}
+    reply = _ask_helper(repo, request, timeout)
+    return subprocess.CompletedProcess([module, *args], reply["rc"], reply["stdout"], reply["stderr"])
+
+
+def _ask_helper(repo, request: dict, timeout: int) -> dict:
+    """Sends one command line to the helper (started on first use) and waits up to `timeout` s for its reply; a
+    helper that dies or hangs is killed (the next call starts another) and the call fails."""
+    import json
+    import select
+    import subprocess
+    import sys
+    if _HELPER.get("proc") is None or _HELPER["proc"].poll() is not None:
+        read_fd, write_fd = os.pipe()
+        proc = subprocess.Popen([sys.executable, str(repo / "tests" / "cli_cases.py"), "--serve"], cwd=repo,
+                                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                text=True, pass_fds=(write_fd,),
+                                env={**os.environ, "XLA_FLAGS": "", "DLM_CLI_REPLY_FD": str(write_fd)})
+        os.close(write_fd)
+        _HELPER.update(proc=proc, reply=os.fdopen(read_fd))
+        atexit.register(proc.kill)
+    proc, reply = _HELPER["proc"], _HELPER["reply"]
+    proc.stdin.write(json.dumps(request) + "\n")
+    proc.stdin.flush()
+    ready, _, _ = select.select([reply], [], [], timeout)
+    line = reply.readline() if ready else ""
+    if not line:
+        proc.kill()
+        _HELPER["proc"] = None
+        raise subprocess.TimeoutExpired(request["module"], timeout) if not ready else RuntimeError(
+            f"the CLI helper died running {request}")
+    return json.loads(line)
 
 
 def torch_or_skip():

@@ -1,6 +1,5 @@
 """The run config: parsed once into typed settings, data parallelism from the rules, saved configs read back."""
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -64,8 +63,8 @@ def test_unknown_override_field_and_bad_values_name_the_key():
 
 
 def test_dump_prints_the_config_and_trains_nothing(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "dlm_jax.train", "--config", "configs/iwslt14.py:large", "--dump",
-                        "--config.optimizer.lr=1e-4"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    from conftest import cli
+    r = cli("dlm_jax.train", "--config", "configs/iwslt14.py:large", "--dump", "--config.optimizer.lr=1e-4")
     assert r.returncode == 0, r.stderr[-2000:]
     dumped = json.loads(r.stdout)
     assert dumped["model"]["name"] == "xlmr-large" and dumped["optimizer"]["lr"] == 1e-4

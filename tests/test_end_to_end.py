@@ -2,19 +2,18 @@
 import json
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cli_cases
+from conftest import cli, run_cli_cases
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _run(*args, timeout=300, env=None):
-    return subprocess.run([sys.executable, "-m", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout,
-                          env={**__import__("os").environ, "XLA_FLAGS": "", **(env or {})})
+def _run(*args, timeout=300, env=None, fresh=False):
+    """`python -m *args` with one device: in this worker's CLI helper (conftest.cli), or a new process (`fresh`)."""
+    return cli(*args, timeout=timeout, env=env, fresh=fresh)
 
 
 @pytest.fixture()
@@ -211,14 +210,12 @@ BAD_INPUT = [
     (["launch.local_multiprocess", "--num_processes", "2", "--devices_per_process", "0", "--", "-m",
       "dlm_jax.train"], "--devices_per_process must be at least 1"),
 ]
-# Each entry point's cases run in one interpreter (tests/cli_cases.py): one import of JAX / TF / seqio per entry
-# point, not per case. A few stay separate processes: evaluate / generate read --config.key overrides when their
-# flags are defined (at import), and the multi-process launcher.
+# The cases run in the worker's CLI helper (conftest.cli: one import of JAX / TF / seqio for all of them), each
+# command line from freshly defined flags and a freshly imported entry module; the launcher runs as its own process.
 
 
 def _own_process(args):
-    return (args[0] in ("dlm_jax.evaluate", "dlm_jax.generate") and any(a.startswith("--config.") for a in args)
-            or args[0] == "launch.local_multiprocess")
+    return args[0] == "launch.local_multiprocess"
 
 
 def _bad_input_cases(tiny_trained, tmp_path_factory):
@@ -237,7 +234,7 @@ def _bad_input_cases(tiny_trained, tmp_path_factory):
     out, groups = {}, {}
     for i, argv in enumerate(argvs):
         if _own_process(argv):
-            r = _run(*argv)
+            r = _run(*argv, fresh=True)
             out[i] = {"rc": r.returncode, "stderr": r.stderr}
         else:
             groups.setdefault(argv[0], []).append(i)
@@ -372,7 +369,8 @@ def test_an_unreadable_latest_checkpoint_is_skipped_with_one_warning(trained, tm
     assert run.step == 8
     for a, b in zip(__import__("jax").tree.leaves(run.params), __import__("jax").tree.leaves(good.params)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    r = _run("dlm_jax.train", "--config", "configs/tiny.py", "--workdir", str(wd), "--config.num_train_steps=10")
+    r = _run("dlm_jax.train", "--config", "configs/tiny.py", "--workdir", str(wd), "--config.num_train_steps=10",
+             fresh=True)  # what a user sees on stderr: every thread's and library's output, as a new process has it
     assert r.returncode == 0, r.stderr[-3000:]
     assert "checkpoint 16" in r.stderr and "using step 8 instead" in r.stderr and "resuming at step 8" in r.stderr
     assert "Traceback" not in r.stderr and "Event loop is closed" not in r.stderr  # orbax's abandoned reads

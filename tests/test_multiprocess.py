@@ -22,10 +22,16 @@ TINY = {"num_train_steps": 4, "log_every_steps": 1, "checkpoint_every_steps": 4,
         "data.train_limit": 64}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _production_compiles(full_optimization):
-    """Bit-identical results are claimed for production compiles: XLA's optimizations on (tests/conftest.py)."""
+@pytest.fixture()
+def production_compiles(monkeypatch):
+    """Bit-identical results are claimed for production compiles: XLA's optimizations on (tests/conftest.py), here
+    and in the processes a test launches. The tests of stopping, resuming and bad input compile as the suite does."""
+    import jax
+    monkeypatch.setenv("JAX_DISABLE_MOST_OPTIMIZATIONS", "0")
+    before = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", False)
     yield
+    jax.config.update("jax_disable_most_optimizations", before)
 
 
 def _flags(overrides: dict) -> list[str]:
@@ -68,7 +74,7 @@ TENSOR_OK = {"model.prune_vocab": False, "model.overrides.intermediate_size": 40
 
 
 @pytest.mark.slow
-def test_two_processes_train_what_one_process_trains_and_resume_in_one(tmp_path):
+def test_two_processes_train_what_one_process_trains_and_resume_in_one(tmp_path, production_compiles):
     """data=2 x fsdp=2 x tensor=2 over 2 processes x 4 devices vs 1 process x 8 devices: the same losses at every
     step and the same train-time evaluation (the sampler across processes); the 2-process checkpoint at step 4
     then resumes in 1 process and ends with the uninterrupted run's params."""
@@ -96,7 +102,7 @@ def test_two_processes_train_what_one_process_trains_and_resume_in_one(tmp_path)
 
 
 @pytest.mark.slow
-def test_evaluate_and_generate_in_two_processes_give_the_one_process_results(tmp_path):
+def test_evaluate_and_generate_in_two_processes_give_the_one_process_results(tmp_path, production_compiles):
     """Sharded inference across processes: `evaluate` and `generate` on a data=2 x tensor=2 mesh, launched as 2
     processes x 2 devices, restore the checkpoint into the mesh and give exactly what the same mesh of 4 devices
     gives in one process (the evaluator and generator here; process 0 writes the files)."""
@@ -133,7 +139,7 @@ def test_evaluate_and_generate_in_two_processes_give_the_one_process_results(tmp
     assert generated == [f"output:    {t}   ({int(n)} model evaluations)" for t, n in zip(texts, out["num_evals"])]
 
 
-def test_ar_encoder_decoder_evaluates_in_two_processes_as_in_one(tmp_path):
+def test_ar_encoder_decoder_evaluates_in_two_processes_as_in_one(tmp_path, production_compiles):
     """An AR run (the encoder-decoder, beam search with a KV cache) through the unchanged `evaluate` on a data=2
     mesh of 2 processes x 1 device: the 1-process results on the same mesh."""
     import jax

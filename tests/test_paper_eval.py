@@ -2,8 +2,6 @@
 mixtures, end to end through seqio.Evaluator. The fixtures are written here in the released format (small, made up:
 not the released content)."""
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -118,9 +116,8 @@ def test_released_metrics_by_hand():
 
 
 def _evaluate(workdir, data_dir, *args):
-    return subprocess.run([sys.executable, "-m", "dlm_jax.evaluate", "--workdir", str(workdir), *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=600,
-                          env={**__import__("os").environ, "XLA_FLAGS": "", "DLM_DATA_DIR": str(data_dir)})
+    from conftest import cli
+    return cli("dlm_jax.evaluate", "--workdir", str(workdir), *args, timeout=600, env={"DLM_DATA_DIR": str(data_dir)})
 
 
 @pytest.mark.slow

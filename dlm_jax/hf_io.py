@@ -196,7 +196,15 @@ def place(flat: dict[str, np.ndarray], shardings: Any | None, dtype: Any) -> Any
 
 
 def load_params(model_dir: Path, cfg: ModelConfig, *, mesh: Any = None, rules: Any = DEFAULT_RULES) -> Any:
-    flat = convert_hf_state(read_state_dict(model_dir), cfg)
+    """The params of an HF model directory (`read_state_dict`), checked and placed (`params_from_state`)."""
+    return params_from_state(read_state_dict(model_dir), cfg, mesh=mesh, rules=rules)
+
+
+def params_from_state(state: dict[str, np.ndarray], cfg: ModelConfig, *, mesh: Any = None,
+                      rules: Any = DEFAULT_RULES) -> Any:
+    """An HF state dict (HF keys, torch layout: from a directory or a GGUF file) as `cfg`'s params: every key and
+    shape checked by the family's key table, layers stacked when scanned, each array placed in its sharding."""
+    flat = convert_hf_state(state, cfg)
     if cfg.scan_layers:
         flat = stack_layers(flat, cfg)
     shardings = None

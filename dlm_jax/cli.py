@@ -139,10 +139,18 @@ def apply_overrides(saved: config_dict.ConfigDict) -> config_dict.ConfigDict:
     return out
 
 
-def define_inference_flags() -> None:
-    """The flags `evaluate` and `generate` share: config overrides, the run, its mesh, the length predictor."""
+def define_inference_flags(pretrained: bool = False) -> None:
+    """The flags `evaluate` and `generate` share: config overrides, the run, its mesh, the length predictor.
+    `pretrained`: also `--pretrained` (a model as it is), then one of it and `--workdir` is required."""
     define_config_override_flag()
     flags.DEFINE_string("workdir", None, "The trained run's directory.")
+    if pretrained:
+        flags.DEFINE_string("pretrained", None, "Instead of --workdir: a pretrained decoder LLM as it is (an HF "
+                            "directory, a .gguf file, or smollm2-135m-instruct), decoded left to right with its KV "
+                            "cache, greedy unless --config.decoding.beam_size says otherwise.")
+        flags.register_multi_flags_validator(
+            ["workdir", "pretrained"], lambda f: (f["workdir"] is None) != (f["pretrained"] is None),
+            message="give exactly one of --workdir (a trained run) and --pretrained (a model as it is)")
     flags.DEFINE_string("mesh", None, "Restore and sample on a device mesh, e.g. data=1,fsdp=4,tensor=2 (params "
                         "go straight into their shards; default: one device, or in a multi-process launch every "
                         "device as data=-1, the params replicated).")
@@ -151,7 +159,8 @@ def define_inference_flags() -> None:
                          "are then bit-identical whatever its batch (0: the whole batch at once; faster on large "
                          "batches, equal only to the last bits).")
     flags.DEFINE_string("length_workdir", None, "Run directory of the length-predictor stage.")
-    flags.mark_flags_as_required(["workdir"])
+    if not pretrained:
+        flags.mark_flags_as_required(["workdir"])
 
 
 def restore_from_flags(step: int | None = None) -> "RestoredRun":
@@ -169,6 +178,13 @@ def restore_from_flags(step: int | None = None) -> "RestoredRun":
     restored = restore_run(rundir.path, config=apply_overrides(rundir.read_config()),
                            mesh=inference_mesh(FLAGS.mesh), step=step, micro_batch=FLAGS.micro_batch)
     return restored.with_length_head(FLAGS.length_workdir) if FLAGS.length_beam else restored
+
+
+def restore_pretrained_from_flags() -> "RestoredRun":
+    """The model of `--pretrained` as it is, in `--mesh`, with the `--config.*` overrides (e.g. decoding.*)."""
+    parallel.initialize_distributed()
+    from dlm_jax.inference import restore_pretrained
+    return restore_pretrained(FLAGS.pretrained, mesh=inference_mesh(FLAGS.mesh), overrides=config_overrides())
 
 
 def inference_mesh(spec: str | None) -> Any:

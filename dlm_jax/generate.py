@@ -1,6 +1,8 @@
 """Entry point: python -m dlm_jax.generate --workdir DIR (--prompt TEXT | --input FILE.jsonl | --input_task TASK)
    [--length N | --length_beam B --length_workdir DIR2] [--config.sampler.steps=S ...] [--show_steps]
    [--trajectory OUT.html | OUT.svg] [--strategies ar,reparam-uncond-deterministic-cosine]
+             python -m dlm_jax.generate --pretrained (DIR | FILE.gguf | smollm2-135m-instruct)
+   (--prompt TEXT | --input FILE.jsonl) [--nochat] [--config.decoding.max_len_b=N]
 
 restore (params only) -> tokenize prompts -> sampler -> print text; optionally animate the denoising in the
 terminal or write an HTML page of it. The sampler is the run's (`config.json`) with `--config.sampler.*` applied;
@@ -26,7 +28,7 @@ from dlm_jax.rundir import RunDir
 if TYPE_CHECKING:  # the heavy modules are imported where used: --helpshort and flag errors need none of them
     from dlm_jax.inference import RestoredRun
 
-cli.define_inference_flags()
+cli.define_inference_flags(pretrained=True)
 flags.adopt_module_key_flags(cli)  # --helpshort lists --config and --workdir, defined in cli
 flags.DEFINE_string("prompt", None, "One prompt.")
 flags.DEFINE_string("input", None, "JSONL file with a 'prompt' (or 'inputs') field per line.")
@@ -42,6 +44,8 @@ flags.DEFINE_string("trajectory", None, "Write the denoising of every example as
 flags.DEFINE_list("strategies", None, "Decode with each of these sampler strategies (comma-separated, e.g. "
                   "ar,reparam-uncond-deterministic-cosine) and show their unmasking orders side by side; 'adaptive' takes "
                   "the run's threshold, or 0.9.")
+flags.DEFINE_bool("chat", True, "With --pretrained: each prompt is a user turn in the model's chat template "
+                  "(--nochat: the text as it is).")
 FLAGS = flags.FLAGS
 
 
@@ -206,6 +210,8 @@ def main(argv: list[str]) -> int:
                           "(e.g. --length 8)")
     if FLAGS.prompt is not None:
         check_text(FLAGS.prompt)
+    if FLAGS.pretrained is not None:
+        return pretrained_main()
     RunDir(FLAGS.workdir).require()  # a missing run and bad flags are reported before the heavy imports
     if FLAGS.trajectory:
         cli.check_output_file(FLAGS.trajectory, "--trajectory", (".html", ".svg"))  # before the generation
@@ -228,6 +234,26 @@ def main(argv: list[str]) -> int:
         decoded[sampler.strategy] = (texts, out)
     if next(iter(decoded.values()))[1].get("trajectory") is not None:
         show_trajectory(restored, items, decoded)
+    return 0
+
+
+def pretrained_main() -> int:
+    """--pretrained: each prompt (a user turn of the chat template unless --nochat) continued left to right."""
+    if FLAGS.input_task or FLAGS.trajectory or FLAGS.strategies or FLAGS.show_steps or FLAGS.length_beam:
+        raise ConfigError("--pretrained decodes left to right with its KV cache: --input_task, --trajectory, "
+                          "--strategies, --show_steps and --length_beam are for trained diffusion runs (--workdir)")
+    restored = cli.restore_pretrained_from_flags()
+    from dlm_jax.inference.chat import chat_ids, complete, prompt_ids
+    tok = restored.vocab.tokenizer
+    texts = [FLAGS.prompt] if FLAGS.prompt is not None else read_input(Path(FLAGS.input))
+    rows = [chat_ids(tok, [{"role": "user", "content": t}]) if FLAGS.chat else prompt_ids(tok, t) for t in texts]
+    t0 = time.perf_counter()
+    responses = complete(restored, rows)
+    wall = time.perf_counter() - t0
+    for text, ids in zip(texts, responses):
+        print(f"prompt:    {text}")
+        print(f"output:    {tok.decode(ids, skip_special_tokens=True).strip()}   ({len(ids)} tokens)")
+    print(f"({len(texts)} prompt(s), {sum(map(len, responses))} tokens in {wall:.2f}s, compilation included)")
     return 0
 
 

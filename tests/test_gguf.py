@@ -65,9 +65,9 @@ def _tensor(w: np.ndarray, kind: str, rng) -> tuple[np.ndarray, object]:
     return gguf.quants.quantize(w.astype(np.float32), q), q
 
 
-def write_gguf(path, arch: str, kind: str, seed: int = 0):
+def write_gguf(path, arch: str, kind: str, seed: int = 0, pad_id: int = 0):
     """A GGUF file as llama.cpp's converter writes it (names, metadata, Q/K order) from a random HF model; returns
-    the HF model and the source tokenizer."""
+    the HF model and the source tokenizer. `pad_id` 1 names `<|im_start|>` as padding, as SmolLM2's file does."""
     tok = _bpe_tokenizer()
     vocab = tok.get_vocab()
     model = _hf_model(arch, len(vocab), seed)
@@ -87,7 +87,7 @@ def write_gguf(path, arch: str, kind: str, seed: int = 0):
     w.add_token_merges([" ".join(m) for m in json.loads(tok.to_str())["model"]["merges"]])
     w.add_bos_token_id(0)
     w.add_eos_token_id(2)
-    w.add_pad_token_id(0)
+    w.add_pad_token_id(pad_id)
     w.add_chat_template(CHAT)
     for name, value in _gguf_tensors(model, arch):
         data, q = _tensor(value, kind, rng)
@@ -214,3 +214,47 @@ def test_a_gguf_file_initialises_an_rdm_run_as_an_hf_directory_does(tmp_path):
     assert prompt == run.vocab.tokenizer("das haus", add_special_tokens=False)["input_ids"]
     out = run.generator().generate([prompt], [4], SamplerConfig(steps=2), jax.random.key(0))
     assert out["response_mask"].sum() == 4 and run.vocab.mask_id not in np.asarray(out["tokens"])
+
+
+def test_chat_with_a_pretrained_gguf_model_is_transformers_greedy_generate(tmp_path):
+    """`restore_pretrained` + `chat.complete`: the chat template's ids, decoded greedily with the KV cache, give
+    transformers' greedy `generate` on the same file and template, token for token (two conversations of different
+    lengths in one call)."""
+    torch = torch_or_skip()
+    pytest.importorskip("accelerate", reason="transformers' GGUF loader needs accelerate")
+    from transformers import AutoModelForCausalLM
+    from dlm_jax.inference import restore_pretrained
+    from dlm_jax.inference.chat import chat_ids, complete
+    path = tmp_path / "chat.gguf"
+    write_gguf(path, "llama", "Q8_0", pad_id=1)  # the padding id inside every turn, as SmolLM2's file has it
+    limit = 8  # decoding.max_len_b: a response of at most 8 tokens with its end-of-turn id
+    run = restore_pretrained(path, overrides={"decoding.max_len_b": limit})
+    tok = run.vocab.tokenizer
+    chats = [[{"role": "user", "content": "Grüße aus Köln"}],
+             [{"role": "system", "content": "be brief"}, {"role": "user", "content": "x = [i ** 2 for i in range(10)]"}]]
+    rows = [chat_ids(tok, c) for c in chats]
+    assert rows[0] == tok.apply_chat_template(chats[0], add_generation_prompt=True, tokenize=True)["input_ids"]
+    ours = complete(run, rows)
+    ref = AutoModelForCausalLM.from_pretrained(str(tmp_path), gguf_file=path.name, dtype=torch.float32).eval()
+    for row, got in zip(rows, ours):
+        with torch.no_grad():
+            new = ref.generate(torch.tensor([row]), max_new_tokens=limit, do_sample=False, eos_token_id=2,
+                               pad_token_id=0)[0, len(row):].tolist()
+        want = new[:new.index(2)] if 2 in new else new[:limit - 1]  # ours ends at the limit with </s> (fairseq's rule)
+        assert got == want and len(got) > 0
+
+
+def test_generate_pretrained_answers_from_the_command_line_and_refuses_what_it_cannot(tmp_path):
+    from conftest import cli
+    path = tmp_path / "chat.gguf"
+    write_gguf(path, "qwen2", "Q4_0", pad_id=1)
+    r = cli("dlm_jax.generate", "--pretrained", str(path), "--prompt", "Grüße", "--config.decoding.max_len_b=5")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.splitlines()[0] == "prompt:    Grüße" and r.stdout.splitlines()[1].startswith("output:    ")
+    for args, needle in [(["--pretrained", str(path), "--workdir", str(tmp_path)], "exactly one of --workdir"),
+                         (["--pretrained", str(path), "--input_task", "ding_de_en"], "--input_task, --trajectory"),
+                         (["--pretrained", "bundled", "--prompt", "hi"], "holds a bert model (encoder), not a decoder LLM"),
+                         (["--pretrained", str(tmp_path / "nope.gguf"), "--prompt", "hi"], "does not exist")]:
+        r = cli("dlm_jax.generate", *args)
+        last = r.stderr.strip().splitlines()[-1]
+        assert r.returncode == 2 and needle in last and "Traceback" not in r.stderr, (args, r.stderr[-2000:])

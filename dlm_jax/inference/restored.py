@@ -97,3 +97,27 @@ def restore_run(workdir: str | Path, *, config: ml_collections.ConfigDict | None
     vmap = rundir.read_vocab_map()
     vocab = HFVocabulary(rundir.read_tokenizer(), mask_id=tokenizer_mask_id(saved, vmap))
     return RestoredRun(run, model_for(model_config), params, vocab, vmap, got, mesh, micro_batch=micro_batch)
+
+
+def restore_pretrained(source: str, *, mesh: Mesh | None = None, max_length: int = 2048,
+                       overrides: dict[str, Any] | None = None) -> RestoredRun:
+    """A pretrained decoder LLM as it is (no training run): an HF directory, a GGUF file or a named model
+    ("smollm2-135m-instruct"), causal, decoded left to right with its KV cache (`decoding.*`: greedy by default).
+    Rows hold `max_length` positions at most (and no more than the model's context). `overrides`: run-config
+    values by dotted key (e.g. {"decoding.max_len_b": 64}), as `--config.*` gives them."""
+    from dlm_jax.pretrained import load_pretrained
+    mesh = mesh if mesh is not None else single_device_mesh()
+    c = config_lib.base_config()
+    c.objective, c.model.init, c.model.causal, c.model.prune_vocab = "ar", str(source), True, False
+    c.decoding.beam_size, c.mesh.shape, c.data.max_length = 1, dict(mesh.shape), max_length
+    if overrides:
+        c.update_from_flattened_dict({k: v for k, v in overrides.items() if k != "model.init"})
+    run = config_lib.parse(c, num_devices=mesh.size)
+    pre = load_pretrained(source, mesh=mesh, rules=run.mesh.rules, **run.model.overrides)  # model.* (dtype, ...)
+    if family_of(pre.config).kind != "decoder":
+        raise ConfigError(f"{source} holds a {pre.config.family} model ({family_of(pre.config).kind}), not a decoder "
+                          "LLM: only a decoder LLM generates as it is; finetune a masked LM with RDM first (make demo)")
+    if pre.tokenizer is None:
+        raise ConfigError(f"{source} has no tokenizer files; a pretrained model needs its tokenizer")
+    return RestoredRun(run, pre.model, pre.params, HFVocabulary(pre.tokenizer), None, 0, mesh)
+

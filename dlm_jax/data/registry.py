@@ -17,7 +17,6 @@ import dataclasses
 import functools
 import itertools
 import json
-import re
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 

@@ -271,7 +271,7 @@ class Generator:
     def _score_fn(self, num_samples: int, max_response: int) -> Callable:
         key = ("score", num_samples, max_response)
         if key not in self._jitted:
-            model, mask_id, micro = self.model, self._m(self.mask_id), self.micro_batch
+            mask_id, micro = self._m(self.mask_id), self.micro_batch
 
             def run(params, tokens, response, attn, key_data):
                 def logits_fn(t, a, positions):

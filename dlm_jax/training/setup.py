@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -31,6 +31,9 @@ from dlm_jax.model.prune import VocabMap, mean_init_rows, prune_params, tokenize
 from dlm_jax.pretrained import add_diffusion_tokens, load_pretrained, load_tokenizer, with_mask_row
 from dlm_jax.rundir import State, new_state
 from dlm_jax.training.step import ar_loss_fn, build_optimizer, diffusion_loss_fn, length_loss_fn, make_train_step
+
+if TYPE_CHECKING:
+    from dlm_jax.model import MaskedLM
 
 
 @dataclasses.dataclass

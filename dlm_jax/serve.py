@@ -1,5 +1,10 @@
 """Entry point: python -m dlm_jax.serve --workdir DIR [--port 8000] [--slots 8] [--mesh data=1,fsdp=4,tensor=2]
    [--batching continuous|static] [--config.sampler.strategy=adaptive --config.sampler.threshold=0.9 ...]
+             python -m dlm_jax.serve --pretrained (DIR | FILE.gguf | smollm2-135m-instruct) [--port 8000]
+
+`--pretrained` serves a decoder LLM as it is: chat messages through its own chat template, greedy KV-cache decoding
+of up to `max_tokens` tokens, requests batched statically (`serving.ChatBatcher`); the diffusion fields and a
+sampling temperature are 400s.
 
 An OpenAI-compatible server (dlm_jax/serving/server.py) over a trained run: restore (params only, into `--mesh`)
 -> a continuous-batching `Engine` with `--slots` rows -> compile every length bucket (`--warmup`) -> serve on
@@ -22,7 +27,7 @@ from dlm_jax import cli
 from dlm_jax.errors import ConfigError
 from dlm_jax.rundir import RunDir
 
-cli.define_inference_flags()
+cli.define_inference_flags(pretrained=True)
 flags.adopt_module_key_flags(cli)  # --helpshort lists --config and --workdir, defined in cli
 flags.DEFINE_string("host", "127.0.0.1", "Address to listen on (0.0.0.0: every interface).")
 flags.DEFINE_integer("port", 8000, "Port; 0 picks a free one (printed).")
@@ -92,6 +97,25 @@ def build_state(restored: Any) -> Any:
                        max_body_bytes=FLAGS.max_body_bytes)
 
 
+def build_pretrained_state(restored: Any) -> Any:
+    """The server's state for a pretrained decoder LLM (`restore_pretrained`): `ChatBatcher` over a `ChatModel`,
+    chat messages through the model's template."""
+    from pathlib import Path
+
+    from dlm_jax.inference.chat import ChatModel, chat_ids
+    from dlm_jax.serving import EngineLoop, Metrics, ServerState
+    from dlm_jax.serving.engine import ChatBatcher
+    from dlm_jax.serving.protocol import ServeContext
+    chat, tok = ChatModel(restored), restored.vocab.tokenizer
+    ctx = ServeContext(model=FLAGS.served_model_name or Path(FLAGS.pretrained).name.removesuffix(".gguf"),
+                       max_length=chat.max_length, sampler=restored.run.sampler, max_steps=FLAGS.max_steps,
+                       encode=lambda t: [int(i) for i in tok(t)["input_ids"]],
+                       default_max_tokens=FLAGS.default_max_tokens, chat_ids=lambda m: chat_ids(tok, m))
+    metrics = Metrics(FLAGS.slots)
+    loop = EngineLoop(ChatBatcher(chat, slots=FLAGS.slots), max_queue=FLAGS.max_queue, metrics=metrics)
+    return ServerState(ctx, loop, tok, chat.eos_id, -1, metrics, max_body_bytes=FLAGS.max_body_bytes)
+
+
 def _listen() -> socket.socket:
     sock = socket.socket(socket.AF_INET6 if ":" in FLAGS.host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -109,9 +133,11 @@ def main(argv: list[str]) -> int:
     cli.quiet_logs()
     _check_flags()
     _check_serving_installed()
-    RunDir(FLAGS.workdir).require()
+    if FLAGS.pretrained is None:
+        RunDir(FLAGS.workdir).require()
     sock = _listen()  # a taken port fails before the restore and the compiles
-    state = build_state(cli.restore_from_flags())
+    state = (build_pretrained_state(cli.restore_pretrained_from_flags()) if FLAGS.pretrained is not None
+             else build_state(cli.restore_from_flags()))
     if FLAGS.warmup and hasattr(state.loop.engine, "warmup"):
         n = state.loop.engine.warmup()
         print(f"compiled {n} length buckets", flush=True)
@@ -124,8 +150,9 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, lambda sig, frame: terminated.append(sig))  # uvicorn re-raises it on exit
     state.loop.start()
     host, port = sock.getsockname()[:2]
+    batching = "static (greedy, left to right)" if FLAGS.pretrained is not None else FLAGS.batching
     print(f"listening on http://{host}:{port} (model {state.ctx.model!r}, {FLAGS.slots} slots, "
-          f"{FLAGS.batching} batching)", flush=True)
+          f"{batching} batching)", flush=True)
     try:
         server.run(sockets=[sock])
     finally:

@@ -258,3 +258,50 @@ def test_generate_pretrained_answers_from_the_command_line_and_refuses_what_it_c
         r = cli("dlm_jax.generate", *args)
         last = r.stderr.strip().splitlines()[-1]
         assert r.returncode == 2 and needle in last and "Traceback" not in r.stderr, (args, r.stderr[-2000:])
+
+
+@pytest.mark.slow
+def test_serve_pretrained_chats_through_the_template_greedily_and_refuses_diffusion_fields(tmp_path):
+    """`serve --pretrained FILE.gguf` (a real server process): /v1/chat/completions answers with the tokens of
+    `chat.complete` on the template's ids (equal to transformers' greedy generate, test above); `steps` and a
+    sampling temperature are 400s naming the field; the response reports the `ar` decoding that ran."""
+    import os
+    import subprocess
+    import sys
+    import urllib.request
+    openai = pytest.importorskip("openai")
+    from pathlib import Path
+    from dlm_jax.inference import restore_pretrained
+    from dlm_jax.inference.chat import chat_ids, complete
+    path = tmp_path / "chat.gguf"
+    write_gguf(path, "llama", "Q8_0", pad_id=1)
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen([sys.executable, "-m", "dlm_jax.serve", "--pretrained", str(path), "--port", "0",
+                             "--slots", "2"], cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "XLA_FLAGS": ""})
+    try:
+        line = ""
+        while "listening on" not in line:
+            line = proc.stdout.readline()
+            assert line or proc.poll() is None, proc.stderr.read()[-3000:]
+        url = line.split("listening on ")[1].split()[0]
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0)
+        messages = [{"role": "user", "content": "Grüße aus Köln"}]
+        got = client.chat.completions.create(model="chat", messages=messages, max_tokens=5, temperature=0)
+        run = restore_pretrained(path, overrides={"decoding.max_len_b": 6})
+        tok = run.vocab.tokenizer
+        want = complete(run, [chat_ids(tok, messages)])[0]
+        assert want  # a non-empty answer to compare
+        assert got.choices[0].message.content == tok.decode(want, skip_special_tokens=True).strip()
+        assert got.choices[0].finish_reason == ("length" if len(want) == 5 else "stop")
+        assert got.model_extra["diffusion"]["strategy"] == "ar" and got.usage.completion_tokens == len(want)
+        for extra, field in (({"steps": 4}, "steps"), ({"temperature": 0.7}, "temperature")):
+            body = json.dumps({"model": "chat", "messages": messages, **extra}).encode()
+            req = urllib.request.Request(f"{url}/v1/chat/completions", data=body,
+                                         headers={"Content-Type": "application/json"})
+            with pytest.raises(urllib.error.HTTPError) as e:
+                urllib.request.urlopen(req, timeout=60)
+            assert e.value.code == 400 and json.loads(e.value.read())["error"]["param"] == field
+    finally:
+        proc.kill()
+        proc.wait()

@@ -44,9 +44,20 @@ class ChatModel:
         self.restored = restored
         self._generators: dict[tuple[int, int], Generator] = {}
 
-    def complete(self, rows: Sequence[Sequence[int]], *, batch_size: int = 64) -> list[list[int]]:
-        """The response ids (up to, without, the end-of-turn id) that the run's decoding (`decoding.*`; greedy
-        for a pretrained model) continues each row with. Rows must share their first id (a template's or `<s>`)."""
+    @property
+    def eos_id(self) -> int:
+        return int(self.restored.vocab.tokenizer.eos_token_id)
+
+    @property
+    def max_length(self) -> int:
+        """Positions of a row: the prompt's ids and the response."""
+        return min(self.restored.run.data.max_length, self.restored.model.cfg.max_length)
+
+    def complete(self, rows: Sequence[Sequence[int]], *, batch_size: int = 64, decoding: Any = None
+                 ) -> list[list[int]]:
+        """The response ids (up to, without, the end-of-turn id) that `decoding` (default: the run's `decoding.*`;
+        greedy for a pretrained model) continues each row with. Rows must share their first id (a template's or
+        `<s>`)."""
         if not rows or any(len(r) < 1 for r in rows):
             raise InputError("every prompt needs at least one token")
         first = {int(r[0]) for r in rows}
@@ -60,9 +71,9 @@ class ChatModel:
         if key not in self._generators:
             self._generators[key] = Generator(
                 run.model, run.params, bos_id=key[0], eos_id=eos, pad_id=pad, mask_id=-1,
-                max_length=min(run.run.data.max_length, run.model.cfg.max_length), mesh=run.mesh,
-                micro_batch=run.micro_batch, decoding=run.run.decoding)
-        out = self._generators[key].generate_ar([list(r[1:]) for r in rows], run.run.decoding, batch_size=batch_size)
+                max_length=self.max_length, mesh=run.mesh, micro_batch=run.micro_batch, decoding=run.run.decoding)
+        out = self._generators[key].generate_ar([list(r[1:]) for r in rows], decoding or run.run.decoding,
+                                                batch_size=batch_size)
         return response_ids(out["tokens"], out["response_mask"], eos)
 
 

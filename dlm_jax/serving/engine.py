@@ -417,6 +417,45 @@ class StaticBatcher(_Queue):
         return updates
 
 
+class ChatBatcher(_Queue):
+    """A pretrained decoder LLM (`serve --pretrained`) through `inference.chat.ChatModel`: up to `slots` waiting
+    requests with the first one's `max_tokens` decode as one greedy KV-cache batch. A request's prompt is its whole
+    row (the chat template's ids); its response holds at most `length - 1` tokens (`max_tokens`) and ends with the
+    end-of-turn id when the model ended it (the server's "stop"), without it when cut ("length")."""
+
+    running = 0
+
+    def __init__(self, chat: Any, *, slots: int = 8, max_steps: int = 256, seed: int = 0):
+        super().__init__(chat, slots=slots, max_steps=max_steps, seed=seed)  # `gen`: the ChatModel
+        self.chat = chat
+
+    def check(self, request: Request) -> None:
+        room = self.chat.max_length - len(request.prompt)
+        if request.length < 2 or request.length > room:
+            raise InputError(f"the prompt has {len(request.prompt)} tokens and the response {request.length}: "
+                             f"together they must fit in {self.chat.max_length} positions", field="max_tokens")
+
+    def cancel(self, request_id: int) -> bool:
+        return self._drop_waiting(request_id)
+
+    def idle(self) -> bool:
+        return not self._waiting
+
+    def step(self) -> list[Update]:
+        from dlm_jax.diffusion import DecodeConfig
+        length = self._waiting[0].length
+        batch = [r for r in self._waiting if r.length == length][:self.slots]
+        for r in batch:
+            self._waiting.remove(r)
+        decoding = DecodeConfig(beam_size=1, max_len_a=0.0, max_len_b=length)  # max_tokens + the end-of-turn id
+        out = self.chat.complete([r.prompt for r in batch], decoding=decoding, batch_size=self.slots)
+        self.model_calls += max(len(ids) for ids in out) + 1
+        eos = self.chat.eos_id
+        return [Update(r.id, np.asarray(ids + [eos] if len(ids) < length - 1 else ids, np.int64),
+                       np.zeros(len(ids) + 1, bool), len(ids) + 1, True, np.zeros(len(ids) + 1, np.float32))
+                for r, ids in zip(batch, out)]
+
+
 def _insert_fn(pool: _Pool, mask_id: int) -> Callable:
     """Writes a request's row (host arrays, `Engine._row`) into a slot: its inputs, head positions and canvas."""
     def insert(arrays, canvas, slot, row):

@@ -56,6 +56,13 @@ class ServeContext:
     separator: int = 0  # 1 for an encoder-decoder (the prompt's </s>)
     predict_length: Callable[[list[int]], int] | None = None  # the run's length predictor, when loaded
     default_max_tokens: int = 16
+    # a pretrained decoder LLM served as it is (`serve --pretrained`): chat messages -> its chat template's ids, and
+    # greedy left-to-right decoding, so the diffusion fields and a temperature are refused
+    chat_ids: Callable[[list[dict[str, str]]], list[int]] | None = None
+
+    @property
+    def autoregressive(self) -> bool:
+        return self.chat_ids is not None
 
 
 def context_for(restored: Any, generator: Any, *, model: str, max_steps: int, default_max_tokens: int = 16,
@@ -196,6 +203,14 @@ def _length(body: dict[str, Any], ctx: ServeContext, prompt_ids: list[int]) -> t
 
 def chat_prompt(messages: Any) -> str:
     """The chat template (module docstring): text contents joined by blank lines."""
+    text = "\n\n".join(m["content"] for m in chat_messages(messages) if m["content"].strip())
+    if not text.strip():
+        raise _bad("the messages hold no text", "messages")
+    return text
+
+
+def chat_messages(messages: Any) -> list[dict[str, str]]:
+    """The messages checked, as [{"role", "content"}] with text contents (content parts joined)."""
     if not isinstance(messages, list) or not messages:
         raise _bad("'messages' must be a non-empty list of {role, content} objects", "messages")
     parts = []
@@ -210,11 +225,8 @@ def chat_prompt(messages: Any) -> str:
             content = "".join(p["text"] for p in content)
         if not isinstance(content, str):
             raise _bad(f"messages[{i}].content must be a string", f"messages[{i}].content")
-        parts.append(content)
-    text = "\n\n".join(p for p in parts if p.strip())
-    if not text.strip():
-        raise _bad("the messages hold no text", "messages")
-    return text
+        parts.append({"role": m["role"], "content": content})
+    return parts
 
 
 def parse_request(body: Any, ctx: ServeContext, *, chat: bool) -> GenerationParams:
@@ -234,7 +246,11 @@ def parse_request(body: Any, ctx: ServeContext, *, chat: bool) -> GenerationPara
         raise APIError(404, f"the model {model!r} does not exist; this server serves {ctx.model!r}",
                        param="model", code="model_not_found")
     _check_unsupported(body)
-    if chat:
+    if ctx.autoregressive:
+        _check_autoregressive(body)
+    if chat and ctx.chat_ids is not None:
+        text = None
+    elif chat:
         text = chat_prompt(body.get("messages"))
     else:
         text = body.get("prompt")
@@ -242,16 +258,28 @@ def parse_request(body: Any, ctx: ServeContext, *, chat: bool) -> GenerationPara
             text = text[0]
         if not isinstance(text, str) or not text.strip():
             raise _bad("'prompt' must be a non-empty string (one prompt per request)", "prompt")
-    ids = list(ctx.encode(text))
+    ids = list(ctx.encode(text)) if text is not None else ctx.chat_ids(chat_messages(body.get("messages")))
     length, max_tokens = _length(body, ctx, ids)
     options = _typed(body, "stream_options", (dict,), {})
     seed = _typed(body, "seed", (int,), None)
     if seed is not None and not 0 <= seed < 2 ** 31:
         raise _bad(f"seed={seed} must be in [0, 2**31)", "seed")
-    return GenerationParams(chat, ids, length, max_tokens, _sampler(body, ctx, length), _stop(body),
+    sampler = SamplerConfig(steps=length, strategy="ar") if ctx.autoregressive else _sampler(body, ctx, length)
+    return GenerationParams(chat, ids, length, max_tokens, sampler, _stop(body),
                             bool(_typed(body, "stream", (bool,), False)),
                             bool(options.get("include_usage", False)),
                             bool(_typed(body, "diffusing", (bool,), False)), seed)
+
+
+def _check_autoregressive(body: dict[str, Any]) -> None:
+    """A pretrained LLM decodes greedily left to right: the diffusion fields and a sampling temperature are 400s."""
+    for name in ("strategy", "steps", "threshold", "diffusing"):
+        if name in body:
+            raise _bad(f"{name!r} is a diffusion setting; this server decodes a pretrained LLM left to right: drop "
+                       f"{name!r}", name, "unsupported_parameter")
+    if body.get("temperature") not in (None, 0):
+        raise _bad(f"temperature={body['temperature']}: this server decodes greedily; send temperature 0 or omit it",
+                   "temperature", "unsupported_parameter")
 
 
 def _cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:

@@ -110,7 +110,8 @@ def build_pretrained_state(restored: Any) -> Any:
     ctx = ServeContext(model=FLAGS.served_model_name or Path(FLAGS.pretrained).name.removesuffix(".gguf"),
                        max_length=chat.max_length, sampler=restored.run.sampler, max_steps=FLAGS.max_steps,
                        encode=lambda t: [int(i) for i in tok(t)["input_ids"]],
-                       default_max_tokens=FLAGS.default_max_tokens, chat_ids=lambda m: chat_ids(tok, m))
+                       default_max_tokens=FLAGS.default_max_tokens, autoregressive=True,
+                       chat_ids=lambda m: chat_ids(tok, m))
     metrics = Metrics(FLAGS.slots)
     loop = EngineLoop(ChatBatcher(chat, slots=FLAGS.slots), max_queue=FLAGS.max_queue, metrics=metrics)
     return ServerState(ctx, loop, tok, chat.eos_id, -1, metrics, max_body_bytes=FLAGS.max_body_bytes)

@@ -406,3 +406,50 @@ def test_an_engine_check_reports_its_field():
     with pytest.raises(ConfigError) as e:
         check_steps(SamplerConfig(strategy="ar", steps=2), np.asarray([5]))
     assert e.value.field == "steps"
+
+
+def test_an_ar_run_is_served_up_to_max_tokens_and_refuses_diffusion_fields():
+    """An AR run (the generator has `decoding`): each batch decodes with the run's beam / greedy settings and the
+    requests' own limit (max_tokens + </s>); requests of other lengths wait for their own batch; the diffusion
+    fields and a sampling temperature are 400s and a request reports the `ar` decoding that runs."""
+    import dataclasses as dc
+    from dlm_jax.diffusion import DecodeConfig, SamplerConfig
+    from dlm_jax.serving import Request, StaticBatcher
+    from dlm_jax.serving.protocol import APIError, ServeContext, parse_request
+
+    class FakeAR:  # records the decoding each batch ran with; answers ids 10, 11, ... then </s> at the limit
+        decoding, max_length, eos_id, micro_batch = DecodeConfig(beam_size=5, max_len_b=200), 64, 2, 8
+        calls: list = []
+
+        def _prompts(self, prompts):
+            return [list(p) for p in prompts]
+
+        def generate_ar(self, prompts, config, *, batch_size):
+            self.calls.append((len(prompts), config))
+            n, width = config.max_len_b, 1 + max(map(len, prompts)) + config.max_len_b
+            tokens, resp = np.zeros((len(prompts), width), np.int64), np.zeros((len(prompts), width), bool)
+            for i, p in enumerate(prompts):
+                tokens[i, 1 + len(p):1 + len(p) + n] = [*range(10, 10 + n - 1), 2]
+                resp[i, 1 + len(p):1 + len(p) + n] = True
+            return dict(tokens=tokens, response_mask=resp, scores=np.zeros(tokens.shape, np.float32),
+                        num_evals=np.full(len(prompts), n, np.int32))
+
+    gen = FakeAR()
+    batcher = StaticBatcher(gen, slots=4, max_steps=256)
+    ar = lambda n: SamplerConfig(steps=n, strategy="ar")  # noqa: E731  what parse_request gives an AR context
+    for i, length in enumerate([4, 6, 4]):
+        batcher.submit(Request(i, [5, 6, 7], length, ar(length)))
+    first, second = batcher.step(), batcher.step()
+    assert [u.id for u in first] == [0, 2] and [u.id for u in second] == [1]
+    assert [c for _, c in gen.calls] == [dc.replace(FakeAR.decoding, max_len_a=0.0, max_len_b=n) for n in (4, 6)]
+    assert first[0].tokens.tolist() == [10, 11, 12, 2] and second[0].tokens.tolist() == [10, 11, 12, 13, 14, 2]
+    ctx = ServeContext(model="m", max_length=64, sampler=SamplerConfig(), max_steps=256, encode=lambda t: [5, 6],
+                       autoregressive=True)
+    params = parse_request({"model": "m", "prompt": "x", "max_tokens": 3, "seed": 1}, ctx, chat=False)
+    assert params.length == 4 and params.sampler.strategy == "ar"
+    for extra, field in (({"steps": 4}, "steps"), ({"strategy": "cmlm"}, "strategy"), ({"diffusing": True},
+                                                                                       "diffusing"),
+                         ({"temperature": 0.5}, "temperature")):
+        with pytest.raises(APIError) as e:
+            parse_request({"model": "m", "prompt": "x", **extra}, ctx, chat=False)
+        assert e.value.status == 400 and e.value.param == field

@@ -388,7 +388,9 @@ def check_request(gen: Generator, request: Request, max_steps: int) -> None:
 class StaticBatcher(_Queue):
     """Static batching through `Generator.generate`, for comparison: up to `slots` waiting requests with the
     first one's sampler settings decode as one batch, and the next batch starts when all of them are done (the
-    batch waits for its slowest row). The same interface as `Engine`; updates only when done."""
+    batch waits for its slowest row). The same interface as `Engine`; updates only when done. An AR run's
+    requests (the generator's `decoding`) batch by length and decode with the run's greedy / beam settings up to
+    their `max_tokens` and `</s>` (`Generator.generate_ar`, `max_len_b` = the request's length)."""
 
     running = 0  # a batch runs inside `step`
 
@@ -400,12 +402,17 @@ class StaticBatcher(_Queue):
         return not self._waiting
 
     def step(self) -> list[Update]:
-        first = self._waiting[0].sampler
-        batch = [r for r in self._waiting if r.sampler == first][:self.slots]
+        first, length = self._waiting[0].sampler, self._waiting[0].length
+        ar = self.gen.decoding is not None  # one decoding limit per batch: requests of one length
+        batch = [r for r in self._waiting if r.sampler == first and (not ar or r.length == length)][:self.slots]
         for r in batch:
             self._waiting.remove(r)
-        out = self.gen.generate([r.prompt for r in batch], [r.length for r in batch], first, self._rng,
-                                batch_size=self.slots, seeds=[r.key_id for r in batch])
+        if self.gen.decoding is not None:  # an AR run: up to the requests' max_tokens and </s> (`length`)
+            decoding = dataclasses.replace(self.gen.decoding, max_len_a=0.0, max_len_b=batch[0].length)
+            out = self.gen.generate_ar([r.prompt for r in batch], decoding, batch_size=self.slots)
+        else:
+            out = self.gen.generate([r.prompt for r in batch], [r.length for r in batch], first, self._rng,
+                                    batch_size=self.slots, seeds=[r.key_id for r in batch])
         self.model_calls += int(np.max(out["num_evals"]))
         updates = []
         for j, r in enumerate(batch):

@@ -56,13 +56,11 @@ class ServeContext:
     separator: int = 0  # 1 for an encoder-decoder (the prompt's </s>)
     predict_length: Callable[[list[int]], int] | None = None  # the run's length predictor, when loaded
     default_max_tokens: int = 16
-    # a pretrained decoder LLM served as it is (`serve --pretrained`): chat messages -> its chat template's ids, and
-    # greedy left-to-right decoding, so the diffusion fields and a temperature are refused
+    # an AR run or a pretrained decoder LLM: decoded left to right (greedy or the run's beam), so the diffusion
+    # fields and a sampling temperature are refused and responses report strategy "ar"
+    autoregressive: bool = False
+    # a pretrained decoder LLM served as it is (`serve --pretrained`): chat messages -> its chat template's ids
     chat_ids: Callable[[list[dict[str, str]]], list[int]] | None = None
-
-    @property
-    def autoregressive(self) -> bool:
-        return self.chat_ids is not None
 
 
 def context_for(restored: Any, generator: Any, *, model: str, max_steps: int, default_max_tokens: int = 16,
@@ -76,7 +74,7 @@ def context_for(restored: Any, generator: Any, *, model: str, max_steps: int, de
     return ServeContext(model=model, max_length=restored.max_length, sampler=sampler or restored.run.sampler,
                         max_steps=max_steps, encode=lambda t: list(restored.vocab.encode(t)),
                         separator=int(family_of(restored.model.cfg).prompt_separator), predict_length=predict,
-                        default_max_tokens=default_max_tokens)
+                        default_max_tokens=default_max_tokens, autoregressive=generator.decoding is not None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -272,14 +270,16 @@ def parse_request(body: Any, ctx: ServeContext, *, chat: bool) -> GenerationPara
 
 
 def _check_autoregressive(body: dict[str, Any]) -> None:
-    """A pretrained LLM decodes greedily left to right: the diffusion fields and a sampling temperature are 400s."""
+    """An AR model decodes left to right (greedy, or an AR run's beam search): the diffusion fields and a sampling
+    temperature are 400s; its decoding draws no random numbers, so a seed changes nothing and is accepted."""
     for name in ("strategy", "steps", "threshold", "diffusing"):
         if name in body:
-            raise _bad(f"{name!r} is a diffusion setting; this server decodes a pretrained LLM left to right: drop "
-                       f"{name!r}", name, "unsupported_parameter")
+            raise _bad(f"{name!r} is a diffusion setting; this server decodes an autoregressive model left to right: "
+                       f"drop {name!r}", name, "unsupported_parameter")
     if body.get("temperature") not in (None, 0):
-        raise _bad(f"temperature={body['temperature']}: this server decodes greedily; send temperature 0 or omit it",
-                   "temperature", "unsupported_parameter")
+        raise _bad(f"temperature={body['temperature']}: this server decodes an autoregressive model without "
+                   "sampling (greedy or beam search); send temperature 0 or omit it", "temperature",
+                   "unsupported_parameter")
 
 
 def _cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:

@@ -102,14 +102,14 @@ def build_pretrained_state(restored: Any) -> Any:
     chat messages through the model's template."""
     from pathlib import Path
 
-    from dlm_jax.inference.chat import ChatModel, chat_ids
+    from dlm_jax.inference.chat import ChatModel, chat_ids, prompt_ids
     from dlm_jax.serving import EngineLoop, Metrics, ServerState
     from dlm_jax.serving.engine import ChatBatcher
     from dlm_jax.serving.protocol import ServeContext
     chat, tok = ChatModel(restored), restored.vocab.tokenizer
     ctx = ServeContext(model=FLAGS.served_model_name or Path(FLAGS.pretrained).name.removesuffix(".gguf"),
                        max_length=chat.max_length, sampler=restored.run.sampler, max_steps=FLAGS.max_steps,
-                       encode=lambda t: [int(i) for i in tok(t)["input_ids"]],
+                       encode=lambda t: prompt_ids(tok, t),
                        default_max_tokens=FLAGS.default_max_tokens, autoregressive=True,
                        chat_ids=lambda m: chat_ids(tok, m))
     metrics = Metrics(FLAGS.slots)

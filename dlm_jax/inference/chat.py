@@ -49,6 +49,11 @@ class ChatModel:
         return int(self.restored.vocab.tokenizer.eos_token_id)
 
     @property
+    def decoding(self) -> Any:
+        """The run's `decoding.*` (a `DecodeConfig`: greedy for a pretrained model unless overridden)."""
+        return self.restored.run.decoding
+
+    @property
     def max_length(self) -> int:
         """Positions of a row: the prompt's ids and the response."""
         return min(self.restored.run.data.max_length, self.restored.model.cfg.max_length)
@@ -64,15 +69,14 @@ class ChatModel:
         if len(first) > 1:
             raise InputError(f"these prompts start with different tokens {sorted(first)}; decode them in separate "
                              "calls (a chat template starts every prompt alike)")
-        run, tok = self.restored, self.restored.vocab.tokenizer
-        eos = int(tok.eos_token_id)
+        run, tok, eos = self.restored, self.restored.vocab.tokenizer, self.eos_id
         pad = _free_id([tok.pad_token_id, *range(len(tok))], {eos, *(int(i) for r in rows for i in r)})
         key = (first.pop(), pad)
         if key not in self._generators:
             self._generators[key] = Generator(
                 run.model, run.params, bos_id=key[0], eos_id=eos, pad_id=pad, mask_id=-1,
-                max_length=self.max_length, mesh=run.mesh, micro_batch=run.micro_batch, decoding=run.run.decoding)
-        out = self._generators[key].generate_ar([list(r[1:]) for r in rows], decoding or run.run.decoding,
+                max_length=self.max_length, mesh=run.mesh, micro_batch=run.micro_batch, decoding=self.decoding)
+        out = self._generators[key].generate_ar([list(r[1:]) for r in rows], decoding or self.decoding,
                                                 batch_size=batch_size)
         return response_ids(out["tokens"], out["response_mask"], eos)
 

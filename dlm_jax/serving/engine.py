@@ -407,7 +407,7 @@ class StaticBatcher(_Queue):
         batch = [r for r in self._waiting if r.sampler == first and (not ar or r.length == length)][:self.slots]
         for r in batch:
             self._waiting.remove(r)
-        if self.gen.decoding is not None:  # an AR run: up to the requests' max_tokens and </s> (`length`)
+        if ar:  # an AR run: up to the requests' max_tokens and </s> (`length`)
             decoding = dataclasses.replace(self.gen.decoding, max_len_a=0.0, max_len_b=batch[0].length)
             out = self.gen.generate_ar([r.prompt for r in batch], decoding, batch_size=self.slots)
         else:
@@ -424,13 +424,11 @@ class StaticBatcher(_Queue):
         return updates
 
 
-class ChatBatcher(_Queue):
+class ChatBatcher(StaticBatcher):
     """A pretrained decoder LLM (`serve --pretrained`) through `inference.chat.ChatModel`: up to `slots` waiting
-    requests with the first one's `max_tokens` decode as one greedy KV-cache batch. A request's prompt is its whole
-    row (the chat template's ids); its response holds at most `length - 1` tokens (`max_tokens`) and ends with the
-    end-of-turn id when the model ended it (the server's "stop"), without it when cut ("length")."""
-
-    running = 0
+    requests of one length decode as one KV-cache batch with the model's `decoding.*` (greedy unless overridden) up
+    to their `max_tokens`. A request's prompt is its whole row (the chat template's ids); its response ends with
+    the end-of-turn id when the model ended it (the server's "stop"), without it when cut ("length")."""
 
     def __init__(self, chat: Any, *, slots: int = 8, max_steps: int = 256, seed: int = 0):
         super().__init__(chat, slots=slots, max_steps=max_steps, seed=seed)  # `gen`: the ChatModel
@@ -442,25 +440,20 @@ class ChatBatcher(_Queue):
             raise InputError(f"the prompt has {len(request.prompt)} tokens and the response {request.length}: "
                              f"together they must fit in {self.chat.max_length} positions", field="max_tokens")
 
-    def cancel(self, request_id: int) -> bool:
-        return self._drop_waiting(request_id)
-
-    def idle(self) -> bool:
-        return not self._waiting
-
     def step(self) -> list[Update]:
-        from dlm_jax.diffusion import DecodeConfig
         length = self._waiting[0].length
         batch = [r for r in self._waiting if r.length == length][:self.slots]
         for r in batch:
             self._waiting.remove(r)
-        decoding = DecodeConfig(beam_size=1, max_len_a=0.0, max_len_b=length)  # max_tokens + the end-of-turn id
+        decoding = dataclasses.replace(self.chat.decoding, max_len_a=0.0, max_len_b=length)  # max_tokens + </s>
         out = self.chat.complete([r.prompt for r in batch], decoding=decoding, batch_size=self.slots)
         self.model_calls += max(len(ids) for ids in out) + 1
-        eos = self.chat.eos_id
-        return [Update(r.id, np.asarray(ids + [eos] if len(ids) < length - 1 else ids, np.int64),
-                       np.zeros(len(ids) + 1, bool), len(ids) + 1, True, np.zeros(len(ids) + 1, np.float32))
-                for r, ids in zip(batch, out)]
+        updates = []
+        for r, ids in zip(batch, out):
+            tokens = np.asarray(ids + [self.chat.eos_id] if len(ids) < length - 1 else ids, np.int64)
+            updates.append(Update(r.id, tokens, np.zeros(len(tokens), bool), len(ids) + 1, True,
+                                  np.zeros(len(tokens), np.float32)))
+        return updates
 
 
 def _insert_fn(pool: _Pool, mask_id: int) -> Callable:

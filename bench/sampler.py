@@ -163,7 +163,6 @@ def main() -> None:
             tmodel, d = hf_model(shape, Path(tmp))
             tmodel = tmodel.to(dev)
             pre = dlm_jax.load_pretrained(d)
-            cfg = pre.config
             mask_id = 103 if shape == "bert-tiny" else tmodel.config.vocab_size - 1
             bos, pad = SPECIAL[shape]
             model = pre.model

@@ -3,6 +3,7 @@ load time, a greedy chat answer, the logits against transformers' own GGUF loadi
 accelerate installed), and KV-cache decoding throughput at several batch sizes and compute dtypes.
 
     python bench/smollm2.py [--batches 1,32] [--new 32] [--dtypes float32,bfloat16] [--no-compare]
+    python bench/smollm2.py --llamacpp /tmp/lcpp [--new 64]     # llama.cpp on the same file: bench/llamacpp_peer.mjs
 
 Prints one line per measurement; throughput is generated tokens per second after a compile-only warm-up call,
 rows = the batch size copies of one chat prompt (greedy decoding: every row the same length).
@@ -66,6 +67,24 @@ def throughput(batches: list[int], new: int, dtypes: list[str]) -> None:
                   f"{len(row)} tokens, {jax.devices()[0].platform} x{jax.device_count()})")
 
 
+def llamacpp(lib: str, new: int) -> None:
+    """llama.cpp's greedy batch-1 decoding of the same file and the same chat row (bench/llamacpp_peer.mjs, 2
+    threads), and how many of its first tokens equal dlm_jax's greedy float32 tokens."""
+    import json
+    import subprocess
+    run = restore_pretrained("smollm2-135m-instruct", overrides={"decoding.max_len_b": new})
+    row = chat_ids(run.vocab.tokenizer, [{"role": "user", "content": STORY}])
+    ours = complete(run, [row])[0]
+    r = subprocess.run(["node", str(Path(__file__).with_name("llamacpp_peer.mjs")), "--lib", lib, "--model",
+                        str(smollm2_gguf()), "--ids", json.dumps(row), "--new", str(new)], capture_output=True,
+                       text=True, check=True)
+    peer = json.loads(r.stdout.strip().splitlines()[-1])
+    same = next((i for i, (x, y) in enumerate(zip(ours, peer["ids"])) if x != y), min(len(ours), len(peer["ids"])))
+    print(f"llama.cpp {peer['llama_cpp']} batch 1: {peer['tokens_per_s']:.1f} tokens/s ({len(peer['ids'])} tokens, "
+          f"{peer['threads']} threads, prompt {peer['prompt_tokens']} tokens + first token "
+          f"{peer['prompt_and_first_s']:.2f} s); first {same} of {len(ours)} tokens equal dlm_jax's greedy fp32")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batches", default="1,32")
@@ -73,7 +92,10 @@ def main() -> None:
     p.add_argument("--dtypes", default="float32,bfloat16")
     p.add_argument("--no-compare", action="store_true", help="skip the transformers comparison")
     p.add_argument("--only-compare", action="store_true")
+    p.add_argument("--llamacpp", metavar="DIR", help="only llama.cpp's speed (node-llama-cpp installed in DIR)")
     a = p.parse_args()
+    if a.llamacpp:
+        return llamacpp(a.llamacpp, a.new)
     if a.only_compare:
         return compare()
     answer()

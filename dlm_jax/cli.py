@@ -180,8 +180,15 @@ def restore_from_flags(step: int | None = None) -> "RestoredRun":
     return restored.with_length_head(FLAGS.length_workdir) if FLAGS.length_beam else restored
 
 
-def restore_pretrained_from_flags() -> "RestoredRun":
-    """The model of `--pretrained` as it is, in `--mesh`, with the `--config.*` overrides (e.g. decoding.*)."""
+def restore_pretrained_from_flags(unused: tuple[str, ...] = (), why: str = "") -> "RestoredRun":
+    """The model of `--pretrained` as it is, in `--mesh`, with the `--config.*` overrides (e.g. decoding.*).
+    `unused`: the entry point's flags that configure what `--pretrained` does not run (`why`): given on the command
+    line, they are one error line naming each, before anything loads."""
+    given = [f"--{name}" for name in (*unused, "micro_batch", "length_workdir") if FLAGS[name].present]
+    if given:
+        raise ConfigError(f"{', '.join(given)} {'does' if len(given) == 1 else 'do'} not apply to --pretrained ("
+                          f"{why or 'a decoder LLM decoded left to right with its KV cache'}): drop "
+                          f"{'it' if len(given) == 1 else 'them'}, or pass --workdir for a trained diffusion run")
     parallel.initialize_distributed()
     from dlm_jax.inference import restore_pretrained
     return restore_pretrained(FLAGS.pretrained, mesh=inference_mesh(FLAGS.mesh), overrides=config_overrides())

@@ -239,10 +239,8 @@ def main(argv: list[str]) -> int:
 
 def pretrained_main() -> int:
     """--pretrained: each prompt (a user turn of the chat template unless --nochat) continued left to right."""
-    if FLAGS.input_task or FLAGS.trajectory or FLAGS.strategies or FLAGS.show_steps or FLAGS.length_beam:
-        raise ConfigError("--pretrained decodes left to right with its KV cache: --input_task, --trajectory, "
-                          "--strategies, --show_steps and --length_beam are for trained diffusion runs (--workdir)")
-    restored = cli.restore_pretrained_from_flags()
+    restored = cli.restore_pretrained_from_flags(("input_task", "trajectory", "strategies", "show_steps",
+                                                  "length_beam"))
     from dlm_jax.inference.chat import chat_ids, complete, prompt_ids
     tok = restored.vocab.tokenizer
     texts = [FLAGS.prompt] if FLAGS.prompt is not None else read_input(Path(FLAGS.input))

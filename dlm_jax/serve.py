@@ -137,7 +137,9 @@ def main(argv: list[str]) -> int:
     if FLAGS.pretrained is None:
         RunDir(FLAGS.workdir).require()
     sock = _listen()  # a taken port fails before the restore and the compiles
-    state = (build_pretrained_state(cli.restore_pretrained_from_flags()) if FLAGS.pretrained is not None
+    state = (build_pretrained_state(cli.restore_pretrained_from_flags(
+        ("length_beam", "batching", "steps_per_call", "admission", "max_skips", "max_steps"),
+        "a decoder LLM decoded left to right, batched statically")) if FLAGS.pretrained is not None
              else build_state(cli.restore_from_flags()))
     if FLAGS.warmup and hasattr(state.loop.engine, "warmup"):
         n = state.loop.engine.warmup()

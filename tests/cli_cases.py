@@ -2,6 +2,9 @@
 pay one import of JAX / TensorFlow / seqio / transformers (about 12 s of CPU here) per interpreter instead of one
 per command line.
 
+    python tests/cli_cases.py --each '[["dlm_jax.evaluate", ["--workdir", "w"]], ["dlm_jax.generate", [...]]]'
+        those command lines one after another in this interpreter (test_multiprocess: one launch of N processes
+        runs several entry points)
     python tests/cli_cases.py --serve
         a helper that reads {"module": M, "args": [...], "env": {...}} lines on stdin and answers each with one JSON
         line on the file descriptor DLM_CLI_REPLY_FD (tests/conftest.py `cli`, one helper per test worker)
@@ -106,5 +109,23 @@ def serve() -> None:
         reply.flush()
 
 
+def run_each(commands: list[list]) -> int:
+    """`--each`: each [module, args] of `commands` in turn in this interpreter, printing as it runs (a line
+    `=== MODULE` on stdout before each), as a launcher's process would run them one after another; the first
+    non-zero exit code ends it."""
+    base = _base_flags()
+    for module, args in commands:
+        print(f"=== {module}", flush=True)
+        try:
+            _fresh_entry(module, args, base)()
+        except SystemExit as e:
+            if e.code not in (0, None):
+                return e.code if isinstance(e.code, int) else 1
+        sys.stdout.flush()
+    return 0
+
+
 if __name__ == "__main__" and sys.argv[1:] == ["--serve"]:
     serve()
+elif __name__ == "__main__" and sys.argv[1:2] == ["--each"]:
+    sys.exit(run_each(json.loads(sys.argv[2])))

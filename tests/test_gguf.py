@@ -252,7 +252,8 @@ def test_generate_pretrained_answers_from_the_command_line_and_refuses_what_it_c
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.splitlines()[0] == "prompt:    Grüße" and r.stdout.splitlines()[1].startswith("output:    ")
     for args, needle in [(["--pretrained", str(path), "--workdir", str(tmp_path)], "exactly one of --workdir"),
-                         (["--pretrained", str(path), "--input_task", "ding_de_en"], "--input_task, --trajectory"),
+                         (["--pretrained", str(path), "--input_task", "ding_de_en", "--length_beam", "2"],
+                          "--input_task, --length_beam do not apply to --pretrained"),
                          (["--pretrained", "bundled", "--prompt", "hi"], "holds a bert model (encoder), not a decoder LLM"),
                          (["--pretrained", str(tmp_path / "nope.gguf"), "--prompt", "hi"], "does not exist")]:
         r = cli("dlm_jax.generate", *args)

@@ -101,67 +101,64 @@ def test_two_processes_train_what_one_process_trains_and_resume_in_one(tmp_path,
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-5)
 
 
+def _launch_each(commands: list[tuple[str, list[str]]], tmp_path: Path, devices: int) -> list[str]:
+    """One launch of 2 processes x `devices` running the entry points `commands` one after another in each process
+    (tests/cli_cases.py --each: one start-up for all of them); process 0's stdout of each command."""
+    r = subprocess.run([*LAUNCHER, "--num_processes", "2", "--devices_per_process", str(devices), "--log_dir",
+                        str(tmp_path / "logs"), "--", str(REPO / "tests" / "cli_cases.py"), "--each",
+                        json.dumps(commands)], cwd=REPO, env=_env(devices), capture_output=True, text=True,
+                       timeout=600)
+    logs = "".join(p.read_text() for p in (tmp_path / "logs").glob("*.log"))
+    assert r.returncode == 0, r.stderr[-3000:] + logs[-2000:]
+    return r.stdout.split("=== ")[1:]
+
+
 @pytest.mark.slow
-def test_evaluate_and_generate_in_two_processes_give_the_one_process_results(tmp_path, production_compiles):
-    """Sharded inference across processes: `evaluate` and `generate` on a data=2 x tensor=2 mesh, launched as 2
-    processes x 2 devices, restore the checkpoint into the mesh and give exactly what the same mesh of 4 devices
-    gives in one process (the evaluator and generator here; process 0 writes the files)."""
+def test_evaluate_generate_and_an_ar_run_in_two_processes_give_the_one_process_results(tmp_path,
+                                                                                       production_compiles):
+    """Sharded inference across processes, launched as 2 processes x 2 devices (one launch, the entry points run
+    one after another in each process): `evaluate` and `generate` on a data=2 x tensor=2 mesh, then an AR run (the
+    encoder-decoder, beam search with a KV cache) through the unchanged `evaluate` on a data=4 mesh. Each restores
+    the checkpoint into the mesh and gives exactly what the same mesh of 4 devices gives in one process (the
+    evaluator and generator here; process 0 writes the files)."""
     import dataclasses
     import jax
     from dlm_jax.data import pipeline
     from dlm_jax.inference import EvalRequest, Evaluator, decode_responses, prompts_of, restore_run
     from dlm_jax.parallel import make_mesh
-    wd = tmp_path / "w"
+    wd, ar = tmp_path / "w", tmp_path / "ar"
     _train_here(wd, **TENSOR_OK, num_train_steps=2, checkpoint_every_steps=2)
-    two = [*LAUNCHER, "--num_processes", "2", "--devices_per_process", "2", "--log_dir", str(tmp_path / "logs"),
-           "--", "-m"]
+    _train_here(ar, **{"model.name": "transformer-tiny-test", "model.overrides.max_positions": 64,
+                       "objective": "ar", "model.causal": True, "num_train_steps": 2, "checkpoint_every_steps": 2})
     common = ["--workdir", str(wd), "--mesh", "data=2,fsdp=1,tensor=2"]
-    r = subprocess.run([*two, "dlm_jax.evaluate", *common, "--limit", "6", "--batch_size", "4"], cwd=REPO,
-                       env=_env(2), capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    evaluated = json.loads((wd / "eval" / "ding_de_en.json").read_text())
-    r = subprocess.run([*two, "dlm_jax.generate", *common, "--input_task", "ding_de_en", "--num_examples", "3",
-                        "--config.sampler.steps=5"], cwd=REPO, env=_env(2), capture_output=True, text=True,
-                       timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    generated = [line for line in r.stdout.splitlines() if line.startswith("output:")]
+    out = _launch_each([("dlm_jax.evaluate", [*common, "--limit", "6", "--batch_size", "4"]),
+                        ("dlm_jax.generate", [*common, "--input_task", "ding_de_en", "--num_examples", "3",
+                                              "--config.sampler.steps=5"]),
+                        ("dlm_jax.evaluate", ["--workdir", str(ar), "--mesh", "data=4", "--limit", "6",
+                                              "--batch_size", "4", "--config.decoding.max_len_b=12"])], tmp_path, 2)
+    generated = [line for line in out[1].splitlines() if line.startswith("output:")]
 
-    restored = restore_run(wd, mesh=make_mesh({"data": 2, "fsdp": 1, "tensor": 2}, devices=jax.devices()[:4]))
-    here = Evaluator(restored.generator(), restored.vocab, restored.run.sampler, restored.feature_spec(),
-                     checkpoint_step=restored.step).run_task("ding_de_en", EvalRequest(limit=6, batch_size=4))
-    assert evaluated["num_examples"] == here["num_examples"] == 6
-    assert evaluated["metrics"] == here["metrics"]
-    assert [e["prediction"] for e in evaluated["examples"]] == [e["prediction"] for e in here["examples"]]
+    def here(run_dir: Path, mesh: dict, **decoding) -> tuple[dict, Any]:
+        restored = restore_run(run_dir, mesh=make_mesh(mesh, devices=jax.devices()[:4]))
+        gen = restored.generator()
+        if decoding:
+            gen.decoding = restored.run.decoding.__class__(**decoding)
+        return json.loads((run_dir / "eval" / "ding_de_en.json").read_text()), (restored, Evaluator(
+            gen, restored.vocab, restored.run.sampler, restored.feature_spec(), checkpoint_step=restored.step
+        ).run_task("ding_de_en", EvalRequest(limit=6, batch_size=4)))
+
+    for run_dir, mesh, decoding in ((ar, {"data": 4}, {"max_len_b": 12}), (wd, {"data": 2, "fsdp": 1, "tensor": 2},
+                                                                            {})):
+        evaluated, (restored, mine) = here(run_dir, mesh, **decoding)
+        assert evaluated["num_examples"] == mine["num_examples"] == 6
+        assert evaluated["length"] == mine["length"] and evaluated["metrics"] == mine["metrics"]
+        assert [e["prediction"] for e in evaluated["examples"]] == [e["prediction"] for e in mine["examples"]]
+        assert (mine["length"] == "ar-beam5") == (run_dir == ar)
     ex = pipeline.load_examples("ding_de_en", "test", restored.feature_spec(), restored.vocab, limit=3)
     out = restored.generator().generate(prompts_of(ex.rows), [int(n) for n in ex.rows["response_length"][:3]],
                                         dataclasses.replace(restored.run.sampler, steps=5), jax.random.key(0))
     texts = decode_responses(restored.vocab.tokenizer, out, restored.vocab.eos_id)
     assert generated == [f"output:    {t}   ({int(n)} model evaluations)" for t, n in zip(texts, out["num_evals"])]
-
-
-def test_ar_encoder_decoder_evaluates_in_two_processes_as_in_one(tmp_path, production_compiles):
-    """An AR run (the encoder-decoder, beam search with a KV cache) through the unchanged `evaluate` on a data=2
-    mesh of 2 processes x 1 device: the 1-process results on the same mesh."""
-    import jax
-    from dlm_jax.inference import EvalRequest, Evaluator, restore_run
-    from dlm_jax.parallel import make_mesh
-    wd = tmp_path / "w"
-    _train_here(wd, **{"model.name": "transformer-tiny-test", "model.overrides.max_positions": 64,
-                       "objective": "ar", "model.causal": True, "num_train_steps": 2, "checkpoint_every_steps": 2})
-    r = subprocess.run([*LAUNCHER, "--num_processes", "2", "--devices_per_process", "1", "--log_dir",
-                        str(tmp_path / "logs"), "--", "-m", "dlm_jax.evaluate", "--workdir", str(wd), "--mesh",
-                        "data=2", "--limit", "6", "--batch_size", "4", "--config.decoding.max_len_b=12"], cwd=REPO,
-                       env=_env(1), capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    evaluated = json.loads((wd / "eval" / "ding_de_en.json").read_text())
-    restored = restore_run(wd, mesh=make_mesh({"data": 2}, devices=jax.devices()[:2]))
-    gen = restored.generator()
-    gen.decoding = restored.run.decoding.__class__(max_len_b=12)
-    here = Evaluator(gen, restored.vocab, restored.run.sampler, restored.feature_spec(),
-                     checkpoint_step=restored.step).run_task("ding_de_en", EvalRequest(limit=6, batch_size=4))
-    assert evaluated["length"] == here["length"] == "ar-beam5"
-    assert evaluated["metrics"] == here["metrics"]
-    assert [e["prediction"] for e in evaluated["examples"]] == [e["prediction"] for e in here["examples"]]
 
 
 def test_launcher_bad_inputs_fail_in_one_line(tmp_path):
@@ -211,7 +208,7 @@ def test_ctrl_c_then_sigkill_across_processes_and_every_step_logged_once(tmp_pat
     """Ctrl-C (SIGINT to the launcher's process group, as a terminal sends it: each process gets it directly and
     again forwarded by the launcher): every process stops at one step, one consistent checkpoint, all exit 0. The
     rerun resumes there; kill -9 of one process then stops the other within the launcher's grace period with a one-line
-    error; the next rerun resumes from the last complete checkpoint, and metrics.jsonl holds every step once."""
+    error; the next run resumes from the last complete checkpoint, and metrics.jsonl holds every step once."""
     import signal
     import time
     wd = tmp_path / "w"
@@ -234,9 +231,7 @@ def test_ctrl_c_then_sigkill_across_processes_and_every_step_logged_once(tmp_pat
     assert code != 0 and time.time() - t0 < 60, err[-2000:]
     assert "was killed by signal 9; stopping the others" in err and "Rerun the same command" in err
     stop = _checkpoints(wd)[-1] + 2
-    r = subprocess.run([*LAUNCHER, "--num_processes", "2", "--devices_per_process", "1", "--", *TRAIN,
-                        "--workdir", str(wd), f"--config.num_train_steps={stop}"], cwd=REPO, env=_env(1),
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-3000:]
+    # the last complete checkpoint resumes (in this process: the 2-process checkpoint restores anywhere)
+    _train_here(wd, num_train_steps=stop)
     steps = [json.loads(line)["step"] for line in (wd / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, stop + 1))  # no step repeated or missing across both restarts

@@ -374,6 +374,10 @@ SERVE_FLAG_CASES = [
     (["--workdir", "/nonexistent/run", "--length_beam", "3"], "--length_beam 3"),
     (["--workdir", "/nonexistent/run", "--port", "70000"], "--port 70000"),
     (["--workdir", "/nonexistent/run"], "/nonexistent/run"),
+    (["--workdir", "/nonexistent/run", "--pretrained", "m.gguf"], "exactly one of --workdir"),
+    (["--pretrained", "/nonexistent/m.gguf", "--port", "0", "--batching", "static", "--max_skips", "1"],
+     "--batching, --max_skips do not apply to --pretrained"),
+    (["--pretrained", "/nonexistent/m.gguf", "--port", "0"], "/nonexistent/m.gguf does not exist"),
 ]
 
 

@@ -20,7 +20,7 @@ if (!a.lib || !a.model || !a.ids) {
 }
 const {getLlama} = await import(path.join(path.resolve(a.lib), "node_modules/node-llama-cpp/dist/index.js"));
 const llama = await getLlama({gpu: false, logLevel: "error"});
-const model = await llama.loadModel({filePath: path.resolve(a.model)});
+const model = await llama.loadModel({modelPath: path.resolve(a.model)});
 const threads = Number(a.threads);
 const context = await model.createContext({contextSize: 2048, threads: {ideal: threads, min: threads}});
 const sequence = context.getSequence();
@@ -38,6 +38,7 @@ for await (const token of sequence.evaluate(prompt, {temperature: 0})) {
 const t2 = performance.now();
 const gen = (t2 - t1) / 1000;
 console.log(JSON.stringify({ids: out, prompt_tokens: prompt.length, prompt_and_first_s: (t1 - t0) / 1000,
-    generate_s: gen, tokens_per_s: (out.length - 1) / gen, threads, llama_cpp: llama.llamaCppRelease}));
+    generate_s: gen, tokens_per_s: (out.length - 1) / gen, threads,
+    llama_cpp: `${llama.llamaCppRelease.repo} ${llama.llamaCppRelease.release}`}));
 await context.dispose();
 await model.dispose();

@@ -70,9 +70,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.mesh.rules = ()  # () = dlm_jax.model.axes.DEFAULT_RULES
     c.sampler = _sampler_block()
     # How runs with objective "ar" decode (KV cache; fairseq-generate's settings, `diffusion.DecodeConfig`):
-    # beam_size 1 is greedy; at most max_len_a * prompt tokens + max_len_b response tokens.
+    # beam_size 1 is greedy (temperature > 0: sampled); at most max_len_a * prompt tokens + max_len_b response tokens.
     c.decoding = ml_collections.ConfigDict({"beam_size": 5, "length_penalty": 1.0, "max_len_a": 0.0,
-                                            "max_len_b": 200})
+                                            "max_len_b": 200, "temperature": 0.0})
     return c
 
 

@@ -111,6 +111,7 @@ def build_pretrained_state(restored: Any) -> Any:
                        max_length=chat.max_length, sampler=restored.run.sampler, max_steps=FLAGS.max_steps,
                        encode=lambda t: prompt_ids(tok, t),
                        default_max_tokens=FLAGS.default_max_tokens, autoregressive=True,
+                       ar_sampling=chat.decoding.beam_size == 1,
                        chat_ids=lambda m: chat_ids(tok, m))
     metrics = Metrics(FLAGS.slots)
     loop = EngineLoop(ChatBatcher(chat, slots=FLAGS.slots), max_queue=FLAGS.max_queue, metrics=metrics)

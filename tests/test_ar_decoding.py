@@ -110,6 +110,39 @@ def test_decode_config_checks():
         DecodeConfig(beam_size=0)
     with pytest.raises(ConfigError, match="max_len"):
         DecodeConfig(max_len_a=0, max_len_b=0)
+    for bad in ({"temperature": -1.0}, {"temperature": 0.7, "beam_size": 5}):
+        with pytest.raises(ConfigError, match="decoding.temperature"):
+            DecodeConfig(**bad)
+
+
+def test_sampling_draws_from_the_softmax_with_each_rows_own_key():
+    """temperature > 0: token t of a row is categorical(fold_in(its key, t), log p / T): its frequencies follow
+    the table (at T = 1) and sharpen toward the argmax (T = 0.25); a row's sample is the same alone and in any
+    batch; T = 0 is the argmax; </s> ends a row as in greedy decoding."""
+    table = np.full((5, 5), 1e-9)
+    table[:, 3], table[:, 4], table[:, EOS] = 0.6, 0.3, 0.1
+    prefill, step = _markov(table / table.sum(1, keepdims=True))
+    n = 2000
+    tokens, attn = jnp.full((n, 2), 4), jnp.ones((n, 2), jnp.int32)
+    keys = jax.random.split(jax.random.key(7), n)
+
+    def run(temperature, rows=slice(None)):
+        return jax.jit(lambda t, a, k: greedy_decode(prefill, step, t, a, jnp.full((t.shape[0],), 4), max_new=4,
+                                                     eos_id=EOS, pad_id=PAD, temperature=temperature, keys=k)
+                       )(tokens[rows], attn[rows], keys[rows])
+    out = run(1.0)
+    first, second = np.asarray(out.tokens[:, 0]), np.asarray(out.tokens[:, 1])  # </s> is never first (min_len)
+    np.testing.assert_allclose([np.mean(first == i) for i in (3, 4, EOS)], [2 / 3, 1 / 3, 0], atol=0.035)
+    np.testing.assert_allclose([np.mean(second == i) for i in (3, 4, EOS)], [0.6, 0.3, 0.1], atol=0.035)  # 3 s.e.
+    sharp = np.asarray(run(0.25).tokens[:, 0])
+    assert np.mean(sharp == 3) > 0.9  # (0.6 ** 4 / (0.6 ** 4 + 0.3 ** 4 + 0.1 ** 4) = 0.94)
+    alone = run(1.0, slice(5, 6)).tokens
+    assert alone.tolist() == out.tokens[5:6].tolist() == run(1.0, slice(3, 9)).tokens[2:3].tolist()
+    toks = np.asarray(out.tokens)
+    ended = toks == EOS
+    after = np.cumsum(ended, 1) - ended > 0
+    assert (toks[after] == PAD).all() and ended.any()
+    assert np.asarray(run(0.0).tokens)[:, 0].tolist() == [3] * n
 
 
 def _causal(scan_layers=False, name="tiny-test"):

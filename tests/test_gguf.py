@@ -264,8 +264,9 @@ def test_generate_pretrained_answers_from_the_command_line_and_refuses_what_it_c
 @pytest.mark.slow
 def test_serve_pretrained_chats_through_the_template_greedily_and_refuses_diffusion_fields(tmp_path):
     """`serve --pretrained FILE.gguf` (a real server process): /v1/chat/completions answers with the tokens of
-    `chat.complete` on the template's ids (equal to transformers' greedy generate, test above); `steps` and a
-    sampling temperature are 400s naming the field; the response reports the `ar` decoding that ran."""
+    `chat.complete` on the template's ids (equal to transformers' greedy generate, test above); a temperature
+    samples with the request's seed as ChatModel does; `steps` and a temperature out of range are 400s naming the
+    field; the response reports the `ar` decoding that ran."""
     import os
     import subprocess
     import sys
@@ -296,7 +297,16 @@ def test_serve_pretrained_chats_through_the_template_greedily_and_refuses_diffus
         assert got.choices[0].message.content == tok.decode(want, skip_special_tokens=True).strip()
         assert got.choices[0].finish_reason == ("length" if len(want) == 5 else "stop")
         assert got.model_extra["diffusion"]["strategy"] == "ar" and got.usage.completion_tokens == len(want)
-        for extra, field in (({"steps": 4}, "steps"), ({"temperature": 0.7}, "temperature")):
+        # a temperature samples, seeded: the same seed the same answer, that of ChatModel with the server's key
+        import jax
+        from dlm_jax.diffusion import DecodeConfig
+        from dlm_jax.inference.chat import ChatModel
+        hot = [client.chat.completions.create(model="chat", messages=messages, max_tokens=5, temperature=1.5,
+                                              seed=s).choices[0].message.content for s in (11, 11, 12)]
+        sampled = ChatModel(run).complete([chat_ids(tok, messages)] * 2, rng=jax.random.key(0), seeds=[11, 12],
+                                          decoding=DecodeConfig(beam_size=1, max_len_b=6, temperature=1.5))
+        assert hot == [tok.decode(sampled[i], skip_special_tokens=True).strip() for i in (0, 0, 1)]
+        for extra, field in (({"steps": 4}, "steps"), ({"temperature": 2.5}, "temperature")):
             body = json.dumps({"model": "chat", "messages": messages, **extra}).encode()
             req = urllib.request.Request(f"{url}/v1/chat/completions", data=body,
                                          headers={"Content-Type": "application/json"})
@@ -306,3 +316,41 @@ def test_serve_pretrained_chats_through_the_template_greedily_and_refuses_diffus
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_magpie_data_is_reproducible_held_out_and_sampled_per_row(tmp_path):
+    """bench/magpie.py on a small random GGUF chat model: user turns sampled from the template's pre-query part,
+    answered greedily; the same seed writes the same files byte for byte, another seed other turns; splits are
+    disjoint and every kept turn distinct. A sampled row is the same alone and in a batch (ChatModel with seeds)."""
+    torch_or_skip()
+    import importlib.util
+    from pathlib import Path
+    from dlm_jax.diffusion import DecodeConfig
+    from dlm_jax.inference import restore_pretrained
+    from dlm_jax.inference.chat import ChatModel
+    spec = importlib.util.spec_from_file_location("magpie", Path(__file__).parents[1] / "bench" / "magpie.py")
+    magpie = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(magpie)
+    path = tmp_path / "chat.gguf"
+    write_gguf(path, "llama", "Q8_0", pad_id=1)
+    chat = ChatModel(restore_pretrained(path))
+    pre = magpie.pre_query_ids(chat.restored.vocab.tokenizer)
+    assert chat.restored.vocab.tokenizer.decode(pre) == "<|im_start|>user\n"
+    dec = DecodeConfig(beam_size=1, temperature=1.0, max_len_b=6)
+    import jax
+    rows = chat.complete([pre] * 6, decoding=dec, rng=jax.random.key(3), seeds=range(6))
+    assert chat.complete([pre], decoding=dec, rng=jax.random.key(3), seeds=[4]) == [rows[4]]
+    assert len({tuple(r) for r in rows}) > 1  # sampled, not the argmax six times
+    args = ["--model", str(path), "--pairs", "12", "--round", "16", "--batch", "8", "--max_instruction", "8",
+            "--max_response", "6", "--min_words", "1", "--max_rounds", "3", "--keep_cut"]
+    files = {}
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        assert magpie.main([*args, "--out", str(tmp_path / name), "--seed", str(seed)]) == 0
+        files[name] = {f: (tmp_path / name / f).read_bytes() for f in ("train.jsonl", "valid.jsonl", "test.jsonl")}
+    assert files["a"] == files["b"] and files["a"] != files["c"]
+    turns = {s: [json.loads(line)["inputs"] for line in files["a"][s].decode().splitlines()] for s in files["a"]}
+    flat = [magpie.normalise(t) for ts in turns.values() for t in ts]
+    assert 0 < len(flat) <= 12 and len(set(flat)) == len(flat)
+    assert all(magpie.split_of(t) == s.removesuffix(".jsonl") for s, ts in turns.items() for t in ts)
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert sum(manifest["counts"].values()) == len(flat) and manifest["settings"]["seed"] == 0

@@ -415,7 +415,8 @@ def test_an_engine_check_reports_its_field():
 def test_an_ar_run_is_served_up_to_max_tokens_and_refuses_diffusion_fields():
     """An AR run (the generator has `decoding`): each batch decodes with the run's beam / greedy settings and the
     requests' own limit (max_tokens + </s>); requests of other lengths wait for their own batch; the diffusion
-    fields and a sampling temperature are 400s and a request reports the `ar` decoding that runs."""
+    fields (and under beam search a sampling temperature) are 400s and a request reports the `ar` decoding that runs;
+    a greedy AR model samples at a request's temperature with its seed."""
     import dataclasses as dc
     from dlm_jax.diffusion import DecodeConfig, SamplerConfig
     from dlm_jax.serving import Request, StaticBatcher
@@ -428,8 +429,8 @@ def test_an_ar_run_is_served_up_to_max_tokens_and_refuses_diffusion_fields():
         def _prompts(self, prompts):
             return [list(p) for p in prompts]
 
-        def generate_ar(self, prompts, config, *, batch_size):
-            self.calls.append((len(prompts), config))
+        def generate_ar(self, prompts, config, *, batch_size, rng=None, seeds=None):
+            self.calls.append((len(prompts), config, list(seeds)))
             n, width = config.max_len_b, 1 + max(map(len, prompts)) + config.max_len_b
             tokens, resp = np.zeros((len(prompts), width), np.int64), np.zeros((len(prompts), width), bool)
             for i, p in enumerate(prompts):
@@ -445,7 +446,7 @@ def test_an_ar_run_is_served_up_to_max_tokens_and_refuses_diffusion_fields():
         batcher.submit(Request(i, [5, 6, 7], length, ar(length)))
     first, second = batcher.step(), batcher.step()
     assert [u.id for u in first] == [0, 2] and [u.id for u in second] == [1]
-    assert [c for _, c in gen.calls] == [dc.replace(FakeAR.decoding, max_len_a=0.0, max_len_b=n) for n in (4, 6)]
+    assert [c for _, c, _ in gen.calls] == [dc.replace(FakeAR.decoding, max_len_a=0.0, max_len_b=n) for n in (4, 6)]
     assert first[0].tokens.tolist() == [10, 11, 12, 2] and second[0].tokens.tolist() == [10, 11, 12, 13, 14, 2]
     ctx = ServeContext(model="m", max_length=64, sampler=SamplerConfig(), max_steps=256, encode=lambda t: [5, 6],
                        autoregressive=True)
@@ -457,3 +458,16 @@ def test_an_ar_run_is_served_up_to_max_tokens_and_refuses_diffusion_fields():
         with pytest.raises(APIError) as e:
             parse_request({"model": "m", "prompt": "x", **extra}, ctx, chat=False)
         assert e.value.status == 400 and e.value.param == field
+    # a greedy AR model (beam size 1) samples at a request's temperature, keyed by its seed (or id)
+    greedy = dc.replace(ctx, ar_sampling=True)
+    hot = parse_request({"model": "m", "prompt": "x", "max_tokens": 3, "temperature": 0.5, "seed": 9}, greedy,
+                        chat=False).sampler
+    assert (hot.strategy, hot.argmax, hot.temperature) == ("ar", False, 0.5)
+    with pytest.raises(APIError) as e:
+        parse_request({"model": "m", "prompt": "x", "temperature": 2.5}, greedy, chat=False)
+    assert e.value.param == "temperature"
+    gen.decoding, gen.calls = DecodeConfig(beam_size=1, max_len_b=200), []
+    batcher.submit(Request(7, [5, 6], 4, hot, seed=9))
+    batcher.submit(Request(8, [5, 6], 4, ar(4)))  # the argmax: another batch
+    batcher.step(), batcher.step()
+    assert [(c.temperature, sd) for _, c, sd in gen.calls] == [(0.5, [9]), (0.0, [8])]

@@ -61,16 +61,22 @@ class DecodeConfig:
     """AR decoding (fairseq-generate's settings). `beam_size` 1 is greedy. A response has at most
     `max_len_a * prompt tokens + max_len_b` tokens with its `</s>` (fairseq's max_len_a / max_len_b; also capped by
     the row length); `</s>` is forced at the last one and forbidden at the first (fairseq's min_len 1). Beam scores
-    are sum log p / len ** `length_penalty` (len counts `</s>`; fairseq's lenpen)."""
+    are sum log p / len ** `length_penalty` (len counts `</s>`; fairseq's lenpen). `temperature` > 0 (with
+    `beam_size` 1) samples each token from softmax(logits / temperature) with the row's own key instead of the
+    argmax (0: greedy)."""
 
     beam_size: int = 5
     length_penalty: float = 1.0
     max_len_a: float = 0.0
     max_len_b: int = 200
+    temperature: float = 0.0
 
     def __post_init__(self) -> None:
         if self.beam_size < 1:
             raise ConfigError(f"decoding.beam_size must be at least 1 (1: greedy), got {self.beam_size}")
+        if self.temperature < 0 or (self.temperature > 0 and self.beam_size != 1):
+            raise ConfigError(f"decoding.temperature must be >= 0 (0: the argmax) and > 0 only with beam_size 1, "
+                              f"got temperature {self.temperature} with beam_size {self.beam_size}")
         if self.max_len_a < 0 or self.max_len_b < 0 or self.max_len_a == self.max_len_b == 0:
             raise ConfigError(f"decoding.max_len_a / max_len_b must be >= 0 and not both 0, got {self.max_len_a}, "
                               f"{self.max_len_b}")
@@ -95,8 +101,13 @@ def _allowed(logp: jax.Array, t: jax.Array, limits: jax.Array, eos_id: int) -> j
 
 
 def greedy_decode(prefill_fn: PrefillFn, step_fn: StepFn, tokens: jax.Array, attention_mask: jax.Array,
-                  limits: jax.Array, *, max_new: int, eos_id: int, pad_id: int) -> Decoded:
-    """Argmax decoding: prefill, then one cached step per token until every row wrote `</s>`."""
+                  limits: jax.Array, *, max_new: int, eos_id: int, pad_id: int, temperature: float = 0.0,
+                  keys: jax.Array | None = None) -> Decoded:
+    """Argmax decoding: prefill, then one cached step per token until every row wrote `</s>`. `temperature` > 0:
+    token t of row b is drawn from softmax(log p / temperature) with `fold_in(keys[b], t)` (`keys`: [B] typed
+    keys), so a row's sample depends on its key alone, never on the other rows; scores stay sum log p."""
+    if temperature > 0 and keys is None:
+        raise ConfigError("sampling (temperature > 0) needs a key per row")
     logits, cache = prefill_fn(tokens, attention_mask)
     b = tokens.shape[0]
     limits = jnp.minimum(limits, max_new)
@@ -107,7 +118,7 @@ def greedy_decode(prefill_fn: PrefillFn, step_fn: StepFn, tokens: jax.Array, att
     def body(s):
         t, logits, done, out, score, cache = s
         logp = _allowed(jax.nn.log_softmax(logits.astype(jnp.float32), -1), t, limits, eos_id)
-        tok = jnp.argmax(logp, -1).astype(jnp.int32)
+        tok = _pick(logp, t, temperature, keys)
         score = score + jnp.where(done, 0.0, jnp.take_along_axis(logp, tok[:, None], 1)[:, 0])
         tok = jnp.where(done, pad_id, tok)
         out = out.at[:, t].set(tok)
@@ -118,6 +129,14 @@ def greedy_decode(prefill_fn: PrefillFn, step_fn: StepFn, tokens: jax.Array, att
             jnp.zeros((b,), jnp.float32), cache)
     t, _, _, out, score, _ = jax.lax.while_loop(cond, body, init)
     return Decoded(out, score, t)
+
+
+def _pick(logp: jax.Array, t: jax.Array, temperature: float, keys: jax.Array | None) -> jax.Array:
+    """[B] next tokens: the argmax of `logp` [B, V], or (temperature > 0) a draw per row with fold_in(key, t)."""
+    if temperature <= 0:
+        return jnp.argmax(logp, -1).astype(jnp.int32)
+    draw = jax.vmap(lambda k, lp: jax.random.categorical(jax.random.fold_in(k, t), lp / temperature))
+    return draw(keys, logp).astype(jnp.int32)
 
 
 class _Beams(NamedTuple):

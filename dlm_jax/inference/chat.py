@@ -58,11 +58,12 @@ class ChatModel:
         """Positions of a row: the prompt's ids and the response."""
         return min(self.restored.run.data.max_length, self.restored.model.cfg.max_length)
 
-    def complete(self, rows: Sequence[Sequence[int]], *, batch_size: int = 64, decoding: Any = None
-                 ) -> list[list[int]]:
+    def complete(self, rows: Sequence[Sequence[int]], *, batch_size: int = 64, decoding: Any = None,
+                 rng: Any = None, seeds: Sequence[int] | None = None) -> list[list[int]]:
         """The response ids (up to, without, the end-of-turn id) that `decoding` (default: the run's `decoding.*`;
         greedy for a pretrained model) continues each row with. Rows must share their first id (a template's or
-        `<s>`)."""
+        `<s>`). With `decoding.temperature` > 0 a row's sample is drawn with `fold_in(rng, its seed)`
+        (`Generator.generate_ar`)."""
         if not rows or any(len(r) < 1 for r in rows):
             raise InputError("every prompt needs at least one token")
         first = {int(r[0]) for r in rows}
@@ -77,7 +78,7 @@ class ChatModel:
                 run.model, run.params, bos_id=key[0], eos_id=eos, pad_id=pad, mask_id=-1,
                 max_length=self.max_length, mesh=run.mesh, micro_batch=run.micro_batch, decoding=self.decoding)
         out = self._generators[key].generate_ar([list(r[1:]) for r in rows], decoding or self.decoding,
-                                                batch_size=batch_size)
+                                                batch_size=batch_size, rng=rng, seeds=seeds)
         return response_ids(out["tokens"], out["response_mask"], eos)
 
 

@@ -184,7 +184,7 @@ class Generator:
         [S, N, L] or None, trajectory_scores [S, N, L] (log-probs, -inf where masked) or None).
         """
         if self.decoding is not None:
-            return self.generate_ar(prompts, self.decoding, batch_size=batch_size)
+            return self.generate_ar(prompts, self.decoding, batch_size=batch_size, rng=rng, seeds=seeds)
         seeds = [stable_hash(p, n) for p, n in zip(prompts, lengths)] if seeds is None else seeds
         prompts = self._prompts(prompts)
         tokens, resp, attn = self._inputs(prompts, lengths, fixed_eos=config.fixed_eos)
@@ -298,11 +298,14 @@ class Generator:
             self._jitted[("ar-score",)] = self._jit(run)
         return self._jitted[("ar-score",)]
 
-    def generate_ar(self, prompts: Sequence[Sequence[int]], config: DecodeConfig, *, batch_size: int = 64
-                    ) -> dict[str, np.ndarray]:
-        """KV-cache decoding of an AR run (`config.beam_size` 1: greedy; else fairseq's beam search), rows grouped
-        by width bucket as `generate`. Returns generate's dict (`scores` holds each row's sequence score at its
-        response positions; `num_evals` the model calls of its batch; no trajectory)."""
+    def generate_ar(self, prompts: Sequence[Sequence[int]], config: DecodeConfig, *, batch_size: int = 64,
+                    rng: jax.Array | None = None, seeds: Sequence[int] | None = None) -> dict[str, np.ndarray]:
+        """KV-cache decoding of an AR run (`config.beam_size` 1: greedy, or sampled at `config.temperature` with
+        row keys `fold_in(rng, seed)` as `generate`'s; else fairseq's beam search), rows grouped by width bucket as
+        `generate`. Returns generate's dict (`scores` holds each row's sequence score at its response positions;
+        `num_evals` the model calls of its batch; no trajectory)."""
+        keys = self.row_keys(jax.random.key(0) if rng is None else rng,
+                             [stable_hash(p, 0) for p in prompts] if seeds is None else seeds)
         prompts = self._prompts(prompts)
         limits = np.asarray([min(config.limit(len(p)), self.max_length - 1 - len(p)) for p in prompts])
         if (limits < 1).any():
@@ -315,7 +318,7 @@ class Generator:
                    num_evals=np.zeros((n,), np.int32), trajectory=None, trajectory_scores=None)
         out["tokens"][resp] = self.pad_id
         for idx, rows, width, max_new in self._calls(attn, resp, batch_size):
-            arrays = self._call_arrays(idx, rows, width, (tokens, resp, attn), (limits,))
+            arrays = self._call_arrays(idx, rows, width, (tokens, resp, attn), (limits, keys))
             res = self._ar_fn(config, max_new)(self.params, *self._put(*arrays))
             got = np.asarray(res.tokens)[:len(idx)]
             got = self.vocab_map.to_old(got) if self.vocab_map is not None else got
@@ -335,7 +338,7 @@ class Generator:
             dec = model_for(self.model.cfg, decode=True)
             eos, pad = self._m(self.eos_id), self._m(self.pad_id)
 
-            def run(params, tokens, response, attn, limits):
+            def run(params, tokens, response, attn, limits, key_data):
                 def prefill(t, a):
                     logits, v = dec.apply({"params": params}, t, a, method=type(dec).prefill, mutable=["cache"])
                     return logits, v["cache"]
@@ -347,7 +350,8 @@ class Generator:
                 prompt = attn * (1 - response.astype(attn.dtype))
                 t = jnp.where(prompt > 0, tokens, pad)
                 if config.beam_size == 1:
-                    return greedy_decode(prefill, step, t, prompt, limits, max_new=max_new, eos_id=eos, pad_id=pad)
+                    return greedy_decode(prefill, step, t, prompt, limits, max_new=max_new, eos_id=eos, pad_id=pad,
+                                         temperature=config.temperature, keys=jax.random.wrap_key_data(key_data))
                 return beam_search(prefill, step, t, prompt, limits, beam_size=config.beam_size, max_new=max_new,
                                    eos_id=eos, pad_id=pad, length_penalty=config.length_penalty)
             self._jitted[key] = self._jit(run)

@@ -407,9 +407,10 @@ class StaticBatcher(_Queue):
         batch = [r for r in self._waiting if r.sampler == first and (not ar or r.length == length)][:self.slots]
         for r in batch:
             self._waiting.remove(r)
-        if ar:  # an AR run: up to the requests' max_tokens and </s> (`length`)
-            decoding = dataclasses.replace(self.gen.decoding, max_len_a=0.0, max_len_b=batch[0].length)
-            out = self.gen.generate_ar([r.prompt for r in batch], decoding, batch_size=self.slots)
+        if ar:  # an AR run: up to the requests' max_tokens and </s> (`length`), at their temperature
+            decoding = ar_decoding(self.gen.decoding, first, batch[0].length)
+            out = self.gen.generate_ar([r.prompt for r in batch], decoding, batch_size=self.slots, rng=self._rng,
+                                       seeds=[r.key_id for r in batch])
         else:
             out = self.gen.generate([r.prompt for r in batch], [r.length for r in batch], first, self._rng,
                                     batch_size=self.slots, seeds=[r.key_id for r in batch])
@@ -422,6 +423,13 @@ class StaticBatcher(_Queue):
             updates.append(Update(r.id, out["tokens"][j, cols], np.zeros(len(cols), bool), int(out["num_evals"][j]),
                                   True, out["scores"][j, cols]))
         return updates
+
+
+def ar_decoding(decoding: Any, sampler: SamplerConfig, length: int) -> Any:
+    """The AR model's `decoding` for a batch of requests with `sampler` ("ar": argmax or a temperature) and
+    `length` response tokens at most (max_tokens + </s>)."""
+    temperature = 0.0 if sampler.argmax else sampler.temperature
+    return dataclasses.replace(decoding, max_len_a=0.0, max_len_b=length, temperature=temperature)
 
 
 class ChatBatcher(StaticBatcher):
@@ -441,12 +449,12 @@ class ChatBatcher(StaticBatcher):
                              f"together they must fit in {self.chat.max_length} positions", field="max_tokens")
 
     def step(self) -> list[Update]:
-        length = self._waiting[0].length
-        batch = [r for r in self._waiting if r.length == length][:self.slots]
+        length, sampler = self._waiting[0].length, self._waiting[0].sampler
+        batch = [r for r in self._waiting if r.length == length and r.sampler == sampler][:self.slots]
         for r in batch:
             self._waiting.remove(r)
-        decoding = dataclasses.replace(self.chat.decoding, max_len_a=0.0, max_len_b=length)  # max_tokens + </s>
-        out = self.chat.complete([r.prompt for r in batch], decoding=decoding, batch_size=self.slots)
+        out = self.chat.complete([r.prompt for r in batch], decoding=ar_decoding(self.chat.decoding, sampler, length),
+                                 batch_size=self.slots, rng=self._rng, seeds=[r.key_id for r in batch])
         self.model_calls += max(len(ids) for ids in out) + 1
         updates = []
         for r, ids in zip(batch, out):

@@ -57,8 +57,11 @@ class ServeContext:
     predict_length: Callable[[list[int]], int] | None = None  # the run's length predictor, when loaded
     default_max_tokens: int = 16
     # an AR run or a pretrained decoder LLM: decoded left to right (greedy or the run's beam), so the diffusion
-    # fields and a sampling temperature are refused and responses report strategy "ar"
+    # fields are refused and responses report strategy "ar"
     autoregressive: bool = False
+    # such a model decoding greedily (beam size 1): a request's temperature samples (seeded as diffusion's);
+    # under beam search a temperature is refused
+    ar_sampling: bool = False
     # a pretrained decoder LLM served as it is (`serve --pretrained`): chat messages -> its chat template's ids
     chat_ids: Callable[[list[dict[str, str]]], list[int]] | None = None
 
@@ -74,7 +77,8 @@ def context_for(restored: Any, generator: Any, *, model: str, max_steps: int, de
     return ServeContext(model=model, max_length=restored.max_length, sampler=sampler or restored.run.sampler,
                         max_steps=max_steps, encode=lambda t: list(restored.vocab.encode(t)),
                         separator=int(family_of(restored.model.cfg).prompt_separator), predict_length=predict,
-                        default_max_tokens=default_max_tokens, autoregressive=generator.decoding is not None)
+                        default_max_tokens=default_max_tokens, autoregressive=generator.decoding is not None,
+                        ar_sampling=generator.decoding is not None and generator.decoding.beam_size == 1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -245,7 +249,7 @@ def parse_request(body: Any, ctx: ServeContext, *, chat: bool) -> GenerationPara
                        param="model", code="model_not_found")
     _check_unsupported(body)
     if ctx.autoregressive:
-        _check_autoregressive(body)
+        _check_autoregressive(body, ctx)
     if chat and ctx.chat_ids is not None:
         text = None
     elif chat:
@@ -262,24 +266,31 @@ def parse_request(body: Any, ctx: ServeContext, *, chat: bool) -> GenerationPara
     seed = _typed(body, "seed", (int,), None)
     if seed is not None and not 0 <= seed < 2 ** 31:
         raise _bad(f"seed={seed} must be in [0, 2**31)", "seed")
-    sampler = SamplerConfig(steps=length, strategy="ar") if ctx.autoregressive else _sampler(body, ctx, length)
+    sampler = _ar_sampler(body, length) if ctx.autoregressive else _sampler(body, ctx, length)
     return GenerationParams(chat, ids, length, max_tokens, sampler, _stop(body),
                             bool(_typed(body, "stream", (bool,), False)),
                             bool(options.get("include_usage", False)),
                             bool(_typed(body, "diffusing", (bool,), False)), seed)
 
 
-def _check_autoregressive(body: dict[str, Any]) -> None:
-    """An AR model decodes left to right (greedy, or an AR run's beam search): the diffusion fields and a sampling
-    temperature are 400s; its decoding draws no random numbers, so a seed changes nothing and is accepted."""
+def _check_autoregressive(body: dict[str, Any], ctx: ServeContext) -> None:
+    """An AR model decodes left to right: the diffusion fields are 400s; a sampling temperature is one too under
+    beam search (`ctx.ar_sampling` False). Greedy decoding draws no random numbers, so a seed changes nothing."""
     for name in ("strategy", "steps", "threshold", "diffusing"):
         if name in body:
             raise _bad(f"{name!r} is a diffusion setting; this server decodes an autoregressive model left to right: "
                        f"drop {name!r}", name, "unsupported_parameter")
-    if body.get("temperature") not in (None, 0):
-        raise _bad(f"temperature={body['temperature']}: this server decodes an autoregressive model without "
-                   "sampling (greedy or beam search); send temperature 0 or omit it", "temperature",
-                   "unsupported_parameter")
+    if body.get("temperature") not in (None, 0) and not ctx.ar_sampling:
+        raise _bad(f"temperature={body['temperature']}: this server decodes an autoregressive model with beam "
+                   "search, without sampling; send temperature 0 or omit it", "temperature", "unsupported_parameter")
+
+
+def _ar_sampler(body: dict[str, Any], length: int) -> SamplerConfig:
+    """Left to right, one token per step: the argmax, or sampled at the request's temperature in (0, 2]."""
+    temperature = _typed(body, "temperature", (int, float), None)
+    if temperature is not None and not (math.isfinite(temperature) and 0 <= temperature <= 2):
+        raise _bad(f"temperature={temperature} must be in [0, 2]", "temperature")
+    return SamplerConfig(steps=length, strategy="ar", argmax=not temperature, temperature=float(temperature or 1.0))
 
 
 def _cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:

@@ -354,3 +354,41 @@ def test_magpie_data_is_reproducible_held_out_and_sampled_per_row(tmp_path):
     assert all(magpie.split_of(t) == s.removesuffix(".jsonl") for s, ts in turns.items() for t in ts)
     manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
     assert sum(manifest["counts"].values()) == len(flat) and manifest["settings"]["seed"] == 0
+
+
+@pytest.mark.slow
+def test_smollm2_adaptation_variants_train_on_magpie_pairs(tmp_path, monkeypatch):
+    """configs/smollm2.py (the LLaMA experiment on SmolLM2) on a GGUF chat model shaped as SmolLM2's file (padding
+    id inside every turn) and Magpie-format pairs (bench/magpie.py's files): the released adaptation, the AR
+    reference and the random control train with finite losses; the adaptations are bidirectional with a `<mask>`
+    row added (shift 0; Dream's shift 1, trained as in test_llama), the reference causal AR."""
+    torch_or_skip()
+    import importlib
+    from dlm_jax.config import parse
+    from dlm_jax.training import loop
+    path = tmp_path / "chat.gguf"
+    write_gguf(path, "llama", "Q8_0", pad_id=1)
+    data = tmp_path / "data" / "magpie_smollm2"
+    data.mkdir(parents=True)
+    pairs = [{"inputs": f"Tell me about topic {i}.", "targets": f"Topic {i} is a fine topic, friend."}
+             for i in range(12)]
+    for split in ("train", "valid", "test"):
+        (data / f"{split}.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    monkeypatch.setenv("DLM_DATA_DIR", str(tmp_path / "data"))
+    configs = importlib.import_module("configs.smollm2")
+    for variant, want in (("dream", (False, "rdm", 1)), ("rdm", (False, "rdm", 0)), ("ar", (True, "ar", 0)),
+                          ("random", (False, "rdm", 0))):
+        c = configs.get_config(f"{variant},init={path},steps=2,batch=8")
+        c.data.max_length, c.log_every_steps, c.checkpoint_every_steps = 48, 1, 2
+        if variant == "random":
+            c.model.name = "llama-tiny"  # the control has SmolLM2's shape; a tiny one here (vocabulary: the file's)
+        run = parse(c)
+        assert (run.model.overrides["causal"], run.objective, run.model.overrides.get("shift", 0)) == want
+        if variant == "dream":
+            continue
+        loop.run(run, tmp_path / variant)
+        rows = [json.loads(line) for line in (tmp_path / variant / "metrics.jsonl").read_text().splitlines()]
+        losses = [r["loss"] for r in rows if "loss" in r]
+        assert len(losses) == 2 and all(np.isfinite(losses)), variant
+    with pytest.raises(ValueError, match="choose one of rdm, dream, random, ar"):
+        configs.get_config("llada")

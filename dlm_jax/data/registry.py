@@ -159,6 +159,9 @@ def register_translation_tasks(reg: _Registrar) -> None:
                  metric_fns=[metrics.bleu_cased_and_uncased("intl")], spec=eval_specs.TRANSLATION_INTL)
     reg.task("gigaword_10k", _function_source(sources.gigaword_local_rows, splits),
              metric_fns=[metrics.rouge_l], spec=eval_specs.SUMMARIZATION)
+    # Magpie pairs of SmolLM2-135M-Instruct (bench/magpie.py): ROUGE-L and BLEU against the model's own answers
+    reg.task("magpie_smollm2", _function_source(sources.magpie_rows, splits),
+             metric_fns=[metrics.rouge_l, metrics.bleu_cased_and_uncased("13a")], spec=eval_specs.SUMMARIZATION)
     reg.task("gigaword_10k_tfds", TfdsSource(
         tfds_name="gigaword:1.2.0", splits={"train": "train[:10000]", "validation": "validation", "test": "test"},
         local="gigaword_10k"),

@@ -131,6 +131,15 @@ def few_shot_rows(pairs: Callable[[str], list[tuple[str, str]]], split: str, sho
     return rows
 
 
+def magpie_rows(split: str, name: str = "magpie_smollm2") -> list[dict]:
+    """Instruction / answer pairs an instruct model made of itself (`bench/magpie.py`: Magpie, Xu et al. 2024),
+    `DLM_DATA_DIR/<name>/{train,valid,test}.jsonl`; the valid and test turns are never trained on."""
+    path = data_dir() / name / f"{SPLIT_FILE_NAMES[split]}.jsonl"
+    require([path], "bench/magpie.py (offline, from the instruct model itself: SmolLM2-135M-Instruct by default)",
+            f"python bench/magpie.py --out {data_dir() / name}")
+    return [{"inputs": r["inputs"], "targets": r["targets"], "task": name} for r in read_jsonl(path)]
+
+
 def wmt14_pairs(split: str) -> list[tuple[str, str]]:
     """WMT14 EN-DE as fairseq's prepare-wmt14en2de.sh leaves it (`wmt14_en_de`), BPE removed: the paper's
     source (Appendix A)."""

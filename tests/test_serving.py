@@ -426,8 +426,8 @@ def test_an_ar_run_is_served_up_to_max_tokens_and_refuses_diffusion_fields():
         decoding, max_length, eos_id, micro_batch = DecodeConfig(beam_size=5, max_len_b=200), 64, 2, 8
         calls: list = []
 
-        def _prompts(self, prompts):
-            return [list(p) for p in prompts]
+        def row_positions(self, prompt):
+            return 1 + len(prompt)
 
         def generate_ar(self, prompts, config, *, batch_size, rng=None, seeds=None):
             self.calls.append((len(prompts), config, list(seeds)))

@@ -113,7 +113,7 @@ class Generator:
         key = (config, max_response)
         if key not in self._jitted:
             micro = self.micro_batch
-            mask_id = self._m(self.mask_id)
+            mask_id = self.model_id(self.mask_id)
 
             def run(params, tokens, response, attn, key_data):
                 def logits_fn(t, positions, rows=None):
@@ -154,8 +154,20 @@ class Generator:
             for start in range(0, len(idx), batch_size):
                 yield idx[start:start + batch_size], rows, w, r
 
-    def _m(self, old_id: int) -> int:
+    def model_id(self, old_id: int) -> int:
+        """The id the model computes with for an id of the original vocabulary (a pruned model's own id)."""
         return int(self.vocab_map.old_to_new[old_id]) if self.vocab_map is not None else old_id
+
+    def layout(self, prompts: Sequence[Sequence[int]], lengths: Sequence[int], *, fixed_eos: bool = False
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(tokens, response mask, attention) [n, max_length] of each prompt (original ids, without `<s>`) with a
+        response of `lengths` positions, as `generate` lays its rows out (the serving engine's rows too)."""
+        return self._inputs(self._prompts(prompts), lengths, fixed_eos=fixed_eos)
+
+    def row_positions(self, prompt: Sequence[int]) -> int:
+        """Positions a prompt takes in a row before its response: `<s>`, the prompt and an encoder-decoder's
+        `</s>`."""
+        return 1 + len(self._prompts([prompt])[0])
 
     def _call_arrays(self, idx: np.ndarray, rows: int, width: int, positions: Sequence[np.ndarray],
                      per_row: Sequence[np.ndarray] = ()) -> list[np.ndarray]:
@@ -271,7 +283,7 @@ class Generator:
     def _score_fn(self, num_samples: int, max_response: int) -> Callable:
         key = ("score", num_samples, max_response)
         if key not in self._jitted:
-            mask_id, micro = self._m(self.mask_id), self.micro_batch
+            mask_id, micro = self.model_id(self.mask_id), self.micro_batch
 
             def run(params, tokens, response, attn, key_data):
                 def logits_fn(t, a, positions):
@@ -336,7 +348,7 @@ class Generator:
         key = ("ar", config, max_new)
         if key not in self._jitted:
             dec = model_for(self.model.cfg, decode=True)
-            eos, pad = self._m(self.eos_id), self._m(self.pad_id)
+            eos, pad = self.model_id(self.eos_id), self.model_id(self.pad_id)
 
             def run(params, tokens, response, attn, limits, key_data):
                 def prefill(t, a):

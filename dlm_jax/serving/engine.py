@@ -217,8 +217,7 @@ class Engine(_Queue):
     # -- internals ---------------------------------------------------------------------------------------------
     def _layout(self, req: Request) -> tuple[tuple[int, int], np.ndarray, np.ndarray, np.ndarray]:
         """The request's row as `Generator.generate` lays it out (full width), and its bucket, as `_calls`."""
-        tokens, resp, attn = self.gen._inputs(self.gen._prompts([req.prompt]), [req.length],
-                                              fixed_eos=req.sampler.fixed_eos)
+        tokens, resp, attn = self.gen.layout([req.prompt], [req.length], fixed_eos=req.sampler.fixed_eos)
         width = bucket(int(attn.sum()), self.gen.max_length)
         return (width, bucket(int(resp.sum()), width)), tokens[:, :width], resp[:, :width], attn[:, :width]
 
@@ -234,8 +233,8 @@ class Engine(_Queue):
             attn = i32(n, width).at[:, 0].set(1)
             arrays = dict(response=jnp.zeros((n, width), bool), attn=attn, positions=i32(n, r),
                           keys=jnp.zeros((n, 2), jnp.uint32), settings=settings)
-            canvas = initial_canvas(jnp.full((n, width), self.gen._m(self.gen.pad_id), jnp.int32),
-                                    jnp.zeros((n, width), bool), self.gen._m(self.gen.mask_id))  # own buffers
+            canvas = initial_canvas(jnp.full((n, width), self.gen.model_id(self.gen.pad_id), jnp.int32),
+                                    jnp.zeros((n, width), bool), self.gen.model_id(self.gen.mask_id))  # own buffers
             arrays, canvas = self._place((arrays, canvas))
             self._pools[key] = _Pool(width, r, arrays, canvas, [None] * n, np.zeros((n, width), bool))
         return self._pools[key]
@@ -324,14 +323,14 @@ class Engine(_Queue):
         """The jitted step / insert / clear for a pool's shape (compiled once each)."""
         key = (name, pool.width, pool.max_response)
         if key not in self._fns:
-            mask_id = self.gen._m(self.gen.mask_id)
+            mask_id = self.gen.model_id(self.gen.mask_id)
             fn, donate = {"step": (self._step_fn(pool), (2,)), "insert": (_insert_fn(pool, mask_id), (0, 1)),
                           "clear": (_clear_fn(), (0, 1))}[name]
             self._fns[key] = jax.jit(fn, donate_argnums=donate, out_shardings=self._sharding())
         return self._fns[key]
 
     def _step_fn(self, pool: _Pool) -> Callable:
-        micro, mask_id = self.gen.micro_batch, self.gen._m(self.gen.mask_id)
+        micro, mask_id = self.gen.micro_batch, self.gen.model_id(self.gen.mask_id)
 
         def run(params, arrays, canvas, most):
             attn = arrays["attn"]
@@ -375,7 +374,7 @@ def _costless(pool: _Pool, micro_batch: int) -> bool:
 def check_request(gen: Generator, request: Request, max_steps: int) -> None:
     """`InputError` / `ConfigError` (one line) for a request that cannot be decoded: too long for the model, more
     steps than the schedule tables hold, or an `ar` strategy with fewer steps than the response."""
-    room = gen.max_length - 1 - len(gen._prompts([request.prompt])[0])
+    room = gen.max_length - gen.row_positions(request.prompt)
     if request.length < 1 or request.length > room:
         raise InputError(f"the prompt has {len(request.prompt)} tokens and the response {request.length}: "
                          f"together with <s> they must fit in {gen.max_length} positions", field="max_tokens")

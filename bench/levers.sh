@@ -17,6 +17,11 @@ declare -A TRAIN=(
   [lr_4e-3]="--config.optimizer.lr=4e-3"
   [lr_1e-3]="--config.optimizer.lr=1e-3"
   [dropout_0.1]="--config.model.dropout=0.1"
+  [ls_0.1_dropout_0.1]="--config.diffusion.label_smoothing=0.1 --config.model.dropout=0.1"
+  [ls_0.1_lr_4e-3]="--config.diffusion.label_smoothing=0.1 --config.optimizer.lr=4e-3"
+  [ls_0.2]="--config.diffusion.label_smoothing=0.2"
+  [base_seed1]="--config.seed=1"
+  [ls_0.1_seed1]="--config.diffusion.label_smoothing=0.1 --config.seed=1"
 )
 declare -A DECODE=(
   [steps_20]="--config.sampler.steps=20"

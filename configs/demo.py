@@ -47,6 +47,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.optimizer.schedule = "warmup_cosine"
     c.optimizer.warmup_steps = 100
     c.optimizer.weight_decay = 0.01
+    # measured at this budget (docs/RESULTS.md "Recipe levers"): test BLEU 2.76 and 2.71 (seeds 0, 1) vs 2.35 without;
+    # the paper smooths only from scratch (docs/FIDELITY.md T10): a named deviation of the demo, not of paper configs
+    c.diffusion.label_smoothing = 0.1
     c.diffusion.pool_rows = 0  # one pool of masked positions for the whole batch (one device)
     c.diffusion.max_predictions = 1024  # per batch; ~700 masked on average, none dropped in the measured run
     c.sampler.steps = 10
@@ -57,7 +60,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         return _llama(c, a)
     if a.variant != "pretrained":
         c.model.init = "random"
-        c.diffusion.label_smoothing = 0.1
     if a.variant.startswith("encdec"):
         c.model.name = "transformer-tiny"
     if a.variant in ("ar", "encdec"):
@@ -74,13 +76,14 @@ def _llama(c: ml_collections.ConfigDict, a: ml_collections.ConfigDict) -> ml_col
     if a.variant == "llama_ar":
         c.model.init = "random"
         c.objective, c.model.causal, c.ar.label_smoothing = "ar", True, 0.1
-        c.diffusion.max_predictions = 2048
+        c.diffusion.max_predictions, c.diffusion.label_smoothing = 2048, 0.0
         return c
     if not a.init:
         raise ValueError("llama_rdm adapts an exported causal LM: configs/demo.py:llama_rdm,init=DIR[,shift=1] "
                          "(bench/llm_adaptation_laptop.sh makes DIR)")
     c.model.init, c.model.tokenizer, c.model.shift = a.init, "", int(a.shift)
     c.model.causal, c.model.mask_token = False, "new"
-    if a.init == "random":  # the control: the same RDM recipe without the AR pretraining (tokenizer from the flag)
-        c.diffusion.label_smoothing = 0.1
+    # the released adaptation does not smooth; the control (the same RDM recipe without the AR pretraining,
+    # tokenizer from the flag) does, as every run from scratch
+    c.diffusion.label_smoothing = 0.1 if a.init == "random" else 0.0
     return c

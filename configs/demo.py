@@ -47,7 +47,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.optimizer.schedule = "warmup_cosine"
     c.optimizer.warmup_steps = 100
     c.optimizer.weight_decay = 0.01
-    # measured at this budget (docs/RESULTS.md "Recipe levers"): test BLEU 2.76, 2.71 (seeds 0, 1) vs 2.35, 2.52 without;
+    # measured at this budget (docs/RESULTS.md "Recipe levers"): BLEU 2.76, 2.71 (seeds 0, 1) vs 2.35, 2.52 without;
     # the paper smooths only from scratch (docs/FIDELITY.md T10): a named deviation of the demo, not of paper configs
     c.diffusion.label_smoothing = 0.1
     c.diffusion.pool_rows = 0  # one pool of masked positions for the whole batch (one device)

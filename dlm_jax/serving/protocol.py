@@ -167,9 +167,7 @@ def _sampler(body: dict[str, Any], ctx: ServeContext, length: int) -> SamplerCon
     if threshold is not None and strategy != "adaptive":
         raise _bad(f"threshold={threshold} is only used by strategy 'adaptive' (this request's is {strategy!r}); "
                    "send strategy 'adaptive' or omit threshold", "threshold")
-    temperature = _typed(body, "temperature", (int, float), None)
-    if temperature is not None and not (math.isfinite(temperature) and 0 <= temperature <= 2):
-        raise _bad(f"temperature={temperature} must be in [0, 2]", "temperature")
+    temperature = _temperature(body)
     argmax = base.argmax if temperature is None else temperature == 0
     temp = base.temperature if not temperature else float(temperature)
     try:
@@ -287,10 +285,16 @@ def _check_autoregressive(body: dict[str, Any], ctx: ServeContext) -> None:
 
 def _ar_sampler(body: dict[str, Any], length: int) -> SamplerConfig:
     """Left to right, one token per step: the argmax, or sampled at the request's temperature in (0, 2]."""
+    temperature = _temperature(body)
+    return SamplerConfig(steps=length, strategy="ar", argmax=not temperature, temperature=float(temperature or 1.0))
+
+
+def _temperature(body: dict[str, Any]) -> float | None:
+    """The request's `temperature` (None when absent), a 400 outside [0, 2]."""
     temperature = _typed(body, "temperature", (int, float), None)
     if temperature is not None and not (math.isfinite(temperature) and 0 <= temperature <= 2):
         raise _bad(f"temperature={temperature} must be in [0, 2]", "temperature")
-    return SamplerConfig(steps=length, strategy="ar", argmax=not temperature, temperature=float(temperature or 1.0))
+    return temperature
 
 
 def _cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:

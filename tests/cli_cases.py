@@ -39,6 +39,8 @@ def _fresh_entry(module: str, args: list[str], base: set[str]):
         del sys.modules[name]
     sys.argv = [module, *args]
     mod = importlib.import_module(module)
+    if module in ARGV_MAINS:  # not absl: `if __name__ == "__main__": sys.exit(main(sys.argv[1:]))`
+        return lambda: sys.exit(mod.main(list(args)))
     from dlm_jax import cli
     return lambda: cli.run(mod.main)
 
@@ -47,6 +49,8 @@ def _fresh_entry(module: str, args: list[str], base: set[str]):
 ENTRY_MODULES = {"dlm_jax.train", "dlm_jax.evaluate", "dlm_jax.generate", "dlm_jax.export", "dlm_jax.serve",
                  "dlm_jax.lm_eval", "dlm_jax.plot", "dlm_jax.data.prepare", "dlm_jax.data.show",
                  "launch.local_multiprocess"}
+# entry modules whose main parses its own argv (lm-eval's argparse command line) instead of absl's flags
+ARGV_MAINS = {"dlm_jax.lm_eval"}
 
 
 def run_one(module: str, args: list[str], base: set[str], env: dict | None = None) -> dict:

@@ -32,12 +32,17 @@ def test_evaluate_writes_json_with_signature_and_sharded_gives_the_same(trained)
     assert res["signature"].startswith("nrefs:1|case:lc|") and "|case:mixed|" in res["signature_cased"]
     assert "tok:13a" in res["signature"] and res["sampler"]["steps"] == 3
     assert "| ding_de_en | bleu (paper's) |" in r.stdout and "| ding_de_en | bleu_cased |" in r.stdout
-    # the same evaluation sharded: params restored straight into 4 devices' shards give the 1-device results
-    r = _run("dlm_jax.evaluate", "--workdir", str(trained), "--tasks", "ding_de_en", "--oracle_length",
-             "--config.sampler.steps=3", "--limit", "12", "--mesh", "data=2,fsdp=2,tensor=1",
-             env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
-    assert r.returncode == 0, r.stderr[-3000:]
-    four = json.loads((trained / "eval" / "ding_de_en.json").read_text())
+    # the same evaluation sharded (in this process; `--mesh` across processes: test_multiprocess.py): params
+    # restored straight into 4 devices' shards give the 1-device results
+    import jax
+    from dlm_jax.inference import EvalRequest, Evaluator, restore_run
+    from dlm_jax.parallel import make_mesh
+    from dlm_jax.data import registry
+    restored = restore_run(trained, mesh=make_mesh({"data": 2, "fsdp": 2, "tensor": 1}, devices=jax.devices()[:4]))
+    registry.register_all(restored.vocab)
+    four = Evaluator(restored.generator(), restored.vocab, restored.run.sampler, restored.feature_spec(),
+                     checkpoint_step=restored.step).run_task("ding_de_en", EvalRequest(length="oracle", steps=3,
+                                                                                       limit=12))
     assert [e["prediction"] for e in four["examples"]] == [e["prediction"] for e in res["examples"]]
     assert four["metrics"] == res["metrics"]
 

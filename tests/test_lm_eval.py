@@ -8,6 +8,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from conftest import cli
 
 pytest.importorskip("lm_eval", reason='lm-eval is an optional extra: pip install -e ".[lmeval]"')
 
@@ -121,9 +122,8 @@ def test_bad_model_args_and_rolling_are_one_line_errors(tmp_path, tiny_trained):
     lm.args = ModelArgs.parse({"workdir": "x", "truncation": "left", "mc_samples": 2})
     (ll, greedy), = lm.loglikelihood([Req()])
     assert np.isfinite(ll) and ll < 0 and greedy in (True, False)
-    r = subprocess.run([sys.executable, "-m", "dlm_jax.lm_eval", "--model_args", f"workdir={tiny_trained},bogus=1",
-                        "--tasks", "dlm_test_mc", "--include_path", str(_write_tasks(tmp_path))], cwd=REPO,
-                       capture_output=True, text=True, timeout=300, env={**os.environ, **OFFLINE, "XLA_FLAGS": ""})
+    r = cli("dlm_jax.lm_eval", "--model_args", f"workdir={tiny_trained},bogus=1", "--tasks", "dlm_test_mc",
+            "--include_path", str(_write_tasks(tmp_path)), env=OFFLINE)
     assert r.returncode == 2 and "error: unknown dlm_jax model args: bogus" in r.stderr
     assert "Traceback" not in r.stderr
 

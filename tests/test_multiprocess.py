@@ -25,7 +25,8 @@ TINY = {"num_train_steps": 4, "log_every_steps": 1, "checkpoint_every_steps": 4,
 @pytest.fixture()
 def production_compiles(monkeypatch):
     """Bit-identical results are claimed for production compiles: XLA's optimizations on (tests/conftest.py), here
-    and in the processes a test launches. The tests of stopping, resuming and bad input compile as the suite does."""
+    and in the processes a test launches, for the exact comparisons of inference. The training comparison (losses
+    and params within a tolerance) and the tests of stopping, resuming and bad input compile as the suite does."""
     import jax
     monkeypatch.setenv("JAX_DISABLE_MOST_OPTIMIZATIONS", "0")
     before = jax.config.read("jax_disable_most_optimizations")
@@ -74,7 +75,7 @@ TENSOR_OK = {"model.prune_vocab": False, "model.overrides.intermediate_size": 40
 
 
 @pytest.mark.slow
-def test_two_processes_train_what_one_process_trains_and_resume_in_one(tmp_path, production_compiles):
+def test_two_processes_train_what_one_process_trains_and_resume_in_one(tmp_path):
     """data=2 x fsdp=2 x tensor=2 over 2 processes x 4 devices vs 1 process x 8 devices: the same losses at every
     step and the same train-time evaluation (the sampler across processes); the 2-process checkpoint at step 4
     then resumes in 1 process and ends with the uninterrupted run's params."""

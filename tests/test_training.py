@@ -1,6 +1,7 @@
 """Training: falling loss, resume == uninterrupted, SIGTERM, sharded step == single-device step, config errors."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -111,12 +112,17 @@ def _losses(workdir):
 @pytest.mark.parametrize("data", [{"data.pack": False}, {"data.pack": True},
                                   {"data.cache": False, "data.stream": "indexed", "model.prune_vocab": False}])
 def test_resume_gives_the_same_run(tmp_path, data):
+    """A run killed after its step-3 checkpoint, with steps 4-6 logged but their checkpoint lost (the full run's
+    directory without checkpoint 6, as a kill leaves it), resumed by the same command, ends with the uninterrupted
+    run's params and logs every step once."""
     full = tmp_path / "full"
     loop.run(parse(_cfg(**data)), full)
     part = tmp_path / "part"
-    loop.run(parse(_cfg(num_train_steps=3, **data)), part)  # "killed" after step 3 (its checkpoint)
+    shutil.copytree(full, part)
+    shutil.rmtree(part / "checkpoints" / "6")
+    assert restore_run(part).step == 3
     loop.run(parse(_cfg(**data)), part)  # the same command again resumes at step 3
-    # every step is logged once, the first (compiling) step of each run included: no hole at the restart
+    # every step is logged once, the first (compiling) step of each run included: no hole, no repeat
     a, b = _losses(full), _losses(part)
     assert sorted(a) == sorted(b) == [1, 2, 3, 4, 5, 6]
     steps = [json.loads(l)["step"] for l in (part / "metrics.jsonl").read_text().splitlines()]

@@ -404,12 +404,32 @@ def test_a_prompt_that_fills_the_model_names_the_prompt_and_no_invalid_max_token
     assert e.value.param == "max_tokens" and "at most max_tokens=4" in e.value.message
 
 
-def test_an_engine_check_reports_its_field():
-    from dlm_jax.diffusion.sampler import check_steps
+def test_one_check_of_sampler_settings_reports_its_field_everywhere():
+    """`SamplerConfig` and `check_sampler` are the one check: what they refuse, the server refuses with a 400 whose
+    param is their field and whose message is theirs (no second copy of a rule in the protocol)."""
+    from dlm_jax.diffusion.sampler import check_sampler
     from dlm_jax.errors import ConfigError
     with pytest.raises(ConfigError) as e:
-        check_steps(SamplerConfig(strategy="ar", steps=2), np.asarray([5]))
+        check_sampler(SamplerConfig(strategy="ar", steps=2), np.asarray([5]))
     assert e.value.field == "steps"
+    with pytest.raises(ConfigError, match="max_steps=32") as e:
+        check_sampler(SamplerConfig(steps=33), [3], max_steps=32)
+    assert e.value.field == "steps"
+    check_sampler(SamplerConfig(steps=33, strategy="adaptive", threshold=0.5), [3], max_steps=32)  # S is a cap
+    for kwargs, field in (({"strategy": "nope"}, "strategy"), ({"steps": 0}, "steps"), ({"temperature": 0.0},
+                          "temperature"), ({"threshold": 0.5}, "threshold"), ({"strategy": "adaptive"}, "threshold")):
+        with pytest.raises(ConfigError) as e:
+            SamplerConfig(**kwargs)
+        assert e.value.field == field, kwargs
+    for body, rule in (({"steps": 40}, lambda: check_sampler(SamplerConfig(steps=40), [2], max_steps=32)),
+                       ({"strategy": "ar", "steps": 3, "max_tokens": 5},
+                        lambda: check_sampler(SamplerConfig(strategy="ar", steps=3), [6])),
+                       ({"threshold": 0.5}, lambda: SamplerConfig(steps=4, threshold=0.5))):
+        with pytest.raises(ConfigError) as want:
+            rule()
+        with pytest.raises(APIError) as got:
+            parse_request({"model": "m", "prompt": "the", **body}, CTX, chat=False)
+        assert (got.value.param, got.value.message) == (want.value.field, str(want.value))
 
 
 def test_an_ar_run_is_served_up_to_max_tokens_and_refuses_diffusion_fields():

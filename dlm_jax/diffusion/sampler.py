@@ -29,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -75,17 +75,19 @@ class SamplerConfig:
 
     def __post_init__(self) -> None:
         if self.kind is None:
-            raise ConfigError(f"unknown sampler strategy {self.strategy!r}; choose one of: {STRATEGY_HELP}")
+            raise ConfigError(f"unknown sampler strategy {self.strategy!r}; choose one of: {STRATEGY_HELP}",
+                              field="strategy")
         if not isinstance(self.steps, int) or self.steps < 1:
-            raise ConfigError(f"sampler steps must be a positive integer, got {self.steps!r}")
+            raise ConfigError(f"sampler steps must be a positive integer, got {self.steps!r}", field="steps")
         if self.temperature <= 0:
-            raise ConfigError(f"sampler temperature must be > 0, got {self.temperature}")
+            raise ConfigError(f"sampler temperature must be > 0, got {self.temperature}", field="temperature")
         if self.kind == "adaptive":
             if self.threshold is None or not 0.0 < self.threshold <= 1.0:
                 raise ConfigError(f"the adaptive strategy needs threshold in (0, 1], got {self.threshold!r}; "
-                                 "e.g. SamplerConfig(strategy='adaptive', threshold=0.9)")
+                                 "e.g. SamplerConfig(strategy='adaptive', threshold=0.9)", field="threshold")
         elif self.threshold is not None:
-            raise ConfigError(f"threshold is only used by the adaptive strategy, not {self.strategy!r}")
+            raise ConfigError(f"threshold is only used by the adaptive strategy, not {self.strategy!r}; use "
+                              "strategy 'adaptive' or leave threshold unset", field="threshold")
 
     @property
     def kind(self) -> str | None:
@@ -346,12 +348,20 @@ def _ar_step(state: tuple, cur_tok: jax.Array, cur_score: jax.Array) -> tuple:
     return jnp.where(commit, cur_tok, tokens), jnp.where(commit, cur_score, scores), is_masked & ~commit
 
 
-def check_steps(config: SamplerConfig, response_lengths: np.ndarray) -> None:
-    """The `ar` strategy writes one token per step: `ConfigError` when a response is longer than the steps."""
+def check_sampler(config: SamplerConfig, response_lengths: Sequence[int] | np.ndarray, *, max_steps: int | None = None) -> None:
+    """The one check of sampler settings against the responses they decode (`SamplerConfig` checks the settings
+    alone): `ConfigError` (its `field` the request's name of the setting) when the `ar` strategy, which writes one
+    token per step, has fewer steps than a response has positions, or a fixed-schedule strategy asks for more
+    than `max_steps` (a serving engine's schedule tables; None: no limit). `Generator`, the serving engines and
+    the server's request parsing all check here."""
     most = int(np.max(response_lengths, initial=0))
     if config.kind == "ar" and most > config.steps:
         raise ConfigError(f"the ar strategy writes one token per step: steps={config.steps} is fewer than a "
-                          f"response of {most} tokens; set --config.sampler.steps={most} or more", field="steps")
+                          f"response of {most} positions; ask for steps >= {most} (--config.sampler.steps, or a "
+                          "request's steps)", field="steps")
+    if max_steps is not None and config.kind != "adaptive" and config.steps > max_steps:
+        raise ConfigError(f"steps={config.steps} is more than this engine's max_steps={max_steps} (serve "
+                          "--max_steps); ask for fewer steps", field="steps")
 
 
 def _adaptive_step(state: tuple, cur_tok: jax.Array, cur_score: jax.Array, log_tau: jax.Array) -> tuple:
@@ -507,7 +517,7 @@ def sample(logits_fn: LogitsFn, tokens: jax.Array, response_mask: jax.Array, rng
       SampleOutput(tokens, scores, num_evals, trajectory, trajectory_scores).
     """
     if not isinstance(response_mask, jax.core.Tracer):
-        check_steps(config, np.asarray(response_mask).astype(bool).sum(1))
+        check_sampler(config, np.asarray(response_mask).astype(bool).sum(1))
     if max_response is not None and not isinstance(response_mask, jax.core.Tracer):
         most = int(np.asarray(response_mask).astype(bool).sum(1).max(initial=0))
         if most > max_response:

@@ -23,7 +23,7 @@ from dlm_jax.diffusion import (DecodeConfig, SamplerConfig, beam_search, build_i
                                select_best, top_lengths)
 from dlm_jax.diffusion.fused_head import HeadParts
 from dlm_jax.diffusion.rows import map_rows, row_keys, stable_hash
-from dlm_jax.diffusion.sampler import check_steps
+from dlm_jax.diffusion.sampler import check_sampler
 from dlm_jax.data.vocab import HFVocabulary
 from dlm_jax.errors import ConfigError, InputError
 from dlm_jax.model import model_for
@@ -200,7 +200,7 @@ class Generator:
         seeds = [stable_hash(p, n) for p, n in zip(prompts, lengths)] if seeds is None else seeds
         prompts = self._prompts(prompts)
         tokens, resp, attn = self._inputs(prompts, lengths, fixed_eos=config.fixed_eos)
-        check_steps(config, resp.sum(1))
+        check_sampler(config, resp.sum(1))
         keys = self.row_keys(rng, seeds)
         n = len(prompts)
         out = dict(tokens=tokens.copy(), response_mask=resp, scores=np.zeros(tokens.shape, np.float32),

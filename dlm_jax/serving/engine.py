@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dlm_jax.diffusion import SamplerConfig
-from dlm_jax.diffusion.sampler import (KINDS, Canvas, RowSettings, check_steps, denoise_step, finished,
+from dlm_jax.diffusion.sampler import (KINDS, Canvas, RowSettings, check_sampler, denoise_step, finished,
                                        initial_canvas, response_positions, row_settings)
 from dlm_jax.errors import ConfigError, InputError
 from dlm_jax.inference.generator import Generator, bucket
@@ -378,10 +378,8 @@ def check_request(gen: Generator, request: Request, max_steps: int) -> None:
     if request.length < 1 or request.length > room:
         raise InputError(f"the prompt has {len(request.prompt)} tokens and the response {request.length}: "
                          f"together with <s> they must fit in {gen.max_length} positions", field="max_tokens")
-    if request.sampler.kind != "adaptive" and request.sampler.steps > max_steps:
-        raise ConfigError(f"steps={request.sampler.steps} is more than this engine's max_steps={max_steps}",
-                          field="steps")
-    check_steps(request.sampler, np.asarray([request.length - int(request.sampler.fixed_eos)]))
+    check_sampler(request.sampler, np.asarray([request.length - int(request.sampler.fixed_eos)]),
+                  max_steps=max_steps)
 
 
 class StaticBatcher(_Queue):

@@ -12,6 +12,7 @@ import math
 from typing import Any, Callable, Sequence
 
 from dlm_jax.diffusion import SamplerConfig
+from dlm_jax.diffusion.sampler import check_sampler
 from dlm_jax.errors import UserError
 from dlm_jax.model import family_of
 
@@ -145,36 +146,25 @@ def _stop(body: dict[str, Any]) -> tuple[str, ...]:
 
 def _sampler(body: dict[str, Any], ctx: ServeContext, length: int) -> SamplerConfig:
     """The run's sampler with the request's strategy, steps, threshold and temperature (0: argmax); `ar`
-    defaults to one step per response position."""
+    defaults to one step per response position. Checked where every sampler is (`SamplerConfig`,
+    `check_sampler` with the server's --max_steps): a 400 naming the setting at fault."""
     base = ctx.sampler
     strategy = _typed(body, "strategy", (str,), base.strategy)
-    try:
-        SamplerConfig(strategy=strategy, threshold=0.9 if strategy == "adaptive" else None)
-    except UserError as e:
-        raise _bad(str(e), "strategy") from None
-    steps = _typed(body, "steps", (int,), length - int(base.fixed_eos) if strategy == "ar" else base.steps)
-    if strategy == "ar" and steps < length - int(base.fixed_eos):
-        raise _bad(f"the ar strategy writes one token per step: steps={steps} is fewer than the response's "
-                   f"{length - int(base.fixed_eos)} positions (max_tokens + 1); send steps >= "
-                   f"{length - int(base.fixed_eos)} or omit steps", "steps")
-    if steps < 1 or steps > ctx.max_steps:
-        raise _bad(f"steps={steps} must be in 1..{ctx.max_steps} (the server's --max_steps)", "steps")
+    response = length - int(base.fixed_eos)
+    steps = _typed(body, "steps", (int,), response if strategy == "ar" else base.steps)
     threshold = _typed(body, "threshold", (int, float), base.threshold if strategy == "adaptive" else None)
     if strategy == "adaptive" and threshold is None:
         threshold = 0.9
-    if threshold is not None and not 0 < threshold <= 1:
-        raise _bad(f"threshold={threshold} must be in (0, 1]", "threshold")
-    if threshold is not None and strategy != "adaptive":
-        raise _bad(f"threshold={threshold} is only used by strategy 'adaptive' (this request's is {strategy!r}); "
-                   "send strategy 'adaptive' or omit threshold", "threshold")
     temperature = _temperature(body)
     argmax = base.argmax if temperature is None else temperature == 0
     temp = base.temperature if not temperature else float(temperature)
     try:
-        return SamplerConfig(steps=steps, strategy=strategy, argmax=argmax, temperature=temp,
-                             threshold=None if strategy != "adaptive" else float(threshold), fixed_eos=base.fixed_eos)
-    except UserError as e:  # a threshold where none is used
-        raise _bad(str(e), "threshold") from None
+        config = SamplerConfig(steps=steps, strategy=strategy, argmax=argmax, temperature=temp,
+                               threshold=None if threshold is None else float(threshold), fixed_eos=base.fixed_eos)
+        check_sampler(config, [response], max_steps=ctx.max_steps)
+    except UserError as e:
+        raise _bad(str(e), e.field) from None
+    return config
 
 
 def _length(body: dict[str, Any], ctx: ServeContext, prompt_ids: list[int]) -> tuple[int, int]:

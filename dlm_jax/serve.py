@@ -3,8 +3,12 @@
              python -m dlm_jax.serve --pretrained (DIR | FILE.gguf | smollm2-135m-instruct) [--port 8000]
 
 `--pretrained` serves a decoder LLM as it is: chat messages through its own chat template, greedy KV-cache decoding
-of up to `max_tokens` tokens, requests batched statically (`serving.ChatBatcher`); the diffusion fields and a
-sampling temperature are 400s.
+of up to `max_tokens` tokens (sampled at a request's `temperature` with its `seed`), requests batched statically
+(`serving.ChatBatcher`); the diffusion fields are 400s.
+
+A run trained with the AR objective decodes with its KV cache: greedy / sampled runs (`decoding.beam_size` 1) by
+continuous batching over slots, each request prefilled once at admission (`serving.ArEngine`); beam-search runs
+batch statically (a temperature is then a 400).
 
 An OpenAI-compatible server (dlm_jax/serving/server.py) over a trained run: restore (params only, into `--mesh`)
 -> a continuous-batching `Engine` with `--slots` rows -> compile every length bucket (`--warmup`) -> serve on
@@ -79,16 +83,18 @@ def build_state(restored: Any) -> Any:
     """The server's state for a restored run: engine (continuous or static), its loop, the request context."""
     from pathlib import Path
 
-    from dlm_jax.serving import Engine, EngineLoop, Metrics, ServerState, StaticBatcher, context_for
+    from dlm_jax.serving import ArEngine, Engine, EngineLoop, Metrics, ServerState, StaticBatcher, context_for
     gen = restored.generator()
-    sampler, static = restored.run.sampler, FLAGS.batching == "static" or gen.decoding is not None
-    if gen.decoding is not None:
-        logging.info("an AR run (objective 'ar'): KV-cache decoding, batched statically")
+    sampler, ar = restored.run.sampler, gen.decoding is not None
+    static = FLAGS.batching == "static" or (ar and gen.decoding.beam_size > 1)
+    if ar:
+        logging.info("an AR run (objective 'ar'): KV-cache decoding, %s", "batched statically (beam search)"
+                     if static else "continuous batching over slots (prefilled at admission)")
     max_steps = max(FLAGS.max_steps, sampler.steps, restored.max_length)  # `ar`: a step per position
-    kw = {} if static else {"steps_per_call": FLAGS.steps_per_call, "admission": FLAGS.admission,
-                            "max_skips": FLAGS.max_skips}
-    engine = (StaticBatcher if static else Engine)(gen, slots=FLAGS.slots, max_steps=max_steps, seed=FLAGS.seed,
-                                                   **kw)
+    kw = {} if static else {"steps_per_call": FLAGS.steps_per_call} if ar else {
+        "steps_per_call": FLAGS.steps_per_call, "admission": FLAGS.admission, "max_skips": FLAGS.max_skips}
+    kind = StaticBatcher if static else ArEngine if ar else Engine
+    engine = kind(gen, slots=FLAGS.slots, max_steps=max_steps, seed=FLAGS.seed, **kw)
     ctx = context_for(restored, gen, model=FLAGS.served_model_name or Path(FLAGS.workdir).resolve().name,
                       max_steps=max_steps, default_max_tokens=FLAGS.default_max_tokens, sampler=sampler)
     metrics = Metrics(FLAGS.slots)

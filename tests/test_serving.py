@@ -1,6 +1,7 @@
 """Serving: the continuous-batching engine gives every request the tokens it gets alone (and from
 `Generator.generate`), request checking and streamed text as pure functions, the engine thread's admission
 control, and a real server process driven by the official `openai` client."""
+import dataclasses
 import json
 import os
 import signal
@@ -13,10 +14,12 @@ import urllib.request
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from dlm_jax.diffusion import SamplerConfig
+from dlm_jax.errors import ConfigError
 from dlm_jax.serving import APIError, EngineLoop, Request, ServeContext, Update, parse_request
 from dlm_jax.serving.protocol import TextStream, canvas_text
 
@@ -491,3 +494,35 @@ def test_an_ar_run_is_served_up_to_max_tokens_and_refuses_diffusion_fields():
     batcher.submit(Request(8, [5, 6], 4, ar(4)))  # the argmax: another batch
     batcher.step(), batcher.step()
     assert [(c.temperature, sd) for _, c, sd in gen.calls] == [(0.5, [9]), (0.0, [8])]
+
+
+@pytest.mark.parametrize("name", ["tiny-test", "transformer-tiny-test"])
+def test_ar_engine_slots_decode_what_generate_ar_decodes_admitted_mid_flight(name):
+    """Continuous batching of an AR run (random init; decoder-only causal and the encoder-decoder): requests of
+    different prompts, limits and temperatures, more than the slots, admitted as slots free up, each give
+    `Generator.generate_ar`'s tokens for that request alone (greedy and sampled with its seed)."""
+    from dlm_jax.diffusion import DecodeConfig
+    from dlm_jax.inference import Generator
+    from dlm_jax.model import get_config, model_for
+    from dlm_jax.serving.ar_engine import ArEngine
+    from dlm_jax.serving.engine import ar_decoding
+    cfg = get_config(name, vocab_size=40, causal=True, max_positions=32)
+    model = model_for(cfg)
+    params = model.init(jax.random.key(0), jnp.ones((1, 32), jnp.int32))["params"]
+    gen = Generator(model, params, bos_id=0, eos_id=2, pad_id=1, mask_id=-1, max_length=32,
+                    decoding=DecodeConfig(beam_size=1), prompt_separator=name.startswith("transformer"))
+    engine = ArEngine(gen, slots=2, steps_per_call=3, seed=7)
+    assert engine.warmup() == 1 and engine.idle()
+    reqs = [Request(i, [5 + i, 9, 11 + 2 * i][:1 + i % 3], n, SamplerConfig(steps=n, strategy="ar", argmax=i % 2 == 0,
+                                                                         temperature=1.5))
+            for i, n in enumerate([4, 9, 6, 3, 12])]
+    got = engine.run(reqs)
+    assert engine.idle() and engine.model_calls > 3
+    for r in reqs:
+        want = gen.generate_ar([r.prompt], ar_decoding(gen.decoding, r.sampler, r.length), rng=jax.random.key(7),
+                               seeds=[r.id])
+        ids = want["tokens"][0][want["response_mask"][0]]
+        assert got[r.id].tokens.tolist() == ids.tolist(), r
+        assert 1 <= len(ids) <= r.length
+    with pytest.raises(ConfigError, match="beam_size 1"):
+        ArEngine(dataclasses.replace(gen, decoding=DecodeConfig(beam_size=2)))

@@ -95,9 +95,11 @@ class Decoded(NamedTuple):
 def _allowed(logp: jax.Array, t: jax.Array, limits: jax.Array, eos_id: int) -> jax.Array:
     """Log-probs [B, ..., V] at step `t` with `</s>` forced where the row is at its limit, forbidden at step 0."""
     is_eos = jnp.arange(logp.shape[-1]) == eos_id
-    at_limit = (t + 1 >= limits).reshape((-1,) + (1,) * (logp.ndim - 1))
+    rows = (-1,) + (1,) * (logp.ndim - 1)
+    at_limit = (t + 1 >= limits).reshape(rows)
+    first = jnp.broadcast_to(t == 0, limits.shape).reshape(rows)  # t: one step for all rows, or each row's own
     logp = jnp.where(at_limit & ~is_eos, -jnp.inf, logp)
-    return jnp.where((t == 0) & ~at_limit & is_eos, -jnp.inf, logp)
+    return jnp.where(first & ~at_limit & is_eos, -jnp.inf, logp)
 
 
 def greedy_decode(prefill_fn: PrefillFn, step_fn: StepFn, tokens: jax.Array, attention_mask: jax.Array,
@@ -117,10 +119,8 @@ def greedy_decode(prefill_fn: PrefillFn, step_fn: StepFn, tokens: jax.Array, att
 
     def body(s):
         t, logits, done, out, score, cache = s
-        logp = _allowed(jax.nn.log_softmax(logits.astype(jnp.float32), -1), t, limits, eos_id)
-        tok = _pick(logp, t, temperature, keys)
-        score = score + jnp.where(done, 0.0, jnp.take_along_axis(logp, tok[:, None], 1)[:, 0])
-        tok = jnp.where(done, pad_id, tok)
+        tok, logp = next_tokens(logits, t, limits, done, temperature, keys, eos_id=eos_id, pad_id=pad_id)
+        score = score + logp
         out = out.at[:, t].set(tok)
         logits, cache = step_fn(cache, jnp.where(done, eos_id, tok))
         return t + 1, logits, done | (tok == eos_id), out, score, cache
@@ -131,12 +131,30 @@ def greedy_decode(prefill_fn: PrefillFn, step_fn: StepFn, tokens: jax.Array, att
     return Decoded(out, score, t)
 
 
-def _pick(logp: jax.Array, t: jax.Array, temperature: float, keys: jax.Array | None) -> jax.Array:
-    """[B] next tokens: the argmax of `logp` [B, V], or (temperature > 0) a draw per row with fold_in(key, t)."""
-    if temperature <= 0:
-        return jnp.argmax(logp, -1).astype(jnp.int32)
-    draw = jax.vmap(lambda k, lp: jax.random.categorical(jax.random.fold_in(k, t), lp / temperature))
-    return draw(keys, logp).astype(jnp.int32)
+def next_tokens(logits: jax.Array, t: jax.Array, limits: jax.Array, done: jax.Array,
+                temperature: float | jax.Array, keys: jax.Array | None, *, eos_id: int, pad_id: int
+                ) -> tuple[jax.Array, jax.Array]:
+    """One cached decoding step's choice: (token [B], its log-prob [B]) of each row from its next-token `logits`
+    [B, V] at step `t` (a scalar, or [B]: each row's own count of written tokens), `</s>` forced at the row's limit
+    and forbidden at its first token; `pad_id` and 0 for `done` rows. `temperature` (a float for every row, or [B]):
+    0 takes the argmax, > 0 draws with `fold_in(keys[b], t)`. `greedy_decode` and the serving engine's AR slots
+    both step through it."""
+    logp = _allowed(jax.nn.log_softmax(logits.astype(jnp.float32), -1), t, limits, eos_id)
+    tok = _pick(logp, t, temperature, keys)
+    return jnp.where(done, pad_id, tok), jnp.where(done, 0.0, jnp.take_along_axis(logp, tok[:, None], 1)[:, 0])
+
+
+def _pick(logp: jax.Array, t: jax.Array, temperature: float | jax.Array, keys: jax.Array | None) -> jax.Array:
+    """[B] next tokens: the argmax of `logp` [B, V], or (temperature > 0) a draw per row with fold_in(key, t);
+    an array `temperature` [B] chooses per row (0: the argmax)."""
+    greedy = jnp.argmax(logp, -1).astype(jnp.int32)
+    if isinstance(temperature, (int, float)) and temperature <= 0:
+        return greedy
+    b = logp.shape[0]
+    temp = jnp.broadcast_to(jnp.asarray(temperature, jnp.float32), (b,))
+    draw = jax.vmap(lambda k, lp, tt, tau: jax.random.categorical(jax.random.fold_in(k, tt), lp / tau))
+    drawn = draw(keys, logp, jnp.broadcast_to(t, (b,)), jnp.where(temp > 0, temp, 1.0)).astype(jnp.int32)
+    return drawn if isinstance(temperature, (int, float)) else jnp.where(temp > 0, drawn, greedy)
 
 
 class _Beams(NamedTuple):

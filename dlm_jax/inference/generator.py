@@ -347,18 +347,10 @@ class Generator:
         """The jitted prefill + `lax.while_loop` decoder for rows of one width bucket."""
         key = ("ar", config, max_new)
         if key not in self._jitted:
-            dec = model_for(self.model.cfg, decode=True)
             eos, pad = self.model_id(self.eos_id), self.model_id(self.pad_id)
 
             def run(params, tokens, response, attn, limits, key_data):
-                def prefill(t, a):
-                    logits, v = dec.apply({"params": params}, t, a, method=type(dec).prefill, mutable=["cache"])
-                    return logits, v["cache"]
-
-                def step(cache, tok):
-                    logits, v = dec.apply({"params": params, "cache": cache}, tok, method=type(dec).decode_step,
-                                          mutable=["cache"])
-                    return logits, v["cache"]
+                prefill, step = self.cached_decoder(params)
                 prompt = attn * (1 - response.astype(attn.dtype))
                 t = jnp.where(prompt > 0, tokens, pad)
                 if config.beam_size == 1:
@@ -368,6 +360,22 @@ class Generator:
                                    eos_id=eos, pad_id=pad, length_penalty=config.length_penalty)
             self._jitted[key] = self._jit(run)
         return self._jitted[key]
+
+    def cached_decoder(self, params: Any) -> tuple[Callable, Callable]:
+        """An AR model's KV-cache functions over `params` (traceable): `prefill(tokens, attention)` -> (next-token
+        logits [B, V], cache) and `step(cache, token [B])` -> (logits, cache); every cache leaf has the rows on its
+        first axis. `generate_ar` and the serving engine's AR slots both decode through them."""
+        dec = model_for(self.model.cfg, decode=True)
+
+        def prefill(t: jax.Array, a: jax.Array) -> tuple[jax.Array, Any]:
+            logits, v = dec.apply({"params": params}, t, a, method=type(dec).prefill, mutable=["cache"])
+            return logits, v["cache"]
+
+        def step(cache: Any, tok: jax.Array) -> tuple[jax.Array, Any]:
+            logits, v = dec.apply({"params": params, "cache": cache}, tok, method=type(dec).decode_step,
+                                  mutable=["cache"])
+            return logits, v["cache"]
+        return prefill, step
 
     def rank_options(self, prompts: Sequence[Sequence[int]], options: Sequence[Sequence[Sequence[int]]],
                      rng: jax.Array, *, num_samples: int = 8, batch_size: int = 64) -> np.ndarray:

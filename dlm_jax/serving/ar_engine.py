@@ -83,15 +83,6 @@ class ArEngine(_Queue):
         self.model_calls += 1
         return self._collect()
 
-    def run(self, requests: list[Request]) -> dict[int, Update]:
-        """Submits `requests` and steps until all are done; their final updates by id (for tests and benches)."""
-        out = {}
-        for r in requests:
-            self.submit(r)
-        while not self.idle():
-            out.update({u.id: u for u in self.step() if u.done})
-        return out
-
     def warmup(self) -> int:
         """Compiles the insert, step and clear functions (one shape each), so serving never compiles. Returns 1."""
         slots = self._pool()

@@ -117,6 +117,15 @@ class _Queue:
     def waiting(self) -> int:
         return len(self._waiting)
 
+    def run(self, requests: Iterable[Request]) -> dict[int, Update]:
+        """Submits `requests` and steps until all are done; their final updates by id (for tests and benches)."""
+        out = {}
+        for r in requests:
+            self.submit(r)
+        while not self.idle():
+            out.update({u.id: u for u in self.step() if u.done})
+        return out
+
 
 class Engine(_Queue):
     """Continuous-batching denoiser over a `Generator`'s model, params, vocabulary and micro-batch.
@@ -184,15 +193,6 @@ class Engine(_Queue):
                 self.model_calls += 1
                 updates.extend(self._collect(pool, done))
         return updates
-
-    def run(self, requests: Iterable[Request]) -> dict[int, Update]:
-        """Submits `requests` and steps until all are done; their final updates by id (for tests and benches)."""
-        out = {}
-        for r in requests:
-            self.submit(r)
-        while not self.idle():
-            out.update({u.id: u for u in self.step() if u.done})
-        return out
 
     def warmup(self, buckets: Iterable[tuple[int, int]] | None = None) -> int:
         """Compiles the step of each (width, response positions) bucket (default: every bucket of `max_length`),

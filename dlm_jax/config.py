@@ -165,6 +165,7 @@ def _sampler_block() -> ml_collections.ConfigDict:
     s.threshold = ml_collections.FieldReference(None, field_type=float)
     s.record_trajectory = False
     s.fixed_eos = False  # True: the released canvas, [prompt, <mask> x (L-1), </s>] with </s> fixed
+    s.block_length = 0  # B > 0: semi-autoregressive, B response positions at a time (LLaDA), `steps` steps each
     return s
 
 

@@ -84,8 +84,10 @@ def build_state(restored: Any) -> Any:
     from pathlib import Path
 
     from dlm_jax.serving import ArEngine, Engine, EngineLoop, Metrics, ServerState, StaticBatcher, context_for
+    from dlm_jax.serving.engine import check_servable
     gen = restored.generator()
     sampler, ar = restored.run.sampler, gen.decoding is not None
+    check_servable(sampler)
     static = FLAGS.batching == "static" or (ar and gen.decoding.beam_size > 1)
     if ar:
         logging.info("an AR run (objective 'ar'): KV-cache decoding, %s", "batched statically (beam search)"

@@ -214,6 +214,10 @@ BAD_INPUT = [
      "unknown config key 'optimizer.learning_rate'"),
     (["launch.local_multiprocess", "--num_processes", "2", "--devices_per_process", "0", "--", "-m",
       "dlm_jax.train"], "--devices_per_process must be at least 1"),
+    (["dlm_jax.serve", "--workdir", "WD", "--port", "0", "--config.sampler.block_length=4"],
+     "the serving engine decodes whole responses"),
+    (["dlm_jax.generate", "--workdir", "WD", "--prompt", "Hallo", "--length", "3", "--config.sampler.block_length=-1"],
+     "block_length must be an integer >= 0"),
 ]
 # The cases run in the worker's CLI helper (conftest.cli: one import of JAX / TF / seqio for all of them), each
 # command line from freshly defined flags and a freshly imported entry module; the launcher runs as its own process.

@@ -49,3 +49,42 @@ def test_fixed_eos_canvas_keeps_the_final_eos_and_generates_the_rest():
         assert fixed["tokens"][i, last] == EOS and not fixed["response_mask"][i, last]
         assert fixed["response_mask"][i].sum() == n - 1 and free["response_mask"][i].sum() == n
         assert (fixed["tokens"][i][fixed["response_mask"][i]] == LIKED).all()  # the model's favourite, not </s>
+
+
+class CountsMasksToTheLeft:
+    """Position i predicts 3 + (the number of <mask> tokens left of i) % 8, confidently, whatever else."""
+
+    def apply(self, variables, tokens, attention_mask=None, output_positions=None):
+        left = jnp.cumsum(tokens == MASK, axis=1) - (tokens == MASK)
+        if output_positions is not None:
+            left = jnp.take_along_axis(left, output_positions, 1)
+        return jax.nn.one_hot(3 + left % 8, V) * 10.0
+
+
+def test_block_decoding_unmasks_block_by_block_with_later_blocks_masked():
+    """`block_length` B (LLaDA's semi-AR decoding): in one step per block, block k's positions see no mask to
+    the left but their own block's, so response position r gets 3 + r % B (3 + r when decoded at once); every
+    block's frames keep the later blocks masked; each row takes every block's steps; B >= the response is the
+    whole response at once, bit for bit, sampled strategies included."""
+    from dlm_jax.diffusion import SamplerConfig
+    gen = Generator(CountsMasksToTheLeft(), {}, bos_id=BOS, eos_id=EOS, pad_id=PAD, mask_id=MASK, max_length=16)
+    prompts, lengths = [[3, 4], [5]], [7, 4]
+    one = SamplerConfig(steps=1, record_trajectory=True)
+    whole = gen.generate(prompts, lengths, one, jax.random.key(0))
+    blocks = gen.generate(prompts, lengths, SamplerConfig(steps=1, record_trajectory=True, block_length=3),
+                          jax.random.key(0))
+    for i, n in enumerate(lengths):
+        np.testing.assert_array_equal(whole["tokens"][i][whole["response_mask"][i]], 3 + np.arange(n))
+        np.testing.assert_array_equal(blocks["tokens"][i][blocks["response_mask"][i]], 3 + np.arange(n) % 3)
+    assert blocks["trajectory"].shape[0] == 3 and list(blocks["num_evals"]) == [3, 3]
+    start = 1 + len(prompts[0])
+    for k, frame in enumerate(blocks["trajectory"][:, 0]):  # row 0: blocks at response ranks 0-2, 3-5, 6
+        resp = frame[start:start + 7]
+        assert (resp[:3 * (k + 1)] != MASK).all() and (resp[3 * (k + 1):] == MASK).all()
+    for strategy in ("cmlm", "reparam-uncond-stochastic1.0-cosine"):
+        cfg = SamplerConfig(steps=3, strategy=strategy, argmax=False)
+        a = gen.generate(prompts, lengths, cfg, jax.random.key(1))
+        b = gen.generate(prompts, lengths, SamplerConfig(steps=3, strategy=strategy, argmax=False, block_length=7),
+                         jax.random.key(1))
+        np.testing.assert_array_equal(a["tokens"], b["tokens"])
+        np.testing.assert_array_equal(a["scores"], b["scores"])

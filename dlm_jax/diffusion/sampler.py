@@ -63,6 +63,9 @@ class SamplerConfig:
       fixed_eos: the canvas (read by `inference.Generator`, not by `sample`): True places the final `</s>` and
         never changes it, `[prompt, <mask> x (L-1), </s>]` as the released code's canvas; False generates the
         `</s>` slot too and the output ends at the first `</s>`.
+      block_length: B > 0 decodes the response semi-autoregressively (LLaDA's `block_length`, read by
+        `inference.Generator`): B positions at a time, left to right, each block with `steps` steps of the strategy
+        while the later blocks stay masked as context; 0 decodes the whole response at once (the paper's).
     """
 
     steps: int = 50
@@ -72,8 +75,12 @@ class SamplerConfig:
     threshold: float | None = None
     record_trajectory: bool = False
     fixed_eos: bool = False
+    block_length: int = 0
 
     def __post_init__(self) -> None:
+        if not isinstance(self.block_length, int) or self.block_length < 0:
+            raise ConfigError(f"sampler block_length must be an integer >= 0 (0: the whole response at once), got "
+                              f"{self.block_length!r}", field="block_length")
         if self.kind is None:
             raise ConfigError(f"unknown sampler strategy {self.strategy!r}; choose one of: {STRATEGY_HELP}",
                               field="strategy")

@@ -198,12 +198,47 @@ class Generator:
         if self.decoding is not None:
             return self.generate_ar(prompts, self.decoding, batch_size=batch_size, rng=rng, seeds=seeds)
         seeds = [stable_hash(p, n) for p, n in zip(prompts, lengths)] if seeds is None else seeds
-        prompts = self._prompts(prompts)
-        tokens, resp, attn = self._inputs(prompts, lengths, fixed_eos=config.fixed_eos)
-        check_sampler(config, resp.sum(1))
+        tokens, resp, attn = self._inputs(self._prompts(prompts), lengths, fixed_eos=config.fixed_eos)
         keys = self.row_keys(rng, seeds)
-        n = len(prompts)
-        out = dict(tokens=tokens.copy(), response_mask=resp, scores=np.zeros(tokens.shape, np.float32),
+        if config.block_length:
+            return {"response_mask": resp, **self._decode_blocks(tokens, resp, attn, keys, config, batch_size)}
+        check_sampler(config, resp.sum(1))
+        return {"response_mask": resp, **self._decode(tokens, resp, attn, keys, config, batch_size)}
+
+    def _decode_blocks(self, tokens: np.ndarray, resp: np.ndarray, attn: np.ndarray, keys: np.ndarray,
+                       config: SamplerConfig, batch_size: int) -> dict[str, Any]:
+        """Semi-autoregressive decoding (`config.block_length` B): block k holds each row's response positions
+        k*B .. k*B + B - 1; it is decoded by `_decode` as the whole response would be (its own schedule over its
+        positions; the row keys, folded with k after the first block, so B >= the response is the whole response
+        at once, bit for bit) while earlier blocks are context as decoded and later ones stay masked. Every
+        row takes every block's steps (a row with nothing left in a block is computed unchanged). Trajectories are
+        the blocks' one after another."""
+        size, rank = config.block_length, np.cumsum(resp, 1) - 1
+        check_sampler(config, np.minimum(resp.sum(1), size))
+        out, frames = None, []
+        for k in range(max(1, -(-int(resp.sum(1).max(initial=0)) // size))):
+            block = resp & (rank // size == k)
+            part = self._decode(tokens if out is None else out["tokens"], block, attn,
+                                fold_keys(keys, k) if k else keys, config, batch_size)
+            if part["trajectory"] is not None:
+                before = out["scores"] if out is not None else np.zeros(resp.shape, np.float32)
+                settled = np.where(resp & (rank // size < k), before, -np.inf)
+                frames.append((part["trajectory"], np.where(block, part["trajectory_scores"],
+                                                            np.where(resp, settled, part["trajectory_scores"]))))
+            if out is not None:
+                part["scores"] = np.where(block, part["scores"], out["scores"])
+                part["num_evals"] = part["num_evals"] + out["num_evals"]
+            out = part
+        out["trajectory"] = np.concatenate([t for t, _ in frames]) if frames else None
+        out["trajectory_scores"] = np.concatenate([s for _, s in frames]) if frames else None
+        return out
+
+    def _decode(self, tokens: np.ndarray, resp: np.ndarray, attn: np.ndarray, keys: np.ndarray,
+                config: SamplerConfig, batch_size: int) -> dict[str, Any]:
+        """The sampler over laid-out rows (`_inputs`), in calls of one width bucket: tokens (original ids; the
+        `resp` positions decoded), scores, num_evals, trajectory and trajectory_scores (or None)."""
+        n = len(tokens)
+        out = dict(tokens=tokens.copy(), scores=np.zeros(tokens.shape, np.float32),
                    num_evals=np.zeros((n,), np.int32))
         trajs: list[tuple[np.ndarray, np.ndarray]] = []
         traj_scores: list[tuple[np.ndarray, np.ndarray]] = []
@@ -388,6 +423,12 @@ class Generator:
             out.append(int(np.argmin(nll[i:i + len(opts)])))
             i += len(opts)
         return np.asarray(out, np.int64)
+
+
+def fold_keys(keys: np.ndarray, k: int) -> np.ndarray:
+    """[n, 2] raw row keys, each folded with `k` (a block's own random numbers)."""
+    typed = jax.random.wrap_key_data(jnp.asarray(keys))
+    return np.asarray(jax.random.key_data(jax.vmap(lambda key: jax.random.fold_in(key, k))(typed)))
 
 
 def bucket(n: int, cap: int) -> int:

@@ -380,6 +380,16 @@ def check_request(gen: Generator, request: Request, max_steps: int) -> None:
                          f"together with <s> they must fit in {gen.max_length} positions", field="max_tokens")
     check_sampler(request.sampler, np.asarray([request.length - int(request.sampler.fixed_eos)]),
                   max_steps=max_steps)
+    check_servable(request.sampler)
+
+
+def check_servable(sampler: SamplerConfig) -> None:
+    """The engines decode a whole response per request: semi-autoregressive decoding (`block_length`) is for
+    `generate` / `evaluate`; a `ConfigError` naming it (the server checks its run's sampler at start-up too)."""
+    if sampler.block_length:
+        raise ConfigError(f"block_length={sampler.block_length}: the serving engine decodes whole responses; "
+                          "semi-autoregressive decoding runs in generate / evaluate (serve with "
+                          "--config.sampler.block_length=0)", field="block_length")
 
 
 class StaticBatcher(_Queue):

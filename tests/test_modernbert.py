@@ -157,8 +157,8 @@ def test_rdm_training_sampling_scoring_and_length_predictor_end_to_end(tmp_path)
     assert run.model.cfg.family == "modernbert" and run.model.cfg.attention_kinds[1] == "sliding_attention"
     gen = run.generator()
     prompts = [list(run.vocab.encode("das haus ist klein")), list(run.vocab.encode("guten morgen"))]
-    for strategy in ("reparam-uncond-deterministic-cosine", "reparam-cond-stochastic1.0-linear", "cmlm",
-                     "mask-predict", "adaptive"):
+    for strategy in ("reparam-cond-stochastic1.0-linear", "adaptive"):  # a fixed schedule and the early exit
+        # (every strategy's step is family-independent: test_sampler.py, test_batch_invariance.py)
         sc = SamplerConfig(steps=3, strategy=strategy, threshold=0.5 if strategy == "adaptive" else None)
         out = gen.generate(prompts, [4, 6], sc, jax.random.key(0), batch_size=2)
         assert out["tokens"].shape[0] == 2 and (out["response_mask"].sum(1) == [4, 6]).all(), strategy

@@ -524,5 +524,10 @@ def test_ar_engine_slots_decode_what_generate_ar_decodes_admitted_mid_flight(nam
         ids = want["tokens"][0][want["response_mask"][0]]
         assert got[r.id].tokens.tolist() == ids.tolist(), r
         assert 1 <= len(ids) <= r.length
+    # the static path compiles per response bucket, not per max_tokens (its limits are per-row inputs)
+    gen._jitted.clear()
+    for n in (3, 5, 7):
+        gen.generate_ar([[5, 9]], DecodeConfig(beam_size=1, max_len_b=n))
+    assert len(gen._jitted) == 1
     with pytest.raises(ConfigError, match="beam_size 1"):
         ArEngine(dataclasses.replace(gen, decoding=DecodeConfig(beam_size=2)))

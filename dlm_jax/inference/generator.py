@@ -380,7 +380,8 @@ class Generator:
 
     def _ar_fn(self, config: DecodeConfig, max_new: int) -> Callable:
         """The jitted prefill + `lax.while_loop` decoder for rows of one width bucket."""
-        key = ("ar", config, max_new)
+        # the limits are per-row inputs: configs that differ only in max_len_a / max_len_b share one compile
+        key = ("ar", dataclasses.replace(config, max_len_a=0.0, max_len_b=1), max_new)
         if key not in self._jitted:
             eos, pad = self.model_id(self.eos_id), self.model_id(self.pad_id)
 

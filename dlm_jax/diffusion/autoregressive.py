@@ -102,6 +102,14 @@ def _allowed(logp: jax.Array, t: jax.Array, limits: jax.Array, eos_id: int) -> j
     return jnp.where(first & ~at_limit & is_eos, -jnp.inf, logp)
 
 
+def prompt_rows(tokens: jax.Array, response: jax.Array, attention: jax.Array, pad_id: int
+                ) -> tuple[jax.Array, jax.Array]:
+    """What a prefill reads of laid-out rows (`<s> prompt` then the response positions): (the tokens with every
+    position outside the prompt set to `pad_id`, the prompt's attention mask)."""
+    prompt = attention * (1 - response.astype(attention.dtype))
+    return jnp.where(prompt > 0, tokens, pad_id), prompt
+
+
 def greedy_decode(prefill_fn: PrefillFn, step_fn: StepFn, tokens: jax.Array, attention_mask: jax.Array,
                   limits: jax.Array, *, max_new: int, eos_id: int, pad_id: int, temperature: float = 0.0,
                   keys: jax.Array | None = None) -> Decoded:

@@ -355,7 +355,8 @@ def _ar_step(state: tuple, cur_tok: jax.Array, cur_score: jax.Array) -> tuple:
     return jnp.where(commit, cur_tok, tokens), jnp.where(commit, cur_score, scores), is_masked & ~commit
 
 
-def check_sampler(config: SamplerConfig, response_lengths: Sequence[int] | np.ndarray, *, max_steps: int | None = None) -> None:
+def check_sampler(config: SamplerConfig, response_lengths: Sequence[int] | np.ndarray, *,
+                  max_steps: int | None = None) -> None:
     """The one check of sampler settings against the responses they decode (`SamplerConfig` checks the settings
     alone): `ConfigError` (its `field` the request's name of the setting) when the `ar` strategy, which writes one
     token per step, has fewer steps than a response has positions, or a fixed-schedule strategy asks for more

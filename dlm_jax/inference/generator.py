@@ -21,6 +21,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from dlm_jax.diffusion import (DecodeConfig, SamplerConfig, beam_search, build_inputs, elbo_nll, greedy_decode, sample,
                                select_best, top_lengths)
+from dlm_jax.diffusion.autoregressive import prompt_rows
 from dlm_jax.diffusion.fused_head import HeadParts
 from dlm_jax.diffusion.rows import map_rows, row_keys, stable_hash
 from dlm_jax.diffusion.sampler import check_sampler
@@ -353,13 +354,7 @@ class Generator:
         `num_evals` the model calls of its batch; no trajectory)."""
         keys = self.row_keys(jax.random.key(0) if rng is None else rng,
                              [stable_hash(p, 0) for p in prompts] if seeds is None else seeds)
-        prompts = self._prompts(prompts)
-        limits = np.asarray([min(config.limit(len(p)), self.max_length - 1 - len(p)) for p in prompts])
-        if (limits < 1).any():
-            i = int(np.argmin(limits))
-            raise InputError(f"prompt {i} has {len(prompts[i])} tokens and leaves no room for a response in "
-                             f"{self.max_length}; shorten it")
-        tokens, resp, attn = self._inputs(prompts, limits.tolist())
+        tokens, resp, attn, limits = self.ar_layout(prompts, config)
         n = len(prompts)
         out = dict(tokens=tokens.copy(), response_mask=np.zeros_like(resp), scores=np.zeros(tokens.shape, np.float32),
                    num_evals=np.zeros((n,), np.int32), trajectory=None, trajectory_scores=None)
@@ -370,13 +365,27 @@ class Generator:
             got = np.asarray(res.tokens)[:len(idx)]
             got = self.vocab_map.to_old(got) if self.vocab_map is not None else got
             for j, row in enumerate(idx):
-                start, ids = 1 + len(prompts[row]), got[j, :limits[row]].tolist()
+                start, ids = self.row_positions(prompts[row]), got[j, :limits[row]].tolist()
                 ids = ids[:ids.index(self.eos_id) + 1] if self.eos_id in ids else ids
                 out["tokens"][row, start:start + len(ids)] = ids
                 out["response_mask"][row, start:start + len(ids)] = True
                 out["scores"][row, start:start + len(ids)] = float(np.asarray(res.scores)[j])
             out["num_evals"][idx] = int(res.num_evals) + 1
         return out
+
+    def ar_layout(self, prompts: Sequence[Sequence[int]], config: DecodeConfig
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(tokens, response mask, attention [n, max_length], limits [n]) of each prompt (original ids, without
+        `<s>`) laid out for AR decoding with `config`: a response of its limit (`config.limit`, cut to the row's
+        room). An `InputError` for a prompt that leaves no room. `generate_ar` and the serving engine's AR slots
+        lay rows out here."""
+        prompts = self._prompts(prompts)
+        limits = np.asarray([min(config.limit(len(p)), self.max_length - 1 - len(p)) for p in prompts])
+        if (limits < 1).any():
+            i = int(np.argmin(limits))
+            raise InputError(f"prompt {i} has {len(prompts[i])} tokens and leaves no room for a response in "
+                             f"{self.max_length}; shorten it")
+        return (*self._inputs(prompts, limits.tolist()), limits)
 
     def _ar_fn(self, config: DecodeConfig, max_new: int) -> Callable:
         """The jitted prefill + `lax.while_loop` decoder for rows of one width bucket."""
@@ -387,8 +396,7 @@ class Generator:
 
             def run(params, tokens, response, attn, limits, key_data):
                 prefill, step = self.cached_decoder(params)
-                prompt = attn * (1 - response.astype(attn.dtype))
-                t = jnp.where(prompt > 0, tokens, pad)
+                t, prompt = prompt_rows(tokens, response, attn, pad)
                 if config.beam_size == 1:
                     return greedy_decode(prefill, step, t, prompt, limits, max_new=max_new, eos_id=eos, pad_id=pad,
                                          temperature=config.temperature, keys=jax.random.wrap_key_data(key_data))

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dlm_jax.diffusion import SamplerConfig
-from dlm_jax.diffusion.autoregressive import next_tokens
+from dlm_jax.diffusion.autoregressive import next_tokens, prompt_rows
 from dlm_jax.errors import ConfigError
 from dlm_jax.inference.generator import Generator
 from dlm_jax.serving.engine import Request, Update, _Queue, ar_decoding
@@ -109,16 +109,13 @@ class ArEngine(_Queue):
             slots.owners[slot] = req
 
     def _row(self, req: Request) -> tuple[np.ndarray, np.ndarray, int]:
-        """The request's prompt as `generate_ar` lays it out (full width, model ids) and its token limit."""
+        """What the request's prefill reads, as `generate_ar` lays its row out (full width, model ids), and its
+        token limit."""
         gen = self.gen
-        decoding = ar_decoding(gen.decoding, req.sampler, req.length)
-        before = gen.row_positions(req.prompt)  # <s>, the prompt and an encoder-decoder's </s>
-        limit = min(decoding.limit(before - 1), gen.max_length - before)
-        tokens, resp, attn = gen.layout([req.prompt], [limit])
-        prompt = attn * (1 - resp.astype(attn.dtype))
-        tokens = np.where(prompt > 0, tokens, gen.pad_id)
+        tokens, resp, attn, limits = gen.ar_layout([req.prompt], ar_decoding(gen.decoding, req.sampler, req.length))
         tokens = gen.vocab_map.to_new(tokens) if gen.vocab_map is not None else tokens
-        return np.asarray(tokens, np.int32), np.asarray(prompt, np.int32), limit
+        tokens, prompt = prompt_rows(tokens, resp, attn, gen.model_id(gen.pad_id))
+        return np.asarray(tokens, np.int32), np.asarray(prompt, np.int32), int(limits[0])
 
     def _pool(self) -> _Slots:
         """The slots' state, built at the first admission from one empty prefill's shapes (then reused)."""
@@ -152,11 +149,6 @@ class ArEngine(_Queue):
     def _free(self, slot: int) -> None:
         self._slots.owners[slot] = None
         self._slots.state = self._fn("clear")(self._slots.state, np.int32(slot))
-
-    def _sharding(self) -> Any:
-        if self.gen.mesh is None:
-            return jax.sharding.SingleDeviceSharding(jax.devices()[0])
-        return jax.sharding.NamedSharding(self.gen.mesh, jax.sharding.PartitionSpec())
 
     def _fn(self, name: str) -> Callable:
         """The jitted insert / step / clear (compiled once each)."""
@@ -195,9 +187,8 @@ def _step_fn(gen: Generator, eos: int, pad: int) -> Callable:
             i, s = c
             tok, logp = next_tokens(s["logits"], s["t"], s["limits"], s["done"], s["temperature"], keys,
                                     eos_id=eos, pad_id=pad)
-            live = ~s["done"]
-            out = s["out"].at[rows, jnp.minimum(s["t"], s["out"].shape[1] - 1)].set(
-                jnp.where(live, tok, s["out"][rows, jnp.minimum(s["t"], s["out"].shape[1] - 1)]))
+            live, col = ~s["done"], jnp.minimum(s["t"], s["out"].shape[1] - 1)
+            out = s["out"].at[rows, col].set(jnp.where(live, tok, s["out"][rows, col]))
             logits, cache = step(s["cache"], jnp.where(live, tok, eos))
             return i + 1, {**s, "cache": cache, "logits": logits, "out": out, "score": s["score"] + logp,
                            "t": s["t"] + live.astype(jnp.int32), "done": s["done"] | (tok == eos)}

@@ -117,6 +117,13 @@ class _Queue:
     def waiting(self) -> int:
         return len(self._waiting)
 
+    def _sharding(self) -> Any:
+        """Where an engine's device state lives: replicated over the params' mesh, or on the first device
+        (committed, so the jitted functions see the same kind of argument at every call and compile once)."""
+        if self.gen.mesh is None:
+            return jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        return jax.sharding.NamedSharding(self.gen.mesh, jax.sharding.PartitionSpec())
+
     def run(self, requests: Iterable[Request]) -> dict[int, Update]:
         """Submits `requests` and steps until all are done; their final updates by id (for tests and benches)."""
         out = {}
@@ -308,13 +315,6 @@ class Engine(_Queue):
         pool.owners[slot] = None
         pool.response[slot] = False
         pool.arrays, pool.canvas = self._fn("clear", pool)(pool.arrays, pool.canvas, np.int32(slot))
-
-    def _sharding(self) -> Any:
-        """Where the pools live: replicated over the params' mesh, or on the first device (committed, so the jitted
-        functions see the same kind of argument at every call and compile once)."""
-        if self.gen.mesh is None:
-            return jax.sharding.SingleDeviceSharding(jax.devices()[0])
-        return jax.sharding.NamedSharding(self.gen.mesh, jax.sharding.PartitionSpec())
 
     def _place(self, tree: Any) -> Any:
         return jax.device_put(tree, self._sharding())

@@ -87,6 +87,8 @@ def _model_block() -> ml_collections.ConfigDict:
     m.attention = "einsum"  # einsum | xla | cudnn (fused flash attention on NVIDIA GPUs; needs dropout 0 in it)
     m.head_vocab_multiple = 1  # 128 on GPUs: the output product on an aligned, padded table (same results)
     m.causal = False  # left-to-right attention (the decoder-only AR baseline); bidirectional for diffusion
+    # bidirectional (the paper's) | prompt_prefix (the prompt never sees the response: an exact prefix cache)
+    m.attention_layout = "bidirectional"
     # Decoder LLMs adapted into diffusion LMs (Llama / Qwen2): `shift` 0 = position i predicts token i (the released
     # LLaMA adaptation), 1 = position i - 1 predicts it (Dream / DiffuLLaMA); `mask_token` "new" adds `<mask>` (and
     # `<pad>` where missing) with input / output rows initialised to the mean of the others (released
@@ -165,6 +167,7 @@ def _sampler_block() -> ml_collections.ConfigDict:
     s.threshold = ml_collections.FieldReference(None, field_type=float)
     s.record_trajectory = False
     s.fixed_eos = False  # True: the released canvas, [prompt, <mask> x (L-1), </s>] with </s> fixed
+    s.cache = "none"  # none | prefix | dual: the sampler's cache of keys and values (inference/prefix_cache.py)
     s.block_length = 0  # B > 0: semi-autoregressive, B response positions at a time (LLaDA), `steps` steps each
     return s
 
@@ -172,7 +175,7 @@ def _sampler_block() -> ml_collections.ConfigDict:
 # Keys whose change on resume changes what the run computes (model shape, batch, task, objective, optimizer): a
 # resume that changes one is refused unless `allow_config_change`. Others (steps, logging, mesh, dtype, attention
 # kernel, cache, sampler) may change freely.
-COMPUTATION_KEYS = ("seed", "stage", "objective", "ar", "model.causal", "model.shift", "model.mask_token", "batch_size", "model.init", "model.name",
+COMPUTATION_KEYS = ("seed", "stage", "objective", "ar", "model.causal", "model.attention_layout", "model.shift", "model.mask_token", "batch_size", "model.init", "model.name",
                     "model.overrides", "model.tokenizer",
                     "model.prune_vocab", "model.prune_min_count", "model.dropout", "model.attention_dropout",
                     "data.task", "data.max_length", "data.overlong", "data.pack", "data.train_limit", "diffusion",
@@ -379,7 +382,7 @@ def model_overrides(m: ml_collections.ConfigDict) -> dict[str, Any]:
     out = dict(m.overrides.to_dict() if isinstance(m.overrides, ml_collections.ConfigDict) else m.overrides or {})
     out.update(dtype=m.dtype, remat=m.remat, scan_layers=m.scan_layers, attention=m.attention,
                head_vocab_multiple=m.head_vocab_multiple, causal=bool(m.get("causal", False)),
-               shift=int(m.get("shift", 0)))
+               shift=int(m.get("shift", 0)), attention_layout=str(m.get("attention_layout", "bidirectional")))
     if m.dropout is not None:
         out.update(hidden_dropout=m.dropout, attention_dropout=m.dropout)
     if m.attention_dropout is not None:  # e.g. 0 with the fused (cudnn) attention

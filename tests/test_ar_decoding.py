@@ -196,4 +196,5 @@ def test_cached_decoding_equals_full_recomputation(scan_layers, name):
 def test_decode_mode_refuses_bidirectional_models():
     cfg = get_config("tiny-test")
     with pytest.raises(ConfigError, match="causal"):
-        MaskedLM(cfg, decode=True).init(jax.random.key(0), jnp.ones((1, 4), jnp.int32))
+        MaskedLM(cfg, decode=True).init(jax.random.key(0), jnp.ones((1, 4), jnp.int32), jnp.ones((1, 4), jnp.int32),
+                                        method="prefill")

@@ -156,7 +156,8 @@ def test_adaptation_options_are_checked():
     with pytest.raises(ConfigError, match="num_kv_heads"):
         base.replace(family="llama", num_kv_heads=3)
     with pytest.raises(ConfigError, match="causal"):
-        model_for(base.replace(family="llama"), decode=True).init(jax.random.key(0), jnp.ones((1, 4), jnp.int32))
+        model_for(base.replace(family="llama"), decode=True).init(jax.random.key(0), jnp.ones((1, 4), jnp.int32),
+                                                                  jnp.ones((1, 4), jnp.int32), method="prefill")
 
 
 def _word_tokenizer(tmp_path):

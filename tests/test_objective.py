@@ -152,7 +152,7 @@ def test_elbo_is_unbiased():
     tokens = jnp.asarray(rng.integers(0, 10, (2, L))).at[:, 0].set(jnp.arange(2))  # position 0 names the row
     resp = jnp.asarray(np.arange(L)[None].repeat(2, 0) >= 3)
     keys = jax.random.split(jax.random.key(0), 2)
-    mean, stderr = elbo_nll(lambda t, a, p: logits[t[:, 0]], tokens, resp, jnp.ones_like(tokens), keys,
+    mean, stderr = elbo_nll(lambda t, a, p, r: logits[t[:, 0]], tokens, resp, jnp.ones_like(tokens), keys,
                             mask_id=MASK, num_samples=2000, num_timesteps=10, micro_batch=64)
     logp = np.asarray(jax.nn.log_softmax(logits))
     exact = -np.take_along_axis(logp, np.asarray(tokens)[..., None], -1)[..., 0]

@@ -20,8 +20,9 @@ import jax.numpy as jnp
 from dlm_jax.diffusion.objective import cross_entropy, masked_positions
 from dlm_jax.diffusion.rows import map_rows, position_uniform
 
-# (tokens [n, L], attention_mask [n, L], positions [n, R] or None) -> logits [n, L or R, vocab]
-ScoreLogitsFn = Callable[[jax.Array, jax.Array, jax.Array | None], jax.Array]
+# (tokens [n, L], attention_mask [n, L], positions [n, R] or None, response mask [n, L]) -> logits [n, L or R,
+# vocab]; the response mask is there for attention layouts that tell the prompt from the response
+ScoreLogitsFn = Callable[[jax.Array, jax.Array, jax.Array | None, jax.Array], jax.Array]
 
 
 def noise_draws(keys: jax.Array, response: jax.Array, *, num_samples: int, num_timesteps: int
@@ -65,10 +66,10 @@ def elbo_nll(logits_fn: ScoreLogitsFn, tokens: jax.Array, response_mask: jax.Arr
     def sums(tgt: jax.Array, att: jax.Array, rsp: jax.Array, msk: jax.Array) -> jax.Array:
         noised = jnp.where(msk, mask_id, tgt)
         if max_response is None:
-            return jnp.where(msk, cross_entropy(logits_fn(noised, att, None), tgt), 0.0).sum(-1)
+            return jnp.where(msk, cross_entropy(logits_fn(noised, att, None, rsp), tgt), 0.0).sum(-1)
         pos, _ = masked_positions(rsp, max_response)
         take = lambda a: jnp.take_along_axis(a, pos, axis=1)  # noqa: E731
-        ce = cross_entropy(logits_fn(noised, att, pos), take(tgt))
+        ce = cross_entropy(logits_fn(noised, att, pos, rsp), take(tgt))
         return jnp.where(take(msk), ce, 0.0).sum(-1)
 
     per_sample = map_rows(sums, (targets, attn, resp, masked), micro_batch).reshape(n, K)

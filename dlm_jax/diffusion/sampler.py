@@ -42,6 +42,7 @@ from dlm_jax.diffusion.rows import (map_rows, position_categorical, position_uni
 from dlm_jax.errors import ConfigError
 
 LogitsFn = Callable[[jax.Array], jax.Array]
+CACHE_MODES = ("none", "prefix", "dual")
 _REPARAM = re.compile(r"^reparam-(cond|uncond)-(deterministic|stochastic(\d+(?:\.\d+)?))-(cosine|linear)$")
 _MASK_PREDICT = re.compile(r"^mask-predict(?:-(cosine|linear))?$")
 STRATEGY_HELP = ("reparam-<cond|uncond>-<deterministic|stochasticX>-<cosine|linear> (e.g. "
@@ -66,6 +67,10 @@ class SamplerConfig:
       block_length: B > 0 decodes the response semi-autoregressively (LLaDA's `block_length`, read by
         `inference.Generator`): B positions at a time, left to right, each block with `steps` steps of the strategy
         while the later blocks stay masked as context; 0 decodes the whole response at once (the paper's).
+      cache: the prefix cache (read by `inference.Generator`, `inference.prefix_cache`): "none" runs the model
+        over whole rows at every step (the paper's); "prefix" fills a cache of every layer's keys and values once
+        per call (per block) and recomputes the response side from the first decoded position on; "dual" also
+        reads later blocks from it. Exact for `prefix` under `model.attention_layout=prompt_prefix`.
     """
 
     steps: int = 50
@@ -76,8 +81,11 @@ class SamplerConfig:
     record_trajectory: bool = False
     fixed_eos: bool = False
     block_length: int = 0
+    cache: str = "none"
 
     def __post_init__(self) -> None:
+        if self.cache not in CACHE_MODES:
+            raise ConfigError(f"sampler cache={self.cache!r}; choose one of {list(CACHE_MODES)}", field="cache")
         if not isinstance(self.block_length, int) or self.block_length < 0:
             raise ConfigError(f"sampler block_length must be an integer >= 0 (0: the whole response at once), got "
                               f"{self.block_length!r}", field="block_length")

@@ -26,6 +26,7 @@ from dlm_jax.diffusion.fused_head import HeadParts
 from dlm_jax.diffusion.rows import map_rows, row_keys, stable_hash
 from dlm_jax.diffusion.sampler import check_sampler
 from dlm_jax.data.vocab import HFVocabulary
+from dlm_jax.inference.prefix_cache import cached_logits_fn, live_positions, response_side
 from dlm_jax.errors import ConfigError, InputError
 from dlm_jax.model import model_for
 from dlm_jax.model import family_of
@@ -79,13 +80,18 @@ class Generator:
                    length_params=length_params, mesh=mesh, micro_batch=micro_batch, decoding=decoding,
                    head_chunk=head_chunk, prompt_separator=family_of(model.cfg).prompt_separator)
 
-    def head(self, params: Any, tokens: jax.Array, attn: jax.Array, positions: jax.Array | None) -> Any:
+    def head(self, params: Any, tokens: jax.Array, attn: jax.Array, positions: jax.Array | None,
+             side: jax.Array | None = None) -> Any:
         """The model's logits at `positions`, or with `head_chunk` its head's inputs (`HeadParts`): the sampler's
-        argmax and the ELBO then read the vocabulary in chunks, never holding [rows, positions, vocab]."""
+        argmax and the ELBO then read the vocabulary in chunks, never holding [rows, positions, vocab]. `side`:
+        the rows' response side (`prefix_cache.response_side`), which the `prompt_prefix` layout hides from the
+        prompt."""
+        cfg = getattr(self.model, "cfg", None)  # (a stand-in model without one: tests' fixed logits)
+        kw = {} if cfg is None else cfg.layout_kwargs(side)
         if not self.head_chunk:
-            return self.model.apply({"params": params}, tokens, attention_mask=attn, output_positions=positions)
+            return self.model.apply({"params": params}, tokens, attention_mask=attn, output_positions=positions, **kw)
         out = self.model.apply({"params": params}, tokens, attention_mask=attn, output_positions=positions,
-                               head_parts=True)
+                               head_parts=True, **kw)
         return HeadParts(*out, chunk=self.head_chunk)
 
     def _prompts(self, prompts: Sequence[Sequence[int]]) -> list[list[int]]:
@@ -108,23 +114,35 @@ class Generator:
         return [jax.device_put(a, NamedSharding(self.mesh, PartitionSpec("data") if a.ndim and a.shape[0] % ways == 0
                                                 else PartitionSpec())) for a in arrays]
 
-    def _fn(self, config: SamplerConfig, max_response: int) -> Callable:
+    def _fn(self, config: SamplerConfig, max_response: int, max_live: int) -> Callable:
         """The jitted sampler for `config`; the head is evaluated at `max_response` positions per row only, the
-        model in micro-batches of `micro_batch` rows."""
-        key = (config, max_response)
+        model in micro-batches of `micro_batch` rows; with a cache (`config.cache`), each step over `max_live`
+        live positions per row (`prefix_cache`)."""
+        key = (config, max_response, max_live)
         if key not in self._jitted:
             micro = self.micro_batch
             mask_id = self.model_id(self.mask_id)
 
-            def run(params, tokens, response, attn, key_data):
+            def run(params, tokens, response, attn, side, live, key_data):
                 def logits_fn(t, positions, rows=None):
-                    a = attn if rows is None else attn[rows]
-                    return self.head(params, t, a, positions)
+                    a, sd = (attn, side) if rows is None else (attn[rows], side[rows])
+                    return self.head(params, t, a, positions, sd)
+                if config.cache != "none":
+                    start = jnp.where(response, mask_id, tokens)  # the canvas `sample` starts from
+                    logits_fn = cached_logits_fn(self._cache_model(), params, start, attn, side, live, max_live,
+                                                 self.head_chunk)
                 return sample(logits_fn, tokens, response, jax.random.wrap_key_data(key_data), config,
                               mask_id=mask_id, max_response=max_response, micro_batch=micro)
 
             self._jitted[key] = self._jit(run)
         return self._jitted[key]
+
+    def _cache_model(self) -> Any:
+        """The model in decode mode (its keys and values in a "cache" collection), for the prefix cache."""
+        if not hasattr(self.model, "prefix_logits"):
+            raise ConfigError(f"sampler cache is for encoder and decoder-only models; {self.model.cfg.family!r} "
+                              "decodes through its encoder-decoder (use --config.sampler.cache=none)", field="cache")
+        return model_for(self.model.cfg, decode=True)
 
     def _inputs(self, prompts: Sequence[Sequence[int]], lengths: Sequence[int], *, fixed_eos: bool = False
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -140,20 +158,23 @@ class Generator:
             resp[np.arange(len(last)), last] = False
         return tokens, resp, attn
 
-    def _calls(self, attn: np.ndarray, resp: np.ndarray, batch_size: int
-               ) -> Iterator[tuple[np.ndarray, int, int, int]]:
+    def _calls(self, attn: np.ndarray, resp: np.ndarray, batch_size: int, live: np.ndarray | None = None
+               ) -> Iterator[tuple[np.ndarray, int, int, int, int]]:
         """The model calls for rows laid out at full width: (row indices, rows in the call, width, response
-        positions). Each row's width and response bucket are its own (`bucket` of its lengths), never its batch's,
-        so a row is computed at the same shape whatever else is decoded with it; rows of one bucket share calls
-        of `batch_size` (a single partial call is cut to the micro-batch multiple it needs)."""
+        positions, live positions (`live` [n, L], a cached decode's; else 0)). Each row's width and buckets are
+        its own (`bucket` of its lengths), never its batch's, so a row is computed at the same shape whatever else
+        is decoded with it; rows of one bucket share calls of `batch_size` (a single partial call is cut to the
+        micro-batch multiple it needs)."""
         widths = np.asarray([bucket(int(n), self.max_length) for n in attn.sum(1)])
         resps = np.asarray([bucket(int(n), int(w)) for n, w in zip(resp.sum(1), widths)])
-        for w, r in sorted(set(zip(widths.tolist(), resps.tolist()))):
-            idx = np.flatnonzero((widths == w) & (resps == r))
+        lives = (np.zeros_like(resps) if live is None else
+                 np.asarray([max(bucket(int(n), int(w)), r) for n, w, r in zip(live.sum(1), widths, resps)]))
+        for w, r, lv in sorted(set(zip(widths.tolist(), resps.tolist(), lives.tolist()))):
+            idx = np.flatnonzero((widths == w) & (resps == r) & (lives == lv))
             rows = batch_size if len(idx) > batch_size else -(-len(idx) // max(self.micro_batch, 1)) * max(
                 self.micro_batch, 1)
             for start in range(0, len(idx), batch_size):
-                yield idx[start:start + batch_size], rows, w, r
+                yield idx[start:start + batch_size], rows, w, r, lv
 
     def model_id(self, old_id: int) -> int:
         """The id the model computes with for an id of the original vocabulary (a pruned model's own id)."""
@@ -204,7 +225,8 @@ class Generator:
         if config.block_length:
             return {"response_mask": resp, **self._decode_blocks(tokens, resp, attn, keys, config, batch_size)}
         check_sampler(config, resp.sum(1))
-        return {"response_mask": resp, **self._decode(tokens, resp, attn, keys, config, batch_size)}
+        return {"response_mask": resp, **self._decode(tokens, resp, attn, keys, config, batch_size,
+                                                      response_side(resp, attn))}
 
     def _decode_blocks(self, tokens: np.ndarray, resp: np.ndarray, attn: np.ndarray, keys: np.ndarray,
                        config: SamplerConfig, batch_size: int) -> dict[str, Any]:
@@ -214,13 +236,13 @@ class Generator:
         at once, bit for bit) while earlier blocks are context as decoded and later ones stay masked. Every
         row takes every block's steps (a row with nothing left in a block is computed unchanged). Trajectories are
         the blocks' one after another."""
-        size, rank = config.block_length, np.cumsum(resp, 1) - 1
+        size, rank, side = config.block_length, np.cumsum(resp, 1) - 1, response_side(resp, attn)
         check_sampler(config, np.minimum(resp.sum(1), size))
         out, frames = None, []
         for k in range(max(1, -(-int(resp.sum(1).max(initial=0)) // size))):
             block = resp & (rank // size == k)
             part = self._decode(tokens if out is None else out["tokens"], block, attn,
-                                fold_keys(keys, k) if k else keys, config, batch_size)
+                                fold_keys(keys, k) if k else keys, config, batch_size, side)
             if part["trajectory"] is not None:
                 before = out["scores"] if out is not None else np.zeros(resp.shape, np.float32)
                 settled = np.where(resp & (rank // size < k), before, -np.inf)
@@ -235,17 +257,20 @@ class Generator:
         return out
 
     def _decode(self, tokens: np.ndarray, resp: np.ndarray, attn: np.ndarray, keys: np.ndarray,
-                config: SamplerConfig, batch_size: int) -> dict[str, Any]:
-        """The sampler over laid-out rows (`_inputs`), in calls of one width bucket: tokens (original ids; the
-        `resp` positions decoded), scores, num_evals, trajectory and trajectory_scores (or None)."""
+                config: SamplerConfig, batch_size: int, side: np.ndarray) -> dict[str, Any]:
+        """The sampler over laid-out rows (`_inputs`; `side`: their whole response side, `response_side`), in
+        calls of one width bucket: tokens (original ids; the `resp` positions decoded), scores, num_evals,
+        trajectory and trajectory_scores (or None)."""
+        live = live_positions(side, resp, config.cache) if config.cache != "none" else None
         n = len(tokens)
         out = dict(tokens=tokens.copy(), scores=np.zeros(tokens.shape, np.float32),
                    num_evals=np.zeros((n,), np.int32))
         trajs: list[tuple[np.ndarray, np.ndarray]] = []
         traj_scores: list[tuple[np.ndarray, np.ndarray]] = []
-        for idx, rows, width, max_response in self._calls(attn, resp, batch_size):
-            arrays = self._call_arrays(idx, rows, width, (tokens, resp, attn), (keys,))
-            res = self._fn(config, max_response)(self.params, *self._put(*arrays))
+        for idx, rows, width, max_response, max_live in self._calls(attn, resp, batch_size, live):
+            cols = (tokens, resp, attn, side, side if live is None else live)
+            res = self._fn(config, max_response, max_live)(self.params, *self._put(
+                *self._call_arrays(idx, rows, width, cols, (keys,))))
             got = np.asarray(res.tokens)[:len(idx)]
             out["tokens"][idx, :width] = self.vocab_map.to_old(got) if self.vocab_map is not None else got
             out["scores"][idx, :width] = np.asarray(res.scores)[:len(idx)]
@@ -309,7 +334,7 @@ class Generator:
         tokens, resp, attn = self._inputs(self._prompts(prompts), [len(x) + 1 for x in responses])
         tokens[resp.nonzero()] = np.concatenate([[*x, self.eos_id] for x in responses]).astype(tokens.dtype)
         nll, se = np.zeros((len(prompts),), np.float32), np.zeros((len(prompts),), np.float32)
-        for idx, rows, width, max_response in self._calls(attn, resp, batch_size):
+        for idx, rows, width, max_response, _ in self._calls(attn, resp, batch_size):
             arrays = self._call_arrays(idx, rows, width, (tokens, resp, attn), (keys,))
             fn = self._ar_score_fn() if self.decoding is not None else self._score_fn(num_samples, max_response)
             m, s = fn(self.params, *self._put(*arrays))
@@ -322,8 +347,8 @@ class Generator:
             mask_id, micro = self.model_id(self.mask_id), self.micro_batch
 
             def run(params, tokens, response, attn, key_data):
-                def logits_fn(t, a, positions):
-                    return self.head(params, t, a, positions)
+                def logits_fn(t, a, positions, r):  # a scored response ends the row: it is the response side
+                    return self.head(params, t, a, positions, r)
                 return elbo_nll(logits_fn, tokens, response, attn, jax.random.wrap_key_data(key_data),
                                 mask_id=mask_id, num_samples=num_samples, micro_batch=micro,
                                 max_response=max_response)
@@ -359,7 +384,7 @@ class Generator:
         out = dict(tokens=tokens.copy(), response_mask=np.zeros_like(resp), scores=np.zeros(tokens.shape, np.float32),
                    num_evals=np.zeros((n,), np.int32), trajectory=None, trajectory_scores=None)
         out["tokens"][resp] = self.pad_id
-        for idx, rows, width, max_new in self._calls(attn, resp, batch_size):
+        for idx, rows, width, max_new, _ in self._calls(attn, resp, batch_size):
             arrays = self._call_arrays(idx, rows, width, (tokens, resp, attn), (limits, keys))
             res = self._ar_fn(config, max_new)(self.params, *self._put(*arrays))
             got = np.asarray(res.tokens)[:len(idx)]

@@ -8,6 +8,7 @@ from typing import Any
 
 from dlm_jax.errors import ConfigError
 from dlm_jax.model.family import family_of
+ATTENTION_LAYOUTS: tuple[str, ...] = ("bidirectional", "prompt_prefix")
 LAYER_TYPES: tuple[str, ...] = ("full_attention", "sliding_attention")
 ATTENTION_IMPLS: tuple[str, ...] = ("einsum", "xla", "cudnn")
 
@@ -50,6 +51,11 @@ class ModelConfig:
     # Causal (left-to-right) attention instead of bidirectional: the decoder-only AR baseline of the paper's Table 1
     # on an encoder family (every attention implementation, packing and sharding). Not part of the HF config.
     causal: bool = False
+    # Who attends to whom in a prompt + response row (issue 39; not part of the HF config): "bidirectional" (every
+    # token sees every token: the paper's), or "prompt_prefix" (prompt tokens see the prompt only, response tokens
+    # see everything: the prompt's keys and values never depend on the response, so the sampler's prefix cache is
+    # exact). Trained and decoded the same way; docs/FIDELITY.md S7.
+    attention_layout: str = "bidirectional"
     # ModernBERT only: the attention of each layer ("full_attention" / "sliding_attention"; empty: a global layer
     # every `global_every` layers, HF's old `global_attn_every_n_layers`), the RoPE bases of the two kinds and the
     # sliding window (HF's `local_attention`: the total width, a query sees keys within local_window // 2).
@@ -94,6 +100,13 @@ class ModelConfig:
         if self.attention == "cudnn" and self.dtype not in ("bfloat16", "float16"):
             raise ConfigError(f"model.attention='cudnn' needs a 16-bit compute dtype, got model.dtype={self.dtype!r}; "
                               "set --config.model.dtype=bfloat16 or use attention 'einsum'")
+        if self.attention_layout not in ATTENTION_LAYOUTS:
+            raise ConfigError(f"model.attention_layout={self.attention_layout!r}; choose one of "
+                              f"{list(ATTENTION_LAYOUTS)}")
+        if self.attention_layout != "bidirectional" and (self.causal or fam.kind == "encoder-decoder"):
+            raise ConfigError(f"model.attention_layout={self.attention_layout!r} is for bidirectional diffusion "
+                              f"models; this one is {'causal' if self.causal else 'an encoder-decoder'} (set "
+                              "--config.model.attention_layout=bidirectional)")
         if self.shift and not fam.shiftable:
             raise ConfigError(f"model.shift={self.shift} is for decoder LLMs (family 'llama'); {self.family!r} "
                               "predicts each position's own token (shift 0)")
@@ -144,6 +157,11 @@ class ModelConfig:
     def max_length(self) -> int:
         """Longest sequence (in tokens) that the position table can encode."""
         return self.max_positions - self.position_offset
+
+    def layout_kwargs(self, side: Any) -> dict[str, Any]:
+        """What a model call over prompt + response rows passes for the attention layout: `side` (the rows'
+        response side, [batch, length] bool) under `prompt_prefix`, nothing under `bidirectional`."""
+        return {} if self.attention_layout == "bidirectional" or side is None else {"side": side}
 
     def replace(self, **kwargs: Any) -> "ModelConfig":
         return dataclasses.replace(self, **kwargs)

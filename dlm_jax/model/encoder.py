@@ -22,8 +22,8 @@ from dlm_jax.errors import ConfigError
 from dlm_jax.model import axes
 from dlm_jax.model.configs import ModelConfig
 from dlm_jax.model.layers import (CacheStep, Einsum, Embed, LayerNorm, Mlp, SelfAttention, at_positions, gelu_exact,
-                                  last_real, next_cache_step, padding_bias, padding_lengths, positions_in_segment,
-                                  prefill_cache, segment_bias, step_bias)
+                                  last_real, next_cache_step, padding_lengths, positions_in_segment, prefill_cache,
+                                  prefix_read, row_mask, step_bias)
 
 REMAT_POLICIES: dict[str, Any] = {
     "full": jax.checkpoint_policies.nothing_saveable,
@@ -69,6 +69,7 @@ class ModernBlock(nn.Module):
 
     cfg: ModelConfig
     index: int
+    decode: bool = False  # the keys and values in the "cache" collection (the sampler's prefix cache)
 
     @nn.compact
     def __call__(self, x: jax.Array, mask_bias: jax.Array, positions: jax.Array, deterministic: bool
@@ -78,7 +79,8 @@ class ModernBlock(nn.Module):
         attn = SelfAttention(cfg.num_heads, cfg.head_dim, cfg.attention_dropout, deterministic, **dt,
                              implementation=cfg.attention, use_bias=False,
                              rope_theta=cfg.local_rope_theta if local else cfg.rope_theta,
-                             window=cfg.window_radius if local else None, causal=cfg.causal, name="attention")
+                             window=cfg.window_radius if local else None, causal=cfg.causal, decode=self.decode,
+                             name="attention")
         mlp = Mlp(cfg.intermediate_size, **dt, gated=True, use_bias=False, name="mlp")
         drop = functools.partial(nn.Dropout(cfg.hidden_dropout), deterministic=deterministic)
         h = x if self.index == 0 else LayerNorm(cfg.layer_norm_eps, **dt, use_bias=False, name="attention_ln")(x)
@@ -93,13 +95,14 @@ class ModernGroup(nn.Module):
 
     cfg: ModelConfig
     size: int
+    decode: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, mask_bias: jax.Array, positions: jax.Array, deterministic: bool
                  ) -> tuple[jax.Array, None]:
         block = _maybe_remat(ModernBlock, self.cfg)
         for j in range(self.size):
-            x, _ = block(self.cfg, 1 + j, name=f"block_{j}")(x, mask_bias, positions, deterministic)
+            x, _ = block(self.cfg, 1 + j, self.decode, name=f"block_{j}")(x, mask_bias, positions, deterministic)
         return x, None
 
 
@@ -111,6 +114,13 @@ def _maybe_remat(block: Any, cfg: ModelConfig) -> Any:
     # static_argnums counts `self`: (self, x, mask_bias, [positions,] deterministic).
     return nn.remat(block, policy=REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers,
                     static_argnums=(4,) if block is ModernBlock else (3,))
+
+
+def _check_causal(cfg: ModelConfig) -> None:
+    """AR KV-cache decoding needs a causal model of the bert / roberta / xlmr-xl families."""
+    if cfg.family == "modernbert" or not cfg.causal:
+        raise ConfigError("KV-cache decoding needs a causal model of the bert / roberta / xlmr-xl families "
+                          f"(model.causal=True); got family {cfg.family!r}, causal={cfg.causal}")
 
 
 class MaskedLM(nn.Module):
@@ -127,9 +137,6 @@ class MaskedLM(nn.Module):
     def setup(self) -> None:
         cfg, dt = self.cfg, _dtypes(self.cfg)
         modern = cfg.family == "modernbert"
-        if self.decode and (modern or not cfg.causal):
-            raise ConfigError("KV-cache decoding needs a causal model of the bert / roberta / xlmr-xl families "
-                              f"(model.causal=True); got family {cfg.family!r}, causal={cfg.causal}")
         self.word = Embed(cfg.vocab_size, cfg.hidden_size, axes.VOCAB, **dt)
         if not modern:
             self.position = Embed(cfg.max_positions, cfg.hidden_size, axes.POSITIONS, **dt)
@@ -153,10 +160,11 @@ class MaskedLM(nn.Module):
         ModernBERT is `layers_0` plus `groups` (`ModernGroup`, a leading group axis)."""
         if cfg.family == "modernbert" and cfg.scan_layers:
             groups, size = cfg.scan_groups()
-            scanned = nn.scan(ModernGroup, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
+            scanned = nn.scan(ModernGroup, variable_axes={"params": 0, "cache": 1},
+                              split_rngs={"params": True, "dropout": True},
                               in_axes=(nn.broadcast, nn.broadcast, nn.broadcast), length=groups,
-                              metadata_params={nn.PARTITION_NAME: axes.LAYERS})(cfg, size, name="groups")
-            return [_maybe_remat(ModernBlock, cfg)(cfg, 0, name="layers_0"), scanned]
+                              metadata_params={nn.PARTITION_NAME: axes.LAYERS})(cfg, size, decode, name="groups")
+            return [_maybe_remat(ModernBlock, cfg)(cfg, 0, decode, name="layers_0"), scanned]
         block = _maybe_remat(ModernBlock if cfg.family == "modernbert" else Block, cfg)
         if cfg.scan_layers:  # a cache's layer axis is 1: its leaves keep the batch first, as unscanned ones
             return nn.scan(block, variable_axes={"params": 0, "cache": 1},
@@ -164,7 +172,7 @@ class MaskedLM(nn.Module):
                            length=cfg.num_layers, metadata_params={nn.PARTITION_NAME: axes.LAYERS}
                            )(cfg, decode=decode)
         if cfg.family == "modernbert":
-            return [block(cfg, i, name=f"layers_{i}") for i in range(cfg.num_layers)]
+            return [block(cfg, i, decode, name=f"layers_{i}") for i in range(cfg.num_layers)]
         return [block(cfg, decode=decode, name=f"layers_{i}") for i in range(cfg.num_layers)]
 
     def position_ids(self, attention_mask: jax.Array, segment_ids: jax.Array | None = None) -> jax.Array:
@@ -186,11 +194,13 @@ class MaskedLM(nn.Module):
 
     def encode(self, input_ids: jax.Array, attention_mask: jax.Array | None = None,
                token_type_ids: jax.Array | None = None, *, deterministic: bool = True,
-               segment_ids: jax.Array | None = None) -> jax.Array:
+               segment_ids: jax.Array | None = None, side: jax.Array | None = None) -> jax.Array:
         """input_ids [batch, length] -> hidden states [batch, length, embed] (compute dtype).
 
         `segment_ids` ([batch, length], 1.. per packed example, 0 = padding): attention stays within a segment
         and positions restart per segment, so a packed row computes what its examples would compute alone.
+        `side` ([batch, length] bool): the `prompt_prefix` layout's response side (`layers.row_mask`). With
+        `decode=True` every layer's keys and values go into the "cache" collection (the sampler's prefix cache).
         """
         cfg = self.cfg
         if attention_mask is None:
@@ -205,30 +215,54 @@ class MaskedLM(nn.Module):
             x = self.embed_ln(x)
         x = self.dropout(x, deterministic=deterministic)
         x = nn.with_logical_constraint(x, _ACT)
-        if segment_ids is not None:
-            bias = segment_bias(segment_ids)
-        elif cfg.attention == "einsum":
-            bias = padding_bias(attention_mask)
-        else:  # the fused kernels take key lengths (rows are right-padded)
-            bias = padding_lengths(attention_mask)
-        if cfg.family == "modernbert":  # RoPE positions: 0.. per row (HF's arange), or per packed example
-            pos = (positions_in_segment(segment_ids) if segment_ids is not None
-                   else jnp.broadcast_to(jnp.arange(input_ids.shape[1]), input_ids.shape))
+        bias = row_mask(attention_mask, segment_ids, side, fused=cfg.attention != "einsum")
+        # RoPE positions (ModernBERT): 0.. per row (HF's arange), or per packed example
+        pos = (positions_in_segment(segment_ids) if segment_ids is not None
+               else jnp.broadcast_to(jnp.arange(input_ids.shape[1]), input_ids.shape))
+        return self._blocks(x, bias, pos, deterministic)
+
+    def _blocks(self, x: jax.Array, mask: Any, positions: jax.Array, deterministic: bool) -> jax.Array:
+        """The layers (ModernBERT's with RoPE `positions`), then the final LN of the pre-LN families."""
+        if self.cfg.family == "modernbert":
             for layer in self.layers:
-                x, _ = layer(x, bias, pos, deterministic)
+                x, _ = layer(x, mask, positions, deterministic)
         elif self.cfg.scan_layers:
-            x, _ = self.layers(x, bias, deterministic)
+            x, _ = self.layers(x, mask, deterministic)
         else:
             for layer in self.layers:
-                x, _ = layer(x, bias, deterministic)
-        if cfg.family in ("xlmr-xl", "modernbert"):
+                x, _ = layer(x, mask, deterministic)
+        if self.cfg.family in ("xlmr-xl", "modernbert"):
             x = self.final_ln(x)
         return x
+
+    def _embed(self, ids: jax.Array, position_ids: jax.Array | None) -> jax.Array:
+        """Word (+ absolute position, + token type 0) embeddings of `ids` and the embedding LN, as `encode` at a
+        right-padded row's columns (`position_ids`; None for ModernBERT); no dropout (decoding)."""
+        cfg = self.cfg
+        x = self.word(ids)
+        if position_ids is not None:
+            x = x + self.position(position_ids)
+        if cfg.type_vocab_size > 0:
+            x = x + self.token_type(jnp.zeros_like(ids))
+        return self.embed_ln(x) if cfg.family != "xlmr-xl" else x
+
+    def prefix_logits(self, live_ids: jax.Array, live_cols: jax.Array, live_valid: jax.Array,
+                      visible: jax.Array, *, num_out: int, head_parts: bool = False) -> Any:
+        """The diffusion sampler's cached step (`decode=True`, with the cache `encode` left of the whole row): the
+        live tokens `live_ids` [batch, live] at their columns `live_cols` attend to the cached keys of the
+        `visible` [batch, length] columns and to each other (`live_valid` marks the real ones); returns the logits
+        [batch, num_out, vocab] of the first `num_out` live tokens (or the head's inputs with `head_parts`)."""
+        cfg = self.cfg
+        modern = cfg.family == "modernbert"
+        x = self._embed(live_ids, None if modern else live_cols + cfg.position_offset)
+        x = self._blocks(x, prefix_read(visible, live_cols, live_valid), live_cols, True)[:, :num_out]
+        return self.head_parts(x) if head_parts else self.logits_from_hidden(x)
 
     def prefill(self, input_ids: jax.Array, attention_mask: jax.Array) -> jax.Array:
         """KV-cache decoding, first call (`decode=True`, `mutable=["cache"]`): runs right-padded rows [batch, L]
         (L: the prompt and room for the tokens to come), caches every layer's keys and values, and returns the
         logits [batch, vocab] at each row's last real token (they predict the next one)."""
+        _check_causal(self.cfg)
         x = self.encode(input_ids, attention_mask)
         n = prefill_cache(self, padding_lengths(attention_mask)[:, None] > jnp.arange(input_ids.shape[1])[None],
                           attention_mask)
@@ -237,21 +271,10 @@ class MaskedLM(nn.Module):
     def decode_step(self, token: jax.Array) -> jax.Array:
         """KV-cache decoding, each next call: appends `token` [batch] at each row's next position (the cache's
         `index`) and returns the logits [batch, vocab] that predict the token after it."""
-        cfg = self.cfg
+        _check_causal(self.cfg)
         index, visible = next_cache_step(self)
-        x = self.word(token[:, None]) + self.position((index + cfg.position_offset)[:, None])
-        if cfg.type_vocab_size > 0:
-            x = x + self.token_type(jnp.zeros_like(token)[:, None])
-        if cfg.family != "xlmr-xl":
-            x = self.embed_ln(x)
-        mask = CacheStep(step_bias(visible), index)
-        if cfg.scan_layers:
-            x, _ = self.layers(x, mask, True)
-        else:
-            for layer in self.layers:
-                x, _ = layer(x, mask, True)
-        if cfg.family == "xlmr-xl":
-            x = self.final_ln(x)
+        x = self._embed(token[:, None], (index + self.cfg.position_offset)[:, None])
+        x = self._blocks(x, CacheStep(step_bias(visible), index), index[:, None], True)
         return self.logits_from_hidden(x[:, 0])
 
     def logits_from_hidden(self, hidden: jax.Array, logits_dtype: Any = jnp.float32) -> jax.Array:
@@ -274,16 +297,16 @@ class MaskedLM(nn.Module):
     def __call__(self, input_ids: jax.Array, attention_mask: jax.Array | None = None,
                  token_type_ids: jax.Array | None = None, *, deterministic: bool = True,
                  output_positions: jax.Array | None = None, segment_ids: jax.Array | None = None,
-                 logits_dtype: Any = jnp.float32, head_parts: bool = False) -> Any:
+                 logits_dtype: Any = jnp.float32, head_parts: bool = False, side: jax.Array | None = None) -> Any:
         """Logits [batch, length, vocab], or [batch, P, vocab] at `output_positions` ([batch, P]).
 
         `output_positions` may also be [G, P] with G dividing the batch: the rows are then taken as G groups of
         batch/G consecutive rows, and positions index a group's rows laid end to end (row r, position l of a
         group is r * length + l). The RDM loss uses this to pool the masked positions of several rows.
         `logits_dtype`: see `logits_from_hidden` (the RDM loss passes None). `head_parts`: return the head's
-        inputs (`head_parts`) instead of its logits.
+        inputs (`head_parts`) instead of its logits. `side`: see `encode`.
         """
         hidden = self.encode(input_ids, attention_mask, token_type_ids, deterministic=deterministic,
-                             segment_ids=segment_ids)
+                             segment_ids=segment_ids, side=side)
         hidden = at_positions(hidden, output_positions)
         return self.head_parts(hidden) if head_parts else self.logits_from_hidden(hidden, logits_dtype)

@@ -193,6 +193,26 @@ def fused_window(implementation: str, window: int | None,
     return (window, window), None
 
 
+class PrefixRead(NamedTuple):
+    """The mask of a step over a row's live positions against a cached prefix (`SelfAttention(decode=True)`, the
+    diffusion sampler's prefix cache): the live queries attend to the cached keys (every column of the row as it
+    was prefilled, the stale ones masked) followed by their own. `bias` [batch, 1, live, columns + live];
+    `query_cols` [batch, live] and `key_cols` [batch, columns + live]: each token's column in the row (sliding
+    windows are applied by column). Nothing is written to the cache."""
+
+    bias: jax.Array
+    query_cols: jax.Array
+    key_cols: jax.Array
+
+
+def prefix_read(visible: jax.Array, live_cols: jax.Array, live_valid: jax.Array) -> PrefixRead:
+    """The `PrefixRead` of live tokens at `live_cols` ([batch, live]; `live_valid` marks real ones) against a cache
+    of `visible` [batch, columns] keys (the prefix: real, not live, each column's keys as prefilled)."""
+    keep = jnp.concatenate([visible, live_valid], axis=1)
+    cols = jnp.broadcast_to(jnp.arange(visible.shape[1]), visible.shape)
+    return PrefixRead(step_bias(keep), live_cols, jnp.concatenate([cols, live_cols], axis=1))
+
+
 class CacheStep(NamedTuple):
     """The mask of one cached decoding step (`SelfAttention(decode=True)`): `bias` [batch, 1, 1, keys] over the
     cached keys, and `index` [batch], where each row's new key and value are written (None: a cross-attention
@@ -266,11 +286,12 @@ class SelfAttention(nn.Module):
     out_bias: bool | None = None  # the output projection's bias (None: `use_bias`; Qwen2 has q/k/v biases only)
     rope_scaling: tuple[float, float, float, int] | None = None  # Llama 3.1's (`rope_inv_freq`)
     # KV cache (collection "cache"): a call with a full-length mask computes as usual and stores the keys and
-    # values (prefill); a call with a `CacheStep` mask attends one new position per row to the cache (decoding).
+    # values (prefill); a call with a `CacheStep` mask attends one new position per row to the cache (decoding); a
+    # call with a `PrefixRead` mask attends live positions to the cache and themselves, writing nothing.
     decode: bool = False
 
     @nn.compact
-    def __call__(self, x: jax.Array, mask: jax.Array | CacheStep, positions: jax.Array | None = None,
+    def __call__(self, x: jax.Array, mask: jax.Array | CacheStep | PrefixRead, positions: jax.Array | None = None,
                  memory: jax.Array | None = None) -> jax.Array:
         """x: [batch, length, embed].
 
@@ -285,10 +306,9 @@ class SelfAttention(nn.Module):
                     dtype=self.dtype, param_dtype=self.param_dtype)
         q = Einsum(**proj, name="query")(x)
         kv_in = x if memory is None else memory
-        step = isinstance(mask, CacheStep)
         kv_heads = self.num_kv_heads or self.num_heads
         kv_proj = {**proj, "shape": (e, kv_heads, self.head_dim)}
-        if step and mask.index is None:  # cross-attention: the memory's keys and values were cached at prefill
+        if isinstance(mask, CacheStep) and mask.index is None:  # cross-attention: cached at prefill
             k, v = self.get_variable("cache", "key"), self.get_variable("cache", "value")
         else:
             k, v = Einsum(**kv_proj, name="key")(kv_in), Einsum(**kv_proj, name="value")(kv_in)
@@ -300,31 +320,43 @@ class SelfAttention(nn.Module):
             k, v = self._cache(k, v, mask)
         if kv_heads != self.num_heads:  # query head h reads key / value head h // (heads / kv_heads), as HF
             k, v = (jnp.repeat(a, self.num_heads // kv_heads, axis=2) for a in (k, v))
-        if step:
+        if isinstance(mask, PrefixRead):
+            ctx = self._dense(q, k, v, self._windowed(mask))
+        elif isinstance(mask, CacheStep):
             ctx = self._dense(q, k, v, mask.bias)
-        elif self.implementation == "einsum":
-            if self.window is not None:
-                mask = mask + window_bias(x.shape[1], self.window) if mask.ndim == 4 else mask
-            if self.causal:
-                mask = mask + causal_bias(x.shape[1])
-            ctx = self._dense(q, k, v, mask)
         else:
-            if self.dropout > 0 and not self.deterministic:
-                raise ConfigError(f"attention {self.implementation!r} has no attention-probability dropout; set "
-                                 "--config.model.attention_dropout=0 (or model.attention='einsum')")
-            window, band = fused_window(self.implementation, self.window, x.shape[1])
-            if mask.ndim == 1:  # right padding: keys beyond each row's length are masked
-                ctx = jax.nn.dot_product_attention(q, k, v, mask=band, key_value_seq_lengths=mask,
-                                                   local_window_size=window, is_causal=self.causal,
-                                                   implementation=self.implementation)
-            else:
-                keep = mask == 0 if band is None else (mask == 0) & band
-                ctx = jax.nn.dot_product_attention(q, k, v, mask=keep, local_window_size=window,
-                                                   is_causal=self.causal, implementation=self.implementation)
+            ctx = self._full(q, k, v, mask, x.shape[1])
         out_bias = self.use_bias if self.out_bias is None else self.out_bias
         return Einsum(shape=(self.num_heads, self.head_dim, e), kernel_axes=(axes.HEADS, axes.KV, axes.EMBED),
                       eq="blhd,hde->ble", bias_axes=(axes.EMBED,) if out_bias else None, dtype=self.dtype,
                       param_dtype=self.param_dtype, name="out")(ctx)
+
+    def _full(self, q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, length: int) -> jax.Array:
+        """Attention over a whole row (no cached step): the einsum path or `jax.nn.dot_product_attention`."""
+        if self.implementation == "einsum":
+            if self.window is not None:
+                mask = mask + window_bias(length, self.window) if mask.ndim == 4 else mask
+            if self.causal:
+                mask = mask + causal_bias(length)
+            return self._dense(q, k, v, mask)
+        if self.dropout > 0 and not self.deterministic:
+            raise ConfigError(f"attention {self.implementation!r} has no attention-probability dropout; set "
+                              "--config.model.attention_dropout=0 (or model.attention='einsum')")
+        window, band = fused_window(self.implementation, self.window, length)
+        if mask.ndim == 1:  # right padding: keys beyond each row's length are masked
+            return jax.nn.dot_product_attention(q, k, v, mask=band, key_value_seq_lengths=mask,
+                                                local_window_size=window, is_causal=self.causal,
+                                                implementation=self.implementation)
+        keep = mask == 0 if band is None else (mask == 0) & band
+        return jax.nn.dot_product_attention(q, k, v, mask=keep, local_window_size=window, is_causal=self.causal,
+                                            implementation=self.implementation)
+
+    def _windowed(self, mask: PrefixRead) -> jax.Array:
+        """A `PrefixRead`'s bias, with this layer's sliding window (|query column - key column| <= window)."""
+        if self.window is None:
+            return mask.bias
+        near = jnp.abs(mask.query_cols[:, None, :, None] - mask.key_cols[:, None, None, :]) <= self.window
+        return jnp.where(near, mask.bias, jnp.finfo(jnp.float32).min)
 
     def _dense(self, q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array) -> jax.Array:
         """Explicit-einsum attention with a float32 softmax (and attention dropout when training)."""
@@ -334,9 +366,14 @@ class SelfAttention(nn.Module):
             probs = nn.Dropout(self.dropout)(probs, deterministic=False)
         return jnp.einsum("bhqk,bkhd->bqhd", probs.astype(self.dtype), v)
 
-    def _cache(self, k: jax.Array, v: jax.Array, mask: jax.Array | CacheStep) -> tuple[jax.Array, jax.Array]:
+    def _cache(self, k: jax.Array, v: jax.Array, mask: jax.Array | CacheStep | PrefixRead
+               ) -> tuple[jax.Array, jax.Array]:
         """Prefill: stores `k`, `v` [batch, keys, heads, kv] and returns them. Step: writes each row's one new key
-        and value at its `index` and returns the whole cache (a cross-attention step returns it unchanged)."""
+        and value at its `index` and returns the whole cache (a cross-attention step returns it unchanged).
+        `PrefixRead`: the cache followed by the live tokens' keys and values, nothing written."""
+        if isinstance(mask, PrefixRead):
+            ck, cv = self.get_variable("cache", "key"), self.get_variable("cache", "value")
+            return jnp.concatenate([ck, k.astype(ck.dtype)], axis=1), jnp.concatenate([cv, v.astype(cv.dtype)], axis=1)
         if not isinstance(mask, CacheStep):
             self.put_variable("cache", "key", k)
             self.put_variable("cache", "value", v)
@@ -417,6 +454,24 @@ def segment_bias(segment_ids: jax.Array) -> jax.Array:
     """
     same = segment_ids[:, :, None] == segment_ids[:, None, :]
     return jnp.where(same[:, None], 0.0, jnp.finfo(jnp.float32).min).astype(jnp.float32)
+
+
+def row_mask(attention_mask: jax.Array, segment_ids: jax.Array | None, side: jax.Array | None, fused: bool
+             ) -> jax.Array:
+    """What `SelfAttention` takes as the mask of whole rows: within each packed example (`segment_ids`) or each
+    row's real tokens (`attention_mask`), and with `side` ([batch, length] bool, the `prompt_prefix` attention
+    layout: True on a row's response side) a prompt token never sees the response side while response tokens see
+    everything. `fused` (the fused kernels) gets [batch] key lengths where that is all the mask is."""
+    if segment_ids is not None:
+        bias = segment_bias(segment_ids)
+    elif side is None:
+        return padding_lengths(attention_mask) if fused else padding_bias(attention_mask)
+    else:
+        bias = padding_bias(attention_mask)
+    if side is None:
+        return bias
+    hidden = side[:, None, None, :] & ~side[:, None, :, None]  # a prompt query, a response key
+    return jnp.where(hidden, jnp.finfo(jnp.float32).min, bias)
 
 
 def positions_in_segment(segment_ids: jax.Array) -> jax.Array:

@@ -23,8 +23,8 @@ from dlm_jax.model import axes
 from dlm_jax.model.configs import ModelConfig
 from dlm_jax.model.encoder import _ACT, REMAT_POLICIES, _dtypes
 from dlm_jax.model.layers import (CacheStep, Einsum, Embed, RMSNorm, SelfAttention, at_positions, last_real,
-                                  next_cache_step, padding_bias, padding_lengths, positions_in_segment, prefill_cache,
-                                  segment_bias, step_bias)
+                                  next_cache_step, padding_lengths, positions_in_segment, prefill_cache, prefix_read,
+                                  row_mask, step_bias)
 
 
 class SwiGLU(nn.Module):
@@ -74,6 +74,12 @@ def _block(cfg: ModelConfig) -> Any:
                     static_argnums=(4,))
 
 
+def _check_causal(cfg: ModelConfig) -> None:
+    """AR KV-cache decoding needs the causal LLM."""
+    if not cfg.causal:
+        raise ConfigError("KV-cache decoding needs model.causal=True (the LLM as pretrained)")
+
+
 class DecoderLM(nn.Module):
     """A Llama / Qwen2 model with the `MaskedLM` interface (`__call__`, `encode`, `logits_from_hidden`, and with
     `decode=True` and a causal config, `prefill` / `decode_step`)."""
@@ -83,8 +89,6 @@ class DecoderLM(nn.Module):
 
     def setup(self) -> None:
         cfg, dt = self.cfg, _dtypes(self.cfg)
-        if self.decode and not cfg.causal:
-            raise ConfigError("KV-cache decoding needs model.causal=True (the LLM as pretrained)")
         self.word = Embed(cfg.vocab_size, cfg.hidden_size, axes.VOCAB, **dt)
         self.dropout = nn.Dropout(cfg.hidden_dropout)
         block = _block(cfg)
@@ -110,20 +114,30 @@ class DecoderLM(nn.Module):
 
     def encode(self, input_ids: jax.Array, attention_mask: jax.Array | None = None,
                token_type_ids: jax.Array | None = None, *, deterministic: bool = True,
-               segment_ids: jax.Array | None = None) -> jax.Array:
+               segment_ids: jax.Array | None = None, side: jax.Array | None = None) -> jax.Array:
         """input_ids [batch, length] (right-padded, or packed with `segment_ids`) -> final states [batch, length,
-        embed]; RoPE positions from 0 per row (HF's arange) or per packed example."""
+        embed]; RoPE positions from 0 per row (HF's arange) or per packed example. `side`: the `prompt_prefix`
+        layout's response side (`layers.row_mask`). With `decode=True` the keys and values are cached."""
         del token_type_ids
         cfg = self.cfg
         if attention_mask is None:
             attention_mask = (input_ids != cfg.pad_token_id).astype(jnp.int32)
         x = nn.with_logical_constraint(self.dropout(self.word(input_ids), deterministic=deterministic), _ACT)
-        if segment_ids is not None:
-            mask, pos = segment_bias(segment_ids), positions_in_segment(segment_ids)
-        else:
-            mask = padding_bias(attention_mask) if cfg.attention == "einsum" else padding_lengths(attention_mask)
-            pos = jnp.broadcast_to(jnp.arange(input_ids.shape[1]), input_ids.shape)
+        mask = row_mask(attention_mask, segment_ids, side, fused=cfg.attention != "einsum")
+        pos = (positions_in_segment(segment_ids) if segment_ids is not None
+               else jnp.broadcast_to(jnp.arange(input_ids.shape[1]), input_ids.shape))
         return self._stack(x, mask, pos, deterministic)
+
+    def prefix_logits(self, live_ids: jax.Array, live_cols: jax.Array, live_valid: jax.Array,
+                      visible: jax.Array, *, num_out: int, head_parts: bool = False) -> Any:
+        """The diffusion sampler's cached step, as `MaskedLM.prefix_logits` (`shift` 0 only: a shifted head reads
+        the state before each position, which for the first response position is a cached one)."""
+        if self.cfg.shift:
+            raise ConfigError("the sampler's prefix cache needs an unshifted head (model.shift=0): a shifted head "
+                              "reads the state before each position; decode with --config.sampler.cache=none")
+        x = self._stack(self.word(live_ids), prefix_read(visible, live_cols, live_valid), live_cols, True)
+        x = x[:, :num_out]
+        return self.head_parts(x) if head_parts else self.logits_from_hidden(x)
 
     def logits_from_hidden(self, hidden: jax.Array, logits_dtype: Any = jnp.float32) -> jax.Array:
         """The head: [..., embed] -> [..., vocab] (the tied embeddings or `lm_head`), in `logits_dtype`."""
@@ -139,11 +153,12 @@ class DecoderLM(nn.Module):
     def __call__(self, input_ids: jax.Array, attention_mask: jax.Array | None = None,
                  token_type_ids: jax.Array | None = None, *, deterministic: bool = True,
                  output_positions: jax.Array | None = None, segment_ids: jax.Array | None = None,
-                 logits_dtype: Any = jnp.float32, head_parts: bool = False) -> Any:
+                 logits_dtype: Any = jnp.float32, head_parts: bool = False, side: jax.Array | None = None) -> Any:
         """Logits [batch, length, vocab] that predict each position's token (or at `output_positions`, as
         `MaskedLM.__call__`). With `shift` 1 the logits for position i come from the states at i - 1 (position 0
         keeps its own, as Dream)."""
-        hidden = self.encode(input_ids, attention_mask, deterministic=deterministic, segment_ids=segment_ids)
+        hidden = self.encode(input_ids, attention_mask, deterministic=deterministic, segment_ids=segment_ids,
+                             side=side)
         if self.cfg.shift:
             hidden = jnp.concatenate([hidden[:, :1], hidden[:, :-1]], axis=1)
         hidden = at_positions(hidden, output_positions)
@@ -152,6 +167,7 @@ class DecoderLM(nn.Module):
     def prefill(self, input_ids: jax.Array, attention_mask: jax.Array) -> jax.Array:
         """KV-cache decoding of the causal LLM (`decode=True`, `mutable=["cache"]`): the logits [batch, vocab] at
         each row's last real token, which predict the next one (the AR head, whatever `shift`)."""
+        _check_causal(self.cfg)
         x = self.encode(input_ids, attention_mask)
         n = prefill_cache(self, padding_lengths(attention_mask)[:, None] > jnp.arange(input_ids.shape[1])[None],
                           attention_mask)
@@ -159,6 +175,7 @@ class DecoderLM(nn.Module):
 
     def decode_step(self, token: jax.Array) -> jax.Array:
         """Appends `token` [batch] at each row's next position; the logits [batch, vocab] for the one after it."""
+        _check_causal(self.cfg)
         index, visible = next_cache_step(self)
         x = self._stack(self.word(token[:, None]), CacheStep(step_bias(visible), index), index[:, None], True)
         return self.logits_from_hidden(x[:, 0])

@@ -31,6 +31,7 @@ from dlm_jax.diffusion.sampler import (KINDS, Canvas, RowSettings, check_sampler
                                        initial_canvas, response_positions, row_settings)
 from dlm_jax.errors import ConfigError, InputError
 from dlm_jax.inference.generator import Generator, bucket
+from dlm_jax.inference.prefix_cache import response_side
 
 
 @dataclasses.dataclass
@@ -335,9 +336,11 @@ class Engine(_Queue):
         def run(params, arrays, canvas, most):
             attn = arrays["attn"]
 
+            side = response_side(arrays["response"], attn)
+
             def logits_fn(t, positions, rows=None):
-                a = attn if rows is None else attn[rows]
-                return self.gen.head(params, t, a, positions)
+                a, sd = (attn, side) if rows is None else (attn[rows], side[rows])
+                return self.gen.head(params, t, a, positions, sd)
             keys, settings = jax.random.wrap_key_data(arrays["keys"]), arrays["settings"]
             before = finished(canvas, settings)
 
@@ -384,12 +387,16 @@ def check_request(gen: Generator, request: Request, max_steps: int) -> None:
 
 
 def check_servable(sampler: SamplerConfig) -> None:
-    """The engines decode a whole response per request: semi-autoregressive decoding (`block_length`) is for
-    `generate` / `evaluate`; a `ConfigError` naming it (the server checks its run's sampler at start-up too)."""
+    """The engines decode a whole response per request over whole rows: semi-autoregressive decoding
+    (`block_length`) and the prefix cache (`cache`) are for `generate` / `evaluate`; a `ConfigError` naming it (the server checks its run's sampler at start-up too)."""
     if sampler.block_length:
         raise ConfigError(f"block_length={sampler.block_length}: the serving engine decodes whole responses; "
                           "semi-autoregressive decoding runs in generate / evaluate (serve with "
                           "--config.sampler.block_length=0)", field="block_length")
+    if sampler.cache != "none":
+        raise ConfigError(f"cache={sampler.cache!r}: the serving engine recomputes whole rows at every step; the "
+                          "sampler's prefix cache runs in generate / evaluate (serve with "
+                          "--config.sampler.cache=none)", field="cache")
 
 
 class StaticBatcher(_Queue):

@@ -75,14 +75,16 @@ def diffusion_loss_fn(model: MaskedLM, rdm: RDMConfig) -> Callable:
         pad = batch["padding_mask"]
 
         seg = batch.get("segment_ids")  # packed rows
+        # the prompt_prefix layout: each example's response (its `</s>` included) is the side prompts never see
+        side = batch["response_mask"].astype(bool) if model.cfg.attention_layout == "prompt_prefix" else None
 
         def logits_at(noised, positions):
             double = noised.shape[0] != pad.shape[0]  # coupled sampling doubles the batch
-            attn = jnp.concatenate([pad, pad]) if double else pad
-            s = None if seg is None else (jnp.concatenate([seg, seg]) if double else seg)
-            out = model.apply({"params": params}, noised, attention_mask=attn, deterministic=False,
-                              output_positions=positions, segment_ids=s, logits_dtype=None,
-                              rngs={"dropout": k_drop}, head_parts=rdm.head_chunk > 0)
+            twice = lambda a: None if a is None else (jnp.concatenate([a, a]) if double else a)  # noqa: E731
+            out = model.apply({"params": params}, noised, attention_mask=twice(pad), deterministic=False,
+                              output_positions=positions, segment_ids=twice(seg), logits_dtype=None,
+                              rngs={"dropout": k_drop}, head_parts=rdm.head_chunk > 0,
+                              **({} if side is None else {"side": twice(side)}))
             return HeadParts(*out, chunk=rdm.head_chunk) if rdm.head_chunk else out
         return rdm_loss(logits_at, batch, k_noise, rdm)
     return loss_fn

@@ -1,5 +1,7 @@
 """Speed beside quality: AR decoding with a KV cache (greedy, beam 5) vs the diffusion sampler (S = 10, 50,
-adaptive) at the same model size and batch, through the one inference path (`Generator.generate`).
+adaptive; with and without the sampler's prefix cache) at the same model size and batch, through the one inference
+path (`Generator.generate`). The prefix cache is exact on a `prompt_prefix` run and an approximation on a
+bidirectional one (inference/prefix_cache.py).
 
     python bench/ar_vs_diffusion.py --ar_workdir runs/table1/ar-seed0 --rdm_workdir runs/table1/pretrained-seed0
     python bench/ar_vs_diffusion.py --random bert-tiny      # untrained weights of a named shape, no runs needed
@@ -32,7 +34,10 @@ from dlm_jax.diffusion import DecodeConfig, SamplerConfig  # noqa: E402
 
 SETTINGS = (("AR greedy (KV cache)", "ar", 1), ("AR beam 5 (KV cache)", "ar", 5),
             ("RDM S=10", "rdm", SamplerConfig(steps=10)), ("RDM S=50", "rdm", SamplerConfig(steps=50)),
-            ("RDM adaptive 0.9", "rdm", SamplerConfig(steps=64, strategy="adaptive", threshold=0.9)))
+            ("RDM adaptive 0.9", "rdm", SamplerConfig(steps=64, strategy="adaptive", threshold=0.9)),
+            ("RDM S=10, prefix cache", "rdm", SamplerConfig(steps=10, cache="prefix")),
+            ("RDM adaptive 0.9, prefix cache", "rdm",
+             SamplerConfig(steps=64, strategy="adaptive", threshold=0.9, cache="prefix")))
 
 
 def _timed(gen, prompts, lengths, sampler, batch):

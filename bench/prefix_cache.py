@@ -4,11 +4,12 @@ and of `block_length`, through `Generator.generate`, with the prompt `--ratio` t
     python bench/prefix_cache.py --random xlmr-base --batch 2 --length 16     # an xlmr-base-shaped model
     python bench/prefix_cache.py --random bert-tiny --batch 16 --length 16    # the demo model's shape
     python bench/prefix_cache.py --workdir runs/demo_prompt_prefix             # a trained run: also its BLEU
+    python bench/prefix_cache.py --workdir runs/demo_prompt_prefix --task ding_de_en_4shot   # 4-shot prompts
 
 With `--random`, a randomly initialised model of the named shape and random prompt ids (the speed does not depend
 on the weights; the layout is `prompt_prefix`, under which `prefix` is exact). With `--workdir`, the run's own
-model on ding_de_en's test split (`--examples` of it, oracle lengths; sacreBLEU 13a lower-cased), prompts as they
-are (shorter than 16x: the ratio is then the data's). Every setting runs S = `--steps` steps per block; the time
+model on `--task`'s test split (`--examples` of it, oracle lengths; sacreBLEU 13a lower-cased), prompts as they
+are (the ratio is then the data's). Every setting runs S = `--steps` steps per block; the time
 is the second call's (the first compiles). Prints one markdown row per setting: tokens/s, the speed-up over
 `none`, and whether the tokens equal `none`'s.
 """
@@ -30,8 +31,8 @@ import numpy as np  # noqa: E402
 from dlm_jax.diffusion import SamplerConfig  # noqa: E402
 
 MODES = (("none", {}), ("prefix", dict(cache="prefix")), ("dual", dict(cache="dual")),
-         ("none, block 8", dict(block_length=8)), ("prefix, block 8", dict(cache="prefix", block_length=8)),
-         ("dual, block 8", dict(cache="dual", block_length=8)))
+         ("block8", dict(block_length=8)), ("prefix+block8", dict(cache="prefix", block_length=8)),
+         ("dual+block8", dict(cache="dual", block_length=8)))
 
 
 def random_model(args) -> tuple:
@@ -55,7 +56,7 @@ def trained(args) -> tuple:
     from dlm_jax.inference import restore_run
     from dlm_jax.inference.evaluator import EvalRequest, load_task_data, task_names
     run = restore_run(args.workdir)
-    task = task_names("ding_de_en", run.vocab)[0]
+    task = task_names(args.task, run.vocab)[0]
     data = load_task_data(task, run.vocab, run.feature_spec(), EvalRequest(split="test", limit=args.examples))
     exs = list(data.seqio_evaluator.cached_task_datasets[task].as_numpy_iterator())
     refs = [ex["targets_pretokenized"].decode("utf-8") for ex in exs]
@@ -67,6 +68,7 @@ def main() -> None:
     p.add_argument("--random", default="", help="a named model shape: random weights")
     p.add_argument("--workdir", default="", help="a trained run (ding_de_en test prompts, BLEU)")
     p.add_argument("--examples", type=int, default=8)
+    p.add_argument("--task", default="ding_de_en", help="--workdir: the task (e.g. ding_de_en_4shot: long prompts)")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--length", type=int, default=16, help="--random: response tokens incl. </s>")
     p.add_argument("--ratio", type=int, default=16, help="--random: prompt tokens per response token")

@@ -218,8 +218,6 @@ BAD_INPUT = [
      "the serving engine decodes whole responses"),
     (["dlm_jax.generate", "--workdir", "WD", "--prompt", "Hallo", "--length", "3", "--config.sampler.block_length=-1"],
      "block_length must be an integer >= 0"),
-    (["dlm_jax.serve", "--workdir", "WD", "--port", "0", "--config.sampler.cache=prefix"],
-     "the serving engine recomputes whole rows"),
     (["dlm_jax.generate", "--workdir", "WD", "--prompt", "Hallo", "--length", "3", "--config.sampler.cache=full"],
      "sampler cache='full'; choose one of ['none', 'prefix', 'dual']"),
     (["dlm_jax.train", "--config", "configs/tiny.py", "--workdir", "TMP", "--config.model.attention_layout=block"],

@@ -12,7 +12,6 @@ from dlm_jax.inference import Generator
 from dlm_jax.inference.prefix_cache import cached_logits_fn
 from dlm_jax.model import model_for
 from dlm_jax.model.configs import get_config
-from dlm_jax.serving.engine import check_servable
 from dlm_jax.training.step import diffusion_loss_fn
 
 FAMILIES = ["bert", "roberta", "xlmr-xl", "modernbert", "llama"]
@@ -40,23 +39,6 @@ def _rows(prompt_len=5, resp_len=4, width=12, seed=0):
     return tokens, attn, side
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_prompt_prefix_prompts_never_see_the_response(family):
-    """Under `prompt_prefix` a prompt's states equal those of the prompt alone (an explicit reference: the row cut
-    to its prompt) whatever the response; under `bidirectional` they change with the response."""
-    tokens, attn, side = _rows()
-    for layout in ("prompt_prefix", "bidirectional"):
-        model, params = _model(family, layout)
-        kw = {"side": jnp.asarray(side)} if layout == "prompt_prefix" else {}
-        h = np.asarray(model.apply({"params": params}, tokens, attention_mask=attn, method="encode", **kw))
-        alone = np.asarray(model.apply({"params": params}, tokens, attention_mask=attn * ~side, method="encode"))
-        if layout == "prompt_prefix":
-            np.testing.assert_allclose(h[:, :5], alone[:, :5], atol=2e-5)
-            assert np.abs(h[0, 5:9] - h[1, 5:9]).max() > 1e-3  # the responses themselves do differ
-        else:
-            assert np.abs(h[0, :5] - h[1, :5]).max() > 1e-3
-
-
 def test_prompt_prefix_packed_rows_compute_each_example_alone():
     """Packed rows (`segment_ids`) with the layout: each example's states equal its own row's."""
     model, params = _model("bert", "prompt_prefix")
@@ -72,13 +54,12 @@ def test_prompt_prefix_packed_rows_compute_each_example_alone():
         np.testing.assert_allclose(h[0, 6 * r:6 * r + 6], alone[0], atol=2e-5)
 
 
-@pytest.mark.parametrize("coupled", [False, True])
-def test_training_loss_reads_the_layout(coupled):
+def test_training_loss_reads_the_layout():
     """The trainer's RDM loss under `prompt_prefix` is the loss of the model called with the batch's response as
     its side (coupled sampling doubles the batch, and the side with it), and not the bidirectional loss."""
     model, params = _model("bert", "prompt_prefix", hidden_dropout=0.0, attention_dropout=0.0)
     batch = {k: jnp.asarray(v) for k, v in tiny_rdm_batch(vocab=V - 1).items()}
-    rdm = RDMConfig(mask_id=MASK, coupled=coupled)
+    rdm = RDMConfig(mask_id=MASK, coupled=True)
     loss = diffusion_loss_fn(model, rdm)(params, None, batch, jax.random.key(3))[0]
     k_noise = jax.random.split(jax.random.key(3))[0]
 
@@ -104,23 +85,32 @@ LENGTHS = [6, 4, 8, 5]
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_cached_step_equals_the_whole_row_under_prompt_prefix(family):
-    """One cached step (`prefix_cache.cached_logits_fn`: the cache filled from the all-masked canvas, then
-    called on a canvas whose response has since been partly decoded) gives the whole row's logits under
-    `prompt_prefix`; on the bidirectional model the same step is an approximation that shows (so the cache is what
-    ran)."""
+def test_prompt_prefix_layout_and_the_cached_step(family):
+    """Under `prompt_prefix` a prompt's states equal those of the prompt alone (an explicit reference: the row cut
+    to its prompt) whatever the response, and one cached step (`prefix_cache.cached_logits_fn`: the cache filled
+    from the all-masked canvas, then called on a canvas whose response has since been partly decoded) gives the
+    whole row's logits. Under `bidirectional` the prompt's states change with the response and the same cached
+    step is an approximation that shows (so the cache is what ran)."""
     tokens, attn, side = _rows(prompt_len=5, resp_len=6, width=16)
     start = np.where(side, MASK, tokens)
     now = np.where(side & (np.arange(16) % 2 == 0), MASK, tokens)  # half the response decoded since the fill
     positions = jnp.asarray(np.tile(np.arange(5, 13), (2, 1)))  # the response first, then other positions
     for layout in ("prompt_prefix", "bidirectional"):
         model, params = _model(family, layout)
+        kw = model.cfg.layout_kwargs(jnp.asarray(side))
+        h = np.asarray(model.apply({"params": params}, tokens, attention_mask=attn, method="encode", **kw))
+        alone = np.asarray(model.apply({"params": params}, tokens, attention_mask=attn * ~side, method="encode"))
         cached = jax.jit(lambda p, s, t: cached_logits_fn(model_for(model.cfg, decode=True), p, s, attn, side,
                                                            side, 8)(t, positions))(params, start, now)
-        whole = model.apply({"params": params}, now, attention_mask=attn, output_positions=positions,
-                            **model.cfg.layout_kwargs(jnp.asarray(side)))
+        whole = model.apply({"params": params}, now, attention_mask=attn, output_positions=positions, **kw)
         gap = np.abs(np.asarray(cached) - np.asarray(whole))[:, :6].max()
-        assert gap < 5e-5 if layout == "prompt_prefix" else gap > 1e-3, (layout, gap)
+        if layout == "prompt_prefix":
+            np.testing.assert_allclose(h[:, :5], alone[:, :5], atol=2e-5)
+            assert np.abs(h[0, 5:11] - h[1, 5:11]).max() > 1e-3  # the responses themselves do differ
+            assert gap < 5e-5, gap
+        else:
+            assert np.abs(h[0, :5] - h[1, :5]).max() > 1e-3
+            assert gap > 1e-3, gap
 
 
 def test_prefix_cache_decodes_the_tokens_of_no_cache_under_prompt_prefix():
@@ -156,8 +146,28 @@ def test_layout_and_cache_settings_are_checked():
         get_config("tiny-test").replace(attention_layout="blockwise")
     with pytest.raises(ConfigError, match="is for bidirectional diffusion models; this one is causal"):
         get_config("tiny-test").replace(attention_layout="prompt_prefix", causal=True)
-    with pytest.raises(ConfigError, match="serving engine recomputes whole rows"):
-        check_servable(SamplerConfig(cache="prefix"))
     gen = _gen("llama", "bidirectional", shift=1)
     with pytest.raises(ConfigError, match="unshifted head"):
         gen.generate(PROMPTS[:1], LENGTHS[:1], SamplerConfig(steps=2, cache="prefix"), jax.random.key(0))
+
+
+def test_serving_engine_prefills_at_insert_and_equals_generate():
+    """The continuous-batching engine with cached requests (the prompt's keys and values filled once, at insert)
+    gives each request `Generator.generate`'s tokens and scores with the same cache and seed, bit for bit, while
+    cached and uncached requests come and go through 2 slots."""
+    from dlm_jax.serving import Engine, Request
+    gen = _gen("bert", "prompt_prefix")
+    cfgs = [SamplerConfig(steps=3, cache="prefix"), SamplerConfig(steps=3, cache="prefix", fixed_eos=True),
+            SamplerConfig(steps=3, cache="dual", argmax=False), SamplerConfig(steps=3)]
+    reqs = [Request(10 + i, PROMPTS[i], LENGTHS[i], cfgs[i]) for i in range(4)]
+    engine = Engine(gen, slots=2)
+    done = engine.run(reqs)
+    assert sorted(done) == [10, 11, 12, 13]
+    assert {key[2] > 0 for key in engine._pools} == {True, False}  # cached pools (live slots) beside an uncached
+    for r in reqs:
+        ref = gen.generate([r.prompt], [r.length], r.sampler, jax.random.key(0), seeds=[r.id])
+        cols = np.flatnonzero(ref["response_mask"][0])
+        if r.sampler.fixed_eos:
+            cols = np.append(cols, cols[-1] + 1)
+        np.testing.assert_array_equal(done[r.id].tokens, ref["tokens"][0, cols])
+        np.testing.assert_array_equal(done[r.id].scores, ref["scores"][0, cols])

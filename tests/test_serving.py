@@ -69,7 +69,7 @@ def test_engine_request_alone_equals_mixed_batch_admitted_mid_flight(generator, 
     np.testing.assert_array_equal(alone.tokens, ref["tokens"][0, cols])
     assert alone.steps == int(ref["num_evals"][0])
     # one compile per function and bucket: the warm-up's, none while requests came and went
-    assert {k[1:] for k in engine._fns} == {(16, 8)}
+    assert {k[1:] for k in engine._fns} == {(16, 8, 0)}
     assert all(f._cache_size() == 1 for f in engine._fns.values())
 
 
@@ -143,6 +143,7 @@ CTX = ServeContext(model="m", max_length=16, sampler=SamplerConfig(steps=4), max
     ({"model": "m", "prompt": "the", "steps": 0}, 400, "steps"), ({"model": "m", "prompt": "the", "steps": 33}, 400, "steps"),
     ({"model": "m", "prompt": "the", "strategy": "ar", "steps": 3, "max_tokens": 5}, 400, "steps"),
     ({"model": "m", "prompt": "the", "stream": "yes"}, 400, "stream"), ({"prompt": "the", "model": "other"}, 404, "model"),
+    ({"model": "m", "prompt": "the", "cache": "full"}, 400, "cache"), ({"model": "m", "prompt": "the", "cache": 1}, 400, "cache"),
 ])
 def test_bad_requests_name_the_field(body, status, param):
     with pytest.raises(APIError) as e:
@@ -156,7 +157,8 @@ def test_requests_parse_into_the_engines_terms():
                        "stop": "mat", "stream": True, "stream_options": {"include_usage": True}}, CTX, chat=False)
     assert (p.prompt_ids, p.length, p.max_tokens, p.stop) == ([3, 4], 6, 5, ("mat",))
     assert p.sampler.strategy == "adaptive" and p.sampler.threshold == 0.9 and p.sampler.argmax
-    assert p.stream and p.include_usage and p.streams_prefix
+    assert p.stream and p.include_usage and p.streams_prefix and p.sampler.cache == "none"
+    assert parse_request({"model": "m", "prompt": "the", "cache": "prefix"}, CTX, chat=False).sampler.cache == "prefix"
     ar = parse_request({"model": "m", "prompt": "the", "strategy": "ar", "max_tokens": 5}, CTX, chat=False)
     assert ar.sampler.steps == 6  # one step per response position unless asked
     chat = parse_request({"model": "m", "messages": [{"role": "system", "content": "the"}, {"role": "user", "content": [

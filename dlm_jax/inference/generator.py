@@ -26,7 +26,7 @@ from dlm_jax.diffusion.fused_head import HeadParts
 from dlm_jax.diffusion.rows import map_rows, row_keys, stable_hash
 from dlm_jax.diffusion.sampler import check_sampler
 from dlm_jax.data.vocab import HFVocabulary
-from dlm_jax.inference.prefix_cache import cached_logits_fn, live_positions, response_side
+from dlm_jax.inference.prefix_cache import cached_logits_fn, live_bucket, live_positions, response_side
 from dlm_jax.errors import ConfigError, InputError
 from dlm_jax.model import model_for
 from dlm_jax.model import family_of
@@ -129,15 +129,15 @@ class Generator:
                     return self.head(params, t, a, positions, sd)
                 if config.cache != "none":
                     start = jnp.where(response, mask_id, tokens)  # the canvas `sample` starts from
-                    logits_fn = cached_logits_fn(self._cache_model(), params, start, attn, side, live, max_live,
-                                                 self.head_chunk)
+                    logits_fn = cached_logits_fn(self.cache_model(), params, start, attn, side, live, max_live,
+                                                 self.head_chunk, micro)
                 return sample(logits_fn, tokens, response, jax.random.wrap_key_data(key_data), config,
                               mask_id=mask_id, max_response=max_response, micro_batch=micro)
 
             self._jitted[key] = self._jit(run)
         return self._jitted[key]
 
-    def _cache_model(self) -> Any:
+    def cache_model(self) -> Any:
         """The model in decode mode (its keys and values in a "cache" collection), for the prefix cache."""
         if not hasattr(self.model, "prefix_logits"):
             raise ConfigError(f"sampler cache is for encoder and decoder-only models; {self.model.cfg.family!r} "
@@ -168,7 +168,7 @@ class Generator:
         widths = np.asarray([bucket(int(n), self.max_length) for n in attn.sum(1)])
         resps = np.asarray([bucket(int(n), int(w)) for n, w in zip(resp.sum(1), widths)])
         lives = (np.zeros_like(resps) if live is None else
-                 np.asarray([max(bucket(int(n), int(w)), r) for n, w, r in zip(live.sum(1), widths, resps)]))
+                 np.asarray([live_bucket(int(n), int(w), int(r)) for n, w, r in zip(live.sum(1), widths, resps)]))
         for w, r, lv in sorted(set(zip(widths.tolist(), resps.tolist(), lives.tolist()))):
             idx = np.flatnonzero((widths == w) & (resps == r) & (lives == lv))
             rows = batch_size if len(idx) > batch_size else -(-len(idx) // max(self.micro_batch, 1)) * max(

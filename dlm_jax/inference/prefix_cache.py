@@ -26,6 +26,7 @@ import numpy as np
 
 from dlm_jax.diffusion.fused_head import HeadParts
 from dlm_jax.diffusion.objective import masked_positions
+from dlm_jax.diffusion.rows import map_rows
 
 
 def response_side(response: Any, attn: Any) -> Any:
@@ -44,23 +45,24 @@ def live_positions(side: np.ndarray, decoded: np.ndarray, mode: str) -> np.ndarr
     return side & (np.cumsum(decoded, axis=1) > 0)
 
 
-def cached_logits_fn(model: Any, params: Any, tokens: jax.Array, attn: jax.Array, side: jax.Array,
-                     live: jax.Array, max_live: int, head_chunk: int = 0) -> Callable:
-    """The sampler's `logits_fn(tokens, positions, rows=None)` with a prefix cache (inside a jitted function).
+def fill_cache(model: Any, params: Any, tokens: jax.Array, attn: jax.Array, side: jax.Array,
+               micro_batch: int = 0) -> Any:
+    """Every layer's keys and values of the rows `tokens` / `attn` / `side` [b, L] (the "cache" collection of the
+    decode-mode `model`, leaves [b, ...]), computed `micro_batch` rows at a time (`rows.map_rows`: a row's cache
+    is the same whatever else is filled with it)."""
+    def one(t: jax.Array, a: jax.Array, sd: jax.Array) -> Any:
+        _, state = model.apply({"params": params}, t, attention_mask=a, method="encode", mutable=["cache"],
+                               **model.cfg.layout_kwargs(sd))
+        return state["cache"]
+    return map_rows(one, (tokens, attn, side), micro_batch)
 
-    `model` is the decode-mode module (`model_for(cfg, decode=True)`); `tokens` / `attn` / `side` [b, L] are the
-    rows as the sampler starts them, `live` [b, L] the recomputed positions (`live_positions`; the positions the
-    sampler asks for come first among them), `max_live` the static number of live slots per row (at least the
-    sampler's `max_response`). The cache is filled here, once; each call then runs the model over the live slots
-    of its rows (`rows`: the sampler's micro-batch) and returns their first `positions.shape[1]` logits.
-    """
-    layout = model.cfg.layout_kwargs(side)
-    _, state = model.apply({"params": params}, tokens, attention_mask=attn, method="encode", mutable=["cache"],
-                           **layout)
-    cache = state["cache"]
-    live_pos, live_valid = masked_positions(live, max_live)
-    visible = attn.astype(bool) & ~live
 
+def cached_logits(model: Any, params: Any, cache: Any, live_pos: jax.Array, live_valid: jax.Array,
+                  visible: jax.Array, head_chunk: int = 0) -> Callable:
+    """The sampler's `logits_fn(tokens, positions, rows=None)` reading `cache` (`fill_cache`): each call runs the
+    model over the live slots `live_pos` [b, live] (`live_valid`: real ones) of its rows (`rows`: the sampler's
+    micro-batch) against the cached `visible` [b, L] columns, and returns the first `positions.shape[1]` live
+    slots' logits (the positions the sampler asks for come first among them)."""
     def logits_fn(t: jax.Array, positions: jax.Array, rows: jax.Array | None = None) -> Any:
         pick = (lambda a: a) if rows is None else (lambda a: a[rows])
         cols = pick(live_pos)
@@ -69,3 +71,23 @@ def cached_logits_fn(model: Any, params: Any, tokens: jax.Array, attn: jax.Array
                           num_out=positions.shape[1], head_parts=head_chunk > 0, method="prefix_logits")
         return HeadParts(*out, chunk=head_chunk) if head_chunk else out
     return logits_fn
+
+
+def cached_logits_fn(model: Any, params: Any, tokens: jax.Array, attn: jax.Array, side: jax.Array,
+                     live: jax.Array, max_live: int, head_chunk: int = 0, micro_batch: int = 0) -> Callable:
+    """`cached_logits` over a cache filled here (inside a jitted function), for rows as the sampler starts them.
+
+    `model` is the decode-mode module (`model_for(cfg, decode=True)`); `tokens` / `attn` / `side` [b, L] the rows,
+    `live` [b, L] the recomputed positions (`live_positions`), `max_live` the static number of live slots per row
+    (at least the sampler's `max_response`).
+    """
+    cache = fill_cache(model, params, tokens, attn, side, micro_batch)
+    live_pos, live_valid = masked_positions(live, max_live)
+    return cached_logits(model, params, cache, live_pos, live_valid, attn.astype(bool) & ~live, head_chunk)
+
+
+def live_bucket(n_live: int, width: int, max_response: int) -> int:
+    """Live slots of a row with `n_live` live positions whose response bucket is `max_response`: that bucket when
+    they fit (a whole response, `dual`, or `prefix` without a fixed `</s>`), else their own power-of-two bucket (a
+    fixed `</s>`, later blocks), so a row's shapes are its own, never its batch's."""
+    return max_response if n_live <= max_response else min(width, max(8, 1 << (n_live - 1).bit_length()))

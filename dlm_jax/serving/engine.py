@@ -31,7 +31,8 @@ from dlm_jax.diffusion.sampler import (KINDS, Canvas, RowSettings, check_sampler
                                        initial_canvas, response_positions, row_settings)
 from dlm_jax.errors import ConfigError, InputError
 from dlm_jax.inference.generator import Generator, bucket
-from dlm_jax.inference.prefix_cache import response_side
+from dlm_jax.inference.prefix_cache import (cached_logits, fill_cache, live_bucket, live_positions,
+                                            response_side)
 
 
 @dataclasses.dataclass
@@ -78,7 +79,8 @@ class _Pool:
 
     width: int
     max_response: int
-    arrays: dict[str, Any]  # tokens-independent inputs: response, attn, positions, keys, settings
+    max_live: int  # > 0: a cached pool's live slots per row (`prefix_cache`); 0: whole rows every step
+    arrays: dict[str, Any]  # tokens-independent inputs: response, attn, positions, keys, settings (and a cache)
     canvas: Canvas
     owners: list[Request | None]
     response: np.ndarray  # [rows, width] bool: a host copy of arrays["response"]
@@ -156,8 +158,8 @@ class Engine(_Queue):
         self.steps_per_call, self.admission = steps_per_call, admission
         self.max_skips = slots if max_skips is None else max_skips
         self.rows = -(-slots // max(generator.micro_batch, 1)) * max(generator.micro_batch, 1)
-        self._pools: dict[tuple[int, int], _Pool] = {}
-        self._fns: dict[tuple[str, int, int], Callable] = {}
+        self._pools: dict[tuple[int, int, int], _Pool] = {}
+        self._fns: dict[tuple[str, int, int, int], Callable] = {}
         self._layouts: dict[int, tuple] = {}  # waiting request id -> `_layout`
         self._skips: dict[int, int] = {}  # waiting request id -> admissions that passed it over at the queue's head
 
@@ -202,18 +204,20 @@ class Engine(_Queue):
                 updates.extend(self._collect(pool, done))
         return updates
 
-    def warmup(self, buckets: Iterable[tuple[int, int]] | None = None) -> int:
-        """Compiles the step of each (width, response positions) bucket (default: every bucket of `max_length`),
-        so serving never compiles. Returns the number of buckets."""
+    def warmup(self, buckets: Iterable[tuple[int, ...]] | None = None) -> int:
+        """Compiles the step of each (width, response positions[, live slots]) bucket (default: every uncached
+        bucket of `max_length`; a cached pool compiles when its first request comes), so serving never compiles.
+        Returns the number of buckets."""
         keys = list(buckets) if buckets is not None else self.buckets()
         for key in keys:
-            pool = self._pool(key)
+            pool = self._pool(tuple(key) + (0,) * (3 - len(key)))
             if pool.used:
                 continue
             pool.canvas, _ = self._fn("step", pool)(self.gen.params, pool.arrays, pool.canvas, np.int32(1))
             row = jax.tree.map(lambda a: np.asarray(a[:1]), dict(tokens=pool.canvas.tokens, **{
-                k: v for k, v in pool.arrays.items() if k != "positions"}))  # an empty slot's own row
-            pool.arrays, pool.canvas = self._fn("insert", pool)(pool.arrays, pool.canvas, np.int32(0), row)
+                k: v for k, v in pool.arrays.items() if k not in ("positions", "cache")}))  # an empty slot's own row
+            pool.arrays, pool.canvas = self._fn("insert", pool)(pool.arrays, pool.canvas, np.int32(0), row,
+                                                                self.gen.params)
             pool.arrays, pool.canvas = self._fn("clear", pool)(pool.arrays, pool.canvas, np.int32(0))
         return len(keys)
 
@@ -223,15 +227,19 @@ class Engine(_Queue):
         return [(w, r) for w in widths for r in sorted({bucket(n, w) for n in range(1, w - 1)})]
 
     # -- internals ---------------------------------------------------------------------------------------------
-    def _layout(self, req: Request) -> tuple[tuple[int, int], np.ndarray, np.ndarray, np.ndarray]:
-        """The request's row as `Generator.generate` lays it out (full width), and its bucket, as `_calls`."""
+    def _layout(self, req: Request) -> tuple[tuple[int, int, int], np.ndarray, np.ndarray, np.ndarray]:
+        """The request's row as `Generator.generate` lays it out (full width), and its bucket, as `_calls`:
+        (width, response positions, live slots of a cached decode or 0)."""
         tokens, resp, attn = self.gen.layout([req.prompt], [req.length], fixed_eos=req.sampler.fixed_eos)
         width = bucket(int(attn.sum()), self.gen.max_length)
-        return (width, bucket(int(resp.sum()), width)), tokens[:, :width], resp[:, :width], attn[:, :width]
+        r, live = bucket(int(resp.sum()), width), 0
+        if req.sampler.cache != "none":
+            live = live_bucket(int(live_positions(response_side(resp, attn), resp, req.sampler.cache).sum()), width, r)
+        return (width, r, live), tokens[:, :width], resp[:, :width], attn[:, :width]
 
-    def _pool(self, key: tuple[int, int]) -> _Pool:
+    def _pool(self, key: tuple[int, int, int]) -> _Pool:
         if key not in self._pools:
-            width, r = key
+            width, r, live = key
             n, t = self.rows, self.max_steps
             i32 = lambda *shape: jnp.zeros(shape, jnp.int32)  # noqa: E731
             settings = RowSettings(kind=i32(n), steps=i32(n), keep=i32(n, t), rate=jnp.zeros((n, t), jnp.float32),
@@ -241,10 +249,16 @@ class Engine(_Queue):
             attn = i32(n, width).at[:, 0].set(1)
             arrays = dict(response=jnp.zeros((n, width), bool), attn=attn, positions=i32(n, r),
                           keys=jnp.zeros((n, 2), jnp.uint32), settings=settings)
+            if live:  # the cache, filled at insert (`prefix_cache.fill_cache`), and each row's live slots
+                shapes = jax.eval_shape(lambda p, a: fill_cache(self.gen.cache_model(), p, a, a, a.astype(bool),
+                                                                self.gen.micro_batch), self.gen.params, attn)
+                arrays.update(cache=jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes),
+                              live_pos=i32(n, live), live_valid=jnp.zeros((n, live), bool),
+                              visible=jnp.zeros((n, width), bool))
             canvas = initial_canvas(jnp.full((n, width), self.gen.model_id(self.gen.pad_id), jnp.int32),
                                     jnp.zeros((n, width), bool), self.gen.model_id(self.gen.mask_id))  # own buffers
             arrays, canvas = self._place((arrays, canvas))
-            self._pools[key] = _Pool(width, r, arrays, canvas, [None] * n, np.zeros((n, width), bool))
+            self._pools[key] = _Pool(width, r, live, arrays, canvas, [None] * n, np.zeros((n, width), bool))
         return self._pools[key]
 
     def _admit(self) -> None:
@@ -257,7 +271,8 @@ class Engine(_Queue):
             pool = self._pool(key)
             slot = self._slot(pool)
             row = self._row(req, pool, tokens, resp, attn)
-            pool.arrays, pool.canvas = self._fn("insert", pool)(pool.arrays, pool.canvas, np.int32(slot), row)
+            pool.arrays, pool.canvas = self._fn("insert", pool)(pool.arrays, pool.canvas, np.int32(slot), row,
+                                                                self.gen.params)
             pool.owners[slot] = req
             pool.response[slot] = resp[0]
 
@@ -288,9 +303,15 @@ class Engine(_Queue):
         gen = self.gen
         if gen.vocab_map is not None:
             tokens = gen.vocab_map.to_new(tokens)
-        return dict(tokens=np.asarray(tokens, np.int32), response=np.asarray(resp, bool),
-                    attn=np.asarray(attn, np.int32), keys=np.asarray(gen.row_keys(self._rng, [req.key_id]), np.uint32),
-                    settings=row_settings(req.sampler, resp.sum(1).astype(np.int64), pool.width, self.max_steps))
+        row = dict(tokens=np.asarray(tokens, np.int32), response=np.asarray(resp, bool),
+                   attn=np.asarray(attn, np.int32), keys=np.asarray(gen.row_keys(self._rng, [req.key_id]), np.uint32),
+                   settings=row_settings(req.sampler, resp.sum(1).astype(np.int64), pool.width, self.max_steps))
+        if pool.max_live:  # the live slots (`prefix_cache.live_positions`) and the cached columns
+            live = live_positions(response_side(resp, attn), resp, req.sampler.cache)
+            order = np.argsort(~live, axis=1, kind="stable")[:, :pool.max_live]
+            row.update(live_pos=order.astype(np.int32), live_valid=np.take_along_axis(live, order, 1),
+                       visible=attn.astype(bool) & ~live)
+        return row
 
     def _collect(self, pool: _Pool, done: jax.Array) -> list[Update]:
         """Updates of the pool's requests after a step; finished ones leave their slots."""
@@ -322,10 +343,10 @@ class Engine(_Queue):
 
     def _fn(self, name: str, pool: _Pool) -> Callable:
         """The jitted step / insert / clear for a pool's shape (compiled once each)."""
-        key = (name, pool.width, pool.max_response)
+        key = (name, pool.width, pool.max_response, pool.max_live)
         if key not in self._fns:
             mask_id = self.gen.model_id(self.gen.mask_id)
-            fn, donate = {"step": (self._step_fn(pool), (2,)), "insert": (_insert_fn(pool, mask_id), (0, 1)),
+            fn, donate = {"step": (self._step_fn(pool), (2,)), "insert": (_insert_fn(pool, mask_id, self.gen), (0, 1)),
                           "clear": (_clear_fn(), (0, 1))}[name]
             self._fns[key] = jax.jit(fn, donate_argnums=donate, out_shardings=self._sharding())
         return self._fns[key]
@@ -341,6 +362,9 @@ class Engine(_Queue):
             def logits_fn(t, positions, rows=None):
                 a, sd = (attn, side) if rows is None else (attn[rows], side[rows])
                 return self.gen.head(params, t, a, positions, sd)
+            if pool.max_live:
+                logits_fn = cached_logits(self.gen.cache_model(), params, arrays["cache"], arrays["live_pos"],
+                                          arrays["live_valid"], arrays["visible"], self.gen.head_chunk)
             keys, settings = jax.random.wrap_key_data(arrays["keys"]), arrays["settings"]
             before = finished(canvas, settings)
 
@@ -387,16 +411,13 @@ def check_request(gen: Generator, request: Request, max_steps: int) -> None:
 
 
 def check_servable(sampler: SamplerConfig) -> None:
-    """The engines decode a whole response per request over whole rows: semi-autoregressive decoding
-    (`block_length`) and the prefix cache (`cache`) are for `generate` / `evaluate`; a `ConfigError` naming it (the server checks its run's sampler at start-up too)."""
+    """The engines decode a whole response per request: semi-autoregressive decoding (`block_length`) is for
+    `generate` / `evaluate`; a `ConfigError` naming it (the server checks its run's sampler at start-up too)."""
     if sampler.block_length:
         raise ConfigError(f"block_length={sampler.block_length}: the serving engine decodes whole responses; "
                           "semi-autoregressive decoding runs in generate / evaluate (serve with "
                           "--config.sampler.block_length=0)", field="block_length")
-    if sampler.cache != "none":
-        raise ConfigError(f"cache={sampler.cache!r}: the serving engine recomputes whole rows at every step; the "
-                          "sampler's prefix cache runs in generate / evaluate (serve with "
-                          "--config.sampler.cache=none)", field="cache")
+
 
 
 class StaticBatcher(_Queue):
@@ -478,12 +499,17 @@ class ChatBatcher(StaticBatcher):
         return updates
 
 
-def _insert_fn(pool: _Pool, mask_id: int) -> Callable:
-    """Writes a request's row (host arrays, `Engine._row`) into a slot: its inputs, head positions and canvas."""
-    def insert(arrays, canvas, slot, row):
+def _insert_fn(pool: _Pool, mask_id: int, gen: Generator) -> Callable:
+    """Writes a request's row (host arrays, `Engine._row`) into a slot: its inputs, head positions and canvas, and
+    in a cached pool its prompt's keys and values (the prefill: once per request)."""
+    def insert(arrays, canvas, slot, row, params):
         response = row["response"]
         full = {**{k: v for k, v in row.items() if k != "tokens"},
                 "positions": response_positions(response, pool.max_response)}
+        if pool.max_live:
+            start = jnp.where(response, mask_id, row["tokens"])
+            full["cache"] = fill_cache(gen.cache_model(), params, start, row["attn"],
+                                       response_side(response, row["attn"]), gen.micro_batch)
         put = lambda a, r: jax.lax.dynamic_update_index_in_dim(a, r[0].astype(a.dtype), slot, 0)  # noqa: E731
         return (jax.tree.map(put, arrays, full),
                 jax.tree.map(put, canvas, initial_canvas(row["tokens"], response, mask_id)))

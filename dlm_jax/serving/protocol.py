@@ -20,10 +20,10 @@ MAX_STOP = 4  # OpenAI's limit on stop strings
 ROLES = ("system", "developer", "user", "assistant")
 NEVER_REMASK = ("adaptive", "cmlm", "ar")  # strategies whose committed tokens are final: their prefix can stream
 # Every field a body may carry: OpenAI's (completions and chat; those in UNSUPPORTED only at their neutral value) and
-# dlm_jax's extensions (strategy, steps, threshold, diffusing). Any other field is a 400 naming it.
+# dlm_jax's extensions (strategy, steps, threshold, cache, diffusing). Any other field is a 400 naming it.
 COMMON_FIELDS = frozenset({"model", "max_tokens", "max_completion_tokens", "temperature", "top_p", "n", "stream",
                            "stream_options", "stop", "seed", "user", "presence_penalty", "frequency_penalty",
-                           "strategy", "steps", "threshold", "diffusing"})
+                           "strategy", "steps", "threshold", "cache", "diffusing"})
 CHAT_FIELDS = frozenset({"messages", "top_logprobs", "tools", "functions", "response_format", "logit_bias",
                          "logprobs"})
 COMPLETION_FIELDS = frozenset({"prompt", "logprobs", "best_of", "echo", "suffix", "logit_bias"})
@@ -145,7 +145,7 @@ def _stop(body: dict[str, Any]) -> tuple[str, ...]:
 
 
 def _sampler(body: dict[str, Any], ctx: ServeContext, length: int) -> SamplerConfig:
-    """The run's sampler with the request's strategy, steps, threshold and temperature (0: argmax); `ar`
+    """The run's sampler with the request's strategy, steps, threshold, cache and temperature (0: argmax); `ar`
     defaults to one step per response position. Checked where every sampler is (`SamplerConfig`,
     `check_sampler` with the server's --max_steps): a 400 naming the setting at fault."""
     base = ctx.sampler
@@ -158,9 +158,11 @@ def _sampler(body: dict[str, Any], ctx: ServeContext, length: int) -> SamplerCon
     temperature = _temperature(body)
     argmax = base.argmax if temperature is None else temperature == 0
     temp = base.temperature if not temperature else float(temperature)
+    cache = _typed(body, "cache", (str,), base.cache)
     try:
         config = SamplerConfig(steps=steps, strategy=strategy, argmax=argmax, temperature=temp,
-                               threshold=None if threshold is None else float(threshold), fixed_eos=base.fixed_eos)
+                               threshold=None if threshold is None else float(threshold), fixed_eos=base.fixed_eos,
+                               cache=cache)
         check_sampler(config, [response], max_steps=ctx.max_steps)
     except UserError as e:
         raise _bad(str(e), e.field) from None
@@ -264,7 +266,7 @@ def parse_request(body: Any, ctx: ServeContext, *, chat: bool) -> GenerationPara
 def _check_autoregressive(body: dict[str, Any], ctx: ServeContext) -> None:
     """An AR model decodes left to right: the diffusion fields are 400s; a sampling temperature is one too under
     beam search (`ctx.ar_sampling` False). Greedy decoding draws no random numbers, so a seed changes nothing."""
-    for name in ("strategy", "steps", "threshold", "diffusing"):
+    for name in ("strategy", "steps", "threshold", "cache", "diffusing"):
         if name in body:
             raise _bad(f"{name!r} is a diffusion setting; this server decodes an autoregressive model left to right: "
                        f"drop {name!r}", name, "unsupported_parameter")

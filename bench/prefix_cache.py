@@ -94,7 +94,7 @@ def main() -> None:
         rate = int(out["response_mask"].sum()) / (time.perf_counter() - t0)
         base = (rate, out["tokens"]) if base is None else base
         same = "yes" if np.array_equal(out["tokens"], base[1]) else "no"
-        print(f"| {name} | {rate:,.0f} | {rate / base[0]:.2f}x | {same} | {_bleu(run, out, refs)} |", flush=True)
+        print(f"| {name} | {rate:,.1f} | {rate / base[0]:.2f}x | {same} | {_bleu(run, out, refs)} |", flush=True)
 
 
 def _bleu(run, out, refs) -> str:

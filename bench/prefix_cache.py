@@ -4,7 +4,7 @@ and of `block_length`, through `Generator.generate`, with the prompt `--ratio` t
     python bench/prefix_cache.py --random xlmr-base --batch 2 --length 16     # an xlmr-base-shaped model
     python bench/prefix_cache.py --random bert-tiny --batch 16 --length 16    # the demo model's shape
     python bench/prefix_cache.py --workdir runs/demo_prompt_prefix             # a trained run: also its BLEU
-    python bench/prefix_cache.py --workdir runs/demo_prompt_prefix --task ding_de_en_4shot   # 4-shot prompts
+    python bench/prefix_cache.py --workdir runs/demo_prompt_prefix --task ding_de_en_4shot --max_length 256
 
 With `--random`, a randomly initialised model of the named shape and random prompt ids (the speed does not depend
 on the weights; the layout is `prompt_prefix`, under which `prefix` is exact). With `--workdir`, the run's own
@@ -55,7 +55,11 @@ def trained(args) -> tuple:
     """The run's Generator and ding_de_en test prompts, oracle lengths and references."""
     from dlm_jax.inference import restore_run
     from dlm_jax.inference.evaluator import EvalRequest, load_task_data, task_names
-    run = restore_run(args.workdir)
+    from dlm_jax.rundir import RunDir
+    config = RunDir(args.workdir).read_config()
+    if args.max_length:  # rows longer than the run trained on (k-shot prompts), up to the model's positions
+        config.data.max_length = args.max_length
+    run = restore_run(args.workdir, config=config)
     task = task_names(args.task, run.vocab)[0]
     data = load_task_data(task, run.vocab, run.feature_spec(), EvalRequest(split="test", limit=args.examples))
     exs = list(data.seqio_evaluator.cached_task_datasets[task].as_numpy_iterator())
@@ -73,6 +77,7 @@ def main() -> None:
     p.add_argument("--length", type=int, default=16, help="--random: response tokens incl. </s>")
     p.add_argument("--ratio", type=int, default=16, help="--random: prompt tokens per response token")
     p.add_argument("--steps", type=int, default=16)
+    p.add_argument("--max_length", type=int, default=0, help="--workdir: row length instead of the run's (k-shot)")
     p.add_argument("--modes", default="", help="comma-separated names of MODES to run (default: all)")
     args = p.parse_args()
     if bool(args.random) == bool(args.workdir):

@@ -13,7 +13,8 @@
   run's length predictor's length; the text stops at `</s>` and at the first of `until`.
 - `loglikelihood_rolling`: an error (a diffusion LM has no left-to-right factorisation to roll).
 
-Model args: workdir, checkpoint, mc_samples, steps, strategy, threshold, mesh (axes joined by "+", e.g.
+Model args: workdir, checkpoint, mc_samples, steps, strategy, threshold, cache (none | prefix | dual: the sampler's
+prefix cache, `inference/prefix_cache.py`), mesh (axes joined by "+", e.g.
 `mesh=data=2+tensor=2`: lm-eval splits model args at commas), seed, micro_batch, max_gen_toks, length
 (canvas | predictor) with length_workdir, truncation (error | left). In a multi-process launch every process runs
 the same requests on its shards and process 0 alone prints and writes lm-eval's results.
@@ -55,6 +56,7 @@ class ModelArgs:
     steps: int | None = None
     strategy: str | None = None
     threshold: float | None = None
+    cache: str | None = None
     mesh: str | None = None
     seed: int = 0
     micro_batch: int = 8
@@ -105,13 +107,13 @@ def _positive(name: str, value: Any) -> int:
 
 
 def _sampler(run: RestoredRun, args: ModelArgs) -> SamplerConfig:
-    """The run's sampler with the model args' steps / strategy / threshold."""
+    """The run's sampler with the model args' steps / strategy / threshold / cache (`SamplerConfig` checks them)."""
     base = run.run.sampler
     strategy = args.strategy or base.strategy
     threshold = args.threshold if args.threshold is not None else (base.threshold if strategy == "adaptive"
                                                                      else None)
     return dataclasses.replace(base, steps=args.steps or base.steps, strategy=strategy, threshold=threshold,
-                               record_trajectory=False)
+                               cache=args.cache or base.cache, record_trajectory=False)
 
 
 class DlmJaxLM(LM):

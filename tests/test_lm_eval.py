@@ -112,6 +112,10 @@ def test_bad_model_args_and_rolling_are_one_line_errors(tmp_path, tiny_trained):
     with pytest.raises(ConfigError, match="needs --model_args workdir"):
         ModelArgs.parse({})
     lm = DlmJaxLM(workdir=str(tiny_trained), mc_samples=2)
+    from dlm_jax.lm_eval import _sampler
+    assert _sampler(lm.run, ModelArgs.parse({"workdir": "x", "cache": "prefix"})).cache == "prefix"
+    with pytest.raises(ConfigError, match="sampler cache='full'"):
+        _sampler(lm.run, ModelArgs.parse({"workdir": "x", "cache": "full"}))
     with pytest.raises(InputError, match="not defined for a diffusion LM"):
         lm.loglikelihood_rolling([])
 

@@ -24,9 +24,9 @@ from dlm_jax.diffusion import (DecodeConfig, SamplerConfig, beam_search, build_i
 from dlm_jax.diffusion.autoregressive import prompt_rows
 from dlm_jax.diffusion.fused_head import HeadParts
 from dlm_jax.diffusion.rows import map_rows, row_keys, stable_hash
-from dlm_jax.diffusion.sampler import check_sampler
+from dlm_jax.diffusion.sampler import check_sampler, initial_canvas
 from dlm_jax.data.vocab import HFVocabulary
-from dlm_jax.inference.prefix_cache import cached_logits_fn, live_bucket, live_positions, response_side
+from dlm_jax.inference.prefix_cache import cached_logits_fn, live_positions, response_side
 from dlm_jax.errors import ConfigError, InputError
 from dlm_jax.model import model_for
 from dlm_jax.model import family_of
@@ -127,8 +127,8 @@ class Generator:
                 def logits_fn(t, positions, rows=None):
                     a, sd = (attn, side) if rows is None else (attn[rows], side[rows])
                     return self.head(params, t, a, positions, sd)
-                if config.cache != "none":
-                    start = jnp.where(response, mask_id, tokens)  # the canvas `sample` starts from
+                if config.cache != "none":  # filled from the canvas `sample` starts from
+                    start = initial_canvas(tokens, response, mask_id).tokens
                     logits_fn = cached_logits_fn(self.cache_model(), params, start, attn, side, live, max_live,
                                                  self.head_chunk, micro)
                 return sample(logits_fn, tokens, response, jax.random.wrap_key_data(key_data), config,
@@ -468,6 +468,13 @@ def fold_keys(keys: np.ndarray, k: int) -> np.ndarray:
 def bucket(n: int, cap: int) -> int:
     """n rounded up to a power of two (at least 8), at most `cap`: few distinct shapes, so few recompiles."""
     return min(cap, max(8, 1 << max(n - 1, 0).bit_length()))
+
+
+def live_bucket(n_live: int, width: int, max_response: int) -> int:
+    """Live slots of a cached decode (`prefix_cache`) for a row with `n_live` live positions whose response bucket
+    is `max_response`: that bucket when they fit (a whole response, `dual`, or `prefix` without a fixed `</s>`),
+    else their own `bucket` (a fixed `</s>`, later blocks), so a row's shapes are its own, never its batch's."""
+    return max_response if n_live <= max_response else bucket(n_live, width)
 
 
 def _merge_trajectories(parts: list[tuple[np.ndarray, np.ndarray]], n: int, width: int, pad_id: int

@@ -82,12 +82,12 @@ def cached_logits_fn(model: Any, params: Any, tokens: jax.Array, attn: jax.Array
     (at least the sampler's `max_response`).
     """
     cache = fill_cache(model, params, tokens, attn, side, micro_batch)
-    live_pos, live_valid = masked_positions(live, max_live)
-    return cached_logits(model, params, cache, live_pos, live_valid, attn.astype(bool) & ~live, head_chunk)
+    return cached_logits(model, params, cache, *live_slots(live, attn, max_live), head_chunk)
 
 
-def live_bucket(n_live: int, width: int, max_response: int) -> int:
-    """Live slots of a row with `n_live` live positions whose response bucket is `max_response`: that bucket when
-    they fit (a whole response, `dual`, or `prefix` without a fixed `</s>`), else their own power-of-two bucket (a
-    fixed `</s>`, later blocks), so a row's shapes are its own, never its batch's."""
-    return max_response if n_live <= max_response else min(width, max(8, 1 << (n_live - 1).bit_length()))
+def live_slots(live: Any, attn: Any, max_live: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """What `cached_logits` reads of rows with `live` [b, L] positions: (live_pos [b, max_live], each row's live
+    positions first; live_valid [b, max_live], which slots are live; visible [b, L], the cached columns a live
+    token sees: real and not live)."""
+    live_pos, live_valid = masked_positions(jnp.asarray(live, bool), max_live)
+    return live_pos, live_valid, jnp.asarray(attn).astype(bool) & ~jnp.asarray(live, bool)

@@ -30,9 +30,8 @@ from dlm_jax.diffusion import SamplerConfig
 from dlm_jax.diffusion.sampler import (KINDS, Canvas, RowSettings, check_sampler, denoise_step, finished,
                                        initial_canvas, response_positions, row_settings)
 from dlm_jax.errors import ConfigError, InputError
-from dlm_jax.inference.generator import Generator, bucket
-from dlm_jax.inference.prefix_cache import (cached_logits, fill_cache, live_bucket, live_positions,
-                                            response_side)
+from dlm_jax.inference.generator import Generator, bucket, live_bucket
+from dlm_jax.inference.prefix_cache import cached_logits, fill_cache, live_positions, live_slots, response_side
 
 
 @dataclasses.dataclass
@@ -308,9 +307,8 @@ class Engine(_Queue):
                    settings=row_settings(req.sampler, resp.sum(1).astype(np.int64), pool.width, self.max_steps))
         if pool.max_live:  # the live slots (`prefix_cache.live_positions`) and the cached columns
             live = live_positions(response_side(resp, attn), resp, req.sampler.cache)
-            order = np.argsort(~live, axis=1, kind="stable")[:, :pool.max_live]
-            row.update(live_pos=order.astype(np.int32), live_valid=np.take_along_axis(live, order, 1),
-                       visible=attn.astype(bool) & ~live)
+            slots = jax.device_get(live_slots(live, attn, pool.max_live))
+            row.update(zip(("live_pos", "live_valid", "visible"), slots))
         return row
 
     def _collect(self, pool: _Pool, done: jax.Array) -> list[Update]:
@@ -506,13 +504,12 @@ def _insert_fn(pool: _Pool, mask_id: int, gen: Generator) -> Callable:
         response = row["response"]
         full = {**{k: v for k, v in row.items() if k != "tokens"},
                 "positions": response_positions(response, pool.max_response)}
+        start = initial_canvas(row["tokens"], response, mask_id)
         if pool.max_live:
-            start = jnp.where(response, mask_id, row["tokens"])
-            full["cache"] = fill_cache(gen.cache_model(), params, start, row["attn"],
+            full["cache"] = fill_cache(gen.cache_model(), params, start.tokens, row["attn"],
                                        response_side(response, row["attn"]), gen.micro_batch)
         put = lambda a, r: jax.lax.dynamic_update_index_in_dim(a, r[0].astype(a.dtype), slot, 0)  # noqa: E731
-        return (jax.tree.map(put, arrays, full),
-                jax.tree.map(put, canvas, initial_canvas(row["tokens"], response, mask_id)))
+        return jax.tree.map(put, arrays, full), jax.tree.map(put, canvas, start)
     return insert
 
 
